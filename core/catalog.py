@@ -1,0 +1,73 @@
+"""The Stable Diffusion 2 family: what each model is and how to get it.  Standard library only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str                  # short name used on the command line and in the models folder
+    repo_id: str              # Hugging Face hub id
+    pipeline: str             # diffusers pipeline class
+    native: int               # native resolution (px)
+    prediction: str           # "epsilon" or "v_prediction" (the model's scheduler config is the authority)
+    modes: tuple[str, ...]    # jobs that can use it
+    unet_in_channels: int
+    title: str
+    single_files: tuple[str, ...] = ()  # names of the original single-file checkpoints
+
+    @property
+    def cache_folder(self) -> str:
+        """Folder name of this repo in the Hugging Face cache."""
+        return "models--" + self.repo_id.replace("/", "--")
+
+    def install_hint(self) -> str:
+        return f"python -m installer models download {self.key}"
+
+
+CATALOG: dict[str, ModelSpec] = {
+    s.key: s
+    for s in (
+        ModelSpec("sd2-inpainting", "stabilityai/stable-diffusion-2-inpainting",
+                  "StableDiffusionInpaintPipeline", 512, "epsilon", ("inpaint",), 9,
+                  "Stable Diffusion 2 inpainting", ("512-inpainting-ema.safetensors",)),
+        ModelSpec("sd2-depth", "stabilityai/stable-diffusion-2-depth",
+                  "StableDiffusionDepth2ImgPipeline", 512, "epsilon", ("restyle", "depth"), 5,
+                  "Stable Diffusion 2 depth", ("512-depth-ema.safetensors",)),
+        ModelSpec("sd2-x4-upscaler", "stabilityai/stable-diffusion-x4-upscaler",
+                  "StableDiffusionUpscalePipeline", 512, "v_prediction", ("upscale",), 7,
+                  "Stable Diffusion x4 upscaler", ("x4-upscaler-ema.safetensors",)),
+        ModelSpec("sd2-1", "stabilityai/stable-diffusion-2-1",
+                  "StableDiffusionPipeline", 768, "v_prediction", ("generate",), 4,
+                  "Stable Diffusion 2.1 (768)", ("v2-1_768-ema-pruned.safetensors",)),
+        ModelSpec("sd2-1-base", "stabilityai/stable-diffusion-2-1-base",
+                  "StableDiffusionPipeline", 512, "epsilon", ("generate",), 4,
+                  "Stable Diffusion 2.1 base (512)", ("v2-1_512-ema-pruned.safetensors",)),
+    )
+}
+
+# The models a mode tries, best first.
+MODE_MODELS: dict[str, tuple[str, ...]] = {
+    "inpaint": ("sd2-inpainting",),
+    "restyle": ("sd2-depth",),
+    "depth": ("sd2-depth",),
+    "upscale": ("sd2-x4-upscaler",),
+    "generate": ("sd2-1", "sd2-1-base"),
+    "fill": (),
+}
+
+
+def by_name(name: str) -> ModelSpec | None:
+    """Find a spec by key, hub id or hub name (``stable-diffusion-2-inpainting``)."""
+    if name in CATALOG:
+        return CATALOG[name]
+    for spec in CATALOG.values():
+        if name == spec.repo_id or name == spec.repo_id.split("/")[1]:
+            return spec
+    return None
+
+
+def by_pipeline(pipeline_class: str, unet_in_channels: int | None = None) -> list[ModelSpec]:
+    return [s for s in CATALOG.values() if s.pipeline == pipeline_class
+            and (unet_in_channels is None or s.unet_in_channels == unet_in_channels)]

@@ -1,0 +1,228 @@
+"""Command line: ``python -m core <job> ...`` and ``python -m core models``.
+
+Conventions for every job: the paths written go to stdout (one per line), progress goes to stderr,
+and bad input exits non-zero with one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_USAGE, EXIT_MODEL, EXIT_CANCELLED, EXIT_FAILED = 2, 3, 4, 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool = True,
+                strength: bool = True, model: bool = True) -> None:
+    if model:
+        p.add_argument("--model", help="model folder, .safetensors file, hub id or catalogue key "
+                                       "(default: the mode's catalogue model)")
+        p.add_argument("--config", help="config folder for a single-file .safetensors model")
+    if prompt:
+        p.add_argument("--prompt", default="", help="what to paint")
+        p.add_argument("--negative", default="", help="negative prompt")
+        p.add_argument("--weighted", action="store_true", help="parse compel weights: (word)1.3, word++")
+        p.add_argument("--steps", type=int, default=25, help="denoising steps, 1–512 (default 25)")
+        p.add_argument("--guidance", type=float, default=7.5, help="guidance scale, 1–20 (default 7.5)")
+        p.add_argument("--seed", type=int, default=None, help="seed ≥ 0 (default: random, reported)")
+    if images:
+        p.add_argument("--num-images", type=int, default=1, help="images to make, 1–4 (image i uses seed + i)")
+    if strength:
+        p.add_argument("--strength", type=float, default=None, help="0–1: how much to change (default 0.8)")
+    p.add_argument("--out", required=True, type=Path, help="output image (extra images: OUT_2.png, ...)")
+    p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_region(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grow", type=int, default=8, help="px the model repaints beyond the selection (default 8)")
+    p.add_argument("--feather", type=int, default=8, help="px of soft edge inside the selection (default 8)")
+    p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inpaint", help="repaint the selected part of an image (stable-diffusion-2-inpainting)")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", help="selection mask, same size (white = repaint); default: whole image")
+    _add_common(p)
+    _add_region(p)
+    p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
+                   help="what the model starts from inside the selection (default original)")
+
+    p = sub.add_parser("models", help="list the models the resolver finds")
+    p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")
+
+    p = sub.add_parser("demo", help="inpaint the sample image in resources/ (tiny smoke models if SD2 is absent)")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 4 with smoke models)")
+    return ap
+
+
+def _progress_bar(quiet: bool):
+    """A (callback, close) pair drawing a tqdm bar on stderr, created at the first report."""
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state = {}
+
+    def on_progress(step, total, phase):
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total or None, file=sys.stderr, unit="step", dynamic_ncols=True,
+                                      leave=False)
+        if total and bar.total != total:
+            bar.reset(total=total)
+        bar.set_description(phase, refresh=False)
+        bar.n = step
+        bar.refresh()
+
+    def close():
+        if "bar" in state:
+            state["bar"].close()
+
+    return on_progress, close
+
+
+def request_from_args(args, mode: str):
+    """Build a JobRequest from parsed arguments (files are read here)."""
+    from .imageio import read_depth, read_image, read_mask
+    from .jobs import JobRequest, Options, Params
+
+    image = mask = depth = None
+    has_alpha = True
+    if getattr(args, "image", None):
+        image, has_alpha = read_image(args.image, "image")
+    size = (image.width, image.height) if image else None
+    if getattr(args, "mask", None):
+        if image is None:
+            raise CliError("--mask needs --image")
+        mask = read_mask(args.mask, size)
+    if getattr(args, "depth", None):
+        depth = read_depth(args.depth, size)
+    params = Params(
+        prompt=getattr(args, "prompt", "") or "", negative_prompt=getattr(args, "negative", "") or "",
+        num_images=getattr(args, "num_images", 1), steps=getattr(args, "steps", 25),
+        guidance=getattr(args, "guidance", 7.5),
+        strength=args.strength if getattr(args, "strength", None) is not None else 0.8,
+        seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False))
+    opt = {}
+    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend"):
+        if getattr(args, name, None) is not None:
+            opt[name] = getattr(args, name)
+    if getattr(args, "no_color_match", False):
+        opt["color_match"] = False
+    if depth is not None:
+        opt["depth_source"] = "given"
+    req = JobRequest(mode, params, Options(**opt), model=getattr(args, "model", None), image=image, mask=mask,
+                     depth=depth)
+    return req, has_alpha
+
+
+def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
+    """Run a job in this process and write its outputs; returns the paths written."""
+    from . import regionjob
+    from .control import JobControl
+    from .imageio import numbered, write_image
+    from .models import ModelManager
+    from .runner import run_job
+
+    if models is None:
+        from .device import choose_policy, probe
+
+        try:
+            policy = choose_policy(probe(), args.device, args.dtype)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        models = ModelManager(policy, config=getattr(args, "config", None))
+    on_progress, close = _progress_bar(getattr(args, "quiet", False))
+    try:
+        result = run_job(req, models, JobControl(on_progress=on_progress))
+    finally:
+        close()
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    written = []
+    for i, patch in enumerate(result.patches):
+        out = numbered(args.out, i)
+        if req.image is not None and patch.image.format != "GRAY_U16":
+            arr = regionjob.composite(req, patch)
+            write_image(out, arr, req.image.format, keep_alpha=has_alpha)
+        else:
+            from .pixels import as_array
+
+            write_image(out, as_array(patch.image), patch.image.format, keep_alpha=has_alpha)
+        written.append(out)
+        print(f"seed {patch.seed}: {out}", file=sys.stderr)
+    return written
+
+
+def cmd_models(args) -> int:
+    from . import paths
+    from .catalog import CATALOG
+    from .resolver import ModelError, find_installed, resolve
+
+    models_dir = args.models_dir or paths.models_dir()
+    print(f"models folder: {models_dir}")
+    print(f"Hugging Face cache: {paths.hf_hub_cache()}")
+    for spec in CATALOG.values():
+        try:
+            r = resolve(spec.key, models_dir=models_dir)
+            print(f"  found    {spec.key:<16} {r.path}  [{r.source}, {r.prediction}, {r.native}px]")
+        except ModelError as e:
+            print(f"  missing  {spec.key:<16} {spec.repo_id}  -> {spec.install_hint()}")
+            del e
+    others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
+    for r in others:
+        print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")
+    return 0
+
+
+def main(argv=None) -> int:
+    from . import engine_env
+
+    engine_env.apply()
+    args = build_parser().parse_args(argv)
+    from .control import Cancelled
+    from .params import ValidationError
+    from .resolver import ModelError
+
+    try:
+        if args.command == "models":
+            return cmd_models(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            for path in run_demo(args.out, steps=args.steps):
+                print(path)
+            return 0
+        req, has_alpha = request_from_args(args, args.command)
+        for path in run_request(req, args, has_alpha):
+            print(path)
+        return 0
+    except ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

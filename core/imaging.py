@@ -1,0 +1,119 @@
+"""Image geometry on numpy arrays: masks, feathering, scaling, colour matching and compositing.
+
+Conventions: images are float32 H×W×C in [0, 1] (RGBA straight alpha, or RGB); masks and alphas are
+float32 H×W in [0, 1]; selections come in as uint8 0–255.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .geometry import Rect
+
+cv2.setNumThreads(max(1, cv2.getNumberOfCPUs()))
+
+
+def mask_bbox(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Rect | None:
+    """Bounding box of the non-zero pixels of ``mask`` (in canvas coordinates), or None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0]: rows[-1] + 1].any(axis=0))
+    return Rect(origin[0] + int(cols[0]), origin[1] + int(rows[0]),
+                int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+
+
+def _distance_inside(binary: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every True pixel to the nearest False pixel (0 on False pixels)."""
+    if binary.all():
+        return np.full(binary.shape, np.float32(1e6))
+    return cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def grow_mask(binary: np.ndarray, px: int) -> np.ndarray:
+    """Dilate a boolean mask by ``px`` pixels (round structuring element)."""
+    if px <= 0 or not binary.any():
+        return binary.copy()
+    return _distance_inside(~binary) <= px
+
+
+def feather_alpha(selection: np.ndarray, feather: int) -> np.ndarray:
+    """Composite alpha from a soft selection (uint8 or float in [0, 1]).
+
+    The edge is softened *inward* over ``feather`` pixels (smoothstep), and the result is multiplied
+    by the selection's own softness, so the alpha is 0 exactly where the selection is 0.
+    """
+    sel = selection.astype(np.float32)
+    if selection.dtype == np.uint8:
+        sel *= 1.0 / 255.0
+    if feather <= 0:
+        return sel
+    t = np.clip(_distance_inside(sel > 0) / float(feather), 0.0, 1.0)
+    ramp = t * t * (3.0 - 2.0 * t)
+    return (sel * ramp).astype(np.float32)
+
+
+def ring_mask(binary: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within ``width`` px outside a boolean mask."""
+    return grow_mask(binary, width) & ~binary
+
+
+def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float image to ``size`` = (w, h): area averaging down, Lanczos up, clipped to [0, 1]."""
+    h, w = img.shape[:2]
+    if (w, h) == tuple(size):
+        return img.copy()
+    shrinking = size[0] * size[1] < w * h
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    out = cv2.resize(np.ascontiguousarray(img, dtype=np.float32), tuple(size), interpolation=interp)
+    if img.ndim == 3 and out.ndim == 2:
+        out = out[..., None]
+    return np.clip(out, 0.0, 1.0)
+
+
+def flatten(rgba: np.ndarray, background: float = 0.5) -> np.ndarray:
+    """RGB the model should see: transparent pixels are blended toward a neutral grey."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + background * (1.0 - a)
+
+
+def color_match(result: np.ndarray, reference: np.ndarray, ring: np.ndarray,
+                max_gain: float = 2.0) -> np.ndarray:
+    """Shift ``result`` (RGB) so that its per-channel mean and std in ``ring`` match ``reference``."""
+    if ring.sum() < 16:
+        return result
+    r, o = result[ring], reference[ring]
+    mr, sr = r.mean(axis=0), r.std(axis=0)
+    mo, so = o.mean(axis=0), o.std(axis=0)
+    gain = np.clip(so / np.maximum(sr, 1e-3), 1.0 / max_gain, max_gain)
+    return np.clip((result - mr) * gain + mo, 0.0, 1.0).astype(np.float32)
+
+
+def over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """Porter–Duff source-over of straight-alpha RGBA float images."""
+    ta, ba = top[..., 3:4], bottom[..., 3:4]
+    out_a = ta + ba * (1.0 - ta)
+    rgb = top[..., :3] * ta + bottom[..., :3] * ba * (1.0 - ta)
+    safe = np.where(out_a > 0, out_a, 1.0)
+    return np.concatenate([rgb / safe, out_a], axis=-1).astype(np.float32)
+
+
+def composite_native(original: np.ndarray, patch: np.ndarray, rect: Rect, fmt: str,
+                     linear: bool = False) -> np.ndarray:
+    """Stack a patch (native ``fmt`` array) over ``original`` (native array) at ``rect``, as an editor
+    stacks a layer.  Returns a new array; where the patch's alpha is 0, ``original`` is copied bit for bit.
+    """
+    from .pixels import from_working, to_working
+
+    out = original.copy()
+    rows, cols = rect.slices()
+    touched = patch[..., 3] != 0
+    if not touched.any():
+        return out
+    base = to_working(original[rows, cols], fmt, linear)
+    top = to_working(patch, fmt, linear)
+    blended = from_working(over(top, base), fmt, linear)
+    region = out[rows, cols]
+    region[touched] = blended[touched]
+    return out

@@ -1,0 +1,1 @@
+"""One module per job kind.  Each exposes ``run(request, models, control) -> JobResult``."""

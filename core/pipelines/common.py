@@ -1,0 +1,80 @@
+"""Pieces every diffusion job uses: seeds and generators, prompt embeddings, the step callback."""
+
+from __future__ import annotations
+
+import secrets
+
+from ..control import JobControl
+from ..jobs import Params
+from ..params import SEED_MAX
+from ..preview import latent_to_rgb
+
+
+def choose_seed(params: Params) -> int:
+    """The request's seed, or a random one (reported back with the result)."""
+    return params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
+
+
+def generators(seeds, device: str = "cpu"):
+    """One generator per image, so image i depends only on seed + i (not on how many are made)."""
+    import torch
+
+    gen_device = "cpu" if device == "mps" else device
+    return [torch.Generator(device=gen_device).manual_seed(int(s)) for s in seeds]
+
+
+def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:
+    """``prompt_embeds``/``negative_prompt_embeds`` for a diffusers call, plus warnings."""
+    from ..prompts import encode
+
+    guidance = params.guidance > 1.0
+    emb = encode(pipe.tokenizer, pipe.text_encoder, params.prompt, params.negative_prompt,
+                 weighted=params.weighted, guidance=guidance)
+    kw = {"prompt_embeds": emb.positive}
+    if guidance:
+        kw["negative_prompt_embeds"] = emb.negative
+    return kw, emb.warnings
+
+
+def step_callback(control: JobControl):
+    """A ``callback_on_step_end`` that reports progress, sends previews and cancels within a step."""
+
+    def callback(pipe, i, t, kwargs):
+        total = getattr(pipe, "num_timesteps", None) or len(pipe.scheduler.timesteps)
+        control.report_step(i + 1, total)
+        if control.wants_preview and (i + 1) % control.preview_every == 0 and "latents" in kwargs:
+            control.preview(latent_to_rgb(kwargs["latents"][0]))
+        if i + 1 >= total:
+            control.set_phase("decoding")
+        return kwargs
+
+    return callback
+
+
+def legacy_step_callback(control: JobControl, total: int):
+    """The old ``callback(step, t, latents)`` hook (the x4 upscaler has only this one)."""
+
+    def callback(i, t, latents):
+        control.report_step(i + 1, total)
+        if control.wants_preview and (i + 1) % control.preview_every == 0:
+            control.preview(latent_to_rgb(latents[0]))
+
+    return callback
+
+
+def encode_image(pipe, rgb) -> object:
+    """Latents of an RGB float image (H×W×3 in [0, 1]), deterministic: the mean of the VAE posterior.
+
+    Diffusers samples the posterior with the first generator, which would tie every image of a batch
+    to image 0's seed; taking the mean keeps "image i depends only on seed + i" exact, and an editor
+    wants the same pixels to give the same latents anyway.
+    """
+    import numpy as np
+    import torch
+
+    vae = pipe.vae
+    x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    x = (x * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
+    with torch.inference_mode():
+        latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+    return latents.to(pipe.unet.dtype)

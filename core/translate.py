@@ -1,0 +1,65 @@
+"""Translation of a validated request into a plan: which region, at which model size, which seeds,
+which pipeline arguments.  Pure (standard library only) and therefore easy to test exhaustively."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .geometry import Rect, model_size, plan_region
+from .jobs import JobRequest
+from .params import SEED_MAX
+
+
+@dataclass(frozen=True)
+class RegionPlan:
+    mode: str
+    region: Rect                    # canvas coordinates of the pixels the model works on
+    model_size: tuple[int, int]     # (w, h) the model works at, multiples of 8
+    seeds: tuple[int, ...]          # one per image: seed, seed + 1, ...
+    grow: int
+    feather: int
+    color_match: bool
+    pipeline_kwargs: dict = field(default_factory=dict)
+    expected_steps: int = 0
+
+    @property
+    def scale(self) -> float:
+        return self.model_size[0] / self.region.w
+
+
+def seeds_for(seed: int, count: int) -> tuple[int, ...]:
+    return tuple((seed + i) % (SEED_MAX + 1) for i in range(count))
+
+
+def denoise_steps(steps: int, strength: float) -> int:
+    """Denoising steps diffusers runs for ``steps`` at ``strength`` (image-to-image style)."""
+    return min(int(steps * strength), steps)
+
+
+def image_rect(req: JobRequest) -> Rect:
+    """Where the request's pixels sit on the canvas."""
+    if req.image is None:
+        w, h = req.canvas_size
+        return Rect(0, 0, w, h)
+    return Rect(req.origin[0], req.origin[1], req.image.width, req.image.height)
+
+
+def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) -> RegionPlan:
+    """Plan for a selection-based job (inpaint, restyle, selection-bound generate, fill).
+
+    ``bbox`` is the selection's bounding box on the canvas (None = no selection: the whole image).
+    """
+    available = image_rect(req)
+    o, p = req.options, req.params
+    if bbox is None:
+        region = available
+    else:
+        region = plan_region(bbox, req.canvas_size, grow=o.grow, feather=o.feather).intersect(available)
+    size = model_size(region.w, region.h, native)
+    kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
+    expected = p.steps
+    if req.mode in ("inpaint", "restyle") or (req.mode == "generate" and req.image is not None):
+        kwargs["strength"] = p.strength
+        expected = denoise_steps(p.steps, p.strength)
+    return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather,
+                      o.color_match, kwargs, expected)

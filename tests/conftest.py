@@ -1,0 +1,68 @@
+"""Shared fixtures.  Tests never see the user's real models, caches or network."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from core import engine_env  # noqa: E402
+
+engine_env.apply()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_app_dirs(tmp_path_factory):
+    """App folders and the HF cache point into a temporary folder for the whole session."""
+    base = tmp_path_factory.mktemp("appdirs")
+    env = {
+        "DD_MODELS_DIR": str(base / "models"),
+        "DD_LOG_DIR": str(base / "logs"),
+        "DD_CACHE_DIR": str(base / "cache"),
+        "DD_RESULTS_DIR": str(base / "results"),
+        "HF_HOME": str(base / "hf"),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    os.environ.pop("HF_HUB_CACHE", None)
+    yield base
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """All five tiny pipelines, saved in diffusers format under <root>/<catalogue key>."""
+    from core.tiny_models import build_all
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    build_all(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def policy():
+    from core.device import current_policy
+
+    return current_policy()
+
+
+@pytest.fixture(scope="session")
+def models(tiny_root, policy):
+    """A model manager that finds the tiny models through the normal resolver (models-folder layout)."""
+    from core.models import ModelManager
+
+    return ModelManager(policy, models_dir=tiny_root, hub_cache=tiny_root / "no-hub-cache", capacity=8)

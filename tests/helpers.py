@@ -1,0 +1,34 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.jobs import ImageBuffer, JobRequest, Options, Params
+
+
+def rgba_u8(h: int, w: int, seed: int = 0, alpha: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    if not alpha:
+        img[..., 3] = 255
+    return img
+
+
+def buffer(arr: np.ndarray, fmt: str = "RGBA_U8", linear: bool = False) -> ImageBuffer:
+    arr = np.ascontiguousarray(arr)
+    return ImageBuffer(arr.shape[1], arr.shape[0], fmt, arr.tobytes(), linear)
+
+
+def rect_mask(h: int, w: int, x0: int, y0: int, x1: int, y1: int, value: int = 255) -> np.ndarray:
+    m = np.zeros((h, w, 1), np.uint8)
+    m[y0:y1, x0:x1] = value
+    return m
+
+
+def inpaint_request(img: np.ndarray, mask: np.ndarray | None, **params) -> JobRequest:
+    opts = params.pop("options", Options())
+    p = dict(prompt="a red ball", steps=3, seed=1, strength=1.0)
+    p.update(params)
+    return JobRequest("inpaint", Params(**p), opts, image=buffer(img),
+                      mask=buffer(mask, "GRAY_U8") if mask is not None else None)

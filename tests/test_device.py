@@ -1,0 +1,54 @@
+"""The device/dtype policy: every branch decided without the hardware."""
+
+import pytest
+
+from core.device import HardwareFacts, choose_policy
+
+AVX512BF16 = frozenset({"avx512f", "avx512_bf16"})
+AMX = frozenset({"amx_bf16", "amx_tile"})
+PLAIN = frozenset({"avx2", "fma"})
+
+
+def test_cuda_fp16_with_fp32_vae():
+    p = choose_policy(HardwareFacts(cuda=True, cuda_name="RTX", cpu_flags=AVX512BF16))
+    assert (p.device, p.dtype, p.vae_dtype, p.upscaler_vae_dtype) == ("cuda", "float16", "float32", "float32")
+
+
+def test_mps_fp16_and_x4_vae_fp32():
+    p = choose_policy(HardwareFacts(mps=True))
+    assert (p.device, p.dtype, p.vae_dtype, p.upscaler_vae_dtype) == ("mps", "float16", "float16", "float32")
+
+
+@pytest.mark.parametrize("flags", [AVX512BF16, AMX])
+def test_cpu_with_bf16_support(flags):
+    p = choose_policy(HardwareFacts(cpu_flags=flags))
+    assert (p.device, p.dtype, p.vae_dtype) == ("cpu", "bfloat16", "bfloat16")
+    assert p.upscaler_vae_dtype == "float32"
+
+
+def test_other_cpu_fp32():
+    p = choose_policy(HardwareFacts(cpu_flags=PLAIN))
+    assert (p.device, p.dtype, p.vae_dtype) == ("cpu", "float32", "float32")
+
+
+def test_manual_overrides():
+    assert choose_policy(HardwareFacts(cuda=True), device="cpu").device == "cpu"
+    p = choose_policy(HardwareFacts(cpu_flags=AVX512BF16), dtype="float32")
+    assert (p.dtype, p.vae_dtype) == ("float32", "float32")
+    p = choose_policy(HardwareFacts(cuda=True), dtype="bfloat16")
+    assert (p.dtype, p.vae_dtype) == ("bfloat16", "float32")
+    with pytest.raises(ValueError, match="float16 is not supported on the CPU"):
+        choose_policy(HardwareFacts(cpu_flags=AVX512BF16), dtype="float16")
+    with pytest.raises(ValueError, match="no CUDA"):
+        choose_policy(HardwareFacts(), device="cuda")
+    with pytest.raises(ValueError):
+        choose_policy(HardwareFacts(), dtype="int8")
+
+
+def test_this_machine_is_probed(policy):
+    from core.device import probe
+
+    facts = probe()
+    assert policy.device in ("cpu", "cuda", "mps")
+    if not facts.cuda and not facts.mps and facts.cpu_flags & {"avx512_bf16", "amx_bf16"}:
+        assert policy.dtype == "bfloat16"
