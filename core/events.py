@@ -1,0 +1,69 @@
+"""What a job reports while it is queued and running.  Standard library only.
+
+The engine process sends these over the wire protocol; the client library hands them to the
+editor.  Every job ends with exactly one final event: ``Finished``, ``Failed`` or ``JobCancelled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .jobs import JobResult
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    position: int            # 0 = running now, n = n jobs ahead of it
+
+
+@dataclass(frozen=True)
+class Progress:
+    job_id: str
+    step: int
+    total: int
+    phase: str               # one of core.control.PHASES
+
+
+@dataclass(frozen=True)
+class Preview:
+    job_id: str
+    width: int
+    height: int
+    data: bytes = field(repr=False)   # RGB U8, rows top to bottom, at latent resolution
+
+
+@dataclass(frozen=True)
+class Finished:
+    job_id: str
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: str
+    code: str                # stable machine code, e.g. "invalid_parameter", "model_missing", "engine_died"
+    message: str             # one readable line for the artist
+    parameter: str | None = None  # for "invalid_parameter": which one
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job_id: str
+
+
+FINAL_EVENTS = (Finished, Failed, JobCancelled)
+Event = Accepted | Progress | Preview | Finished | Failed | JobCancelled
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the engine says in its hello: protocol version, device and the models it found."""
+
+    protocol: int
+    engine_version: str
+    device: str
+    dtype: str
+    device_reason: str = ""
+    models: tuple[dict, ...] = ()   # {"key", "found": bool, "path", "source", "hint"} per catalogue model
+    modes: tuple[str, ...] = ()     # modes that can run now
