@@ -253,7 +253,8 @@ class FolderTarget:
         raise AssertionError
 
     def finish(self) -> None:
-        (self.folder / ".cache" / "diffusion-dock" / "commit").write_text(self.commit)
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "commit").write_text(self.commit)
 
 
 # --- fetching ---------------------------------------------------------------------------------------
