@@ -35,7 +35,7 @@ class KritaTarget:
         return self.resource_dir / "actions"
 
     def exists(self) -> bool:
-        return any(p is not None and Path(p).exists() for p in (self.resource_dir, self.kritarc, self.marker))
+        return any(isinstance(p, Path) and p.exists() for p in (self.resource_dir, self.kritarc, self.marker))
 
 
 def candidates(system: str, home: str | os.PathLike, env: dict | None = None) -> list[KritaTarget]:
@@ -43,22 +43,23 @@ def candidates(system: str, home: str | os.PathLike, env: dict | None = None) ->
     env = os.environ if env is None else env
     home_s = str(home)
     if system == "Windows":
+        P = Path if os.name == "nt" else PureWindowsPath  # other platforms' paths stay pure (tests)
         appdata = env.get("APPDATA") or str(PureWindowsPath(home_s, "AppData", "Roaming"))
         local = env.get("LOCALAPPDATA") or str(PureWindowsPath(home_s, "AppData", "Local"))
-        out = [KritaTarget("Windows", Path(PureWindowsPath(appdata, "krita")), Path(PureWindowsPath(local, "kritarc")))]
+        out = [KritaTarget("Windows", P(appdata, "krita"), P(local, "kritarc"))]
         for pkg in sorted(glob.glob(str(PureWindowsPath(local, "Packages", "49800Krita_*")))):
-            cache = PureWindowsPath(pkg, "LocalCache")
-            out.append(KritaTarget("Windows Store", Path(cache / "Roaming" / "krita"), Path(cache / "Local" / "kritarc"),
-                                   Path(pkg)))
+            cache = P(pkg, "LocalCache")
+            out.append(KritaTarget("Windows Store", cache / "Roaming" / "krita", cache / "Local" / "kritarc", P(pkg)))
         return out
+    P = Path if os.name != "nt" else PurePosixPath
     if system == "Darwin":
-        lib = PurePosixPath(home_s, "Library")
-        return [KritaTarget("macOS", Path(lib / "Application Support" / "krita"), Path(lib / "Preferences" / "kritarc"))]
+        lib = P(home_s, "Library")
+        return [KritaTarget("macOS", lib / "Application Support" / "krita", lib / "Preferences" / "kritarc")]
     data = env.get("XDG_DATA_HOME") or str(PurePosixPath(home_s, ".local", "share"))
     config = env.get("XDG_CONFIG_HOME") or str(PurePosixPath(home_s, ".config"))
-    flat = PurePosixPath(home_s, ".var", "app", FLATPAK_ID)
-    return [KritaTarget("Linux", Path(PurePosixPath(data, "krita")), Path(PurePosixPath(config, "kritarc"))),
-            KritaTarget("Flatpak", Path(flat / "data" / "krita"), Path(flat / "config" / "kritarc"), Path(flat))]
+    flat = P(home_s, ".var", "app", FLATPAK_ID)
+    return [KritaTarget("Linux", P(data, "krita"), P(config, "kritarc")),
+            KritaTarget("Flatpak", flat / "data" / "krita", flat / "config" / "kritarc", flat)]
 
 
 def targets(system: str, home, env: dict | None = None, krita_dir: Path | None = None) -> list[KritaTarget]:

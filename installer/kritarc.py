@@ -40,7 +40,8 @@ def write_key(path: Path, key: str, value: str, group: str = GROUP) -> str | Non
     """Set ``key=value`` in ``[group]``; returns the previous value (None when absent)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            text = f.read()  # newline="": keep \r\n as it is
     except FileNotFoundError:
         text = ""
     newline = "\r\n" if "\r\n" in text else "\n"
