@@ -270,9 +270,6 @@ def fetch_resumable(target, rf: RemoteFile, label: str, *, endpoint, token) -> i
     partial.parent.mkdir(parents=True, exist_ok=True)
     url = hf_hub_url(target.repo_id, rf.path, revision=target.commit, endpoint=endpoint)
     meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
-    if meta.etag and rf.sha256 and meta.etag != rf.sha256:
-        raise ChecksumError(f"{rf.path}: the hub's file metadata disagree (etag {meta.etag[:12]}… vs sha256 "
-                            f"{rf.sha256[:12]}…); try again later")
     location = meta.location or url
     headers = build_hf_headers(token=token)
     if urlparse(location).netloc != urlparse(url).netloc:
@@ -391,7 +388,9 @@ def _fetch_verified(target, rf: RemoteFile, label: str, have: int, *, endpoint, 
             more = (f" {human(kept.stat().st_size)} of it are kept: running the same command again continues "
                     f"from there." if kept and kept.stat().st_size else " Run the same command again.")
             if isinstance(e, HfHubHTTPError):
-                raise DownloadError(f"{rf.path}: {_explain_hub_error(e, target.repo_id, endpoint)}.{more}") from None
+                status = getattr(getattr(e, "response", None), "status_code", "?")
+                raise DownloadError(f"the hub {_hub_name(endpoint)} answered HTTP {status} while sending {rf.path}; "
+                                    f"try again later.{more}") from None
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise HubUnreachable(f"the download of {rf.path} from {_hub_name(endpoint)} was interrupted "
                                  f"({type(e).__name__}: {first}).{more}") from None

@@ -230,3 +230,43 @@ def test_cli_plugin_and_uninstall(source, home):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert not (resource(home) / "pykrita").exists()
+
+
+REAL_PLUGIN_INIT = '''\
+import json, os
+from ._core import jobs, translate  # the engine's pure modules, as the installer laid them out
+from .vendor import qasync  # noqa: F401 - vendored by the installer
+here = os.path.dirname(__file__)
+engine = json.load(open(os.path.join(here, "engine.json")))
+with open(os.path.join(os.path.expanduser("~"), "plugin-loaded.txt"), "w") as f:
+    f.write("%s %s\\n" % (jobs.JobRequest.__name__, engine["python"]))
+os._exit(0)  # the test only needs to know that Krita loaded the plugin
+'''
+
+
+@pytest.mark.krita
+@pytest.mark.slow
+def test_real_krita_loads_what_the_installer_put_in_a_fresh_home(source, home):
+    """Krita 5 from apt, under Xvfb, with HOME pointing at a fresh folder: `python -m installer plugin`
+    output is found, enabled, imported (with _core, vendored qasync and engine.json)."""
+    import shutil
+
+    if not (shutil.which("krita") and shutil.which("xvfb-run")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("krita and xvfb-run are needed under CI (./test.sh installs them)")
+        pytest.skip("krita or xvfb-run not installed")
+    (source / "diffusion_dock" / "__init__.py").write_text(REAL_PLUGIN_INIT)
+    env = dict(os.environ, HOME=str(home))
+    for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "QT_QPA_PLATFORM"):
+        env.pop(k, None)
+    out = subprocess.run([sys.executable, "-m", "installer", "plugin", "--source", str(source)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    try:
+        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "krita", "--nosplash"], env=env, cwd=home,
+                       capture_output=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pass
+    marker = home / "plugin-loaded.txt"
+    assert marker.is_file(), "Krita did not load the installed plugin"
+    assert marker.read_text().split() == ["JobRequest", str(Path(sys.executable).absolute())]
