@@ -297,6 +297,8 @@ def _reexec_in_engine_env(args, argv) -> None:
         env = dict(os.environ, DD_INSTALLER_REEXEC="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(engine_venv.ROOT), env.get("PYTHONPATH")]))
         os.execve(str(py), [str(py), "-m", "installer", *argv], env)
+    if args.command == "doctor":
+        return  # doctor reports the missing engine itself, with its fix
     raise InstallerError(f"this Python ({sys.executable}) lacks {', '.join(missing)}: create the engine's "
                          f"environment first with `python3 -m installer engine`", EXIT_USAGE)
 

@@ -323,6 +323,10 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
     report = DownloadReport(spec.key, spec.repo_id, commit, target.folder)
 
     # What is already here: verified files are kept, the rest is (re)fetched.
+    present = [rf for rf in wanted if target.path(rf).exists()]
+    if present:
+        log(f"{spec.key}: checking {len(present)} files already here ({human(total_size(present))}) against the "
+            f"hub's checksums")
     todo: list[tuple[RemoteFile, int]] = []
     for rf in wanted:
         dst = target.path(rf)
@@ -353,13 +357,36 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
         + (f"{human(total - needed)} already here; downloading {human(needed)} into {target.folder} "
            f"({human(free)} free)" if todo else f"all present and verified in {target.folder}"))
 
-    for i, (rf, have) in enumerate(todo, 1):
-        label = f"[{i}/{len(todo)}] {rf.path}"
-        outcome = _fetch_verified(target, rf, label, have, endpoint=endpoint, token=token, log=log)
+    weights = [rf for rf, _ in todo if rf.lfs]
+    for rf, have in todo:
+        # One progress bar per weight file ("unet [2/3]"); configs are small and come without bars.
+        label = f"{rf.path.split('/')[0]} [{weights.index(rf) + 1}/{len(weights)}]" if rf.lfs else rf.path
+        with _quiet_bars(not rf.lfs):
+            outcome = _fetch_verified(target, rf, label, have, endpoint=endpoint, token=token, log=log)
         report.files.append(outcome)
     target.finish()
     report.seconds = time.monotonic() - t0
     return report
+
+
+class _quiet_bars:
+    """Switch huggingface_hub's progress bars off for a block (small files), then back as they were."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __enter__(self):
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
+        self.was = are_progress_bars_disabled()
+        if self.quiet and not self.was:
+            disable_progress_bars()
+
+    def __exit__(self, *exc):
+        from huggingface_hub.utils import enable_progress_bars
+
+        if self.quiet and not self.was:
+            enable_progress_bars()
 
 
 def _fetch_verified(target, rf: RemoteFile, label: str, have: int, *, endpoint, token, log) -> FileOutcome:
