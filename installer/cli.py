@@ -212,6 +212,8 @@ def cmd_all(args) -> int:
     steps = [["models", "download", *(args.models or [DEFAULT_MODEL])], ["plugin"], ["doctor"]]
     if args.krita_dir:
         steps[1] += ["--krita-dir", args.krita_dir]
+    if args.source:
+        steps[1] += ["--source", args.source]
     for step in steps:
         say(f"== python -m installer {' '.join(step)}")
         rc = subprocess.run([py, "-m", "installer", *step], cwd=str(engine_venv.ROOT), env=env).returncode
@@ -238,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch_opts(p)
     p.add_argument("--models", nargs="*", help=f"models to download (default {DEFAULT_MODEL})")
     p.add_argument("--krita-dir", help="install the plugin into this Krita resource folder only")
+    p.add_argument("--source", help=argparse.SUPPRESS)  # plugin source folder (tests)
 
     p = sub.add_parser("engine", help="create the engine's virtual environment with the right torch")
     torch_opts(p)

@@ -269,7 +269,10 @@ def fetch_resumable(target, rf: RemoteFile, label: str, *, endpoint, token) -> i
     partial = target.partial(rf)
     partial.parent.mkdir(parents=True, exist_ok=True)
     url = hf_hub_url(target.repo_id, rf.path, revision=target.commit, endpoint=endpoint)
-    meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+    import inspect
+
+    extra = {"endpoint": endpoint} if "endpoint" in inspect.signature(get_hf_file_metadata).parameters else {}
+    meta = get_hf_file_metadata(url, token=token, **extra)
     location = meta.location or url
     headers = build_hf_headers(token=token)
     if urlparse(location).netloc != urlparse(url).netloc:

@@ -54,6 +54,14 @@ def repo_files(tiny_root, tmp_path_factory) -> dict[str, bytes]:
     return files
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """The fake hub is on this machine: never route its requests through a proxy from the environment."""
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def hub(repo_files, monkeypatch):
     """A running fake hub; huggingface_hub is put online (the test session is offline)."""
