@@ -13,7 +13,7 @@ from . import actions as A
 from .controller import PanelController
 from .dock import DockPanel
 from .layer_menu import LayerMenuHook
-from .qt import QtWidgets
+from .qt import QTimer, QtWidgets
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class DiffusionDockWidget(DockWidget):
         self.setWidget(self.panel)
         CONTROLLER.register(self.panel)
 
-    def canvasChanged(self, canvas):  # noqa: N802 - Krita's name
+    def canvasChanged(self, canvas):
         self.panel.canvas_changed()
 
 
@@ -42,7 +42,7 @@ def window_action(action_id: str):
     """Our QAction in the active window (Krita creates one per window)."""
     try:
         return Krita.instance().action(action_id)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
@@ -64,26 +64,38 @@ class DiffusionDockExtension(Extension):
     def setup(self):
         try:
             self.layer_menu.install()
-        except Exception as e:  # noqa: BLE001 - the menu entries are a convenience
+        except Exception as e:
             self.layer_menu.failed = f"{type(e).__name__}: {e}"
             log.warning("Diffusion Dock: no layer menu entries (%s)", self.layer_menu.failed)
 
-    def createActions(self, window):  # noqa: N802 - Krita's name
+    def createActions(self, window):
         created = []
         for spec in A.ACTIONS:
             action = window.createAction(spec.id, spec.text, "")
             action.setToolTip(spec.tooltip)
             action.triggered.connect(partial(CONTROLLER.trigger, spec.id, "menu"))
             created.append(action)
-        tools = tools_menu(window.qwindow())
-        if tools is not None:
-            submenu = QtWidgets.QMenu(A.DOCK_TITLE, tools)
-            submenu.setObjectName(SUBMENU_NAME)
-            submenu.addActions(created)
-            tools.addMenu(submenu)
-        else:   # no Tools menu found: fall back to Krita's own place for scripts
-            for spec in A.ACTIONS:
-                window.createAction(spec.id, spec.text, "tools/scripts")
+        # Krita fills the menu bar after this call returns (and deletes ``window``, a temporary
+        # wrapper): add the submenu to the QMainWindow once its menus exist.
+        QTimer.singleShot(0, partial(add_tools_submenu, window.qwindow(), created))
+
+
+def add_tools_submenu(qwindow, actions) -> bool:
+    """Tools › Diffusion Dock › (our actions); False when Krita's Tools menu was not found (the
+    actions then stay reachable through their shortcuts, the dock and the layer menu)."""
+    try:
+        tools = tools_menu(qwindow)
+        if tools is None:
+            log.warning("Diffusion Dock: Krita's Tools menu was not found; no menu entries")
+            return False
+        submenu = QtWidgets.QMenu(A.DOCK_TITLE, tools)
+        submenu.setObjectName(SUBMENU_NAME)
+        submenu.addActions(actions)
+        tools.addMenu(submenu)
+        return True
+    except Exception as e:
+        log.warning("Diffusion Dock: no Tools menu entries (%s: %s)", type(e).__name__, e)
+        return False
 
 
 def dock_right():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .qt import QEvent, QObject, QtWidgets, QTimer
+from .qt import QEvent, QObject, QTimer, QtWidgets
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class LayerMenuHook(QObject):
     def _disarm(self) -> None:
         self._armed = False
 
-    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+    def eventFilter(self, obj, event):
         try:
             kind = event.type()
             if kind == QEvent.Type.ContextMenu and is_layer_view_viewport(obj):
@@ -69,7 +69,7 @@ class LayerMenuHook(QObject):
             elif kind == QEvent.Type.Show and self._armed and isinstance(obj, QtWidgets.QMenu):
                 self._armed = False
                 self.extend(obj)
-        except Exception as e:  # noqa: BLE001 - degrade quietly, never break Krita's menus
+        except Exception as e:
             self.failed = f"{type(e).__name__}: {e}"
             log.warning("Diffusion Dock: layer menu entries disabled (%s)", self.failed)
             self.uninstall()

@@ -32,7 +32,7 @@ def krita_qt_major() -> tuple[bool, int | None]:
     if callable(ask):
         try:
             return True, int(ask())
-        except Exception:  # noqa: BLE001 - any failure means "cannot tell"
+        except Exception:
             return True, None
     return True, None
 

@@ -64,3 +64,12 @@ def run_kritarunner(home: Path, pythonpath: list[Path], module: str, args: list[
     proc = subprocess.run(["kritarunner", "-s", module, "-f", "main", *args], env=env, capture_output=True,
                           text=True, errors="replace", timeout=timeout)
     return proc
+
+
+def run_krita_gui(home: Path, out: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The full Krita under Xvfb with the plugins installed in ``home``; the driver plugin writes
+    ``out`` and quits."""
+    env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out)
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+                          env=env, capture_output=True, text=True, errors="replace", timeout=timeout)

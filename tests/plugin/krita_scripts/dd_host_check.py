@@ -33,7 +33,7 @@ def _info(layer):
 def _error(fn):
     try:
         fn()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return {"type": type(e).__name__, "message": str(e)}
     return None
 
@@ -196,7 +196,7 @@ def run_cmyk(k, workdir, spec, out):
         out["copy_layers"] = [_info(i) for i in copy.layers()]
         copy_src = [i for i in copy.layers() if i.name == "cmyk source"][0]
         out["copy_read_format"] = copy.read_pixels(copy_src.id, H.Rect(0, 0, w, h)).format
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         out["copy_error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     out["original_color_after"] = [doc.colorModel(), doc.colorDepth()]
     out["original_layer_color_after"] = [src.colorModel(), src.colorDepth()]
@@ -226,15 +226,15 @@ def main(args):
             out = results["cases"].setdefault(case["name"], {})
             try:
                 run_case(k, workdir, case, out)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 out["crash"] = traceback.format_exc()
         if spec.get("cmyk"):
             results["cmyk"] = {}
             try:
                 run_cmyk(k, workdir, spec["cmyk"], results["cmyk"])
-            except Exception:  # noqa: BLE001
+            except Exception:
                 results["cmyk"]["crash"] = traceback.format_exc()
-    except Exception:  # noqa: BLE001
+    except Exception:
         results["crash"] = traceback.format_exc()
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
