@@ -1,0 +1,38 @@
+"""Launching the standalone editor as a program."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from ..conftest import ROOT
+
+
+def run_editor(args, env, timeout=120):
+    return subprocess.run([sys.executable, "-m", "plugin.diffusion_dock.editor", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_opens_an_image_and_shows_the_window(tmp_path):
+    shot = tmp_path / "editor.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = run_editor([str(ROOT / "resources" / "sample.png"), "--screenshot", str(shot)], env)
+    assert out.returncode == 0, out.stderr
+    with Image.open(shot) as im:
+        assert im.size[0] >= 800 and im.size[1] >= 600
+
+
+def test_without_a_display_it_says_so_and_points_to_the_demo():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = run_editor([], env)
+    assert out.returncode == 2
+    assert "No display found" in out.stderr and "./run.sh" in out.stderr
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    out = run_editor([str(tmp_path / "none.ora")], env)
+    assert out.returncode == 2 and "none.ora" in out.stderr
