@@ -21,9 +21,9 @@ class ActionSpec:
     mode: str | None           # the dock mode it opens; None = just show the dock
     tooltip: str
     layer_menu: bool = False   # also offered in the Layers docker's right-click menu
-    # Krita's activation flags, written in binary as Krita's .action files parse them:
-    # 0 = always, 1 = a document is open, 10000 = the active layer has pixels (paint device).
-    activation: str = "10000"
+    # Krita's activation flags (KisAction::ActivationFlag), written in binary as Krita parses them:
+    # 0 = always, 1 = a document is open, 100000 = the active node is a layer (paint, group, vector…).
+    activation: str = "100000"
 
 
 ACTIONS: tuple[ActionSpec, ...] = (

@@ -56,6 +56,15 @@ def test_shortcuts_from_action_file_are_registered(gui_run):
     assert gui_run["tools_submenu"] == [a.id for a in ACTIONS]
 
 
+def test_actions_are_enabled_on_a_paint_layer(gui_run):
+    # Krita reads the .action file's activation flags: without a document only "show" is active.
+    before = gui_run["enabled_without_doc"]
+    assert before["diffusion_dock_show"] is True
+    assert not any(v for k, v in before.items() if k != "diffusion_dock_show"), before
+    assert gui_run["active_layer"] == "Background"
+    assert all(gui_run["enabled_with_layer"].values()), gui_run["enabled_with_layer"]
+
+
 def test_actions_show_the_dock_and_set_its_mode(gui_run):
     assert gui_run["show_makes_visible"] is True
     assert gui_run["after_restyle"] == {"history": [["restyle", "menu"]], "mode": "restyle"}

@@ -80,10 +80,12 @@ def run():
     results["tools_entries"] = [a.text() for a in tools.actions()] if tools else None
     step("registration checked")
 
+    results["enabled_without_doc"] = {spec.id: k.action(spec.id).isEnabled() for spec in A.ACTIONS}
     doc = k.createDocument(64, 48, "ddgui", "RGBA", "U8", "", 72.0)
     window.addView(doc)
     settle(doc)
     results["active_layer"] = doc.activeNode().name() if doc.activeNode() else None
+    results["enabled_with_layer"] = {spec.id: k.action(spec.id).isEnabled() for spec in A.ACTIONS}
 
     # Actions reach the controller and the dock.
     dock.hide()
