@@ -255,3 +255,11 @@ def test_cmyk_is_refused_and_converted_copy_leaves_original_untouched(krita_run)
     assert c["original_color_after"] == ["CMYKA", "U8"]
     assert c["original_layer_color_after"] == ["CMYKA", "U8"]
     assert c["original_identical"] is True
+
+
+def test_result_follows_a_layer_with_its_own_colour_space(krita_run):
+    work, out, _ = case_out(krita_run, "u8")
+    assert out["mixed_color"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc", True]
+    assert out["mixed_result_color"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"]   # not the U8 document's
+    assert out["mixed_read_format"] == "RGBA_F32"
+    assert (work / out["mixed_result_pixels"]).read_bytes() == (work / "f32_patch.in").read_bytes()[:4 * 2 * 16]

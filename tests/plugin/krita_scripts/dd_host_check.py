@@ -156,6 +156,21 @@ def run_case(k, workdir, case, out):
         out["extras_layers"] = [_info(i) for i in d.layers()]
         out["group_read"] = _dump(workdir, case["name"] + "_group.raw",
                                   d.read_pixels(grp.uniqueId().toString(), H.Rect(0, 0, w, h)).data)
+        # A layer in its own colour space (F32 linear in a U8 document): results follow the layer.
+        mixed = doc.createNode("mixed", "paintlayer")
+        root.addChildNode(mixed, None)
+        mixed.setColorSpace("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+        doc.waitForDone()
+        mid = mixed.uniqueId().toString()
+        minfo = d.layer(mid)
+        out["mixed_color"] = [minfo.color.model, minfo.color.depth, minfo.color.profile, minfo.color.linear]
+        fpatch = jobs.Patch(2, 3, jobs.ImageBuffer(4, 2, "RGBA_F32", _load(workdir, "f32_patch.in")[:4 * 2 * 16],
+                                                   True), 5)
+        mres = d.add_result_layer(mid, fpatch, "mixed result", prov)
+        mnode = d.node(mres.id)
+        out["mixed_result_color"] = [mnode.colorModel(), mnode.colorDepth(), mnode.colorProfile()]
+        out["mixed_result_pixels"] = _dump(workdir, "mixed_result.raw", mnode.pixelData(2, 3, 4, 2))
+        out["mixed_read_format"] = d.read_pixels(mres.id, H.Rect(2, 3, 4, 2)).format
 
     if case.get("save_kra"):
         path = os.path.join(workdir, case["name"] + ".kra")
