@@ -108,11 +108,15 @@ def event_pos(event) -> QtCore.QPointF:
 
 
 def image_bytes(image) -> bytes:
-    """The raw bytes of a QImage (rows with their padding, bytesPerLine apart)."""
+    """The raw bytes of a QImage (rows with their padding, bytesPerLine apart), copied."""
+    return bytes(image_view(image))
+
+
+def image_view(image) -> memoryview:
+    """A read-only view of a QImage's pixels, without copying; valid while ``image`` is unchanged."""
     ptr = image.constBits()
-    n = image.sizeInBytes()
-    ptr.setsize(n)
-    return bytes(ptr)
+    ptr.setsize(image.sizeInBytes())
+    return memoryview(ptr).cast("B")
 
 
 def writable_image_view(image) -> memoryview:

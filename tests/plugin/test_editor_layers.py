@@ -114,3 +114,17 @@ def test_window_title_marks_unsaved_changes(qtbot, editor_window):
     assert "*" in editor_window.windowTitle()
     editor_window.document.undo_stack.undo()
     assert "*" not in editor_window.windowTitle()
+
+
+def test_content_bounds_follow_pixel_changes():
+    from plugin.diffusion_dock.editor import pixels
+    from plugin.diffusion_dock.editor.document import Layer
+
+    layer = Layer("x", pixels.new_layer_image(64, 64))
+    assert layer.content_bounds() is None
+    pixels.write_rect(layer.image, 3, 4, 2, 2, b"\x01" * 16)
+    assert layer.content_bounds().as_tuple() == (3, 4, 2, 2)
+    p = QtGui.QPainter(layer.image)
+    p.fillRect(50, 50, 3, 3, QtGui.QColor(0, 0, 0, 255))
+    p.end()
+    assert layer.content_bounds().as_tuple() == (3, 4, 50, 49)

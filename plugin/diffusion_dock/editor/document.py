@@ -30,8 +30,14 @@ class Layer:
     provenance: dict | None = None
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
+    _bounds_cache: tuple = field(default=(None, None), init=False, repr=False, compare=False)
+
     def content_bounds(self) -> Rect | None:
-        return pixels.nonzero_bounds(self.image, channel=pixels.alpha_channel())
+        """Bounds of the non-transparent pixels (cached until the image changes)."""
+        key = self.image.cacheKey()
+        if self._bounds_cache[0] != key:
+            self._bounds_cache = (key, pixels.nonzero_bounds(self.image, channel=pixels.alpha_channel()))
+        return self._bounds_cache[1]
 
 
 @dataclass(eq=False)

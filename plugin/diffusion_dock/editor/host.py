@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import host as H
 from .document import EditorDocument, Layer
-from .pixels import LITTLE_ENDIAN, nonzero_bounds, read_rect
+from .pixels import LITTLE_ENDIAN, read_rect
 
 EDITOR_COLOR = H.ColorInfo("RGBA", "U8", "sRGB")
 HOST_NAME = "Diffusion Dock editor"
@@ -40,7 +40,7 @@ class EditorHostDocument(H.HostDocument):
             raise H.DocumentClosed(self.doc.name)
 
     def _info(self, layer: Layer, preview: bool = False) -> H.LayerInfo:
-        bounds = nonzero_bounds(layer.image, channel=3) or H.Rect(0, 0, 0, 0)
+        bounds = layer.content_bounds() or H.Rect(0, 0, 0, 0)
         return H.LayerInfo(id=layer.id, name=layer.name, kind="paint", visible=layer.visible,
                            locked=layer.locked, level=0, bounds=bounds, color=EDITOR_COLOR,
                            preview=preview)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..coreapi import geometry
-from ..qt import QtGui, image_bytes, writable_image_view
+from ..qt import QtGui, image_view, writable_image_view
 
 Rect = geometry.Rect
 LAYER_FORMAT = QtGui.QImage.Format.Format_ARGB32
@@ -42,9 +42,11 @@ def read_rect(image: QtGui.QImage, rect: Rect) -> bytes:
     inside = rect.intersect(Rect(0, 0, image.width(), image.height()))
     if inside.empty:
         return bytes(out)
-    data = image_bytes(image)
+    data = image_view(image)
     bpl = image.bytesPerLine()
     row_len = inside.w * bpp
+    if inside == rect and rect.x == 0 and row_len == bpl:          # whole rows: one copy
+        return bytes(data[rect.y * bpl:rect.bottom * bpl])
     dx = (inside.x - rect.x) * bpp
     for y in range(inside.y, inside.bottom):
         src = y * bpl + inside.x * bpp
@@ -88,13 +90,13 @@ def nonzero_bounds(image: QtGui.QImage, within: Rect | None = None, channel: int
     area = full if within is None else within.intersect(full)
     if area.empty:
         return None
-    data = image_bytes(image)
+    data = image_view(image)
     bpl = image.bytesPerLine()
     top = bottom = None
     left, right = area.w, -1
     for y in range(area.y, area.bottom):
         start = y * bpl + area.x * bpp
-        row = data[start:start + area.w * bpp]
+        row = bytes(data[start:start + area.w * bpp])       # contiguous copy, then a C-speed stride
         if bpp > 1:
             row = row[channel::bpp]
         stripped = row.lstrip(b"\0")
