@@ -36,3 +36,18 @@ def test_a_missing_file_is_an_error(tmp_path):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = run_editor([str(tmp_path / "none.ora")], env)
     assert out.returncode == 2 and "none.ora" in out.stderr
+
+
+def test_switching_documents_then_exiting_is_clean():
+    """Documents replaced in a window, then the interpreter exits with everything alive: no slot may
+    run on a half-destroyed undo stack (PyQt aborts the process on such errors)."""
+    code = ("from plugin.diffusion_dock.qt import QtWidgets\n"
+            "app = QtWidgets.QApplication([])\n"
+            "from plugin.diffusion_dock.editor.window import EditorWindow\n"
+            "w = EditorWindow(); w.show()\n"
+            "w.open_path('resources/sample.png'); w.document.add_layer(); w.document.select_all()\n"
+            "w.open_path('resources/sample_mask.png'); w.document.add_layer()\n"
+            "app.processEvents()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr

@@ -61,9 +61,19 @@ class EditorWindow(QtWidgets.QMainWindow):
 
     # -- documents
     def set_document(self, doc: EditorDocument) -> None:
-        if self.document is not None:
-            self.document.closed = True
-            self.document.clear_preview()
+        old = self.document
+        if old is not None:
+            old.closed = True
+            old.clear_preview()
+            stack = old.undo_stack
+            for signal, slot in ((stack.cleanChanged, self._update_title),
+                                 (stack.canUndoChanged, self.undo_action.setEnabled),
+                                 (stack.canRedoChanged, self.redo_action.setEnabled)):
+                try:
+                    signal.disconnect(slot)
+                except (TypeError, RuntimeError):
+                    pass
+        doc.setParent(self)           # the window owns its document (and so its undo stack)
         self.document = doc
         self.canvas.set_document(doc)
         self.layers_panel.set_document(doc)
@@ -87,7 +97,11 @@ class EditorWindow(QtWidgets.QMainWindow):
 
     def _update_title(self, *_args) -> None:
         doc = self.document
-        self.setWindowTitle(f"{doc.name}{' *' if doc.modified else ''} — Diffusion Dock editor")
+        try:
+            modified = doc.modified
+        except RuntimeError:          # the undo stack is being destroyed with the window
+            return
+        self.setWindowTitle(f"{doc.name}{' *' if modified else ''} — Diffusion Dock editor")
 
     def _update_status(self, *_args) -> None:
         self.status.setText(f"{self.document.width} × {self.document.height} px   {self.canvas.zoom * 100:.0f} %")
