@@ -51,3 +51,16 @@ def test_switching_documents_then_exiting_is_clean():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_unexpected_errors_are_reported_not_fatal(qtbot, editor_window, monkeypatch, capsys):
+    from plugin.diffusion_dock.editor.__main__ import install_excepthook
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)      # restored after the test
+    install_excepthook(editor_window)
+    try:
+        raise ValueError("boom")
+    except ValueError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+    assert editor_window.statusBar().currentMessage() == "Internal error: ValueError: boom"
+    assert "ValueError: boom" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 
 NO_DISPLAY = ("No display found: the Diffusion Dock editor needs a desktop session (X11 or Wayland).\n"
               "Without one, run the headless demo instead: ./run.sh")
@@ -27,6 +28,18 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def install_excepthook(window) -> None:
+    """Report unexpected errors in the status bar and on stderr instead of letting PyQt abort the
+    whole editor (its default for an exception raised in a slot)."""
+    def hook(kind, exc, tb):
+        traceback.print_exception(kind, exc, tb)
+        try:
+            window.statusBar().showMessage(f"Internal error: {kind.__name__}: {exc}", 15000)
+        except RuntimeError:
+            pass
+    sys.excepthook = hook
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not has_display():
@@ -43,6 +56,7 @@ def main(argv=None) -> int:
         print(f"cannot open {args.image}", file=sys.stderr)
         return 2
     window.show()
+    install_excepthook(window)
     loop = qasync().QEventLoop(app)
     asyncio.set_event_loop(loop)
     closed = asyncio.Event()
