@@ -16,19 +16,28 @@ from ..conftest import ROOT
 PLUGIN_SRC = ROOT / "plugin"
 PACKAGE = "diffusion_dock"
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+EDITOR_ONLY = ("editor",)          # the standalone editor is not installed into Krita (as the installer does)
+
+
+def _ignore_package(directory, names):
+    ignored = set(_IGNORE(directory, names))
+    if Path(directory) == PLUGIN_SRC / PACKAGE:
+        ignored.update(n for n in names if n in EDITOR_ONLY)
+    return ignored
 
 
 def install_plugin(resource_dir: Path) -> Path:
     """Install into a Krita resource folder (``~/.local/share/krita``); returns its pykrita folder.
 
-    pykrita/diffusion_dock.desktop, pykrita/diffusion_dock/ (with vendor/qasync and _core/ = the
-    engine's pure modules, plus protocol/client when they exist), actions/diffusion_dock.action.
+    pykrita/diffusion_dock.desktop, pykrita/diffusion_dock/ (without the standalone editor, with
+    vendor/qasync and _core/ = the engine's pure modules, plus protocol/client when they exist),
+    actions/diffusion_dock.action.  The same layout as ``python -m installer``'s plugin install.
     """
     pykrita = resource_dir / "pykrita"
     target = pykrita / PACKAGE
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(PLUGIN_SRC / PACKAGE, target, ignore=_IGNORE)
+    shutil.copytree(PLUGIN_SRC / PACKAGE, target, ignore=_ignore_package)
     shutil.copy2(PLUGIN_SRC / f"{PACKAGE}.desktop", pykrita / f"{PACKAGE}.desktop")
     (resource_dir / "actions").mkdir(parents=True, exist_ok=True)
     shutil.copy2(PLUGIN_SRC / f"{PACKAGE}.action", resource_dir / "actions" / f"{PACKAGE}.action")

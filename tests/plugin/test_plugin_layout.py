@@ -92,6 +92,7 @@ def test_install_layout_is_self_contained(tmp_path):
     assert {f"{m}.py" for m in PURE_MODULES} <= {p.name for p in (pkg / "_core").iterdir()}
     assert (pkg / "vendor" / "qasync" / "__init__.py").exists()
     assert not list(pkg.rglob("__pycache__"))
+    assert not (pkg / "editor").exists()          # the standalone editor stays out of Krita
 
 
 def test_installed_package_imports_relatively_and_puts_no_generic_names_on_the_path(tmp_path):
@@ -102,8 +103,7 @@ def test_installed_package_imports_relatively_and_puts_no_generic_names_on_the_p
         import sys
         sys.path.insert(0, {str(pykrita)!r})
         from diffusion_dock import coreapi, qt
-        from diffusion_dock import host, dock, controller, layer_menu
-        from diffusion_dock.editor import document, fileio
+        from diffusion_dock import host, dock, controller, layer_menu, actions
         q = coreapi.qasync()
         print(coreapi.INSTALLED, coreapi.core.__name__, q.__name__, qt.BINDING)
         print(sorted(m for m in ("core", "qasync", "plugin") if m in sys.modules))
