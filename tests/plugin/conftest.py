@@ -1,37 +1,13 @@
 """Fixtures of the plugin and editor tests.
 
-Tests marked ``krita`` need the real Krita from apt (``krita``/``kritarunner``; with
-``@pytest.mark.krita(gui=True)`` also ``xvfb-run``).  Without them they are skipped, except under
-``CI=true``, where a skip would hide a broken CI machine: there it is a failure.
+The ``krita`` marker's rule (skip without Krita, fail under CI=true) lives in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-CI = os.environ.get("CI", "").strip().lower() == "true"
-
-
-def require(condition, reason: str) -> None:
-    """Skip (or, under CI=true, fail) unless ``condition`` holds."""
-    if condition:
-        return
-    if CI:
-        pytest.fail(f"{reason} -- under CI=true this is a failure, not a skip")
-    pytest.skip(reason)
-
-
-def pytest_runtest_setup(item):
-    marker = item.get_closest_marker("krita")
-    if marker is None:
-        return
-    require(shutil.which("kritarunner") and shutil.which("krita"),
-            "Krita is not installed (apt-get install krita python3-pyqt5 xvfb xauth)")
-    if marker.kwargs.get("gui"):
-        require(shutil.which("xvfb-run"), "xvfb-run is not installed (apt-get install xvfb xauth)")
+from ..conftest import CI, require  # noqa: F401  (re-exported for the plugin tests)
 
 
 @pytest.fixture(scope="session")
