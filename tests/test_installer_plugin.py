@@ -16,6 +16,7 @@ from installer import kritarc, plugin_install
 from installer.krita_paths import candidates, targets
 
 from .conftest import ROOT
+from .plugin.krita_support import clean_env
 
 DESKTOP = """[Desktop Entry]
 Type=Service
@@ -253,11 +254,14 @@ def test_real_krita_loads_what_the_installer_put_in_a_fresh_home(source, home):
     env = dict(os.environ, HOME=str(home))
     for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "QT_QPA_PLATFORM"):
         env.pop(k, None)
+    krita_env = clean_env(home)
+    for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "QT_QPA_PLATFORM"):
+        krita_env.pop(k, None)
     out = subprocess.run([sys.executable, "-m", "installer", "plugin", "--source", str(source)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     try:
-        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "krita", "--nosplash"], env=env, cwd=home,
+        subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "krita", "--nosplash"], env=krita_env, cwd=home,
                        capture_output=True, timeout=240)
     except subprocess.TimeoutExpired:
         pass

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from core import PURE_MODULES
@@ -59,7 +60,13 @@ def enable_plugin(home: Path) -> None:
 
 
 def clean_env(home: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_API", "DD_QT_API", "PYTHONPATH", "PYTHONHOME")}
+    """The environment of a real Krita: Krita embeds the system Python, so no trace of our virtual
+    environment may reach it (an activated venv's python3 first on PATH makes it lose PyQt5)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QT_API", "DD_QT_API", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    venvs = {v for v in (os.environ.get("VIRTUAL_ENV"), sys.prefix if sys.prefix != sys.base_prefix else None) if v}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and not any(p.startswith(v) for v in venvs))
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
                XDG_DATA_HOME=str(home / ".local" / "share"), XDG_CACHE_HOME=str(home / ".cache"))
     env.update({k: str(v) for k, v in extra.items()})
