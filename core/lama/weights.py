@@ -105,9 +105,12 @@ def infer_config(state: dict) -> LamaConfig:
     local = shape(f"model.{last_down}.ffc.convl2l.weight")[0]
     glob = shape(f"model.{last_down}.ffc.convl2g.weight")[0]
     output_nc = shape(f"model.{max(indices)}.weight")[0]
-    # The bottleneck width is local + global; using it as the cap reproduces capped and uncapped layouts.
+    width = local + glob
+    # Channel widths are capped at max_features; an uncapped bottleneck keeps the default cap.
+    capped = width != ngf * 2 ** n_down
     cfg = LamaConfig(input_nc=input_nc, output_nc=output_nc, ngf=ngf, n_downsampling=n_down,
-                     n_blocks=len(blocks), ratio_global=glob / (local + glob), max_features=local + glob)
+                     n_blocks=len(blocks), ratio_global=glob / width,
+                     max_features=width if capped else max(width, LamaConfig.max_features))
     # int(channels * ratio) must give back the same split (0.75 of 512 → 384)
     if int(cfg.bottleneck * cfg.ratio_global) != glob:
         raise ValueError("LaMa weights: cannot recover the global channel ratio")
