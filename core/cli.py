@@ -197,6 +197,12 @@ def cmd_models(args) -> int:
         except ModelError as e:
             print(f"  missing  {spec.key:<16} {spec.repo_id}  -> {spec.install_hint()}")
             del e
+    from .lama.weights import find_weights, install_hint
+
+    try:
+        print(f"  found    {'big-lama':<16} {find_weights(None, models_dir)}  [fill]")
+    except ModelError:
+        print(f"  missing  {'big-lama':<16} (fill works with OpenCV without it)  -> {install_hint()}")
     others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")
