@@ -156,13 +156,21 @@ def fake_lightning(monkeypatch):
         with open(path, "w") as f:
             f.write("ran")
 
+    oc = types.ModuleType("omegaconf.dictconfig")
+
+    class DictConfig:  # OmegaConf keeps a node's Python type (here the builtin dict) in its metadata
+        def __init__(self, content):
+            self._content, self._object_type = content, dict
+
     ModelCheckpoint.__module__, ModelCheckpoint.__qualname__ = cb.__name__, "ModelCheckpoint"
     log_and_run.__module__, log_and_run.__qualname__ = ut.__name__, "log_and_run"
-    cb.ModelCheckpoint, ut.log_and_run = ModelCheckpoint, log_and_run
-    for m in (pl, cb, ut):
+    DictConfig.__module__, DictConfig.__qualname__ = oc.__name__, "DictConfig"
+    cb.ModelCheckpoint, ut.log_and_run, oc.DictConfig = ModelCheckpoint, log_and_run, DictConfig
+    for m in (pl, cb, ut, oc):
         monkeypatch.setitem(sys.modules, m.__name__, m)
-    monkeypatch.setitem(sys.modules, "pytorch_lightning.callbacks", types.ModuleType("pytorch_lightning.callbacks"))
-    return types.SimpleNamespace(ModelCheckpoint=ModelCheckpoint, log_and_run=log_and_run)
+    for parent in ("pytorch_lightning.callbacks", "omegaconf"):
+        monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+    return types.SimpleNamespace(ModelCheckpoint=ModelCheckpoint, log_and_run=log_and_run, DictConfig=DictConfig)
 
 
 def lightning_checkpoint(model, path, extra=None):
@@ -180,11 +188,12 @@ def test_converts_a_lightning_checkpoint_without_importing_lightning(tiny, tmp_p
     _, model = tiny
     src = lightning_checkpoint(model, tmp_path / "best.ckpt",
                                {"callbacks": {fake_lightning.ModelCheckpoint: {"best_model_score": torch.tensor(0.9)}},
-                                "hparams": fake_lightning.ModelCheckpoint()})
-    for name in [m for m in sys.modules if m.startswith("pytorch_lightning")]:
-        monkeypatch.delitem(sys.modules, name)     # gone for the conversion: nothing may import it
+                                "hparams": fake_lightning.ModelCheckpoint(),
+                                "hyper_parameters": fake_lightning.DictConfig({"generator": {"ngf": 64}})})
+    for name in [m for m in sys.modules if m.startswith(("pytorch_lightning", "omegaconf"))]:
+        monkeypatch.delitem(sys.modules, name)     # gone for the conversion: nothing may import them
     summary = conv.convert_lama_checkpoint(src, tmp_path / "out" / "big-lama.safetensors")
-    assert not any(m.startswith("pytorch_lightning") for m in sys.modules)
+    assert not any(m.startswith(("pytorch_lightning", "omegaconf")) for m in sys.modules)
     assert summary["config"]["ngf"] == TINY.ngf and summary["tensors"] == len(model.state_dict())
     converted = load_generator(summary["path"])
     assert torch.equal(converted(X), model(X))

@@ -34,6 +34,14 @@ METADATA_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.", "om
                     "collections.", "pathlib.", "argparse.Namespace", "numpy.", "saicinpainting.")
 
 
+# Plain types a pickle may name as values (OmegaConf stores ``dict`` as a node's type, for instance).
+# They too become stand-ins, never the real builtins; callables such as exec, eval, getattr, open or
+# __import__ are not in this list and make the file refused.
+METADATA_BUILTINS = {f"{m}.{n}" for m in ("builtins", "__builtin__")
+                     for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes",
+                               "bool", "object", "type", "NoneType")}
+
+
 class ConversionError(ModelError):
     code = "conversion_failed"
 
@@ -67,7 +75,7 @@ def _stand_ins(names) -> list[tuple[type, str]]:
 
 
 def _is_metadata(name: str) -> bool:
-    return name.startswith(METADATA_MODULES)
+    return name.startswith(METADATA_MODULES) or name in METADATA_BUILTINS
 
 
 def _load_torch_save(src: Path) -> object:
