@@ -25,8 +25,9 @@ def _keep_known(rgb: np.ndarray, filled: np.ndarray, hole: np.ndarray) -> np.nda
     return out
 
 
-def fill_opencv(rgb: np.ndarray, hole: np.ndarray, method: str = "telea", radius: int = OPENCV_RADIUS
-                ) -> np.ndarray:
+def fill_opencv(rgb: np.ndarray, hole: np.ndarray, method: str = "telea", radius: int = OPENCV_RADIUS,
+                on_channel=None) -> np.ndarray:
+    """``on_channel(i, n)`` is called after each of the n channels (progress and cancellation)."""
     if method not in OPENCV_METHODS:
         raise ValueError(f"OpenCV fill method must be one of {', '.join(OPENCV_METHODS)}, got {method!r}")
     if not hole.any():
@@ -38,8 +39,11 @@ def fill_opencv(rgb: np.ndarray, hole: np.ndarray, method: str = "telea", radius
     # OpenCV's Telea adds a normalised gradient term and +0.5 rounding meant for 8-bit levels, an error
     # of up to ~2 units at any scale: working in 0–65535 makes it negligible for every pixel format.
     scale = np.float32(TELEA_SCALE if method == "telea" else 1.0)
-    chans = [cv2.inpaint(np.ascontiguousarray(rgb[..., c] * scale, dtype=np.float32), mask, radius, flag)
-             for c in range(rgb.shape[2])]
+    chans = []
+    for c in range(rgb.shape[2]):
+        chans.append(cv2.inpaint(np.ascontiguousarray(rgb[..., c] * scale, dtype=np.float32), mask, radius, flag))
+        if on_channel is not None:
+            on_channel(c + 1, rgb.shape[2])
     return _keep_known(rgb, np.stack(chans, axis=-1) / scale, hole)
 
 

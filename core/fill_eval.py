@@ -13,6 +13,7 @@ of the same architecture, whose numbers only show that the path runs (they are n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -206,7 +207,8 @@ def evaluate(size: int = 256, per_kind: int = 3, lama_weights: str | None = None
         if progress:
             progress(label)
     coverages = [float(s.hole.mean()) for s in data]
-    return {"results": results, "size": size, "count": len(data), "coverage": (min(coverages), max(coverages))}
+    return {"results": results, "size": size, "count": len(data), "coverage": (min(coverages), max(coverages)),
+            "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
 
 
 def _mean(scores, key=None, value=None) -> float:
@@ -220,7 +222,8 @@ def markdown(report: dict) -> str:
         f"{report['count']} images of {report['size']}×{report['size']} px ({', '.join(KINDS)}; "
         f"{len(report['results'])} fills each), LaMa-style masks ({', '.join(MASK_STYLES)}) covering "
         f"{report['coverage'][0]:.0%}–{report['coverage'][1]:.0%} of the image. PSNR in dB over the masked "
-        f"pixels only, against the undamaged image; higher is better. Time per image on this machine's CPU.",
+        f"pixels only, against the undamaged image; higher is better. Time per image on this machine's CPU "
+        f"({os.cpu_count()} cores, load average {report['load']:.1f} while measuring).",
         "",
         "| fill | " + " | ".join(KINDS) + " | all | " + " | ".join(f"{s} masks" for s in MASK_STYLES) + " | ms/image |",
         "|---|" + "---:|" * (len(KINDS) + 1 + len(MASK_STYLES) + 1),

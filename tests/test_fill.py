@@ -249,3 +249,34 @@ def test_cli_fill_round_trip(tmp_path, lama_dir):
     assert "lama:big-lama.safetensors" in r.stderr
     out = np.asarray(Image.open(tmp_path / "lama.png"))
     assert np.array_equal(out[~INSIDE], src[~INSIDE]) and not np.array_equal(out[INSIDE], src[INSIDE])
+
+
+def test_opencv_reports_each_channel_and_cancels_between_them(no_lama):
+    seen = []
+    control = JobControl(lambda s, t, ph: seen.append((s, t, ph)))
+    run_job(fill_request(gradient(), MASK), no_lama, control)
+    assert [(s, t) for s, t, ph in seen if ph == "denoising" and s > 0] == [(1, 3), (2, 3), (3, 3)]
+    control = JobControl()
+    control._on_progress = lambda s, t, ph: control.cancel() if (ph, s) == ("denoising", 1) else None
+    with pytest.raises(Cancelled):
+        run_job(fill_request(gradient(), MASK), no_lama, control)
+
+
+def test_fastfill_functions_keep_known_pixels():
+    from core import fastfill
+
+    rng = np.random.default_rng(0)
+    rgb = rng.random((40, 50, 3), dtype=np.float32)
+    hole = np.zeros((40, 50), bool)
+    hole[10:20, 15:30] = True
+    for out in (fastfill.fill_opencv(rgb, hole, "telea"), fastfill.fill_opencv(rgb, hole, "ns"),
+                fastfill.fill_mean(rgb, hole)):
+        assert out.dtype == np.float32 and np.array_equal(out[~hole], rgb[~hole])
+        assert 0 <= out.min() and out.max() <= 1
+    assert np.allclose(fastfill.fill_mean(rgb, hole)[hole], rgb[~hole].mean(axis=0), atol=1e-6)
+    assert np.allclose(fastfill.fill_opencv(rgb, np.ones((40, 50), bool)), 0.5)   # nothing known: grey
+    with pytest.raises(ValueError, match="telea, ns"):
+        fastfill.fill_opencv(rgb, hole, "magic")
+    # a constant surrounding gives back exactly that constant: no 8-bit rounding artefacts (Telea's +0.5)
+    flat = np.full((40, 50, 3), 0.3, np.float32)
+    assert np.abs(fastfill.fill_opencv(flat, hole, "telea")[hole] - 0.3).max() < 1e-4

@@ -100,10 +100,8 @@ def fill_array(rgb: np.ndarray, hole: np.ndarray, choice: BackendChoice, models,
                                  lambda: load_generator(path, device), control=control)
         control.set_phase("denoising", 0, len(model.model))
         return fastfill.lama_fill(model, rgb, hole, device=device, on_layer=control.report_step)
-    control.set_phase("denoising", 0, 1)
-    out = fastfill.fill_opencv(rgb, hole)
-    control.report_step(1, 1)
-    return out
+    control.set_phase("denoising", 0, rgb.shape[2])
+    return fastfill.fill_opencv(rgb, hole, on_channel=control.report_step)
 
 
 def unknown_pixels(work: regionjob.RegionWork) -> np.ndarray:
