@@ -171,7 +171,9 @@ def test_explicit_model_and_backend_choice(lama_dir, no_lama, tmp_path):
     res = run_job(JobRequest("fill", model=str(weights), image=buffer(src), mask=buffer(MASK, "GRAY_U8")), no_lama)
     assert res.options.backend == "lama"
     res = run_job(fill_request(src, MASK, backend="opencv"), ModelManager(models_dir=lama_dir))
-    assert res.options.backend == "opencv"
+    assert res.options.backend == "opencv" and not res.warnings
+    res = run_job(replace(fill_request(src, MASK, backend="opencv"), model=str(weights)), no_lama)
+    assert res.options.backend == "opencv" and "not used" in res.warnings[0]
     with pytest.raises(ModelNotFound) as e:
         run_job(fill_request(src, MASK, backend="lama"), no_lama)
     assert "installer models import big-lama.pt" in str(e.value)

@@ -46,7 +46,8 @@ def choose_backend(requested: str, model: str | None, models_dir: Path | None) -
     from ..lama.weights import find_weights, install_hint
 
     if requested == "opencv":
-        return BackendChoice("opencv")
+        return BackendChoice("opencv", warnings=(f"backend opencv: the LaMa weights {model} are not used",)
+                             if model else ())
     if requested == "lama" or model:
         return BackendChoice("lama", find_weights(model, models_dir))
     try:
