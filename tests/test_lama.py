@@ -192,7 +192,7 @@ def test_converts_a_lightning_checkpoint_without_importing_lightning(tiny, tmp_p
                                 "hyper_parameters": fake_lightning.DictConfig({"generator": {"ngf": 64}})})
     for name in [m for m in sys.modules if m.startswith(("pytorch_lightning", "omegaconf"))]:
         monkeypatch.delitem(sys.modules, name)     # gone for the conversion: nothing may import them
-    summary = conv.convert_lama_checkpoint(src, tmp_path / "out" / "big-lama.safetensors")
+    summary = conv.convert_with_summary(src, tmp_path / "out" / "big-lama.safetensors")
     assert not any(m.startswith(("pytorch_lightning", "omegaconf")) for m in sys.modules)
     assert summary["config"]["ngf"] == TINY.ngf and summary["tensors"] == len(model.state_dict())
     converted = load_generator(summary["path"])
@@ -223,8 +223,9 @@ def test_converts_a_torchscript_export(tiny, tmp_path):
 
     traced = torch.jit.trace(JITWrapper(Training(model)), (X,), strict=False, check_trace=False)
     traced.save(str(tmp_path / "big-lama.pt"))
-    summary = conv.convert_lama_checkpoint(tmp_path / "big-lama.pt", tmp_path / "big-lama.safetensors")
-    assert torch.equal(load_generator(summary["path"])(X), model(X))
+    out = conv.convert_lama_checkpoint(tmp_path / "big-lama.pt", tmp_path / "big-lama.safetensors")
+    assert out == tmp_path / "big-lama.safetensors"
+    assert torch.equal(load_generator(out)(X), model(X))
 
 
 class RunsCode:
@@ -286,9 +287,9 @@ def test_allowed_looking_names_never_run(tiny, tmp_path, fake_lightning):
     torch.load(src, weights_only=False)                           # the module is importable: it would run
     assert marker.exists()
     marker.unlink()
-    summary = conv.convert_lama_checkpoint(src, tmp_path / "out.safetensors")
+    out = conv.convert_lama_checkpoint(src, tmp_path / "out.safetensors")
     assert not marker.exists()
-    assert torch.equal(load_generator(summary["path"])(X), model(X))
+    assert torch.equal(load_generator(out)(X), model(X))
 
 
 def test_malicious_torchscript_archive_is_refused(tmp_path):

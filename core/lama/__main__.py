@@ -24,9 +24,9 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "convert":
-            from .convert import convert_lama_checkpoint
+            from .convert import convert_with_summary
 
-            s = convert_lama_checkpoint(args.src, args.dst)
+            s = convert_with_summary(args.src, args.dst)
             print(f"{s['parameters'] / 1e6:.1f}M parameters, {s['tensors']} tensors", file=sys.stderr)
             print(s["path"])
         else:

@@ -20,7 +20,6 @@ written as safetensors with metadata.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -178,13 +177,18 @@ def read_checkpoint(src: str | Path) -> dict:
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
-def convert_lama_checkpoint(src: str | Path, dst: str | Path | None = None) -> dict:
-    """Read a big-lama checkpoint safely and write its generator as safetensors.
+def convert_lama_checkpoint(src: str | Path, dst: str | Path | None = None) -> Path:
+    """Read a big-lama checkpoint safely and write its generator as safetensors; returns the path written.
 
     ``dst`` defaults to the app's models folder (``<models>/big-lama/big-lama.safetensors``).
-    Returns a summary: ``{"path", "config", "parameters", "tensors"}``.  Raises ``UnsafeCheckpoint``
-    for files that ask to run code, ``ConversionError`` for anything else that is not big-lama.
+    Raises ``UnsafeCheckpoint`` for files that ask to run code, ``ConversionError`` for anything else
+    that is not big-lama (both are ``core.resolver.ModelError``).
     """
+    return Path(convert_with_summary(src, dst)["path"])
+
+
+def convert_with_summary(src: str | Path, dst: str | Path | None = None) -> dict:
+    """``convert_lama_checkpoint`` returning ``{"path", "config", "parameters", "tensors"}``."""
     import torch
 
     src = Path(src)
@@ -218,6 +222,3 @@ def _first_line(e: Exception) -> str:
     text = str(e).strip().splitlines()
     return (text[-1] if text else type(e).__name__)[:300]
 
-
-def summary_json(summary: dict) -> str:
-    return json.dumps(summary, indent=2)
