@@ -219,6 +219,10 @@ def convert_with_summary(src: str | Path, dst: str | Path | None = None) -> dict
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[-1] if text else type(e).__name__)[:300]
+    """The informative line of a (weights-only) unpickling error."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:") or "Unsupported" in ln or "GLOBAL" in ln:
+            return ln.removeprefix("WeightsUnpickler error:").strip()[:300]
+    return (lines[0] if lines else type(e).__name__)[:300]
 
