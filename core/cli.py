@@ -49,6 +49,8 @@ def _add_region(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .jobs import MODE_DEFAULTS
+
     ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -59,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_region(p)
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
+
+    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa or OpenCV)")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", required=True, help="selection mask, same size (white = remove)")
+    p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
+                   help="auto (default): LaMa when its weights are installed, else OpenCV")
+    p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
+    p.add_argument("--grow", type=int, default=MODE_DEFAULTS["fill"]["grow"],
+                   help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
+    p.add_argument("--feather", type=int, default=MODE_DEFAULTS["fill"]["feather"],
+                   help="px of soft edge inside the selection (default 0)")
+    _add_common(p, prompt=False, images=False, strength=False, model=False)
 
     p = sub.add_parser("models", help="list the models the resolver finds")
     p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")
@@ -164,7 +178,7 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
 
             write_image(out, as_array(patch.image), patch.image.format, keep_alpha=has_alpha)
         written.append(out)
-        print(f"seed {patch.seed}: {out}", file=sys.stderr)
+        print(f"seed {patch.seed}: {out}" if patch.seed is not None else f"{result.model}: {out}", file=sys.stderr)
     return written
 
 
@@ -183,6 +197,12 @@ def cmd_models(args) -> int:
         except ModelError as e:
             print(f"  missing  {spec.key:<16} {spec.repo_id}  -> {spec.install_hint()}")
             del e
+    from .lama.weights import find_weights, install_hint
+
+    try:
+        print(f"  found    {'big-lama':<16} {find_weights(None, models_dir)}  [fill]")
+    except ModelError:
+        print(f"  missing  {'big-lama':<16} (fill works with OpenCV without it)  -> {install_hint()}")
     others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")

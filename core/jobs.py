@@ -137,6 +137,16 @@ MODE_PARAMS = {
     "generate": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
     "fill": (),
 }
+# Options whose default differs for a mode (the dock and the CLI start a mode from ``default_options``).
+# Fill: an inward feather would let the removed object show through its soft edge, and growing the
+# hole keeps the object's anti-aliased fringe out of what the fill copies from (docs/benchmarks.md).
+MODE_DEFAULTS = {"fill": {"grow": 4, "feather": 0}}
+
+
+def default_options(mode: str) -> Options:
+    return Options(**MODE_DEFAULTS.get(mode, {}))
+
+
 MODES_NEEDING_IMAGE = ("inpaint", "restyle", "depth", "upscale", "fill")
 
 

@@ -63,6 +63,23 @@ class ModelManager:
             self._loaded[key] = loaded
             return loaded
 
+    def get_other(self, key: tuple, load, *, control: JobControl | None = None):
+        """A model that is not a diffusers pipeline (e.g. LaMa), made by ``load()`` once and kept in
+        the same LRU as the pipelines.  ``key`` must identify the file and device."""
+        key = ("other", *key)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key].pipe
+            if control is not None:
+                control.set_phase("loading")
+            while len(self._loaded) >= self.capacity:
+                self._loaded.popitem(last=False)
+            obj = load()
+            self.loads += 1
+            self._loaded[key] = LoadedModel(None, obj, key)
+            return obj
+
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
