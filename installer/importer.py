@@ -237,5 +237,10 @@ def import_lama(src: Path, models_dir: Path, log=None) -> Path:
     dst = lama_destination(models_dir)
     dst.parent.mkdir(parents=True, exist_ok=True)
     _say(log, f"converting {src.name} to {dst}")
-    result = convert(src, dst)
+    from core.resolver import ModelError
+
+    try:
+        result = convert(src, dst)
+    except ModelError as e:  # a refused (unsafe or unrecognised) checkpoint: one clear line, no traceback
+        raise ImportRefused(str(e), 3) from None
     return Path(result) if result else dst

@@ -107,20 +107,40 @@ def test_pickles_are_refused_with_the_reason(tmp_path, name):
     assert not (tmp_path / "models").exists()
 
 
-def test_big_lama_goes_to_the_lama_converter(tmp_path, monkeypatch):
-    f = tmp_path / "big-lama.pt"
-    f.write_bytes(b"\x80\x04 lama")
+def test_big_lama_is_converted_by_the_engines_lama_converter(tmp_path, monkeypatch):
+    """`models import big-lama.ckpt` writes safetensors the Fill job loads; a malicious one is refused
+    in one line and its code never runs."""
+    import builtins
+
+    import torch
+
+    from core.lama.weights import build_tiny, load_generator
+
+    model = load_generator(build_tiny(tmp_path / "tiny.safetensors", seed=3))
+    state = {"generator." + k: v for k, v in model.state_dict().items()}
+    good = tmp_path / "big-lama.ckpt"
+    torch.save({"state_dict": state}, good)
+    out = import_model(good, models_dir=tmp_path / "models")
+    assert out.name == "big-lama.safetensors" and out.parent.parent == tmp_path / "models"
+    converted = load_generator(out)
+    for k, v in model.state_dict().items():
+        assert torch.equal(converted.state_dict()[k], v), k
+
+    class RunsCode:
+        def __reduce__(self):
+            return (builtins.exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')",))
+
+    evil = tmp_path / "evil" / "big-lama.ckpt"
+    evil.parent.mkdir()
+    torch.save({"state_dict": state, "hparams": RunsCode()}, evil)
+    r = subprocess.run([sys.executable, "-m", "installer", "models", "import", str(evil), "--models-dir",
+                        str(tmp_path / "m2")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 3 and "Traceback" not in r.stderr and "exec" in r.stderr
+    assert not (tmp_path / "pwned").exists()
+    # without the engine's converter the installer says so instead of unpickling anything
     monkeypatch.setattr(importer, "LAMA_CONVERTER", "tests.no_such_module")
-    with pytest.raises(ImportRefused, match="no LaMa converter yet .*convert_lama_checkpoint is missing"):
-        import_model(f, models_dir=tmp_path / "models")
-    # With a converter module present, the installer hands it the file and the destination.
-    calls = []
-    fake = type(sys)("fake_lama_convert")
-    fake.convert_lama_checkpoint = lambda src, dst: calls.append((src, dst)) or dst
-    monkeypatch.setitem(sys.modules, "fake_lama_convert", fake)
-    monkeypatch.setattr(importer, "LAMA_CONVERTER", "fake_lama_convert")
-    out = import_model(f, models_dir=tmp_path / "models")
-    assert calls == [(f, out)] and out.name == "big-lama.safetensors" and out.parent.parent == tmp_path / "models"
+    with pytest.raises(ImportRefused, match="no LaMa converter yet"):
+        import_model(good, models_dir=tmp_path / "models3")
 
 
 def test_cli_import_refusal_is_one_line(tmp_path):
