@@ -37,6 +37,24 @@ def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:
     return kw, emb.warnings
 
 
+def run_pipeline(pipe, plan, params: Params, control: JobControl, device: str, **inputs):
+    """Call a diffusers pipeline that has ``callback_on_step_end``: prompt embeddings, one generator
+    per seed of ``plan``, progress/previews/cancel.  Returns (float RGB images H×W×3, warnings)."""
+    import numpy as np
+    import torch
+
+    prompts, warnings = prompt_kwargs(pipe, params)
+    with torch.inference_mode():
+        out = pipe(**prompts, num_images_per_prompt=len(plan.seeds), generator=generators(plan.seeds, device),
+                   output_type="np", callback_on_step_end=step_callback(control), **inputs)
+    return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
+
+
+def image_kwargs(plan) -> dict:
+    """The plan's pipeline arguments for pipelines that take their size from the image."""
+    return {k: v for k, v in plan.pipeline_kwargs.items() if k not in ("width", "height")}
+
+
 def step_callback(control: JobControl):
     """A ``callback_on_step_end`` that reports progress, sends previews and cancels within a step."""
 

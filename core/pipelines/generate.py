@@ -15,13 +15,11 @@ import time
 import weakref
 from dataclasses import replace
 
-import numpy as np
-
 from .. import imaging, regionjob
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
 from ..translate import plan_region_job, plan_text_job
-from .common import choose_seed, encode_image, generators, prompt_kwargs, step_callback
+from .common import choose_seed, encode_image, image_kwargs, run_pipeline
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -41,24 +39,13 @@ def img2img_pipeline(pipe):
     return _img2img[pipe]
 
 
-def _call(pipe, plan, params, control: JobControl, device: str, **inputs):
-    import torch
-
-    prompts, warnings = prompt_kwargs(pipe, params)
-    with torch.inference_mode():
-        out = pipe(**prompts, num_images_per_prompt=len(plan.seeds), generator=generators(plan.seeds, device),
-                   output_type="np", callback_on_step_end=step_callback(control), **inputs)
-    return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
-
-
 def text_to_image(pipe, plan, params, control: JobControl, device: str):
-    return _call(pipe, plan, params, control, device, **plan.pipeline_kwargs)
+    return run_pipeline(pipe, plan, params, control, device, **plan.pipeline_kwargs)
 
 
 def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str):
     latents = encode_image(pipe, work.model_rgb).repeat(len(plan.seeds), 1, 1, 1)
-    kwargs = {k: v for k, v in plan.pipeline_kwargs.items() if k not in ("width", "height")}
-    return _call(img2img_pipeline(pipe), plan, params, control, device, image=latents, **kwargs)
+    return run_pipeline(img2img_pipeline(pipe), plan, params, control, device, image=latents, **image_kwargs(plan))
 
 
 def run(req: JobRequest, models, control: JobControl) -> JobResult:

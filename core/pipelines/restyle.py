@@ -19,7 +19,7 @@ from ..params import ValidationError
 from ..pixels import depth_array
 from ..translate import plan_region_job
 from . import depth as depth_job
-from .common import choose_seed, generators, mean_encoding, prompt_kwargs, step_callback
+from .common import choose_seed, image_kwargs, mean_encoding, run_pipeline
 
 
 def given_depth(req: JobRequest, plan) -> np.ndarray:
@@ -41,21 +41,10 @@ def denoise(pipe, plan, work: regionjob.RegionWork, depth: np.ndarray, params, c
     """Run the diffusers depth2img pipeline; returns (float RGB images at model size, warnings)."""
     import torch
 
-    prompts, warnings = prompt_kwargs(pipe, params)
     image = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
-    kwargs = {k: v for k, v in plan.pipeline_kwargs.items() if k not in ("width", "height")}
-    with torch.inference_mode(), mean_encoding(pipe.vae):
-        out = pipe(
-            **prompts,
-            image=image,
-            depth_map=torch.from_numpy(depth)[None],
-            num_images_per_prompt=len(plan.seeds),
-            generator=generators(plan.seeds, device),
-            output_type="np",
-            callback_on_step_end=step_callback(control),
-            **kwargs,
-        )
-    return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
+    with mean_encoding(pipe.vae):
+        return run_pipeline(pipe, plan, params, control, device, image=image,
+                            depth_map=torch.from_numpy(depth)[None], **image_kwargs(plan))
 
 
 def run(req: JobRequest, models, control: JobControl) -> JobResult:
