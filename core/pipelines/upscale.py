@@ -111,7 +111,9 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
     out = None
     for top, band in scale_tiled(imaging.flatten(rgba), grid, tile_fn, s):
         bottom = top + band.shape[0]
-        alpha = np.clip(resize_rows(rgba[..., 3], s, top, bottom), 0.0, 1.0)
+        alpha = resize_rows(rgba[..., 3], s, top, bottom)
+        alpha[alpha < 1e-5] = 0.0  # Lanczos leaves ±1e-7 where the layer is flat: keep 0 and 1 exact
+        alpha[alpha > 1.0 - 1e-5] = 1.0
         if selection is not None:
             alpha *= selection_alpha_rows(selection, s, feather * s, top, bottom)
         native = from_working(np.concatenate([band, alpha[..., None]], axis=-1), fmt, linear)
