@@ -67,10 +67,10 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) 
 
 def text_region(req: JobRequest, bbox: Rect | None) -> Rect:
     """Where text-to-image paints: the selection's box grown by ``grow`` (inside the canvas), or
-    width × height at the canvas origin without a selection."""
-    if bbox is None:
-        return Rect(0, 0, req.options.width, req.options.height)
+    without a selection width × height (default: the canvas) at the canvas origin."""
     cw, ch = req.canvas_size
+    if bbox is None:
+        return Rect(0, 0, req.options.width or cw, req.options.height or ch)
     return bbox.pad(req.options.grow).intersect(Rect(0, 0, cw, ch))
 
 

@@ -129,6 +129,7 @@ def test_x4_vae_decodes_in_float32_beside_a_bfloat16_unet(tiny_root, models):
     res = run_job(request(rgba_u8(24, 24, seed=1), steps=1), mm)
     pipe = mm.get("upscale").pipe
     assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32
-    assert pipe.vae.use_tiling
+    assert pipe.vae.use_tiling and pipe.vae.tile_latent_min_size == upscale.VAE_TILE
+    assert pipe.vae.tile_sample_min_size == 4 * upscale.VAE_TILE
     out = as_array(res.patches[0].image)
     assert out.shape == (96, 96, 4) and out[..., :3].std() > 0

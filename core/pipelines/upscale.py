@@ -33,6 +33,17 @@ from .common import choose_seed, legacy_step_callback, prompt_kwargs
 
 TILE_MULTIPLE = 8     # tile sides the UNet and VAE take without resizing
 LATENT_STREAM, LOW_RES_STREAM = 0, 1
+VAE_TILE = 128        # latent px (512 output px) the x4 VAE decodes in one piece
+
+
+def use_vae_tiling(vae, latent_tile: int = VAE_TILE) -> None:
+    """Decode in VAE tiles of at most ``latent_tile`` latents.  A tile of the default size (128 input
+    px) then decodes in one piece: with diffusers' default 64-latent VAE tiles the full x4 VAE took
+    62.7 s and 0.47 GB for a 128² latent here, in one piece 24–26 s and 0.96 GB.  Larger tiles are still
+    split, so the decode never needs more than about 1 GB (untiled, a 512² latent wants 256 GiB)."""
+    vae.enable_tiling()
+    vae.tile_latent_min_size = latent_tile
+    vae.tile_sample_min_size = latent_tile * 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 @contextmanager
@@ -136,7 +147,7 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     total = req.params.steps * len(grid)
     control.set_phase("encoding", 0, total)
     prompts, warnings = prompt_kwargs(pipe, req.params)
-    pipe.vae.enable_tiling()
+    use_vae_tiling(pipe.vae)
     control.plan_total(total)
     tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
                              control)
