@@ -80,6 +80,31 @@ class ModelManager:
             self._loaded[key] = LoadedModel(None, obj, key)
             return obj
 
+    def get_part(self, mode: str, name: str | None = None, part: str = "depth_estimator", *,
+                 control: JobControl | None = None) -> LoadedModel:
+        """One part of a model (only ``depth_estimator`` so far: depth maps need nothing else).
+        A loaded pipeline that has the part serves; otherwise the part is loaded alone and kept like
+        a pipeline.  ``.pipe`` has the part as an attribute either way."""
+        if part != "depth_estimator":
+            raise ValueError(f"unknown model part {part!r}")
+        resolved = self.resolve(mode, name)
+        with self._lock:
+            for key, loaded in reversed(self._loaded.items()):
+                if key[0] == str(resolved.path) and getattr(loaded.pipe, part, None) is not None:
+                    self._loaded.move_to_end(key)
+                    return loaded
+            if control is not None:
+                control.set_phase("loading")
+            from .loader import load_depth_estimator
+
+            while len(self._loaded) >= self.capacity:
+                self._loaded.popitem(last=False)
+            key = (str(resolved.path), part)
+            loaded = LoadedModel(resolved, load_depth_estimator(resolved, self.policy), key)
+            self.loads += 1
+            self._loaded[key] = loaded
+            return loaded
+
     def unload_all(self) -> None:
         with self._lock:
             self._loaded.clear()
