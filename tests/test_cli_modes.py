@@ -33,7 +33,7 @@ def test_depth_then_restyle_with_that_depth_round_trip(tiny_root, files, capsys)
     code, out, err = cli(capsys, "depth", "--model", tiny_root / "sd2-depth", "--image", d / "in.png",
                          "--out", d / "depth.png")
     assert code == 0, err
-    assert out.split() == [str(d / "depth.png")] and "wrote" in err
+    assert out.split() == [str(d / "depth.png")] and f"sd2-depth: {d / 'depth.png'}" in err
     with Image.open(d / "depth.png") as im:
         assert im.mode.startswith("I;16") and im.size == (61, 45)
         depth = np.asarray(im)
