@@ -67,3 +67,27 @@ class Capabilities:
     device_reason: str = ""
     models: tuple[dict, ...] = ()   # {"key", "found": bool, "path", "source", "hint"} per catalogue model
     modes: tuple[str, ...] = ()     # modes that can run now
+
+
+ENGINE_STATES = ("stopped", "starting", "ready", "restarting", "dead")
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """Where the engine process (or the remote engine's connection) stands, as the client sees it."""
+
+    state: str               # one of ENGINE_STATES
+    reason: str = ""         # one readable line: why it is restarting or dead
+    code: str = ""           # stable code of the cause, e.g. "engine_died", "engine_start_timeout"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A model being loaded or unloaded by the engine's cache."""
+
+    model: str
+    state: str               # loading | loaded | unloaded | failed
+    path: str = ""
+    shared: tuple[str, ...] = ()   # components reused from another loaded model
+    seconds: float | None = None
+    message: str = ""

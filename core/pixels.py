@@ -94,3 +94,10 @@ def depth_array(buf: ImageBuffer) -> np.ndarray:
     """A GRAY_U8/U16 depth buffer as H×W float32 in [0, 1] (1 = near)."""
     a = as_array(buf)[..., 0].astype(np.float32)
     return a / (255.0 if buf.format == "GRAY_U8" else 65535.0)
+
+
+def convert_buffer(buf: ImageBuffer, fmt: str, linear: bool = False) -> ImageBuffer:
+    """The same pixels in another layout (``fmt``, linear or sRGB-encoded); unchanged if already so."""
+    if buf.format == fmt and buf.linear == linear:
+        return buf
+    return from_array(from_working(to_working(as_array(buf), buf.format, buf.linear), fmt, linear), fmt, linear)
