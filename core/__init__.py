@@ -2,8 +2,8 @@
 
 Pure modules (standard library only, reused by the editor plugin inside Krita's Python):
 ``params``, ``jobs``, ``geometry``, ``catalog``, ``control``, ``translate``, ``events``, ``protocol``
-and ``client``.  Everything that needs numpy,
-torch or diffusers lives in other modules and is imported only by the engine process.
+and ``client``.  Everything that needs numpy, torch or diffusers lives in other modules and is
+imported only by the engine process.
 """
 
 __version__ = "0.1.0"

@@ -366,7 +366,12 @@ class EngineClient:
             hello["token"] = self.token
         link.send(P.hello(**hello))
         try:
-            msg = await P.read_message_async(link.reader)
+            junk, prefix = await P.skip_to_frame_async(link.reader)
+            if junk:
+                text = junk.decode("utf-8", "replace").strip()
+                log.warning("the engine wrote text before its first frame (ignored): %s", text[:500])
+                link.stderr_tail.extend(text.splitlines()[-5:])
+            msg = None if prefix is None else await P.read_message_async(link.reader, prefix=prefix)
         except P.ProtocolError as e:
             raise EngineError("engine_start_failed", f"{link.where} is not a Diffusion Dock engine: {e}") from None
         except (OSError, EOFError) as e:

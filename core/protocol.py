@@ -194,16 +194,17 @@ def read_message(read, limits: Limits = LIMITS) -> Message | None:
     return Message(header, [_read_exactly(read, n) for n in sizes])
 
 
-async def read_message_async(reader, limits: Limits = LIMITS) -> Message | None:
-    """``read_message`` for an ``asyncio.StreamReader``."""
+async def read_message_async(reader, limits: Limits = LIMITS, prefix: bytes | None = None) -> Message | None:
+    """``read_message`` for an ``asyncio.StreamReader`` (``prefix``: the frame's prefix, already read)."""
     import asyncio
 
-    try:
-        prefix = await reader.readexactly(PREFIX.size)
-    except asyncio.IncompleteReadError as e:
-        if not e.partial:
-            return None
-        raise FramingError("stream ended inside a frame prefix") from None
+    if prefix is None:
+        try:
+            prefix = await reader.readexactly(PREFIX.size)
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                return None
+            raise FramingError("stream ended inside a frame prefix") from None
     header_len, payload_len = parse_prefix(prefix, limits)
     try:
         raw = await reader.readexactly(header_len)
@@ -221,6 +222,29 @@ async def read_message_async(reader, limits: Limits = LIMITS) -> Message | None:
     except asyncio.IncompleteReadError:
         raise FramingError("stream ended inside a frame") from None
     return Message(header, payloads)
+
+
+async def skip_to_frame_async(reader, limit: int = 1 << 16) -> tuple[bytes, bytes | None]:
+    """(bytes before the first frame, that frame's prefix or None at end of stream).
+
+    Used once, before the engine's hello: text that a misbehaving interpreter start-up wrote to
+    stdout before the engine took it over is skipped (and logged) instead of breaking the stream."""
+    import asyncio
+
+    try:
+        data = await reader.readuntil(MAGIC)
+    except asyncio.IncompleteReadError as e:
+        return e.partial, None
+    except asyncio.LimitOverrunError:
+        raise FramingError(f"no frame in the first {limit} bytes") from None
+    junk = data[: -len(MAGIC)]
+    if len(junk) > limit:
+        raise FramingError(f"no frame in the first {limit} bytes")
+    try:
+        rest = await reader.readexactly(PREFIX.size - len(MAGIC))
+    except asyncio.IncompleteReadError:
+        raise FramingError("stream ended inside a frame prefix") from None
+    return junk, MAGIC + rest
 
 
 def _read_exactly(read, n: int, allow_eof: bool = False):

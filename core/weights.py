@@ -66,7 +66,11 @@ def estimate_weight_bytes(resolved: ResolvedModel, policy: DevicePolicy, skip=()
     for comp in sorted(p.name for p in resolved.path.iterdir() if p.is_dir()):
         if comp in skip:
             continue
-        comp_target = TARGET_BYTES.get(policy.vae_dtype, 4) if comp == "vae" else target
+        if comp == "vae":
+            upscaler = resolved.pipeline == "StableDiffusionUpscalePipeline"
+            comp_target = TARGET_BYTES.get(policy.upscaler_vae_dtype if upscaler else policy.vae_dtype, 4)
+        else:
+            comp_target = target
         for f in weight_files(resolved.path / comp, resolved.variant):
             try:
                 counts = safetensors_params(f)
