@@ -194,6 +194,8 @@ class EngineService:
         t0 = time.perf_counter()
         log.info("job %s (%s) starts on %s", job.id, job.request.mode, device)
         try:
+            if self._models is None:  # the first job waits for the device probe and the libraries
+                job.control.set_phase("loading")
             models = self.models()
             res = run_with_memory_retry(lambda: run_job(job.request, models, job.control), models)
             outcome = Outcome("result", in_request_layout(job.request, res))
