@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .catalog import CATALOG, MODE_MODELS
 from .control import JobControl
 from .device import DevicePolicy, current_policy
 from .memory import GiB, OutOfMemory, available_memory, free_memory, is_out_of_memory
+from .params import ValidationError
 from .resolver import ResolvedModel, resolve
 from .weights import FingerprintCache, estimate_weight_bytes
 
@@ -39,6 +41,15 @@ class LoadedModel:
     pipe: object
     variant: tuple = ()
     shared: tuple[str, ...] = ()    # components this pipeline got from the shared cache
+
+
+def check_fits(mode: str, resolved: ResolvedModel) -> None:
+    """Refuse a model whose pipeline cannot do ``mode`` (an upscaler asked to inpaint, ...)."""
+    specs = [CATALOG[k] for k in MODE_MODELS.get(mode, ())]
+    if specs and resolved.pipeline not in {s.pipeline for s in specs}:
+        what = resolved.spec.title if resolved.spec else resolved.pipeline or "an unknown pipeline"
+        raise ValidationError("model", f"model {resolved.name} is {what}, which cannot {mode}; "
+                                       f"{mode} needs {' or '.join(s.title for s in specs)}")
 
 
 class ModelManager:
@@ -81,6 +92,7 @@ class ModelManager:
     def get(self, mode: str, name: str | None = None, *, control: JobControl | None = None,
             without_depth_estimator: bool = False) -> LoadedModel:
         resolved = self.resolve(mode, name)
+        check_fits(mode, resolved)
         key = (str(resolved.path), resolved.pipeline, without_depth_estimator)
         with self._lock:
             if key in self._loaded:

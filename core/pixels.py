@@ -59,9 +59,9 @@ def to_working(arr: np.ndarray, fmt: str, linear: bool = False) -> np.ndarray:
         out = np.stack([g, g, g, np.ones_like(g)], axis=-1)
     else:
         raise ValueError(f"unknown pixel format {fmt}")
+    np.clip(out, 0.0, 1.0, out=out)  # before the curve: huge HDR values would overflow it
     if linear:
         out[..., :3] = linear_to_srgb(out[..., :3])
-    np.clip(out, 0.0, 1.0, out=out)
     return out
 
 

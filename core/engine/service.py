@@ -150,6 +150,9 @@ class EngineService:
             return None
         try:
             req = validate(request_of(msg))
+            if importlib.util.find_spec(f"core.pipelines.{req.mode}") is None:
+                raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
+                                              f"(version {__version__})")
         except ValidationError as e:
             conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))
             return None
