@@ -330,6 +330,10 @@ class EngineClient:
         except OSError as e:
             await self._start_failed("engine_start_failed", f"cannot start the engine: {e}")
             return
+        except asyncio.CancelledError:  # stop() while starting: no process may be left behind
+            if self._starting is not None:
+                await self._close_link(self._starting)
+            raise
         finally:
             self._starting = None
         self._link = link

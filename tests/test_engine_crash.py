@@ -246,3 +246,34 @@ def test_a_different_protocol_version_is_refused(loop, fake_engine):
     client = EngineClient(cwd=fake_engine, env={"FAKE_MODE": "old"}, start_timeout=20)
     events, err = start_failure(loop, client)
     assert events[0].code == "version_mismatch" and "99" in events[0].message
+
+
+def test_a_bad_request_fails_at_once_without_starting_an_engine(loop):
+    client = EngineClient(python="/nonexistent/python")
+
+    async def go():
+        final = await client.submit(inpaint_request(IMG, MASK, guidance=99)).wait()
+        return final, client.status.state
+
+    final, state = loop.run(go())
+    assert final.code == "invalid_parameter" and final.parameter == "guidance" and "1–20" in final.message
+    assert state == "stopped"
+
+
+def test_jobs_waiting_for_a_starting_engine_can_be_cancelled_and_stop_ends_the_rest(loop, fake_engine):
+    client = EngineClient(cwd=fake_engine, env={"FAKE_MODE": "silent"}, start_timeout=60)
+
+    async def go():
+        a, b, c = (client.submit(small(i)) for i in range(3))
+        while client._starting is None or client._starting.proc is None:
+            await asyncio.sleep(0.01)
+        pid = client._starting.proc.pid
+        assert client.status.state == "starting"
+        a.cancel()
+        first = await a.wait()
+        await client.stop()
+        return pid, first, await b.wait(), await c.wait(), client.status.state
+
+    pid, first, second, third, state = loop.run(go())
+    assert [type(e).__name__ for e in (first, second, third)] == ["JobCancelled"] * 3
+    assert state == "stopped" and not alive(pid)
