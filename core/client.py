@@ -131,6 +131,7 @@ class _Link:
     def __init__(self, reader, writer, *, proc=None, where: str = ""):
         self.reader, self.writer, self.proc, self.where = reader, writer, proc, where
         self.hello: dict = {}
+        self.capabilities = False      # the engine announced them (its heavy imports are done)
         self.last_seen = time.monotonic()
         self.lost = False
         self.running_ids: set[str] = set()
@@ -456,6 +457,7 @@ class EngineClient:
                 link.running_ids = {j for j in running if isinstance(j, str)}
             return
         if kind == "capabilities":
+            link.capabilities = True
             self.capabilities = P.capabilities_of(msg)
             self._call(self.on_capabilities, self.capabilities)
             return
@@ -506,7 +508,11 @@ class EngineClient:
                 await asyncio.sleep(tick)
                 now = time.monotonic()
                 silent = now - link.last_seen
-                if silent > self.heartbeat_timeout:
+                # Until its capabilities arrive the engine is importing torch, whose native libraries load
+                # with the GIL held: no heartbeat can be sent then, for seconds on a slow disk.
+                limit = self.heartbeat_timeout if link.capabilities else max(self.heartbeat_timeout,
+                                                                             self.start_timeout)
+                if silent > limit:
                     await self._lost(link, "heartbeat_lost", f"the engine sent nothing for {silent:.0f} s")
                     return
                 for handle in list(self._jobs.values()):

@@ -13,8 +13,11 @@ from .jobs import JobResult
 
 @dataclass(frozen=True)
 class Accepted:
+    """The engine queued the job.  Sent again whenever its place in the queue changes (and after an
+    engine restart), so the last one tells where the job stands."""
+
     job_id: str
-    position: int            # 0 = running now, n = n jobs ahead of it
+    position: int            # 0 = running now, n = n-th in line
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ def test_a_frozen_engine_is_detected_by_heartbeat_and_replaced(loop, tiny_root):
         await client.start()
         warm = await collect(client.submit(small(0)))  # imports done: no long pauses any more
         assert isinstance(warm[-1], Finished)
+        while client.capabilities is None:  # from now on the short heartbeat timeout applies
+            await asyncio.sleep(0.05)
         frozen = client.engine_pid
         running = Watch(client.submit(long_job()))
         queued = Watch(client.submit(small(9)))
