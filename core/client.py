@@ -138,6 +138,8 @@ class _Link:
         self.stuck: dict[str, float] = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.tasks: list[asyncio.Task] = []
+        self.pump: asyncio.Task | None = None   # reads the local engine's stderr until it ends
+        self.fatal = ""                          # what the engine said before closing the connection
         self.closed = asyncio.Event()   # set once the link is closed and its jobs are settled
 
     def send(self, msg: P.Message) -> bool:
@@ -364,7 +366,7 @@ class EngineClient:
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=self.cwd, env=env,
                 limit=STREAM_LIMIT, **kw)
             link = _Link(proc.stdout, proc.stdin, proc=proc, where=f"pid {proc.pid}")
-            link.tasks.append(asyncio.get_running_loop().create_task(self._pump_stderr(link)))
+            link.pump = asyncio.get_running_loop().create_task(self._pump_stderr(link))
         self._starting = link
         hello = {"heartbeat": self.heartbeat_interval, "client": "diffusion-dock"}
         if self.token is not None:
@@ -481,6 +483,8 @@ class EngineClient:
         if event is None:
             if kind == "error":
                 log.warning("engine error: %s: %s", msg.get("code"), msg.get("message"))
+                if msg.get("fatal"):
+                    link.fatal = f"{msg.get('code')}: {msg.get('message')}"[:300]
             return
         handle = self._jobs.get(event.job_id)
         if handle is None or handle._link is not link:
@@ -583,7 +587,7 @@ class EngineClient:
     async def _close_link(self, link: _Link) -> None:
         current = asyncio.current_task()
         for task in link.tasks:
-            if task is not current and not task.done() and task.get_coro().__name__ != "_pump_stderr":
+            if task is not current and not task.done():
                 task.cancel()
         try:
             link.writer.close()
@@ -599,12 +603,9 @@ class EngineClient:
                 await asyncio.wait_for(link.proc.wait(), 5.0)
             except asyncio.TimeoutError:
                 log.error("engine process %s did not exit after SIGKILL", link.proc.pid)
-            for task in link.tasks:  # the stderr pump ends at EOF; give it a moment for the last lines
-                if task.get_coro().__name__ == "_pump_stderr" and not task.done():
-                    try:
-                        await asyncio.wait_for(asyncio.shield(task), 0.5)
-                    except (asyncio.TimeoutError, asyncio.CancelledError):
-                        task.cancel()
+            await self._drain_pump(link, 0.5)
+            if link.pump is not None:
+                link.pump.cancel()
 
     async def _exit_reason(self, link: _Link, when: str, fallback: str = "") -> str:
         proc = link.proc
@@ -625,15 +626,19 @@ class EngineClient:
             what = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
         else:
             what = f"exited with status {rc}"
-        for task in link.tasks:  # let the stderr pump catch the last lines
-            if task.get_coro().__name__ == "_pump_stderr" and not task.done():
-                try:
-                    await asyncio.wait_for(asyncio.shield(task), 0.3)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
-                    pass
-        tail = self._tail(link)
+        await self._drain_pump(link, 0.3)
+        tail = link.fatal or self._tail(link)
         text = f"the engine {what}" + (f" {when}" if when else "")
         return text + (f": {tail}" if tail else "")
+
+    @staticmethod
+    async def _drain_pump(link: _Link, seconds: float) -> None:
+        """Give the stderr reader a moment to catch the engine's last lines (it ends at EOF)."""
+        if link.pump is not None and not link.pump.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(link.pump), seconds)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
 
     @staticmethod
     def _tail(link: _Link) -> str:
