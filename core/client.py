@@ -24,6 +24,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -215,6 +216,11 @@ class EngineClient:
     def jobs(self) -> list[JobHandle]:
         """Unfinished jobs, in submission order."""
         return list(self._jobs.values())
+
+    @property
+    def engine_info(self) -> dict:
+        """The running engine's hello: version, pid, Python version, log file, shared or not."""
+        return dict(self._link.hello) if self._link is not None else {}
 
     def engine_output(self) -> list[str]:
         """The last lines the local engine wrote to stderr (for an error report)."""
@@ -642,7 +648,11 @@ class EngineClient:
 
     @staticmethod
     def _tail(link: _Link) -> str:
-        lines = [ln for ln in link.stderr_tail if ln.strip()]
+        """The engine's most telling last line: the last one naming an error, else the last one."""
+        lines = [ln.strip() for ln in link.stderr_tail if ln.strip()]
+        for line in reversed(lines):
+            if re.search(r"Error|Exception|Fatal|Killed|error:", line):
+                return line[:300]
         return lines[-1][:300] if lines else ""
 
     async def _pump_stderr(self, link: _Link) -> None:

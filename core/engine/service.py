@@ -51,8 +51,10 @@ class EngineService:
 
     def __init__(self, *, models=None, device: str | None = None, dtype: str | None = None,
                  models_dir=None, hub_cache=None, capacity: int = 2, heartbeat: float = 1.0,
-                 token: str | None = None, allow_shutdown: bool = True, warm_up: bool = True):
+                 token: str | None = None, allow_shutdown: bool = True, warm_up: bool = True,
+                 log_path=None):
         self.heartbeat = heartbeat
+        self.log_path = str(log_path) if log_path else None
         self.token = token
         self.allow_shutdown = allow_shutdown
         self._models = models
@@ -129,7 +131,8 @@ class EngineService:
             conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
         conn.ready = True
         conn.send(hello(engine_version=__version__, pid=os.getpid(), python=platform.python_version(),
-                        heartbeat=conn.heartbeat_every, shared=not self.allow_shutdown))
+                        heartbeat=conn.heartbeat_every, shared=not self.allow_shutdown,
+                        log=None if conn.needs_token else self.log_path))
         log.info("%s: hello (protocol %d)", conn.name, PROTOCOL_VERSION)
         with self._lock:
             caps = self._capabilities

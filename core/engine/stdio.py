@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from .connection import Connection
     from .service import EngineService
 
-    service = EngineService(allow_shutdown=True, **service_kwargs(args))
+    service = EngineService(allow_shutdown=True, log_path=path, **service_kwargs(args))
     reader = open(proto_in, "rb", buffering=1 << 16, closefd=False)
     conn = Connection(service, reader.read, writer_for(proto_out), name="stdio")
     log.info("ready to read after %.3f s", time.perf_counter() - t0)
