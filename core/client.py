@@ -71,6 +71,7 @@ class JobHandle:
         self.state = "pending"          # pending (not sent) | sent | running | done
         self.position: int | None = None
         self.cancel_requested = False
+        self._cancelled_at = 0.0
         self._client = client
         self._queue: asyncio.Queue = asyncio.Queue()
         self._done = asyncio.get_running_loop().create_future()
@@ -166,7 +167,9 @@ class EngineClient:
     Callbacks: ``on_status(EngineStatus)``, ``on_capabilities(Capabilities)``, ``on_model_status(ModelStatus)``.
     Timeouts (seconds): ``start_timeout`` (until the engine's hello), ``heartbeat_timeout`` (silence
     before the engine counts as frozen), ``job_timeout`` (a running job without progress counts as
-    stuck), ``stuck_grace`` (after cancelling a stuck job, how long before a local engine is restarted).
+    stuck), ``cancel_timeout`` (a cancelled running job that has not ended by then is reported cancelled
+    and handled as stuck), ``stuck_grace`` (after cancelling a stuck job, how long before a local engine
+    is restarted to free its worker)
     Methods that do not wait (``submit``, ``cancel``, ``cancel_all``) must be called from the loop's thread.
     """
 
@@ -175,8 +178,8 @@ class EngineClient:
                  engine_args=(), env: dict | None = None,
                  on_status=None, on_capabilities=None, on_model_status=None,
                  start_timeout: float = 60.0, heartbeat_interval: float = 1.0, heartbeat_timeout: float = 20.0,
-                 job_timeout: float = 600.0, stuck_grace: float = 5.0, stop_timeout: float = 5.0,
-                 max_resubmits: int = 2):
+                 job_timeout: float = 600.0, cancel_timeout: float = 120.0, stuck_grace: float = 5.0,
+                 stop_timeout: float = 5.0, max_resubmits: int = 2):
         if url is not None and python is not None:
             raise ValueError("give either python (local engine) or url (remote engine), not both")
         self.url = url
@@ -193,6 +196,7 @@ class EngineClient:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.job_timeout = job_timeout
+        self.cancel_timeout = cancel_timeout
         self.stuck_grace = stuck_grace
         self.stop_timeout = stop_timeout
         self.max_resubmits = max_resubmits
@@ -293,7 +297,9 @@ class EngineClient:
         handle = self._jobs.get(job_id)
         if handle is None:
             return False
-        handle.cancel_requested = True
+        if not handle.cancel_requested:
+            handle.cancel_requested = True
+            handle._cancelled_at = time.monotonic()
         if handle.state == "pending":
             self._end(handle, JobCancelled(job_id))
         elif handle._link is not None:
@@ -305,7 +311,9 @@ class EngineClient:
         handles = list(self._jobs.values())
         sent = False
         for handle in handles:
-            handle.cancel_requested = True
+            if not handle.cancel_requested:
+                handle.cancel_requested = True
+                handle._cancelled_at = time.monotonic()
             if handle.state == "pending":
                 self._end(handle, JobCancelled(handle.job_id))
             elif handle._link is not None and handle._link is self._link and not sent:
@@ -512,7 +520,8 @@ class EngineClient:
 
     async def _watch(self, link: _Link) -> None:
         """Heartbeat loss and stuck jobs."""
-        tick = max(0.05, min(1.0, self.heartbeat_timeout / 4, self.job_timeout / 4, self.stuck_grace / 2))
+        tick = max(0.05, min(1.0, self.heartbeat_timeout / 4, self.job_timeout / 4, self.cancel_timeout / 4,
+                             self.stuck_grace / 2))
         try:
             while not link.lost:
                 await asyncio.sleep(tick)
@@ -526,8 +535,11 @@ class EngineClient:
                     await self._lost(link, "heartbeat_lost", f"the engine sent nothing for {silent:.0f} s")
                     return
                 for handle in list(self._jobs.values()):
-                    if handle._link is link and handle.state == "running" \
-                            and now - handle._last_progress > self.job_timeout:
+                    if handle._link is not link or handle.state != "running":
+                        continue
+                    if handle.cancel_requested and now - handle._cancelled_at > self.cancel_timeout:
+                        self._stuck(link, handle, JobCancelled(handle.job_id))
+                    elif now - handle._last_progress > self.job_timeout:
                         self._stuck(link, handle)
                 for job_id, since in list(link.stuck.items()):
                     if job_id not in link.running_ids:
@@ -538,13 +550,15 @@ class EngineClient:
         except asyncio.CancelledError:
             return
 
-    def _stuck(self, link: _Link, handle: JobHandle) -> None:
-        log.warning("job %s made no progress for %.0f s: cancelling it", handle.job_id, self.job_timeout)
+    def _stuck(self, link: _Link, handle: JobHandle, final=None) -> None:
+        """End a job that does not move (or does not stop when cancelled) and watch that the engine lets
+        go of it; a local engine still running it after ``stuck_grace`` is restarted."""
+        log.warning("job %s is stuck: %s", handle.job_id, "cancel ignored" if final else "no progress")
         link.send(P.message("cancel", job_id=handle.job_id))
         link.stuck[handle.job_id] = time.monotonic()
         link.running_ids.add(handle.job_id)
-        self._end(handle, Failed(handle.job_id, "job_stuck",
-                                 f"The job made no progress for {self.job_timeout:g} s and was stopped."))
+        self._end(handle, final or Failed(handle.job_id, "job_stuck",
+                                          f"The job made no progress for {self.job_timeout:g} s and was stopped."))
 
     async def _wait_exit(self, link: _Link) -> None:
         try:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from core.client import EngineClient, EngineError
-from core.events import Failed, Finished, Progress
+from core.events import Failed, Finished, JobCancelled, Progress
 
 from .engine_helpers import ROOT, LoopThread, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8
@@ -43,6 +43,7 @@ class Watch:
     """Consume a job's events, noting when denoising starts and when the final event arrives."""
 
     def __init__(self, handle):
+        self.handle = handle
         self.events = []
         self.denoising = asyncio.Event()
         self.final_at = None
@@ -131,8 +132,10 @@ def test_a_frozen_engine_is_detected_by_heartbeat_and_replaced(loop, tiny_root):
     assert not alive(frozen)  # the frozen engine was killed, not left behind
 
 
-def test_a_stuck_job_times_out_and_the_engine_is_replaced(loop, tiny_root, tmp_path):
-    """A model file that never delivers its bytes (a FIFO): loading blocks in open() forever."""
+def test_stuck_jobs_time_out_and_the_engine_is_replaced(loop, tiny_root, tmp_path):
+    """A model file that never delivers its bytes (a FIFO): loading blocks in open() forever, where no
+    cancel can reach it.  A cancelled job that does not stop and a job that makes no progress both end
+    (JobCancelled, Failed job_stuck), the engine is replaced, and the queued jobs run."""
     import shutil
 
     stuck = tmp_path / "stuck-model"
@@ -146,25 +149,42 @@ def test_a_stuck_job_times_out_and_the_engine_is_replaced(loop, tiny_root, tmp_p
         await client.start()
         warm = await collect(client.submit(small(0)))  # the first job imports the libraries: no tight timeout
         assert isinstance(warm[-1], Finished)
-        client.job_timeout = 3
-        before = client.engine_pid
-        t0 = time.monotonic()
-        stuck_job = Watch(client.submit(replace(small(1), model=str(stuck))))
+        pids = [client.engine_pid]
+        # 1. the artist cancels a job that cannot stop
+        client.cancel_timeout = 2
+        blocked = Watch(client.submit(replace(small(1), model=str(stuck))))
         queued = Watch(client.submit(small(2)))
-        await stuck_job.task
-        client.job_timeout = 600  # the restarted engine imports its libraries again for the queued job
+        while not [e for e in blocked.events if isinstance(e, Progress) and e.phase == "loading"]:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # inside the blocked open() now
+        t0 = time.monotonic()
+        blocked.handle.cancel()
+        await blocked.task
+        cancel_seconds = blocked.final_at - t0
+        client.cancel_timeout = 600
         await queued.task
-        after = client.engine_pid
+        pids.append(client.engine_pid)
+        # 2. a job that makes no progress at all
+        client.job_timeout = 3
+        t0 = time.monotonic()
+        stuck_job = Watch(client.submit(replace(small(3), model=str(stuck))))
+        queued2 = Watch(client.submit(small(4)))
+        await stuck_job.task
+        stuck_seconds = stuck_job.final_at - t0
+        client.job_timeout = 600  # the restarted engine imports its libraries again for the queued job
+        await queued2.task
+        pids.append(client.engine_pid)
         await client.stop()
-        return before, after, stuck_job.final_at - t0, stuck_job.events, queued.events
+        return pids, cancel_seconds, stuck_seconds, blocked.events, queued.events, stuck_job.events, queued2.events
 
-    before, after, seconds, stuck_events, queued_events = loop.run(go())
-    final = stuck_events[-1]
-    assert isinstance(final, Failed) and final.code == "job_stuck", final
-    assert 3.0 <= seconds < 15, seconds
+    pids, cancel_seconds, stuck_seconds, blocked, queued, stuck_events, queued2 = loop.run(go())
+    assert isinstance(blocked[-1], JobCancelled) and 2.0 <= cancel_seconds < 10, cancel_seconds
+    assert isinstance(stuck_events[-1], Failed) and stuck_events[-1].code == "job_stuck"
+    assert 3.0 <= stuck_seconds < 15, stuck_seconds
     assert [e.phase for e in stuck_events if isinstance(e, Progress)][-1] == "loading"
-    assert isinstance(queued_events[-1], Finished)
-    assert after != before  # the engine could not cancel a blocked open(): it was restarted
+    assert isinstance(queued[-1], Finished) and isinstance(queued2[-1], Finished)
+    assert len(set(pids)) == 3  # a blocked open() cannot be cancelled: each time the engine was replaced
+    assert not any(alive(p) for p in pids)
 
 
 FAKE_ENGINE = r'''
