@@ -228,8 +228,11 @@ async def _serve(service, host: str, port: int, ctx, token: str) -> int:
             writer.close()
             return
         sock = writer.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None:  # a client that vanished (sleep, network gone) is noticed within minutes
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for opt, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+                if hasattr(socket, opt):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
         conn = AsyncConnection(service, reader, writer, loop, name)
         active.add(conn)
         log.info("%s: connected", name)
