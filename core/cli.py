@@ -49,6 +49,8 @@ def _add_region(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .jobs import MODE_DEFAULTS
+
     ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -59,6 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_region(p)
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
+
+    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa or OpenCV)")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", required=True, help="selection mask, same size (white = remove)")
+    p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
+                   help="auto (default): LaMa when its weights are installed, else OpenCV")
+    p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
+    p.add_argument("--grow", type=int, default=MODE_DEFAULTS["fill"]["grow"],
+                   help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
+    p.add_argument("--feather", type=int, default=MODE_DEFAULTS["fill"]["feather"],
+                   help="px of soft edge inside the selection (default 0)")
+    _add_common(p, prompt=False, images=False, strength=False, model=False)
+
+    p = sub.add_parser("restyle", help="repaint the image or the selection, keeping its depth (stable-diffusion-2-depth)")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", help="selection mask, same size (white = restyle); default: whole image")
+    p.add_argument("--depth", help="depth image, same size (white = near); default: estimated with DPT-hybrid")
+    _add_common(p)
+    _add_region(p)
+
+    p = sub.add_parser("depth", help="estimate the depth of an image (white = near), as a 16-bit grayscale PNG")
+    p.add_argument("--image", required=True, help="input image")
+    _add_common(p, prompt=False, images=False, strength=False)
+
+    p = sub.add_parser("upscale", help="upscale an image 4x, in tiles (stable-diffusion-x4-upscaler)")
+    p.add_argument("--image", required=True, help="input image (at most 4096 px a side)")
+    p.add_argument("--mask", help="selection mask, same size: only the selection is upscaled by the model, the "
+                                  "rest is a plain Lanczos 4x")
+    _add_common(p, images=False, strength=False)
+    p.add_argument("--noise-level", type=int, default=20, help="noise added to the input, 0–350 (default 20)")
+    p.add_argument("--tile", type=int, default=128, help="tile side in input px, 64–512 (default 128)")
+    p.add_argument("--feather", type=int, default=8, help="input px of soft edge inside the selection (default 8)")
+
+    p = sub.add_parser("generate", help="text-to-image, or image-to-image with --image "
+                                        "(stable-diffusion-2-1 or 2-1-base)")
+    p.add_argument("--width", type=int, help="width in px, a multiple of 8 in 64–8192 (default with --image: its)")
+    p.add_argument("--height", type=int, help="height in px, a multiple of 8 in 64–8192 (default with --image: its)")
+    p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
+    _add_common(p)
 
     p = sub.add_parser("models", help="list the models the resolver finds")
     p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")
@@ -109,9 +150,17 @@ def request_from_args(args, mode: str):
     from .jobs import JobRequest, Options, Params
 
     image = mask = depth = None
-    has_alpha = True
+    has_alpha = mode != "generate"  # text-to-image paints opaque pictures
     if getattr(args, "image", None):
         image, has_alpha = read_image(args.image, "image")
+        if mode == "depth" and image.format == "RGBA_U8":  # widen, so the depth keeps 16 bits
+            image = _widen(image)
+        if mode == "generate":
+            for name, given, own in (("width", args.width, image.width), ("height", args.height, image.height)):
+                if given is not None and given != own:
+                    raise CliError(f"--{name} {given} differs from the image's {name} {own}: image-to-image "
+                                   f"keeps the image's size; leave --{name} out")
+            args.width = args.height = None
     size = (image.width, image.height) if image else None
     if getattr(args, "mask", None):
         if image is None:
@@ -136,6 +185,16 @@ def request_from_args(args, mode: str):
     req = JobRequest(mode, params, Options(**opt), model=getattr(args, "model", None), image=image, mask=mask,
                      depth=depth)
     return req, has_alpha
+
+
+def _widen(image):
+    """An RGBA_U8 buffer as RGBA_U16 (exact: v × 257)."""
+    import numpy as np
+
+    from .jobs import ImageBuffer
+
+    a = np.frombuffer(image.data, np.uint8).astype("<u2") * 257
+    return ImageBuffer(image.width, image.height, "RGBA_U16", a.tobytes(), image.linear)
 
 
 def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
@@ -164,7 +223,17 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
     written = []
     for i, patch in enumerate(result.patches):
         out = numbered(args.out, i)
-        if req.image is not None and patch.image.format != "GRAY_U16":
+        if req.mode == "depth":
+            from .pixels import as_array
+
+            write_image(out, as_array(patch.image)[..., :1], "GRAY_U16")
+        elif req.mode == "upscale":
+            from .pipelines.upscale import composite
+            from .pixels import as_array
+
+            arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
+            write_image(out, arr, req.image.format, keep_alpha=has_alpha)
+        elif req.image is not None and patch.image.format != "GRAY_U16":
             arr = regionjob.composite(req, patch)
             write_image(out, arr, req.image.format, keep_alpha=has_alpha)
         else:
@@ -172,7 +241,7 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
 
             write_image(out, as_array(patch.image), patch.image.format, keep_alpha=has_alpha)
         written.append(out)
-        print(f"seed {patch.seed}: {out}", file=sys.stderr)
+        print(f"seed {patch.seed}: {out}" if patch.seed is not None else f"{result.model}: {out}", file=sys.stderr)
     return written
 
 
@@ -191,6 +260,12 @@ def cmd_models(args) -> int:
         except ModelError as e:
             print(f"  missing  {spec.key:<16} {spec.repo_id}  -> {spec.install_hint()}")
             del e
+    from .lama.weights import find_weights, install_hint
+
+    try:
+        print(f"  found    {'big-lama':<16} {find_weights(None, models_dir)}  [fill]")
+    except ModelError:
+        print(f"  missing  {'big-lama':<16} (fill works with OpenCV without it)  -> {install_hint()}")
     others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")

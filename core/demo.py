@@ -1,7 +1,8 @@
-"""The headless demo: inpaint the sample image shipped in resources/.
+"""The headless demo on the sample image shipped in resources/: first Fill removes the red ball (a real
+result with no SD2 weights: LaMa when installed, else OpenCV), then inpainting repaints it.
 
-Uses the real stable-diffusion-2-inpainting when the resolver finds it; otherwise builds the tiny
-smoke-test models and says so plainly (their images are noise: they prove the pipeline runs).
+Inpainting uses the real stable-diffusion-2-inpainting when the resolver finds it; otherwise it builds
+the tiny smoke-test models and says so plainly (their images are noise: they prove the pipeline runs).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def run_demo(out_dir: Path, steps: int | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     policy = current_policy()
     say(f"device: {policy.device}, dtype {policy.dtype} ({policy.reason})")
+    written = run_fill_step(out_dir, ModelManager(policy))
     try:
         model = resolve(None, "inpaint")
         models = ModelManager(policy)
@@ -61,4 +63,21 @@ def run_demo(out_dir: Path, steps: int | None = None) -> list[Path]:
                      out=out_dir / "inpaint.png", quiet=False, device=None, dtype=None)
     req, has_alpha = request_from_args(args, "inpaint")
     say(f"inpainting the red ball in {RESOURCES / 'sample.png'}: \"{PROMPT}\"")
+    return written + run_request(req, args, has_alpha, models=models)
+
+
+def run_fill_step(out_dir: Path, models) -> list[Path]:
+    """Fill: remove the red ball with no prompt (auto backend: LaMa if installed, else OpenCV)."""
+    from argparse import Namespace
+
+    from .cli import request_from_args, run_request
+    from .jobs import MODE_DEFAULTS
+    from .lama.weights import lama_installed
+
+    backend = "LaMa" if lama_installed(models.models_dir) else "OpenCV (LaMa weights not installed)"
+    say(f"fill: removing the red ball in {RESOURCES / 'sample.png'} with {backend}")
+    args = Namespace(image=str(RESOURCES / "sample.png"), mask=str(RESOURCES / "sample_mask.png"),
+                     backend="auto", model=None, out=out_dir / "fill.png", quiet=False, device=None, dtype=None,
+                     **MODE_DEFAULTS["fill"])
+    req, has_alpha = request_from_args(args, "fill")
     return run_request(req, args, has_alpha, models=models)

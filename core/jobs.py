@@ -43,6 +43,7 @@ EDITOR_FORMATS = ("BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32")
 MASK_FORMATS = ("GRAY_U8",)
 DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
 MAX_SIDE = 16384
+UPSCALE_FACTOR = 4  # upscale patches are in the coordinates of the canvas scaled by this
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ MODE_OPTIONS = {
     "inpaint": ("grow", "feather", "color_match", "masked_content"),
     "restyle": ("grow", "feather", "color_match", "depth_source"),
     "depth": (),
-    "upscale": ("noise_level", "tile"),
+    "upscale": ("feather", "noise_level", "tile"),
     "generate": ("grow", "feather", "color_match", "width", "height"),
     "fill": ("grow", "feather", "backend"),
 }
@@ -137,6 +138,16 @@ MODE_PARAMS = {
     "generate": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
     "fill": (),
 }
+# Options whose default differs for a mode (the dock and the CLI start a mode from ``default_options``).
+# Fill: an inward feather would let the removed object show through its soft edge, and growing the
+# hole keeps the object's anti-aliased fringe out of what the fill copies from (docs/benchmarks.md).
+MODE_DEFAULTS = {"fill": {"grow": 4, "feather": 0}}
+
+
+def default_options(mode: str) -> Options:
+    return Options(**MODE_DEFAULTS.get(mode, {}))
+
+
 MODES_NEEDING_IMAGE = ("inpaint", "restyle", "depth", "upscale", "fill")
 
 
@@ -269,6 +280,17 @@ def validate(req: JobRequest) -> JobRequest:
         if req.image is not None and (buf.width, buf.height) != (req.image.width, req.image.height):
             raise ValidationError(name, f"{name} must be the size of the image "
                                         f"({req.image.width}x{req.image.height}), got {buf.width}x{buf.height}")
+    if req.image is None and req.mask is not None:
+        cw, ch = req.canvas_size
+        if req.origin[0] + req.mask.width > cw or req.origin[1] + req.mask.height > ch:
+            raise ValidationError("mask", f"the mask ({req.mask.width}x{req.mask.height}) must lie inside the "
+                                          f"canvas ({cw}x{ch})")
+    if req.mode == "upscale" and req.image is not None:
+        limit = MAX_SIDE // UPSCALE_FACTOR
+        if max(req.image.width, req.image.height) > limit:
+            raise ValidationError("image", f"upscale input must be at most {limit} px a side (the result is "
+                                           f"{UPSCALE_FACTOR}× and at most {MAX_SIDE}), got "
+                                           f"{req.image.width}x{req.image.height}")
     if req.mode == "restyle" and options.depth_source == "given" and req.depth is None:
         raise ValidationError("depth", "depth_source 'given' needs a depth image")
     cw, ch = req.canvas_size

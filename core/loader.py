@@ -113,3 +113,27 @@ def mixed_precision_vae(vae) -> None:
 
     vae.encode, vae.decode = encode_cast, decode_cast
     vae._dd_mixed = True
+
+
+def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):
+    """Only the depth estimator (DPT-hybrid) and its image processor from a depth model's folder,
+    in float32: depth maps keep their 16-bit precision, and the rest of the model (UNet, VAE, text
+    encoder) is not read at all.  Returns an object with ``depth_estimator`` and ``feature_extractor``."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+    from .resolver import ModelNotFound
+
+    quiet_libraries()
+    folder = model.config if model.single_file else model.path
+    weights = folder / "depth_estimator"
+    if model.single_file or not weights.is_dir():
+        raise ModelNotFound(f"{model.name} ({model.path}) has no depth_estimator folder, so it cannot estimate "
+                            f"depth; give a depth image instead (depth source 'given')")
+    estimator = DPTForDepthEstimation.from_pretrained(str(weights), local_files_only=True, use_safetensors=True,
+                                                      dtype=torch.float32)
+    processor = DPTImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
+    estimator.to(policy.device).eval().requires_grad_(False)
+    return SimpleNamespace(depth_estimator=estimator, feature_extractor=processor)

@@ -37,7 +37,7 @@ SHARED_COMPONENTS = ("text_encoder", "tokenizer", "vae")
 
 @dataclass
 class LoadedModel:
-    resolved: ResolvedModel
+    resolved: ResolvedModel | None   # None for models that are not diffusers pipelines (get_other)
     pipe: object
     variant: tuple = ()
     shared: tuple[str, ...] = ()    # components this pipeline got from the shared cache
@@ -127,6 +127,68 @@ class ModelManager:
                          seconds=round(time.perf_counter() - t0, 3))
             return loaded
 
+    def get_other(self, key: tuple, load, *, control: JobControl | None = None):
+        """A model that is not a diffusers pipeline (e.g. LaMa), made by ``load()`` once and kept in
+        the same LRU as the pipelines.  ``key`` must identify the file and device."""
+        key = ("other", *key)
+        with self._lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key].pipe
+            if control is not None:
+                control.set_phase("loading")
+            while len(self._loaded) >= self.capacity:
+                self._unload_oldest()
+            obj = self._retry_out_of_memory(load)
+            self.loads += 1
+            self._loaded[key] = LoadedModel(None, obj, key)
+            return obj
+
+    def get_part(self, mode: str, name: str | None = None, part: str = "depth_estimator", *,
+                 control: JobControl | None = None) -> LoadedModel:
+        """One part of a model (only ``depth_estimator`` so far: depth maps need nothing else).
+        A loaded pipeline that has the part serves; otherwise the part is loaded alone and kept like
+        a pipeline.  ``.pipe`` has the part as an attribute either way."""
+        if part != "depth_estimator":
+            raise ValueError(f"unknown model part {part!r}")
+        resolved = self.resolve(mode, name)
+        check_fits(mode, resolved)
+        with self._lock:
+            for key, loaded in reversed(self._loaded.items()):
+                if key[0] == str(resolved.path) and getattr(loaded.pipe, part, None) is not None:
+                    self._loaded.move_to_end(key)
+                    return loaded
+            if control is not None:
+                control.set_phase("loading")
+            from .loader import load_depth_estimator
+
+            while len(self._loaded) >= self.capacity:
+                self._unload_oldest()
+            key = (str(resolved.path), part)
+            self._status(resolved, "loading")
+            part_obj = self._retry_out_of_memory(lambda: load_depth_estimator(resolved, self.policy))
+            loaded = LoadedModel(resolved, part_obj, key)
+            self.loads += 1
+            self._loaded[key] = loaded
+            self._status(resolved, "loaded")
+            return loaded
+
+    def _retry_out_of_memory(self, load):
+        """``load()``; on out-of-memory unload every cached model and try once more."""
+        try:
+            return load()
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+        log.warning("out of memory while loading: unloading every cached model and retrying")
+        self.unload_all()
+        try:
+            return load()
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise OutOfMemory("not enough memory to load the model, even with every other model unloaded") from e
+            raise
+
     def _load(self, resolved: ResolvedModel, key, shared_keys: dict, without_depth_estimator: bool) -> LoadedModel:
         from .loader import load_pipeline
 
@@ -187,7 +249,8 @@ class ModelManager:
     def _unload_oldest(self) -> None:
         _key, loaded = self._loaded.popitem(last=False)
         self._forget_unused_components()
-        self._status(loaded.resolved, "unloaded")
+        if loaded.resolved is not None:
+            self._status(loaded.resolved, "unloaded")
         free_memory(self.policy.device)
 
     def _forget_unused_components(self) -> None:
@@ -205,7 +268,8 @@ class ModelManager:
             self._loaded.clear()
             self._components.clear()
             for loaded in gone:
-                self._status(loaded.resolved, "unloaded")
+                if loaded.resolved is not None:
+                    self._status(loaded.resolved, "unloaded")
             free_memory(self._policy.device if self._policy else "cpu")
 
     def _status(self, resolved: ResolvedModel, state: str, **extra) -> None:

@@ -43,9 +43,15 @@ def crop(req: JobRequest, region: Rect) -> tuple[np.ndarray, np.ndarray, bool]:
     """(native pixels, uint8 selection, has_selection) of ``region`` from the request's buffers."""
     rows, cols = region.slices(req.origin)
     native = as_array(req.image)[rows, cols]
-    if req.mask is not None:
-        return native, np.ascontiguousarray(mask_array(req.mask)[rows, cols]), True
-    return native, np.full(native.shape[:2], 255, np.uint8), False
+    return native, selection_crop(req, region), req.mask is not None
+
+
+def selection_crop(req: JobRequest, region: Rect) -> np.ndarray:
+    """uint8 selection over ``region`` (255 everywhere without a selection)."""
+    if req.mask is None:
+        return np.full((region.h, region.w), 255, np.uint8)
+    rows, cols = region.slices(req.origin)
+    return np.ascontiguousarray(mask_array(req.mask)[rows, cols])
 
 
 def prepare(req: JobRequest, plan: RegionPlan) -> RegionWork:
@@ -82,11 +88,13 @@ def finish(req: JobRequest, work: RegionWork, outputs, seeds, *, keep_layer_alph
 
 
 def make_patch(req: JobRequest, region: Rect, rgb: np.ndarray, alpha: np.ndarray, seed) -> Patch:
-    """Assemble a patch in the request's format; pixels whose alpha rounds to 0 are all zero."""
+    """Assemble a patch in the request's format (RGBA_U8 without an input image); pixels whose
+    alpha rounds to 0 are all zero."""
+    fmt, linear = (req.image.format, req.image.linear) if req.image is not None else ("RGBA_U8", False)
     rgba = np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
-    native = from_working(rgba, req.image.format, req.image.linear)
+    native = from_working(rgba, fmt, linear)
     native[native[..., 3] == 0] = 0
-    return Patch(region.x, region.y, from_array(native, req.image.format, req.image.linear), seed)
+    return Patch(region.x, region.y, from_array(native, fmt, linear), seed)
 
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:

@@ -68,8 +68,8 @@ class ResolvedModel:
 def pickle_refusal(path: Path) -> UnsafeModelFile:
     return UnsafeModelFile(
         f"{path} is a pickle file ({path.suffix}): loading it could run arbitrary code, so it is refused. "
-        f"Use the .safetensors version, or convert it once with "
-        f"`python -m installer models import {path}` (reads it with torch.load(weights_only=True)).")
+        f"Use the .safetensors version of the model (the SD2 repos publish one beside each .ckpt); "
+        f"`python -m installer models import FILE.safetensors` converts a single-file checkpoint.")
 
 
 def _read_json(path: Path) -> dict:

@@ -154,7 +154,7 @@ def _fill_random(module, seed: int) -> None:
             elif p.ndim == 1:  # norm scales
                 p.fill_(1.0)
             else:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).mul_(0.02).to(p.dtype))
+                p.normal_(0.0, 0.02, generator=g)
 
 
 def _build_module(factory, full: bool, seed: int):
@@ -164,9 +164,7 @@ def _build_module(factory, full: bool, seed: int):
     torch.manual_seed(seed)
     if not full:
         return factory()
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
+    with torch.device("meta"):
         module = factory()
     module = module.to_empty(device="cpu")
     _fill_random(module, seed)

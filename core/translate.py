@@ -63,3 +63,31 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) 
         expected = denoise_steps(p.steps, p.strength)
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather,
                       o.color_match, kwargs, expected)
+
+
+def text_region(req: JobRequest, bbox: Rect | None) -> Rect:
+    """Where text-to-image paints: the selection's box grown by ``grow`` (inside the canvas), or
+    without a selection width × height (default: the canvas) at the canvas origin."""
+    cw, ch = req.canvas_size
+    if bbox is None:
+        return Rect(0, 0, req.options.width or cw, req.options.height or ch)
+    return bbox.pad(req.options.grow).intersect(Rect(0, 0, cw, ch))
+
+
+def plan_text_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) -> RegionPlan:
+    """Plan for text-to-image: the model works at its native area in the region's aspect ratio and
+    the result is scaled to the region (no pixels to look at, so no context and no colour match)."""
+    region = text_region(req, bbox)
+    size = model_size(region.w, region.h, native)
+    p, o = req.params, req.options
+    kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
+    return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather, False,
+                      kwargs, p.steps)
+
+
+def upscale_region(req: JobRequest, bbox: Rect | None) -> Rect:
+    """What the upscaler works on: the whole image, or the selection's box with context around it."""
+    available = image_rect(req)
+    if bbox is None:
+        return available
+    return plan_region(bbox, req.canvas_size).intersect(available)

@@ -7,6 +7,7 @@ One engine process serves the whole module.  It runs in a deliberately noisy env
 """
 
 import asyncio
+import importlib.util
 import os
 import random
 import sys
@@ -19,6 +20,7 @@ import pytest
 from core import pixels
 from core.client import EngineClient
 from core.events import Accepted, Failed, Finished, JobCancelled, Preview, Progress
+from core.jobs import MODES
 from core.runner import run_job
 
 from .engine_helpers import ROOT, LoopThread, RawEngine, collect, engine_env, finals_of
@@ -99,6 +101,41 @@ def test_inpaint_over_the_protocol_matches_in_process_byte_for_byte(engine, loop
         assert a.image.header() == b.image.header()
         assert a.image.data == b.image.data
     assert remote.params == local.params and remote.warnings == local.warnings
+
+
+def mode_request(mode):
+    """A small job of each mode, in the editor's BGRA U8 layout."""
+    from core.jobs import JobRequest, Options, Params
+
+    image = as_layout(IMG, "BGRA_U8")
+    mask = inpaint_request(IMG, MASK).mask
+    small = as_layout(IMG[:20, :24], "BGRA_U8")
+    return {
+        "inpaint": inpaint_request(IMG, MASK, steps=2, seed=3),
+        "restyle": JobRequest("restyle", Params(prompt="stone", steps=2, seed=3, strength=0.9), image=image, mask=mask),
+        "depth": JobRequest("depth", image=image, mask=mask),
+        "upscale": JobRequest("upscale", Params(prompt="sharp", steps=2, seed=5), Options(tile=64), image=small),
+        "generate": JobRequest("generate", Params(prompt="a lighthouse", steps=2, seed=9), Options(width=64, height=64),
+                               model="sd2-1-base"),
+        "fill": JobRequest("fill", options=Options(backend="opencv"), image=image, mask=mask),
+    }[mode]
+
+
+AVAILABLE_MODES = [m for m in MODES if m != "inpaint" and importlib.util.find_spec(f"core.pipelines.{m}")]
+
+
+@pytest.mark.parametrize("mode", AVAILABLE_MODES)
+def test_every_mode_runs_over_the_protocol_exactly_as_in_process(engine, loop, models, mode):
+    """The engine dispatches any mode through run_job: a new mode needs no engine change."""
+    req = mode_request(mode)
+    (final,) = finals_of(run(loop, engine, req))
+    assert isinstance(final, Finished), final
+    local = run_job(req, models)
+    assert [(p.x, p.y, p.seed, p.image.header()) for p in final.result.patches] == \
+        [(p.x, p.y, p.seed, p.image.header()) for p in local.patches]
+    assert [p.image.data for p in final.result.patches] == [p.image.data for p in local.patches]
+    if req.image is not None:
+        assert {p.image.format for p in final.result.patches} == {req.image.format}
 
 
 def test_job_events_come_in_order_with_exactly_one_final(engine, loop):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager
 
 from ..control import JobControl
 from ..jobs import Params
@@ -36,6 +37,24 @@ def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:
     return kw, emb.warnings
 
 
+def run_pipeline(pipe, plan, params: Params, control: JobControl, device: str, **inputs):
+    """Call a diffusers pipeline that has ``callback_on_step_end``: prompt embeddings, one generator
+    per seed of ``plan``, progress/previews/cancel.  Returns (float RGB images H×W×3, warnings)."""
+    import numpy as np
+    import torch
+
+    prompts, warnings = prompt_kwargs(pipe, params)
+    with torch.inference_mode():
+        out = pipe(**prompts, num_images_per_prompt=len(plan.seeds), generator=generators(plan.seeds, device),
+                   output_type="np", callback_on_step_end=step_callback(control), **inputs)
+    return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
+
+
+def image_kwargs(plan) -> dict:
+    """The plan's pipeline arguments for pipelines that take their size from the image."""
+    return {k: v for k, v in plan.pipeline_kwargs.items() if k not in ("width", "height")}
+
+
 def step_callback(control: JobControl):
     """A ``callback_on_step_end`` that reports progress, sends previews and cancels within a step."""
 
@@ -51,12 +70,14 @@ def step_callback(control: JobControl):
     return callback
 
 
-def legacy_step_callback(control: JobControl, total: int):
-    """The old ``callback(step, t, latents)`` hook (the x4 upscaler has only this one)."""
+def legacy_step_callback(control: JobControl, total: int, *, previews: bool = True):
+    """The old ``callback(step, t, latents)`` hook (the x4 upscaler has only this one).  Cancelling
+    raises ``Cancelled`` from inside it, which ends the pipeline call.  ``previews=False`` for latents
+    that ``latent_to_rgb`` does not describe (the x4 VAE's)."""
 
     def callback(i, t, latents):
         control.report_step(i + 1, total)
-        if control.wants_preview and (i + 1) % control.preview_every == 0:
+        if previews and control.wants_preview and (i + 1) % control.preview_every == 0:
             control.preview(latent_to_rgb(latents[0]))
 
     return callback
@@ -78,3 +99,32 @@ def encode_image(pipe, rgb) -> object:
     with torch.inference_mode():
         latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
     return latents.to(pipe.unet.dtype)
+
+
+@contextmanager
+def mean_encoding(vae):
+    """Within the block, ``vae.encode`` returns a posterior with no spread, so a pipeline that
+    encodes images itself gets the same latents as ``encode_image`` (the mean), whatever generator it
+    samples with.  For pipelines that take no image latents (depth2img derives the depth map's size
+    from ``image``, so latents there give a depth map 8× too small).  Restored on exit; a pipeline
+    runs one call at a time anyway (its scheduler holds per-call state)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    own = vae.__dict__.get("encode")  # an instance-level wrapper (mixed precision), if any
+    encode = vae.encode
+
+    def encode_mean(x, *args, **kwargs):
+        out = encode(x, *args, **kwargs)
+        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        mean = DiagonalGaussianDistribution(dist.parameters, deterministic=True)
+        return AutoencoderKLOutput(latent_dist=mean) if kwargs.get("return_dict", True) else (mean,)
+
+    vae.encode = encode_mean
+    try:
+        yield
+    finally:
+        if own is None:
+            del vae.encode
+        else:
+            vae.encode = own

@@ -12,15 +12,53 @@ from ..jobs import JobRequest, JobResult
 from ..translate import plan_region_job
 from .common import choose_seed, encode_image, generators, prompt_kwargs, step_callback
 
+NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
-def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str):
+
+def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, prefilled=None):
+    """Latents of the image the denoising starts from (what strength < 1 keeps some of).
+
+    - ``original``: the region as it is;
+    - ``fill``: ``prefilled``, the region with the selection already filled by the fast fill;
+    - ``noise``: the original with Gaussian noise in the latents under the selection, one draw per
+      image from its seed (a batch then, so image i still depends only on seed + i).
+    """
+    import torch
+
+    if masked_content == "fill":
+        return encode_image(pipe, prefilled)
+    latents = encode_image(pipe, work.model_rgb)
+    if masked_content != "noise":
+        return latents
+    repaint = torch.from_numpy(np.ascontiguousarray(work.model_mask >= 0.5, dtype=np.float32))[None, None]
+    hole = torch.nn.functional.adaptive_max_pool2d(repaint, latents.shape[-2:])[0].to(latents.device) > 0
+    batch = []
+    for seed in plan.seeds:
+        g = torch.Generator("cpu").manual_seed((int(seed) + NOISE_SEED_OFFSET) % 2**32)
+        noise = torch.randn(latents.shape[1:], generator=g).to(latents.device, latents.dtype)
+        batch.append(torch.where(hole, noise, latents[0]))
+    return torch.stack(batch)
+
+
+def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobControl) -> np.ndarray:
+    """The region at model size with the repaint area filled by the Fill job's backend (auto: LaMa
+    when installed, else OpenCV)."""
+    from .fill import CancelOnly, choose_backend, fill_array
+
+    choice = choose_backend(req.options.backend, None, getattr(models, "models_dir", None))
+    return fill_array(work.model_rgb, work.model_mask >= 0.5, choice, models, CancelOnly(control))
+
+
+def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
+            image_latents=None):
     """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings)."""
     import torch
 
     control.set_phase("encoding", 0, plan.expected_steps)
     prompts, warnings = prompt_kwargs(pipe, params)
     repaint = work.model_mask >= 0.5  # diffusers binarises the mask at 0.5 too
-    image_latents = encode_image(pipe, work.model_rgb)
+    if image_latents is None:
+        image_latents = encode_image(pipe, work.model_rgb)
     masked_latents = encode_image(pipe, work.model_rgb * ~repaint[..., None])
     with torch.inference_mode():
         out = pipe(
@@ -43,7 +81,15 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     seed = choose_seed(req.params)
     plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed)
     work = regionjob.prepare(req, plan)
-    images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device)
+    content = req.options.masked_content
+    notes = []
+    if content != "original" and req.params.strength >= 1.0:
+        notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
+                     f"noise (use a strength below 1)")
+    prefilled = prefill(req, work, models, control) if content == "fill" else None
+    start = start_latents(loaded.pipe, plan, work, content, prefilled)
+    images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+    warnings = tuple(notes) + tuple(warnings)
     control.set_phase("finishing")
     patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
     return JobResult("inpaint", tuple(patches), loaded.resolved.name, _params_with_seed(req, seed), req.options,

@@ -1,0 +1,147 @@
+"""Fill: remove what is selected and fill it from its surroundings.  No prompt, no diffusion.
+
+Backends: ``lama`` (the big-lama generator, when its weights are installed or given with
+``model``) and ``opencv`` (Telea inpainting, always available).  ``auto`` takes LaMa when it is
+installed, else OpenCV.  Region, context and compositing are those of inpainting
+(``core.regionjob``): pixels outside the selection stay bit-identical.  Unlike diffusion, the fill
+works at the region's own resolution, downscaled only above a size limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import fastfill, imaging, regionjob
+from ..control import JobControl
+from ..jobs import JobRequest, JobResult
+from ..params import ValidationError
+from ..resolver import PICKLE_SUFFIXES, ModelNotFound
+from ..translate import plan_region_job
+
+# Largest working area (pixels) per backend; larger regions are filled downscaled and scaled back.
+# LaMa costs about 0.4 TFLOP per 512×512 (a few seconds on a desktop CPU); OpenCV's time grows with
+# the hole's area.
+LAMA_MAX_PIXELS = {"cuda": 2048 * 2048, "mps": 1536 * 1536, "cpu": 1024 * 1024}
+OPENCV_MAX_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str                      # "opencv" or "lama"
+    weights: Path | None = None    # the LaMa weights file
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"lama:{self.weights.name}" if self.name == "lama" else "opencv-telea"
+
+
+def choose_backend(requested: str, model: str | None, models_dir: Path | None) -> BackendChoice:
+    """``auto`` → LaMa when its weights are found (or ``model`` names them), else OpenCV."""
+    from ..lama.weights import find_weights, install_hint
+
+    if requested == "opencv":
+        return BackendChoice("opencv", warnings=(f"backend opencv: the LaMa weights {model} are not used",)
+                             if model else ())
+    if requested == "lama" or model:
+        return BackendChoice("lama", find_weights(model, models_dir))
+    try:
+        return BackendChoice("lama", find_weights(None, models_dir))
+    except ModelNotFound:
+        pass
+    from ..lama.weights import default_weights_path
+
+    folder = default_weights_path(models_dir).parent
+    pickles = sorted(p for p in folder.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if pickles:
+        return BackendChoice("opencv", warnings=(
+            f"{pickles[0]} is a pickle checkpoint and is not loaded; LaMa needs it converted: {install_hint()}",))
+    return BackendChoice("opencv")
+
+
+class CancelOnly:
+    """A control for a job inside a job (the pre-fill of inpainting): it honours cancellation but keeps
+    its own steps out of the outer job's progress."""
+
+    def __init__(self, parent: JobControl):
+        self.parent = parent
+
+    def check(self) -> None:
+        self.parent.check()
+
+    def set_phase(self, phase: str, step: int | None = None, total: int | None = None) -> None:
+        self.parent.check()
+
+    def report_step(self, step: int, total: int) -> None:
+        self.parent.check()
+
+
+def work_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
+    """The region's own size, or the largest size of the same aspect within ``max_pixels``."""
+    if w * h <= max_pixels:
+        return w, h
+    s = math.sqrt(max_pixels / (w * h))
+    return max(1, int(w * s)), max(1, int(h * s))
+
+
+def fill_array(rgb: np.ndarray, hole: np.ndarray, choice: BackendChoice, models, control: JobControl
+               ) -> np.ndarray:
+    """Run the chosen backend on float RGB with a boolean hole, reporting steps to ``control``."""
+    if choice.name == "lama":
+        from ..lama.weights import load_generator
+
+        device = models.policy.device
+        path = choice.weights
+        model = models.get_other(("lama", str(path.resolve()), path.stat().st_mtime_ns, device),
+                                 lambda: load_generator(path, device), control=control)
+        control.set_phase("denoising", 0, len(model.model))
+        return fastfill.lama_fill(model, rgb, hole, device=device, on_layer=control.report_step)
+    control.set_phase("denoising", 0, rgb.shape[2])
+    return fastfill.fill_opencv(rgb, hole, on_channel=control.report_step)
+
+
+def unknown_pixels(work: regionjob.RegionWork) -> np.ndarray:
+    """Pixels (at working size) the fill must invent: the grown selection, and transparent pixels,
+    whose colour means nothing (they would otherwise bleed the flattening grey into the fill)."""
+    hole = work.model_mask > 1e-3
+    alpha = imaging.resize(work.rgba[..., 3], work.plan.model_size)
+    return hole | (alpha < 0.5)
+
+
+def run(req: JobRequest, models, control: JobControl) -> JobResult:
+    t0 = time.perf_counter()
+    bbox = regionjob.selection_bbox(req)
+    if bbox is None:
+        raise ValidationError("mask", "the selection is empty: select what to remove")
+    models_dir = getattr(models, "models_dir", None)
+    choice = choose_backend(req.options.backend, req.model, models_dir)
+    warnings = list(choice.warnings)
+    plan = plan_region_job(req, bbox, 512, 0)
+    if choice.name == "lama":
+        limit = LAMA_MAX_PIXELS.get(models.policy.device, LAMA_MAX_PIXELS["cpu"])
+    else:
+        limit = OPENCV_MAX_PIXELS
+    size = work_size(plan.region.w, plan.region.h, limit)
+    if size != (plan.region.w, plan.region.h):
+        warnings.append(f"the region ({plan.region.w}x{plan.region.h}) is larger than the {choice.name} fill's "
+                        f"limit: filled at {size[0]}x{size[1]} and scaled back")
+    plan = replace(plan, model_size=size, seeds=(None,), color_match=False, pipeline_kwargs={}, expected_steps=1)
+    control.set_phase("encoding", 0, 1)
+    work = regionjob.prepare(req, plan)
+    unknown = unknown_pixels(work)
+    if unknown.all():
+        warnings.append("nothing around the selection is visible to fill from: filled with neutral grey")
+        filled = np.full_like(work.model_rgb, 0.5)
+    else:
+        filled = fill_array(work.model_rgb, unknown, choice, models, control)
+    control.set_phase("finishing")
+    patches = regionjob.finish(req, work, [filled], plan.seeds, keep_layer_alpha=False)
+    options = replace(req.options, backend=choice.name)
+    return JobResult("fill", tuple(patches), choice.label, req.params, options, tuple(warnings),
+                     {"seconds": round(time.perf_counter() - t0, 3), "backend": choice.name,
+                      "region": list(plan.region.as_tuple()), "model_size": list(size)})

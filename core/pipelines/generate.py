@@ -1,0 +1,77 @@
+"""Text-to-image and image-to-image (stable-diffusion-2-1 at 768 px with v-prediction, or 2-1-base at
+512 px with epsilon; the prediction type comes from the model's scheduler config).
+
+- Text-to-image paints width × height at the canvas origin, or the selection's box (composited into
+  the selection).  The model works at its native area in the target's aspect ratio; the result is
+  scaled to the target.  Without an input image the patch is RGBA_U8.
+- Image-to-image (an input image and strength) works like restyle: the whole image, or the
+  selection's region with context, composited into the selection.  Its pipeline shares every module
+  of the loaded text-to-image pipeline (nothing is loaded twice).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import replace
+
+from .. import imaging, regionjob
+from ..control import JobControl
+from ..jobs import JobRequest, JobResult
+from ..translate import plan_region_job, plan_text_job
+from .common import choose_seed, encode_image, image_kwargs, run_pipeline
+
+_img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def img2img_pipeline(pipe):
+    """A StableDiffusionImg2ImgPipeline over the same modules as ``pipe`` (built once per pipe).
+    Built directly rather than with ``from_pipe``, which would cast the shared modules to one dtype."""
+    if pipe not in _img2img:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        c = pipe.components
+        i2i = StableDiffusionImg2ImgPipeline(
+            vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=c["unet"],
+            scheduler=c["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        i2i.set_progress_bar_config(disable=True)
+        _img2img[pipe] = i2i
+    return _img2img[pipe]
+
+
+def text_to_image(pipe, plan, params, control: JobControl, device: str):
+    return run_pipeline(pipe, plan, params, control, device, **plan.pipeline_kwargs)
+
+
+def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str):
+    latents = encode_image(pipe, work.model_rgb).repeat(len(plan.seeds), 1, 1, 1)
+    return run_pipeline(img2img_pipeline(pipe), plan, params, control, device, image=latents, **image_kwargs(plan))
+
+
+def run(req: JobRequest, models, control: JobControl) -> JobResult:
+    t0 = time.perf_counter()
+    loaded = models.get("generate", req.model, control=control)
+    pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
+    seed = choose_seed(req.params)
+    bbox = regionjob.selection_bbox(req)
+    if req.image is not None:
+        plan = plan_region_job(req, bbox, native, seed)
+        work = regionjob.prepare(req, plan)
+        control.set_phase("encoding", 0, plan.expected_steps)
+        images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
+        control.set_phase("finishing")
+        patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
+    else:
+        plan = plan_text_job(req, bbox, native, seed)
+        control.set_phase("encoding", 0, plan.expected_steps)
+        images, warnings = text_to_image(pipe, plan, req.params, control, device)
+        control.set_phase("finishing")
+        region = plan.region
+        alpha = imaging.feather_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0)
+        patches = [regionjob.make_patch(req, region, imaging.resize(im[..., :3], (region.w, region.h)), alpha, s)
+                   for im, s in zip(images, plan.seeds)]
+    return JobResult("generate", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,
+                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple()),
+                                "model_size": list(plan.model_size),
+                                "prediction": pipe.scheduler.config.prediction_type,
+                                "image_to_image": req.image is not None})

@@ -1,0 +1,69 @@
+"""Restyle with depth (stable-diffusion-2-depth): repaint the image, or the selection, keeping its
+depth.  The depth is either estimated (DPT-hybrid, the same as the depth job) or given by the artist.
+
+The pipeline is always loaded without its depth estimator and always gets a depth map: the estimator
+is a separate model part, loaded only when the depth is "auto", so a given depth never loads it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from .. import imaging, regionjob
+from ..control import JobControl
+from ..jobs import JobRequest, JobResult
+from ..params import ValidationError
+from ..pixels import depth_array
+from ..translate import plan_region_job
+from . import depth as depth_job
+from .common import choose_seed, image_kwargs, mean_encoding, run_pipeline
+
+
+def given_depth(req: JobRequest, plan) -> np.ndarray:
+    """The request's depth image over the plan's region, at model size, float in [0, 1]."""
+    rows, cols = plan.region.slices(req.origin)
+    crop = depth_array(req.depth)[rows, cols]
+    return imaging.resize(np.ascontiguousarray(crop), plan.model_size)
+
+
+def check_not_flat(depth: np.ndarray, source: str) -> None:
+    # The pipeline stretches the depth to [-1, 1] over its range; a flat map has none.
+    if float(depth.max() - depth.min()) < 1e-4:
+        raise ValidationError("depth", f"the {source} depth is flat (one value) over the region the model "
+                                       f"works on; paint some depth variation or use depth source 'auto'")
+
+
+def denoise(pipe, plan, work: regionjob.RegionWork, depth: np.ndarray, params, control: JobControl,
+            device: str):
+    """Run the diffusers depth2img pipeline; returns (float RGB images at model size, warnings)."""
+    import torch
+
+    image = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
+    with mean_encoding(pipe.vae):
+        return run_pipeline(pipe, plan, params, control, device, image=image,
+                            depth_map=torch.from_numpy(depth)[None], **image_kwargs(plan))
+
+
+def run(req: JobRequest, models, control: JobControl) -> JobResult:
+    t0 = time.perf_counter()
+    given = req.options.depth_source == "given"
+    loaded = models.get("restyle", req.model, control=control, without_depth_estimator=True)
+    estimator = None if given else models.get_part("restyle", req.model, control=control)
+    seed = choose_seed(req.params)
+    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed)
+    work = regionjob.prepare(req, plan)
+    control.set_phase("encoding", 0, plan.expected_steps)
+    if given:
+        depth = given_depth(req, plan)
+    else:
+        depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
+    check_not_flat(depth, "given" if given else "estimated")
+    images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
+    control.set_phase("finishing")
+    patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
+    return JobResult("restyle", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,
+                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple()),
+                                "model_size": list(plan.model_size), "depth_source": req.options.depth_source})

@@ -1,0 +1,1 @@
+"""Pure-Python packages vendored into the Krita plugin by the installer (qasync)."""

@@ -1,0 +1,126 @@
+"""The host interface on the standalone editor.  Its layers are RGBA U8 (``Format_ARGB32``, B,G,R,A
+in memory: the ``BGRA_U8`` layout) with an sRGB curve, so every layer is supported and nothing is
+ever converted."""
+
+from __future__ import annotations
+
+from .. import host as H
+from .document import EditorDocument, Layer
+from .pixels import LITTLE_ENDIAN, read_rect
+
+EDITOR_COLOR = H.ColorInfo("RGBA", "U8", "sRGB")
+HOST_NAME = "Diffusion Dock editor"
+
+
+class EditorHostDocument(H.HostDocument):
+    def __init__(self, doc: EditorDocument):
+        if not LITTLE_ENDIAN:
+            raise H.HostError("the standalone editor needs a little-endian machine (BGRA layout)")
+        self.doc = doc
+
+    @property
+    def name(self) -> str:
+        return self.doc.name
+
+    @property
+    def size(self) -> tuple[int, int]:
+        self._alive()
+        return self.doc.size
+
+    @property
+    def color(self) -> H.ColorInfo:
+        return EDITOR_COLOR
+
+    @property
+    def closed(self) -> bool:
+        return self.doc.closed
+
+    def _alive(self) -> None:
+        if self.doc.closed:
+            raise H.DocumentClosed(self.doc.name)
+
+    def _info(self, layer: Layer, preview: bool = False) -> H.LayerInfo:
+        bounds = layer.content_bounds() or H.Rect(0, 0, 0, 0)
+        return H.LayerInfo(id=layer.id, name=layer.name, kind="paint", visible=layer.visible,
+                           locked=layer.locked, level=0, bounds=bounds, color=EDITOR_COLOR,
+                           preview=preview)
+
+    def _layer(self, layer_id: str) -> Layer:
+        self._alive()
+        try:
+            return self.doc.layer(layer_id)
+        except KeyError:
+            raise H.LayerNotFound(layer_id) from None
+
+    def layers(self) -> list[H.LayerInfo]:
+        self._alive()
+        preview = self.doc.preview.layer if self.doc.preview is not None else None
+        return [self._info(layer, layer is preview) for layer in self.doc.stack()]
+
+    def layer(self, layer_id: str) -> H.LayerInfo:
+        return self._info(self._layer(layer_id))
+
+    def active_layer(self) -> H.LayerInfo | None:
+        self._alive()
+        layer = self.doc.active_layer()
+        return None if layer is None else self._info(layer)
+
+    def read_pixels(self, layer_id: str, rect: H.Rect) -> H.ImageBuffer:
+        self.check_rect(rect)
+        layer = self._layer(layer_id)
+        return H.ImageBuffer(rect.w, rect.h, "BGRA_U8", read_rect(layer.image, rect), False)
+
+    def selection_bounds(self) -> H.Rect | None:
+        self._alive()
+        return self.doc.selection_bounds()
+
+    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
+        bounds = self.selection_bounds()
+        if bounds is None:
+            return None
+        rect = rect or bounds
+        self.check_rect(rect)
+        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", read_rect(self.doc.selection, rect))
+
+    def add_result_layer(self, source_id: str, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
+        source = self.layer(source_id)
+        self.check_patch(source, patch)
+        img = patch.image
+        record = H.provenance_record(provenance, source, patch)
+        layer = self.doc.add_layer_from_bytes(source_id, patch.x, patch.y, img.width, img.height, img.data,
+                                              name, record)
+        return self._info(layer)
+
+    def provenance(self, layer_id: str) -> dict | None:
+        return self._layer(layer_id).provenance
+
+    def show_preview(self, source_id: str, patch: H.Patch, name: str = "") -> H.LayerInfo:
+        source = self.layer(source_id)
+        self.check_patch(source, patch)
+        img = patch.image
+        layer = self.doc.show_preview(source_id, patch.x, patch.y, img.width, img.height, img.data,
+                                      H.PREVIEW_PREFIX + (name or "result"))
+        return self._info(layer, preview=True)
+
+    def clear_preview(self) -> None:
+        self._alive()
+        self.doc.clear_preview()
+
+
+class EditorHost(H.Host):
+    """The standalone editor window as a host.  ``window.document`` is the open document."""
+
+    def __init__(self, window):
+        self.window = window
+
+    @property
+    def name(self) -> str:
+        return HOST_NAME
+
+    def active_document(self) -> EditorHostDocument | None:
+        doc = getattr(self.window, "document", None)
+        return None if doc is None or doc.closed else EditorHostDocument(doc)
+
+    def open_converted_copy(self, document: H.HostDocument) -> H.HostDocument:
+        # Every layer of the editor is RGBA U8 already: there is nothing to convert.
+        return document

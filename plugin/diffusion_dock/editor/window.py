@@ -1,0 +1,265 @@
+"""The standalone editor's main window: canvas in the middle, tool bar, menus, and on the right the
+dock area: the Diffusion Dock (``DockPanel``, which part 2 fills) above the layer list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import actions as A
+from ..controller import PanelController
+from ..dock import DockPanel
+from ..qt import QAction, QActionGroup, Qt, QtGui, QtWidgets
+from .canvas import CanvasView, Tool
+from .document import EditorDocument
+from .fileio import OPEN_FILTER, SAVE_FILTER, FileError, open_document, save_document
+from .host import EditorHost
+from .layers_panel import LayersPanel
+
+TOOL_KEYS = {Tool.RECT: ("Rectangle select", "M"), Tool.ELLIPSE: ("Ellipse select", "J"),
+             Tool.LASSO: ("Freehand lasso", "L"), Tool.BRUSH: ("Soft brush selection", "B"),
+             Tool.PAN: ("Pan", "H")}
+
+
+class EditorWindow(QtWidgets.QMainWindow):
+    def __init__(self, document: EditorDocument | None = None, controller: PanelController | None = None):
+        super().__init__()
+        self.setObjectName("diffusion_dock_editor")
+        self.confirm_close = True        # ask before losing unsaved changes (tests switch it off)
+        self.last_error: str | None = None
+        self.document: EditorDocument | None = None
+        self.host = EditorHost(self)
+        self.controller = controller or PanelController()
+        self.canvas = CanvasView()
+        self.setCentralWidget(self.canvas)
+
+        self.panel = DockPanel()
+        self.dock = QtWidgets.QDockWidget(A.DOCK_TITLE, self)
+        self.dock.setObjectName(A.DOCK_ID)
+        self.dock.setWidget(self.panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.controller.register(self.panel)
+
+        self.layers_panel = LayersPanel()
+        self.layers_dock = QtWidgets.QDockWidget("Layers", self)
+        self.layers_dock.setObjectName("layers")
+        self.layers_dock.setWidget(self.layers_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.layers_dock)
+
+        self.status = QtWidgets.QLabel()
+        self.statusBar().addPermanentWidget(self.status)
+        self.canvas.view_changed.connect(self._update_status)
+        self.canvas.cursor_moved.connect(self._update_status)
+        self._build_actions()
+        self.set_document(document or EditorDocument.new(1024, 768))
+        self.resize(1400, 900)
+
+    # -- the dock area (part 2 mounts the real panel here)
+    def mount_dock(self, widget: QtWidgets.QWidget) -> None:
+        """Put ``widget`` in the Diffusion Dock area, replacing what is there."""
+        self.dock.setWidget(widget)
+        self.panel = widget
+
+    # -- documents
+    def set_document(self, doc: EditorDocument) -> None:
+        old = self.document
+        if old is not None:
+            old.closed = True
+            old.clear_preview()
+            stack = old.undo_stack
+            for signal, slot in ((stack.cleanChanged, self._update_title),
+                                 (stack.canUndoChanged, self.undo_action.setEnabled),
+                                 (stack.canRedoChanged, self.redo_action.setEnabled)):
+                try:
+                    signal.disconnect(slot)
+                except (TypeError, RuntimeError):
+                    pass
+        doc.setParent(self)           # the window owns its document (and so its undo stack)
+        self.document = doc
+        self.canvas.set_document(doc)
+        self.layers_panel.set_document(doc)
+        doc.undo_stack.cleanChanged.connect(self._update_title)
+        self.undo_action.setEnabled(False)
+        self._bind_undo(doc)
+        self._update_title()
+
+    def _bind_undo(self, doc: EditorDocument) -> None:
+        for action in (self.undo_action, self.redo_action):
+            try:
+                action.triggered.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+        self.undo_action.triggered.connect(doc.undo_stack.undo)
+        self.redo_action.triggered.connect(doc.undo_stack.redo)
+        doc.undo_stack.canUndoChanged.connect(self.undo_action.setEnabled)
+        doc.undo_stack.canRedoChanged.connect(self.redo_action.setEnabled)
+        self.undo_action.setEnabled(doc.undo_stack.canUndo())
+        self.redo_action.setEnabled(doc.undo_stack.canRedo())
+
+    def _update_title(self, *_args) -> None:
+        doc = self.document
+        try:
+            modified = doc.modified
+        except RuntimeError:          # the undo stack is being destroyed with the window
+            return
+        self.setWindowTitle(f"{doc.name}{' *' if modified else ''} — Diffusion Dock editor")
+
+    def _update_status(self, *_args) -> None:
+        self.status.setText(f"{self.document.width} × {self.document.height} px   {self.canvas.zoom * 100:.0f} %")
+
+    def open_path(self, path) -> bool:
+        try:
+            doc = open_document(path)
+        except FileError as e:
+            self._error(str(e))
+            return False
+        self.set_document(doc)
+        return True
+
+    def save_path(self, path) -> bool:
+        try:
+            layered = save_document(self.document, path)
+        except FileError as e:
+            self._error(str(e))
+            return False
+        if layered:
+            self.document.path = str(path)
+            self.document.name = Path(path).name
+            self.document.undo_stack.setClean()
+            self.statusBar().showMessage(f"Saved {path}", 5000)
+        else:
+            self.statusBar().showMessage(f"Saved a flattened copy to {path}; save as .ora to keep the layers",
+                                         8000)
+        self._update_title()
+        return True
+
+    def _error(self, message: str) -> None:
+        """Status bar plus a window-modal message box that does not block the event loop."""
+        self.last_error = message
+        self.statusBar().showMessage(message, 10000)
+        if self.isVisible():
+            box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, "Diffusion Dock editor", message,
+                                        QtWidgets.QMessageBox.StandardButton.Ok, self)
+            box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            box.open()
+
+    # -- menus and tools
+    def _action(self, menu, text, slot, shortcut=None, tip=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            action.setToolTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        bar = self.menuBar()
+        std = QtGui.QKeySequence.StandardKey
+        m = bar.addMenu("&File")
+        self._action(m, "&New…", self._new, std.New)
+        self._action(m, "&Open…", self._open, std.Open)
+        self._action(m, "&Save", self._save, std.Save)
+        self._action(m, "Save &As…", self._save_as, std.SaveAs)
+        m.addSeparator()
+        self._action(m, "&Quit", self.close, std.Quit)
+
+        m = bar.addMenu("&Edit")
+        self.undo_action = self._action(m, "&Undo", lambda: None, std.Undo)
+        self.redo_action = self._action(m, "&Redo", lambda: None, std.Redo)
+        m.addSeparator()
+        self._action(m, "Select &All", lambda: self.document.select_all(), std.SelectAll)
+        self._action(m, "&Deselect", lambda: self.document.deselect(), "Ctrl+Shift+A")
+        self._action(m, "&Invert Selection", lambda: self.document.invert_selection(), "Ctrl+I")
+
+        m = bar.addMenu("&View")
+        self._action(m, "Zoom &In", self.canvas.zoom_in, std.ZoomIn)
+        self._action(m, "Zoom &Out", self.canvas.zoom_out, std.ZoomOut)
+        self._action(m, "&Fit to Window", self.canvas.fit, "Ctrl+0")
+        self._action(m, "&Actual Size", self.canvas.actual_size, "Ctrl+1")
+
+        m = bar.addMenu("&Layer")
+        self._action(m, "&New Layer", self.layers_panel._add, "Ctrl+Shift+N")
+        self._action(m, "&Delete Layer", self.layers_panel._delete)
+        self._action(m, "&Raise Layer", self.layers_panel._raise, "Ctrl+]")
+        self._action(m, "&Lower Layer", self.layers_panel._lower, "Ctrl+[")
+
+        tools = self.addToolBar("Tools")
+        tools.setObjectName("tools")
+        group = QActionGroup(self)
+        self.tool_actions = {}
+        for tool, (text, key) in TOOL_KEYS.items():
+            action = QAction(text, self, checkable=True)
+            action.setShortcut(QtGui.QKeySequence(key))
+            action.setToolTip(f"{text} ({key})" + ("" if tool is Tool.PAN else
+                              ": Shift adds, Alt subtracts" + (", Shift+Alt intersects" if tool is not Tool.BRUSH
+                                                               else "")))
+            action.triggered.connect(lambda _checked=False, t=tool: self.set_tool(t))
+            group.addAction(action)
+            tools.addAction(action)
+            self.tool_actions[tool] = action
+        self.tool_actions[Tool.RECT].setChecked(True)
+        tools.addSeparator()
+        tools.addWidget(QtWidgets.QLabel(" Brush "))
+        self.brush_size = QtWidgets.QSpinBox(minimum=1, maximum=1000, value=int(self.canvas.brush_radius * 2),
+                                             suffix=" px")
+        self.brush_size.valueChanged.connect(lambda v: setattr(self.canvas, "brush_radius", v / 2))
+        tools.addWidget(self.brush_size)
+        self.brush_hardness = QtWidgets.QSpinBox(minimum=0, maximum=100, value=int(self.canvas.brush_hardness * 100),
+                                                 suffix=" % hard")
+        self.brush_hardness.valueChanged.connect(lambda v: setattr(self.canvas, "brush_hardness", v / 100))
+        tools.addWidget(self.brush_hardness)
+
+        m = bar.addMenu("&Diffusion")
+        self.diffusion_actions = {}
+        for spec in A.ACTIONS:
+            self.diffusion_actions[spec.id] = self._action(
+                m, spec.text, lambda _checked=False, i=spec.id: self.controller.trigger(i, "menu"),
+                spec.shortcut or None, spec.tooltip)
+
+    def set_tool(self, tool: Tool) -> None:
+        self.canvas.tool = tool
+        self.tool_actions[tool].setChecked(True)
+
+    # -- file actions
+    def _new(self) -> None:
+        w, ok = QtWidgets.QInputDialog.getInt(self, "New image", "Width (px):", 1024, 1, 16384)
+        if not ok:
+            return
+        h, ok = QtWidgets.QInputDialog.getInt(self, "New image", "Height (px):", 768, 1, 16384)
+        if ok and self._may_discard():
+            self.set_document(EditorDocument.new(w, h))
+
+    def _open(self) -> None:
+        if not self._may_discard():
+            return
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open image", "", OPEN_FILTER)
+        if path:
+            self.open_path(path)
+
+    def _save(self) -> None:
+        path = self.document.path
+        if path and Path(path).suffix.lower() == ".ora":
+            self.save_path(path)
+        else:
+            self._save_as()
+
+    def _save_as(self) -> None:
+        start = str(Path(self.document.path or self.document.name).with_suffix(".ora"))
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save image", start, SAVE_FILTER)
+        if path:
+            self.save_path(path)
+
+    def _may_discard(self) -> bool:
+        if not self.confirm_close or not self.document.modified:
+            return True
+        answer = QtWidgets.QMessageBox.question(
+            self, "Unsaved changes", f"{self.document.name} has unsaved changes. Discard them?",
+            QtWidgets.QMessageBox.StandardButton.Discard | QtWidgets.QMessageBox.StandardButton.Cancel)
+        return answer == QtWidgets.QMessageBox.StandardButton.Discard
+
+    def closeEvent(self, event):
+        if self._may_discard():
+            event.accept()
+        else:
+            event.ignore()

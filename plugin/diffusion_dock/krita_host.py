@@ -1,0 +1,259 @@
+"""The host interface on Krita's Python API (Krita 5.1 to 6.x).  Importable only inside Krita.
+
+Facts this relies on (checked on Krita 5.1.5, see docs in the repository's reference notes):
+
+- ``Node.pixelData`` returns a copy in image coordinates (transparent zeros outside the layer's
+  content), in the layer's own colour space: U8/U16 as B,G,R,A and F16/F32 as R,G,B,A.
+- ``setPixelData`` is not undoable on an existing layer and, in 5.1.5, does not check the buffer
+  length.  So results always go into a NEW layer, its pixels are written BEFORE it is inserted,
+  and the buffer length is checked here first.  Inserting (``addChildNode``) is one undo step.
+- ``Node.bounds()`` can reach past the canvas: it is clamped.  Selection masks appear among a
+  layer's children after ``setSelection``: masks are filtered out by ``type()``.
+- Without a view (kritarunner, scripts) ``activeDocument``/``activeNode`` return None: the
+  document can be given explicitly.
+- Provenance: Krita 5.1's API has no per-layer metadata, but a document can carry named
+  annotations (``Document.setAnnotation``) that .kra files keep, and node UUIDs survive saving.
+  So the records live in one JSON annotation of the document, keyed by the layer's UUID.
+"""
+
+from __future__ import annotations
+
+from krita import Krita
+
+from . import host as H
+from .qt import QByteArray
+
+ANNOTATION_TYPE = "diffusion-dock"
+ANNOTATION_DESCRIPTION = "Diffusion Dock: how each result layer was made (mode, prompt, seed, model, parameters)"
+
+LAYER_KINDS = {"paintlayer": "paint", "grouplayer": "group", "filelayer": "file", "filterlayer": "filter",
+               "filllayer": "fill", "clonelayer": "clone", "vectorlayer": "vector"}
+
+
+def node_id(node) -> str:
+    return node.uniqueId().toString()
+
+
+def is_mask(node) -> bool:
+    return node.type().endswith("mask")
+
+
+def node_color(node) -> H.ColorInfo:
+    return H.ColorInfo(node.colorModel(), node.colorDepth(), node.colorProfile())
+
+
+class KritaDocument(H.HostDocument):
+    def __init__(self, document):
+        self.doc = document
+
+    # -- what it is
+    def _root(self):
+        root = self.doc.rootNode()
+        if root is None:
+            raise H.DocumentClosed()
+        return root
+
+    @property
+    def name(self) -> str:
+        return self.doc.name() or self.doc.fileName() or "Untitled"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        self._root()
+        return self.doc.width(), self.doc.height()
+
+    @property
+    def color(self) -> H.ColorInfo:
+        return H.ColorInfo(self.doc.colorModel(), self.doc.colorDepth(), self.doc.colorProfile())
+
+    @property
+    def closed(self) -> bool:
+        try:
+            return self.doc.rootNode() is None
+        except RuntimeError:   # the wrapper itself was deleted
+            return True
+
+    # -- layers
+    def _walk(self, parent, level, parent_id):
+        for node in reversed(parent.childNodes()):   # Krita lists bottom to top
+            if is_mask(node):
+                continue
+            yield node, level, parent_id
+            if node.type() == "grouplayer":
+                yield from self._walk(node, level + 1, node_id(node))
+
+    def _canvas(self) -> H.Rect:
+        w, h = self.size
+        return H.Rect(0, 0, w, h)
+
+    def _info(self, node, level=0, parent_id=None) -> H.LayerInfo:
+        b = node.bounds()
+        bounds = H.Rect(b.x(), b.y(), b.width(), b.height()).intersect(self._canvas())
+        name = node.name()
+        return H.LayerInfo(id=node_id(node), name=name, kind=LAYER_KINDS.get(node.type(), node.type()),
+                           visible=node.visible(), locked=node.locked(), level=level, bounds=bounds,
+                           color=node_color(node), parent_id=parent_id,
+                           preview=name.startswith(H.PREVIEW_PREFIX) and node.locked())
+
+    def _find(self, layer_id: str):
+        for node, level, parent_id in self._walk(self._root(), 0, None):
+            if node_id(node) == layer_id:
+                return node, level, parent_id
+        raise H.LayerNotFound(layer_id)
+
+    def node(self, layer_id: str):
+        """The Krita Node of a layer id."""
+        return self._find(layer_id)[0]
+
+    def layers(self) -> list[H.LayerInfo]:
+        return [self._info(n, level, pid) for n, level, pid in self._walk(self._root(), 0, None)]
+
+    def layer(self, layer_id: str) -> H.LayerInfo:
+        return self._info(*self._find(layer_id))
+
+    def active_layer(self) -> H.LayerInfo | None:
+        node = self.doc.activeNode()
+        if node is None:
+            return None
+        while node is not None and is_mask(node):
+            node = node.parentNode()
+        if node is None or node.type() not in LAYER_KINDS:
+            return None
+        try:
+            return self.layer(node_id(node))
+        except H.LayerNotFound:
+            return None
+
+    def read_pixels(self, layer_id: str, rect: H.Rect) -> H.ImageBuffer:
+        self.check_rect(rect)
+        node, level, parent_id = self._find(layer_id)
+        info = self._info(node, level, parent_id)
+        if not info.color.supported:
+            raise H.UnsupportedColorModel(info.name, info.color)
+        fmt = info.color.pixel_format
+        # A paint layer's own pixels; other layers (groups, vector, file, fill) through their projection.
+        read = node.pixelData if node.type() == "paintlayer" else node.projectionPixelData
+        data = bytes(read(rect.x, rect.y, rect.w, rect.h))
+        buf = H.ImageBuffer(rect.w, rect.h, fmt, data, info.color.linear)
+        if len(data) != buf.expected_nbytes():
+            raise H.HostError(f"Krita returned {len(data)} bytes for {rect.w}x{rect.h} {fmt} "
+                              f"(expected {buf.expected_nbytes()})")
+        return buf
+
+    # -- selection
+    def selection_bounds(self) -> H.Rect | None:
+        self._root()
+        sel = self.doc.selection()
+        if sel is None:
+            return None
+        r = H.Rect(sel.x(), sel.y(), sel.width(), sel.height()).intersect(self._canvas())
+        return None if r.empty else r
+
+    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
+        bounds = self.selection_bounds()
+        if bounds is None:
+            return None
+        rect = rect or bounds
+        self.check_rect(rect)
+        data = bytes(self.doc.selection().pixelData(rect.x, rect.y, rect.w, rect.h))
+        if len(data) != rect.w * rect.h:
+            raise H.HostError(f"Krita returned {len(data)} selection bytes for {rect.w}x{rect.h}")
+        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", data)
+
+    # -- results
+    def _new_layer_above(self, source_id: str, patch: H.Patch, name: str):
+        source_node, level, parent_id = self._find(source_id)
+        source = self._info(source_node, level, parent_id)
+        if not source.color.supported:
+            raise H.UnsupportedColorModel(source.name, source.color)
+        self.check_patch(source, patch)
+        node = self.doc.createNode(name, "paintlayer")
+        if node is None:
+            raise H.HostError("Krita could not create a layer")
+        if node_color(node) != source.color:   # the layer has its own colour space, unlike the document
+            node.setColorSpace(source.color.model, source.color.depth, source.color.profile)
+        img = patch.image
+        node.setPixelData(QByteArray(img.data), patch.x, patch.y, img.width, img.height)   # before inserting
+        parent = source_node.parentNode() or self._root()
+        if not parent.addChildNode(node, source_node):
+            raise H.HostError("Krita refused to add the layer")
+        return node, level, parent_id
+
+    def add_result_layer(self, source_id: str, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
+        source = self.layer(source_id)
+        node, level, parent_id = self._new_layer_above(source_id, patch, name)
+        records = self._records()
+        records[node_id(node)] = H.provenance_record(provenance, source, patch)
+        self._save_records(records)
+        self.doc.refreshProjection()
+        return self._info(node, level, parent_id)
+
+    def _records(self) -> dict[str, dict]:
+        if ANNOTATION_TYPE not in self.doc.annotationTypes():
+            return {}
+        return H.decode_provenance_store(bytes(self.doc.annotation(ANNOTATION_TYPE)))
+
+    def _save_records(self, records: dict[str, dict]) -> None:
+        self.doc.setAnnotation(ANNOTATION_TYPE, ANNOTATION_DESCRIPTION,
+                               QByteArray(H.encode_provenance_store(records)))
+
+    def provenance(self, layer_id: str) -> dict | None:
+        self._find(layer_id)
+        return self._records().get(layer_id)
+
+    def show_preview(self, source_id: str, patch: H.Patch, name: str = "") -> H.LayerInfo:
+        self.clear_preview()
+        node, level, parent_id = self._new_layer_above(source_id, patch, H.PREVIEW_PREFIX + (name or "result"))
+        node.setLocked(True)
+        self.doc.refreshProjection()
+        return self._info(node, level, parent_id)
+
+    def clear_preview(self) -> None:
+        found = [n for n, _, _ in self._walk(self._root(), 0, None)
+                 if n.name().startswith(H.PREVIEW_PREFIX) and n.locked()]
+        for node in found:
+            node.remove()
+        if found:
+            self.doc.refreshProjection()
+
+
+class KritaHost(H.Host):
+    """Krita as a host.  ``document`` pins one document (scripts, kritarunner, tests)."""
+
+    def __init__(self, document=None):
+        self._pinned = document
+
+    @property
+    def name(self) -> str:
+        return f"Krita {Krita.instance().version()}"
+
+    def active_document(self) -> KritaDocument | None:
+        doc = self._pinned if self._pinned is not None else Krita.instance().activeDocument()
+        if doc is None:
+            return None
+        wrapped = KritaDocument(doc)
+        return None if wrapped.closed else wrapped
+
+    def open_converted_copy(self, document: H.HostDocument) -> KritaDocument:
+        assert isinstance(document, KritaDocument)
+        source = document.doc
+        target = H.ColorInfo(source.colorModel(), source.colorDepth(), source.colorProfile()).converted()
+        copy = source.clone()
+        if copy is None:
+            raise H.HostError("Krita could not copy the document")
+        if not copy.setColorSpace(target.model, target.depth, target.profile):
+            if not copy.setColorSpace(target.model, target.depth, ""):
+                raise H.HostError(f"Krita could not convert the copy to {target.describe()}")
+        copy.waitForDone()
+        # Layers can have their own colour space, unlike the document's: convert those too.
+        for node, _, _ in KritaDocument(copy)._walk(copy.rootNode(), 0, None):
+            color = node_color(node)
+            if not color.supported:
+                c = color.converted()
+                node.setColorSpace(c.model, c.depth, c.profile)
+        copy.setName(f"{document.name} (RGB copy)")
+        copy.waitForDone()
+        window = Krita.instance().activeWindow()
+        if window is not None:
+            window.addView(copy)
+        return KritaDocument(copy)

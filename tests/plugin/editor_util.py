@@ -1,0 +1,36 @@
+"""Helpers of the editor tests: masks and layers as numpy arrays, mouse drags in image coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from plugin.diffusion_dock.coreapi import geometry
+from plugin.diffusion_dock.editor import pixels
+from plugin.diffusion_dock.qt import QPoint, QPointF, Qt
+
+
+def mask_array(mask) -> np.ndarray:
+    if mask is None:
+        return None
+    data = pixels.read_rect(mask, geometry.Rect(0, 0, mask.width(), mask.height()))
+    return np.frombuffer(data, np.uint8).reshape(mask.height(), mask.width())
+
+
+def layer_array(image) -> np.ndarray:
+    """A layer as (h, w, 4) uint8 in memory order (B, G, R, A)."""
+    data = pixels.read_rect(image, geometry.Rect(0, 0, image.width(), image.height()))
+    return np.frombuffer(data, np.uint8).reshape(image.height(), image.width(), 4)
+
+
+def widget_point(canvas, x, y) -> QPoint:
+    p = canvas.to_widget(QPointF(x, y))
+    return QPoint(round(p.x()), round(p.y()))
+
+
+def drag(qtbot, canvas, points, modifiers=Qt.KeyboardModifier.NoModifier, button=Qt.MouseButton.LeftButton):
+    """Press at the first image point, move through the others, release at the last."""
+    wp = [widget_point(canvas, x, y) for x, y in points]
+    qtbot.mousePress(canvas, button, modifiers, wp[0])
+    for p in wp[1:]:
+        qtbot.mouseMove(canvas, p)
+    qtbot.mouseRelease(canvas, button, modifiers, wp[-1])

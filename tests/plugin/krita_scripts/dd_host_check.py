@@ -1,0 +1,255 @@
+"""Runs inside kritarunner (Krita's own Python, PyQt5): exercises the installed plugin's Krita host
+adapter on real documents and dumps what it saw to files; the pytest side makes the inputs and
+judges the outputs.  Usage: kritarunner -s dd_host_check -f main WORKDIR
+"""
+
+import json
+import os
+import sys
+import traceback
+
+from krita import Krita, Selection
+from PyQt5.QtCore import QByteArray
+
+
+def _load(workdir, name):
+    with open(os.path.join(workdir, name), "rb") as f:
+        return f.read()
+
+
+def _dump(workdir, name, data):
+    with open(os.path.join(workdir, name), "wb") as f:
+        f.write(bytes(data))
+    return name
+
+
+def _info(layer):
+    return {"id": layer.id, "name": layer.name, "kind": layer.kind, "visible": layer.visible,
+            "locked": layer.locked, "level": layer.level, "bounds": list(layer.bounds.as_tuple()),
+            "color": [layer.color.model, layer.color.depth, layer.color.profile],
+            "parent_id": layer.parent_id, "preview": layer.preview}
+
+
+def _error(fn):
+    try:
+        fn()
+    except Exception as e:
+        return {"type": type(e).__name__, "message": str(e)}
+    return None
+
+
+def run_case(k, workdir, case, out):
+    from diffusion_dock import host as H
+    from diffusion_dock.coreapi import jobs
+    from diffusion_dock.krita_host import KritaHost
+
+    w, h = case["w"], case["h"]
+    doc = k.createDocument(w, h, "dd" + case["name"], "RGBA", case["depth"], case.get("profile", ""), 72.0)
+    doc.setBatchmode(True)
+    root = doc.rootNode()
+    src = doc.createNode("source", "paintlayer")
+    src.setPixelData(QByteArray(_load(workdir, case["source"])), 0, 0, w, h)
+    root.addChildNode(src, None)
+    above = doc.createNode("above", "paintlayer")
+    root.addChildNode(above, src)
+    doc.waitForDone()
+
+    if case.get("selection"):
+        sx, sy, sw, sh = case["selection_rect"]
+        sel = Selection()      # empty (resize() would select everything)
+        sel.setPixelData(QByteArray(_load(workdir, case["selection"])), sx, sy, sw, sh)
+        doc.setSelection(sel)
+        doc.waitForDone()
+    out["raw_child_types"] = [n.type() for n in root.childNodes()] + [
+        c.type() for n in root.childNodes() for c in n.childNodes()]
+
+    hst = KritaHost(doc)
+    d = hst.active_document()
+    src_id = src.uniqueId().toString()
+    out["host_name"] = hst.name
+    out["size"] = list(d.size)
+    out["doc_color"] = [d.color.model, d.color.depth, d.color.profile]
+    out["active_layer"] = None if d.active_layer() is None else d.active_layer().id
+    out["source_id"] = src_id
+    out["above_id"] = above.uniqueId().toString()
+    out["layers_before"] = [_info(i) for i in d.layers()]
+    info = d.layer(src_id)
+    out["color"] = {"model": info.color.model, "depth": info.color.depth, "profile": info.color.profile,
+                    "linear": info.color.linear, "pixel_format": info.color.pixel_format}
+
+    rx, ry, rw, rh = case["read_rect"]
+    buf = d.read_pixels(src_id, H.Rect(rx, ry, rw, rh))
+    out["read"] = {"file": _dump(workdir, case["name"] + "_read.raw", buf.data), "format": buf.format,
+                   "linear": buf.linear, "width": buf.width, "height": buf.height}
+    # Beyond the canvas edge: zeros outside, the layer inside.
+    edge = d.read_pixels(src_id, H.Rect(w - 4, h - 4, 8, 8))
+    out["read_edge"] = _dump(workdir, case["name"] + "_edge.raw", edge.data)
+
+    b = d.selection_bounds()
+    out["selection_bounds"] = None if b is None else list(b.as_tuple())
+    m = d.read_selection()
+    out["selection"] = None if m is None else {"file": _dump(workdir, case["name"] + "_sel.raw", m.data),
+                                               "format": m.format, "width": m.width, "height": m.height}
+    full = d.read_selection(H.Rect(0, 0, w, h))
+    out["selection_full"] = None if full is None else _dump(workdir, case["name"] + "_selfull.raw", full.data)
+    out["layers_with_selection"] = [_info(i) for i in d.layers()]
+
+    before = bytes(src.pixelData(0, 0, w, h))
+    px, py, pw, ph = case["patch_rect"]
+    pbuf = jobs.ImageBuffer(pw, ph, info.color.pixel_format, _load(workdir, case["patch"]), info.color.linear)
+    patch = jobs.Patch(px, py, pbuf, 1234)
+    prov = {"mode": "inpaint", "model": "tiny", "seed": 1234,
+            "params": {"prompt": "red scarf", "seed": 1234, "steps": 3}, "options": {"grow": 8}}
+
+    # Refusals, before anything is written.
+    bad = jobs.ImageBuffer(pw, ph, "RGBA_U8" if pbuf.format != "RGBA_U8" else "BGRA_U8",
+                           bytes(pw * ph * 4), info.color.linear)
+    out["errors"] = {
+        "wrong_format": _error(lambda: d.add_result_layer(src_id, jobs.Patch(px, py, bad, 1), "x", prov)),
+        "short_buffer": _error(lambda: d.add_result_layer(
+            src_id, jobs.Patch(px, py, jobs.ImageBuffer(pw, ph, pbuf.format, pbuf.data[:-1], pbuf.linear), 1),
+            "x", prov)),
+        "wrong_linear": _error(lambda: d.add_result_layer(
+            src_id, jobs.Patch(px, py, jobs.ImageBuffer(pw, ph, pbuf.format, pbuf.data, not pbuf.linear), 1),
+            "x", prov)),
+        "outside_canvas": _error(lambda: d.add_result_layer(src_id, jobs.Patch(w - 2, py, pbuf, 1), "x", prov)),
+        "missing_layer": _error(lambda: d.read_pixels("{00000000-0000-0000-0000-000000000000}",
+                                                      H.Rect(0, 0, 4, 4))),
+    }
+    out["layers_after_refusals"] = len(d.layers())
+
+    name = jobs.layer_name("inpaint", "red scarf", 1234)
+    result = d.add_result_layer(src_id, patch, name, prov)
+    doc.waitForDone()
+    out["result"] = _info(result)
+    out["layers_after"] = [_info(i) for i in d.layers()]
+    node = d.node(result.id)
+    out["result_pixels"] = _dump(workdir, case["name"] + "_result.raw", node.pixelData(0, 0, w, h))
+    out["source_identical"] = bytes(src.pixelData(0, 0, w, h)) == before
+    out["provenance"] = d.provenance(result.id)
+    out["provenance_of_source"] = d.provenance(src_id)
+
+    if case.get("preview"):
+        p = d.show_preview(src_id, patch, name)
+        out["preview"] = _info(p)
+        out["layers_with_preview"] = [_info(i) for i in d.layers()]
+        p2 = d.show_preview(src_id, patch, name)
+        out["preview_replaced"] = [i.id for i in d.layers() if i.preview] == [p2.id]
+        d.clear_preview()
+        out["layers_after_preview"] = [_info(i) for i in d.layers()]
+
+    if case.get("extras"):
+        grp = doc.createGroupLayer("group")
+        inner = doc.createNode("inner", "paintlayer")
+        inner.setPixelData(QByteArray(_load(workdir, case["source"])), 0, 0, w, h)
+        grp.addChildNode(inner, None)
+        root.addChildNode(grp, None)
+        off = doc.createNode("offcanvas", "paintlayer")
+        off.setPixelData(QByteArray(_load(workdir, case["source"])), 0, 0, w, h)
+        root.addChildNode(off, None)
+        off.move(-7, -5)
+        doc.waitForDone()
+        doc.refreshProjection()
+        doc.waitForDone()
+        out["raw_offcanvas_bounds"] = [off.bounds().x(), off.bounds().y(), off.bounds().width(),
+                                       off.bounds().height()]
+        out["extras_layers"] = [_info(i) for i in d.layers()]
+        out["group_read"] = _dump(workdir, case["name"] + "_group.raw",
+                                  d.read_pixels(grp.uniqueId().toString(), H.Rect(0, 0, w, h)).data)
+        # A layer in its own colour space (F32 linear in a U8 document): results follow the layer.
+        mixed = doc.createNode("mixed", "paintlayer")
+        root.addChildNode(mixed, None)
+        mixed.setColorSpace("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+        doc.waitForDone()
+        mid = mixed.uniqueId().toString()
+        minfo = d.layer(mid)
+        out["mixed_color"] = [minfo.color.model, minfo.color.depth, minfo.color.profile, minfo.color.linear]
+        fpatch = jobs.Patch(2, 3, jobs.ImageBuffer(4, 2, "RGBA_F32", _load(workdir, "f32_patch.in")[:4 * 2 * 16],
+                                                   True), 5)
+        mres = d.add_result_layer(mid, fpatch, "mixed result", prov)
+        mnode = d.node(mres.id)
+        out["mixed_result_color"] = [mnode.colorModel(), mnode.colorDepth(), mnode.colorProfile()]
+        out["mixed_result_pixels"] = _dump(workdir, "mixed_result.raw", mnode.pixelData(2, 3, 4, 2))
+        out["mixed_read_format"] = d.read_pixels(mres.id, H.Rect(2, 3, 4, 2)).format
+
+    if case.get("save_kra"):
+        path = os.path.join(workdir, case["name"] + ".kra")
+        out["saved"] = bool(doc.saveAs(path))
+        doc.waitForDone()
+        doc.close()
+        again = k.openDocument(path)
+        again.setBatchmode(True)
+        d2 = KritaHost(again).active_document()
+        out["reopened"] = {"layers": [_info(i) for i in d2.layers()], "provenance": d2.provenance(result.id)}
+        again.close()
+    else:
+        doc.close()
+    out["closed_detected"] = d.closed
+
+
+def run_cmyk(k, workdir, spec, out):
+    from diffusion_dock import host as H
+    from diffusion_dock.krita_host import KritaHost
+
+    w, h = spec["w"], spec["h"]
+    doc = k.createDocument(w, h, "ddcmyk", "CMYKA", "U8", "", 72.0)
+    doc.setBatchmode(True)
+    src = doc.createNode("cmyk source", "paintlayer")
+    src.setPixelData(QByteArray(_load(workdir, spec["source"])), 0, 0, w, h)
+    doc.rootNode().addChildNode(src, None)
+    doc.waitForDone()
+    before = bytes(src.pixelData(0, 0, w, h))
+    hst = KritaHost(doc)
+    d = hst.active_document()
+    sid = src.uniqueId().toString()
+    out["color"] = [d.layer(sid).color.model, d.layer(sid).color.depth, d.layer(sid).color.profile]
+    out["read_error"] = _error(lambda: d.read_pixels(sid, H.Rect(0, 0, w, h)))
+    out["require_error"] = _error(lambda: d.require_supported(sid))
+    try:
+        copy = hst.open_converted_copy(d)
+        out["copy_color"] = [copy.color.model, copy.color.depth, copy.color.profile]
+        out["copy_layers"] = [_info(i) for i in copy.layers()]
+        copy_src = [i for i in copy.layers() if i.name == "cmyk source"][0]
+        out["copy_read_format"] = copy.read_pixels(copy_src.id, H.Rect(0, 0, w, h)).format
+    except Exception as e:
+        out["copy_error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    out["original_color_after"] = [doc.colorModel(), doc.colorDepth()]
+    out["original_layer_color_after"] = [src.colorModel(), src.colorDepth()]
+    out["original_identical"] = bytes(src.pixelData(0, 0, w, h)) == before
+    out["original_layer_count"] = len(doc.rootNode().childNodes())
+    doc.close()
+
+
+def main(args):
+    workdir = args[0]
+    results = {"python": sys.version, "cases": {}}
+    try:
+        k = Krita.instance()
+        import diffusion_dock
+        from diffusion_dock import coreapi, qt
+
+        results["package_file"] = diffusion_dock.__file__
+        results["core_file"] = coreapi.core.__file__
+        results["core_installed"] = coreapi.INSTALLED
+        results["binding"] = qt.BINDING
+        results["inside_krita"] = qt.INSIDE_KRITA
+        results["qasync_file"] = coreapi.qasync().__file__
+        results["generic_modules"] = sorted(m for m in ("core", "qasync", "plugin") if m in sys.modules)
+        with open(os.path.join(workdir, "spec.json")) as f:
+            spec = json.load(f)
+        for case in spec["cases"]:
+            out = results["cases"].setdefault(case["name"], {})
+            try:
+                run_case(k, workdir, case, out)
+            except Exception:
+                out["crash"] = traceback.format_exc()
+        if spec.get("cmyk"):
+            results["cmyk"] = {}
+            try:
+                run_cmyk(k, workdir, spec["cmyk"], results["cmyk"])
+            except Exception:
+                results["cmyk"]["crash"] = traceback.format_exc()
+    except Exception:
+        results["crash"] = traceback.format_exc()
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)

@@ -1,0 +1,265 @@
+"""The Krita host adapter on real Krita (kritarunner, headless), through the installed plugin.
+
+One kritarunner session builds documents at each depth from bytes made here, and the adapter reads
+layers and soft selections, writes patches as new layers, shows/clears a preview, refuses CMYK and
+makes an RGB copy; the assertions compare its outputs with the known bytes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from .krita_support import install_plugin, run_kritarunner
+
+pytestmark = pytest.mark.krita
+
+SCRIPTS = __import__("pathlib").Path(__file__).parent / "krita_scripts"
+
+DEPTHS = {  # name: (depth, numpy dtype of one channel)
+    "u8": ("U8", np.uint8),
+    "u16": ("U16", np.uint16),
+    "f16": ("F16", np.float16),
+    "f32": ("F32", np.float32),
+}
+
+
+def make_pixels(rng, h, w, dtype):
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        px = rng.integers(0, int(info.max) + 1, (h, w, 4), dtype=np.int64).astype(dtype)
+        px[..., 3] = np.maximum(px[..., 3], 1)       # no fully transparent pixel: exact bounds = rect
+        return px
+    px = rng.random((h, w, 4)).astype(dtype)
+    px[..., 3] = np.maximum(px[..., 3], dtype(0.05))
+    return px
+
+
+CASES = {
+    "u8": dict(w=40, h=30, read_rect=[3, 4, 20, 15], selection_rect=[5, 6, 12, 10], patch_rect=[7, 5, 10, 8],
+               preview=True, extras=True, save_kra=True),
+    "u16": dict(w=24, h=20, read_rect=[2, 3, 17, 11], selection_rect=[4, 4, 9, 7], patch_rect=[1, 9, 12, 6]),
+    "f16": dict(w=24, h=20, read_rect=[0, 0, 24, 20], selection_rect=[10, 2, 8, 9], patch_rect=[0, 0, 5, 5]),
+    "f32": dict(w=24, h=20, read_rect=[5, 1, 9, 18], selection_rect=[0, 0, 24, 20], patch_rect=[19, 15, 5, 5]),
+}
+
+
+def soft_mask(h, w):
+    """Soft selection: a ramp 0..255 with a zero border (so the bounds are inside the rect)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    m = ((xx + 1) * 255 // w + (yy * 7)) % 256
+    m = m.astype(np.uint8)
+    m[0, :] = 0
+    m[:, -1] = 0
+    m[h // 2, w // 2] = 255
+    return m
+
+
+@pytest.fixture(scope="module")
+def krita_run(tmp_path_factory, krita_home):
+    work = tmp_path_factory.mktemp("krita-host")
+    plugins = install_plugin(tmp_path_factory.mktemp("krita-res"))
+    rng = np.random.default_rng(7)
+    data = {}
+    cases = []
+    for name, case in CASES.items():
+        depth, dtype = DEPTHS[name]
+        w, h = case["w"], case["h"]
+        src = make_pixels(rng, h, w, dtype)
+        sx, sy, sw, sh = case["selection_rect"]
+        sel = soft_mask(sh, sw)
+        px, py, pw, ph = case["patch_rect"]
+        patch = make_pixels(rng, ph, pw, dtype)
+        for suffix, arr in (("source", src), ("sel", sel), ("patch", patch)):
+            (work / f"{name}_{suffix}.in").write_bytes(np.ascontiguousarray(arr).tobytes())
+        data[name] = dict(source=src, sel=sel, patch=patch, dtype=dtype)
+        cases.append(dict(name=name, depth=depth, source=f"{name}_source.in", selection=f"{name}_sel.in",
+                          patch=f"{name}_patch.in", **case))
+    cmyk = rng.integers(0, 256, (12, 10, 5), dtype=np.uint8)
+    cmyk[..., 4] = 255
+    (work / "cmyk_source.in").write_bytes(cmyk.tobytes())
+    spec = {"cases": cases, "cmyk": {"w": 10, "h": 12, "source": "cmyk_source.in"}}
+    (work / "spec.json").write_text(json.dumps(spec))
+    proc = run_kritarunner(krita_home, [plugins, SCRIPTS], "dd_host_check", [str(work)])
+    results_file = work / "results.json"
+    assert results_file.exists(), f"kritarunner wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n" \
+                                  f"{proc.stderr[-3000:]}"
+    results = json.loads(results_file.read_text())
+    assert "crash" not in results, results["crash"]
+    return work, results, data
+
+
+def case_out(krita_run, name):
+    work, results, data = krita_run
+    out = results["cases"][name]
+    assert "crash" not in out, out["crash"]
+    return work, out, data[name]
+
+
+def raw(work, name, dtype, shape):
+    return np.frombuffer((work / name).read_bytes(), dtype=dtype).reshape(shape)
+
+
+def test_installed_plugin_is_self_contained(krita_run):
+    _, results, _ = krita_run
+    assert results["inside_krita"] is True
+    assert results["binding"] == "PyQt5"               # Krita 5.1.5 has no qt_major_version: assume 5
+    assert results["core_installed"] is True
+    assert "/pykrita/diffusion_dock/_core/" in results["core_file"]
+    assert "/pykrita/diffusion_dock/vendor/qasync/" in results["qasync_file"]
+    assert results["generic_modules"] == []            # no top-level core/qasync/plugin in Krita
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reads_layer_pixels_in_krita_layout(krita_run, name):
+    work, out, d = case_out(krita_run, name)
+    depth = DEPTHS[name][0]
+    expected_format = {"U8": "BGRA_U8", "U16": "BGRA_U16", "F16": "RGBA_F16", "F32": "RGBA_F32"}[depth]
+    assert out["color"]["model"] == "RGBA" and out["color"]["depth"] == depth
+    assert out["color"]["pixel_format"] == expected_format
+    assert out["read"]["format"] == expected_format
+    assert out["read"]["linear"] == out["color"]["linear"]
+    rx, ry, rw, rh = CASES[name]["read_rect"]
+    got = raw(work, out["read"]["file"], d["dtype"], (rh, rw, 4))
+    assert got.tobytes() == d["source"][ry:ry + rh, rx:rx + rw].tobytes()
+    # A rect reaching past the canvas: the layer inside, transparent zeros outside.
+    edge = raw(work, out["read_edge"], d["dtype"], (8, 8, 4))
+    assert edge[:4, :4].tobytes() == d["source"][-4:, -4:].tobytes()
+    assert not edge[4:].any() and not edge[:, 4:].any()
+
+
+def test_float32_default_profile_is_linear_and_u8_is_not(krita_run):
+    _, u8, _ = case_out(krita_run, "u8")
+    _, f32, _ = case_out(krita_run, "f32")
+    assert u8["color"]["linear"] is False and "srgbtrc" in u8["color"]["profile"]
+    assert f32["color"]["linear"] is True and "g10" in f32["color"]["profile"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_reads_soft_selection(krita_run, name):
+    work, out, d = case_out(krita_run, name)
+    w, h = CASES[name]["w"], CASES[name]["h"]
+    sx, sy, sw, sh = CASES[name]["selection_rect"]
+    canvas = np.zeros((h, w), np.uint8)
+    canvas[sy:sy + sh, sx:sx + sw] = d["sel"]
+    full = raw(work, out["selection_full"], np.uint8, (h, w))
+    assert full.tobytes() == canvas.tobytes()          # grey levels kept, zeros outside
+    ys, xs = np.nonzero(canvas)
+    bx, by, bw, bh = out["selection_bounds"]
+    # The bounds hold every selected pixel and stay inside what was written and the canvas.
+    assert bx <= xs.min() and by <= ys.min() and bx + bw > xs.max() and by + bh > ys.max()
+    assert bx >= 0 and by >= 0 and bx + bw <= w and by + bh <= h
+    sel = out["selection"]
+    assert sel["format"] == "GRAY_U8" and (sel["width"], sel["height"]) == (bw, bh)
+    assert raw(work, sel["file"], np.uint8, (bh, bw)).tobytes() == canvas[by:by + bh, bx:bx + bw].tobytes()
+
+
+def test_selection_mask_node_is_not_a_layer(krita_run):
+    _, out, _ = case_out(krita_run, "u8")
+    kinds = [i["kind"] for i in out["layers_with_selection"]]
+    assert all(not k.endswith("mask") for k in kinds)
+    assert [i["name"] for i in out["layers_with_selection"]] == ["above", "source", "Background"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_patch_becomes_new_layer_above_source_at_its_offset(krita_run, name):
+    work, out, d = case_out(krita_run, name)
+    w, h = CASES[name]["w"], CASES[name]["h"]
+    px, py, pw, ph = CASES[name]["patch_rect"]
+    result = out["result"]
+    assert result["name"] == "[Inpaint] red scarf (seed 1234)"
+    assert result["kind"] == "paint" and result["level"] == 0 and not result["preview"]
+    assert result["bounds"] == [px, py, pw, ph]
+    assert result["color"][:2] == ["RGBA", DEPTHS[name][0]]
+    names = [i["name"] for i in out["layers_after"]]
+    assert names == ["above", result["name"], "source", "Background"]
+    pixels = raw(work, out["result_pixels"], d["dtype"], (h, w, 4))
+    expected = np.zeros_like(pixels)
+    expected[py:py + ph, px:px + pw] = d["patch"]
+    assert pixels.tobytes() == expected.tobytes()
+    assert out["source_identical"] is True
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_patches_are_refused_before_anything_is_written(krita_run, name):
+    _, out, _ = case_out(krita_run, name)
+    for key in ("wrong_format", "short_buffer", "wrong_linear", "outside_canvas"):
+        err = out["errors"][key]
+        assert err is not None and err["type"] == "HostError", (key, err)
+    assert "needs" in out["errors"]["wrong_format"]["message"]
+    assert "bytes" in out["errors"]["short_buffer"]["message"]
+    assert out["errors"]["missing_layer"]["type"] == "LayerNotFound"
+    assert out["layers_after_refusals"] == len(out["layers_before"])
+
+
+def test_provenance_is_stored_and_survives_saving(krita_run):
+    _, out, _ = case_out(krita_run, "u8")
+    prov = out["provenance"]
+    assert prov["mode"] == "inpaint" and prov["seed"] == 1234 and prov["model"] == "tiny"
+    assert prov["params"]["prompt"] == "red scarf"
+    assert prov["source_layer"] == {"id": out["source_id"], "name": "source"}
+    assert prov["patch"] == {"x": 7, "y": 5, "width": 10, "height": 8, "format": "BGRA_U8", "linear": False}
+    assert out["provenance_of_source"] is None
+    assert out["saved"] is True
+    reopened = out["reopened"]
+    assert reopened["provenance"] == prov
+    assert {i["id"] for i in out["layers_after"]} <= {i["id"] for i in reopened["layers"]}   # UUIDs kept
+
+
+def test_preview_layer_is_locked_replaced_and_removed(krita_run):
+    _, out, _ = case_out(krita_run, "u8")
+    p = out["preview"]
+    assert p["locked"] and p["preview"] and p["name"].startswith("[Preview] ")
+    names = [i["name"] for i in out["layers_with_preview"]]
+    assert names.index(p["name"]) == names.index("source") - 1      # directly above the source
+    assert out["preview_replaced"] is True
+    assert [i["id"] for i in out["layers_after_preview"]] == [i["id"] for i in out["layers_after"]]
+
+
+def test_groups_levels_and_bounds_clamped_to_canvas(krita_run):
+    work, out, d = case_out(krita_run, "u8")
+    w, h = CASES["u8"]["w"], CASES["u8"]["h"]
+    assert out["raw_offcanvas_bounds"][:2] == [-7, -5]
+    layers = {i["name"]: i for i in out["extras_layers"]}
+    assert layers["offcanvas"]["bounds"] == [0, 0, w - 7, h - 5]
+    assert layers["group"]["kind"] == "group" and layers["group"]["level"] == 0
+    assert layers["inner"]["level"] == 1 and layers["inner"]["parent_id"] == layers["group"]["id"]
+    names = [i["name"] for i in out["extras_layers"]]
+    assert names.index("group") + 1 == names.index("inner")
+    group = raw(work, out["group_read"], np.uint8, (h, w, 4))
+    assert group.tobytes() == d["source"].tobytes()     # a group is read through its projection
+
+
+def test_active_layer_and_closed_document_without_a_view(krita_run):
+    _, out, _ = case_out(krita_run, "u16")
+    assert out["active_layer"] is None                   # no view: Krita has no active node
+    assert out["closed_detected"] is True
+    assert out["host_name"].startswith("Krita 5.")
+
+
+def test_cmyk_is_refused_and_converted_copy_leaves_original_untouched(krita_run):
+    _, results, _ = krita_run
+    c = results["cmyk"]
+    assert "crash" not in c, c["crash"]
+    assert c["color"][:2] == ["CMYKA", "U8"]
+    for key in ("read_error", "require_error"):
+        assert c[key]["type"] == "UnsupportedColorModel"
+        assert "CMYK 8-bit integer" in c[key]["message"] and "converted to RGB 8-bit" in c[key]["message"]
+        assert "untouched" in c[key]["message"]
+    assert "copy_error" not in c, c.get("copy_error")
+    assert c["copy_color"][:2] == ["RGBA", "U8"]
+    assert c["copy_read_format"] == "BGRA_U8"
+    assert all(i["color"][0] == "RGBA" for i in c["copy_layers"])
+    assert c["original_color_after"] == ["CMYKA", "U8"]
+    assert c["original_layer_color_after"] == ["CMYKA", "U8"]
+    assert c["original_identical"] is True
+
+
+def test_result_follows_a_layer_with_its_own_colour_space(krita_run):
+    work, out, _ = case_out(krita_run, "u8")
+    assert out["mixed_color"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc", True]
+    assert out["mixed_result_color"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"]   # not the U8 document's
+    assert out["mixed_read_format"] == "RGBA_F32"
+    assert (work / out["mixed_result_pixels"]).read_bytes() == (work / "f32_patch.in").read_bytes()[:4 * 2 * 16]
