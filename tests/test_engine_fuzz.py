@@ -169,7 +169,8 @@ class ErrorLog(logging.Handler):
 def service(models):
     errors = ErrorLog()
     logging.getLogger("core").addHandler(errors)
-    svc = EngineService(models=models, warm_up=False, allow_shutdown=False)  # like a shared server
+    # like a shared server; frequent heartbeats check that none slips out after a refusal
+    svc = EngineService(models=models, warm_up=False, allow_shutdown=False, heartbeat=0.02)
     svc.errors = errors
     yield svc
     svc.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 
 from ..protocol import (
     LIMITS,
@@ -42,6 +41,7 @@ class Connection:
         self._close_transport = close
         self._out: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._state = threading.Lock()     # heartbeats versus the last word
         self._previews_queued = 0
         self.closed = threading.Event()
         self.end_reason = ""
@@ -98,12 +98,12 @@ class Connection:
                     msg = read_message(self._read, limits)
                 except FramingError as e:
                     log.warning("%s: %s", self.name, e)
-                    self.send(error(e.code, str(e), fatal=True))
+                    self.last_word(error(e.code, str(e), fatal=True))
                     reason = e.code
                     break
                 except MessageError as e:
                     if self.needs_token and not self.ready:
-                        self.send(error("unauthorized", "say hello with the engine's token first", fatal=True))
+                        self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
                         reason = "unauthorized"
                         break
                     self.send(error(e.code, str(e), job_id=e.job_id))
@@ -116,7 +116,11 @@ class Connection:
                 try:
                     outcome = self.service.handle(self, msg)
                 except ProtocolError as e:
-                    self.send(error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal))
+                    reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
+                    if e.fatal:
+                        self.last_word(reply)
+                    else:
+                        self.send(reply)
                     outcome = e.code if e.fatal else None
                 except Exception as e:  # a bug must not take the engine down: report and carry on
                     log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
@@ -143,9 +147,16 @@ class Connection:
             except OSError:
                 pass
 
-    def due_heartbeat(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
-            return False
-        self.next_heartbeat = now + self.heartbeat_every
-        return True
+    def beat(self, now: float, make) -> None:
+        """Send ``make()`` (a heartbeat) if one is due; never after the connection's last word."""
+        with self._state:
+            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
+                return
+            self.next_heartbeat = now + self.heartbeat_every
+            self.send(make())
+
+    def last_word(self, msg: Message) -> None:
+        """Send ``msg`` as the last message of the connection (only jobs' own ends may follow)."""
+        with self._state:
+            self.ready = False
+            self.send(msg)

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 
 from ..protocol import (
     LIMITS,
@@ -51,6 +50,7 @@ class AsyncConnection:
         self.next_heartbeat = 0.0
         self.closed = threading.Event()
         self.end_reason = ""
+        self._state = threading.Lock()
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         if self.closed.is_set():
@@ -74,12 +74,17 @@ class AsyncConnection:
         for chunk in chunks:
             self.writer.write(chunk)
 
-    def due_heartbeat(self, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
-            return False
-        self.next_heartbeat = now + self.heartbeat_every
-        return True
+    def beat(self, now: float, make) -> None:
+        with self._state:
+            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
+                return
+            self.next_heartbeat = now + self.heartbeat_every
+            self.send(make())
+
+    def last_word(self, msg: Message) -> None:
+        with self._state:
+            self.ready = False
+            self.send(msg)
 
     async def serve(self) -> str:
         self.service.connected(self)
@@ -93,16 +98,16 @@ class AsyncConnection:
                     else:
                         msg = await asyncio.wait_for(read_message(self.reader, limits), HELLO_TIMEOUT)
                 except asyncio.TimeoutError:
-                    self.send(error("unauthorized", f"no hello within {HELLO_TIMEOUT:g} s", fatal=True))
+                    self.last_word(error("unauthorized", f"no hello within {HELLO_TIMEOUT:g} s", fatal=True))
                     reason = "unauthorized"
                     break
                 except FramingError as e:
-                    self.send(error(e.code, str(e), fatal=True))
+                    self.last_word(error(e.code, str(e), fatal=True))
                     reason = e.code
                     break
                 except MessageError as e:
                     if not self.ready:
-                        self.send(error("unauthorized", "say hello with the engine's token first", fatal=True))
+                        self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
                         reason = "unauthorized"
                         break
                     self.send(error(e.code, str(e), job_id=e.job_id))
@@ -115,7 +120,11 @@ class AsyncConnection:
                 try:
                     outcome = await self.loop.run_in_executor(None, self.service.handle, self, msg)
                 except ProtocolError as e:
-                    self.send(error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal))
+                    reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
+                    if e.fatal:
+                        self.last_word(reply)
+                    else:
+                        self.send(reply)
                     outcome = e.code if e.fatal else None
                 except Exception as e:
                     log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))

@@ -102,7 +102,7 @@ class EngineService:
         if not conn.ready:
             if kind != "hello":
                 if conn.needs_token:
-                    conn.send(error("unauthorized", "say hello with the engine's token first", fatal=True))
+                    conn.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
                     return "unauthorized"
                 conn.send(error("hello_required", f"{kind}: say hello first"))
                 return None
@@ -117,14 +117,14 @@ class EngineService:
         try:
             check_hello(msg)
         except MessageError as e:
-            conn.send(error(e.code, str(e), fatal=True))
+            conn.last_word(error(e.code, str(e), fatal=True))
             return e.code
         if conn.needs_token:
             token = msg.get("token")
             if not (isinstance(token, str) and self.token
                     and hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode())):
                 log.warning("%s: refused: %s token", conn.name, "wrong" if token else "missing")
-                conn.send(error("unauthorized", "wrong or missing token", fatal=True))
+                conn.last_word(error("unauthorized", "wrong or missing token", fatal=True))
                 return "unauthorized"
         beat = msg.get("heartbeat")
         if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
@@ -336,16 +336,15 @@ class EngineService:
             with self._lock:
                 conns = list(self._connections)
             for c in conns:
-                if c.due_heartbeat(now):
-                    c.send(message("heartbeat", time=time.time(), running=self.queue.running(c),
-                                   queued=len(self.queue)))
+                c.beat(now, lambda c=c: message("heartbeat", time=time.time(), running=self.queue.running(c),
+                                                queued=len(self.queue)))
 
     def _shutdown(self, conn, msg: Message) -> str | None:
         if not self.allow_shutdown:
             conn.send(error("bad_message", "a shared engine cannot be stopped by a client"))
             return None
         self.closing = True
-        conn.send(message("bye"))
+        conn.last_word(message("bye"))
         return "shutdown"
 
     def close(self, timeout: float = 3.0) -> bool:
