@@ -132,8 +132,10 @@ def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):
     if model.single_file or not weights.is_dir():
         raise ModelNotFound(f"{model.name} ({model.path}) has no depth_estimator folder, so it cannot estimate "
                             f"depth; give a depth image instead (depth source 'given')")
+    # ``variant``: a folder as the installer downloads it holds only model.fp16.safetensors.
+    variant = {"variant": model.variant} if model.variant else {}
     estimator = DPTForDepthEstimation.from_pretrained(str(weights), local_files_only=True, use_safetensors=True,
-                                                      dtype=torch.float32)
+                                                      dtype=torch.float32, **variant)
     processor = DPTImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
     estimator.to(policy.device).eval().requires_grad_(False)
     return SimpleNamespace(depth_estimator=estimator, feature_extractor=processor)

@@ -248,9 +248,17 @@ def _fix_model_index(folder: Path) -> None:
 TINY_NATIVE = 128  # the tiny models work at 128 px (16×16 latents), so tests run in seconds
 
 
-def save_pipeline(pipe, folder: Path, native: int | None = None) -> Path:
+def save_pipeline(pipe, folder: Path, native: int | None = None, variant: str | None = None) -> Path:
+    """Save in diffusers format; ``variant="fp16"`` writes half-precision ``*.fp16.safetensors`` files,
+    as the installer downloads them."""
     folder = Path(folder)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    if variant == "fp16":
+        import torch
+
+        pipe.to(torch.float16)
+    elif variant is not None:
+        raise ValueError(f"variant must be None or 'fp16', got {variant!r}")
+    pipe.save_pretrained(folder, safe_serialization=True, variant=variant)
     _fix_model_index(folder)
     if native:
         from .resolver import MODEL_NOTES
@@ -259,21 +267,23 @@ def save_pipeline(pipe, folder: Path, native: int | None = None) -> Path:
     return folder
 
 
-def build(kind: str, folder: Path, *, full: bool = False, seed: int = 0, configs: Path | None = None) -> Path:
+def build(kind: str, folder: Path, *, full: bool = False, seed: int = 0, configs: Path | None = None,
+          variant: str | None = None) -> Path:
     """Build and save one pipeline as a diffusers folder; returns the folder."""
     folder = Path(folder)
     if (folder / "model_index.json").is_file() and (folder / ".complete").is_file():
         return folder
     pipe = build_pipeline(kind, full=full, seed=seed, configs=configs, tokenizer_dir=folder / ".tok")
-    save_pipeline(pipe, folder, native=None if full else TINY_NATIVE)
+    save_pipeline(pipe, folder, native=None if full else TINY_NATIVE, variant=variant)
     (folder / ".complete").write_text("ok\n")
     return folder
 
 
-def build_all(root: Path, *, full: bool = False, kinds=KINDS, seed: int = 0) -> dict[str, Path]:
+def build_all(root: Path, *, full: bool = False, kinds=KINDS, seed: int = 0, variant: str | None = None
+              ) -> dict[str, Path]:
     """Build every kind into ``root/<catalogue key>`` (the app models-folder layout)."""
     root = Path(root)
-    return {k: build(k, root / KIND_KEYS[k], full=full, seed=seed) for k in kinds}
+    return {k: build(k, root / KIND_KEYS[k], full=full, seed=seed, variant=variant) for k in kinds}
 
 
 def main(argv=None) -> int:
@@ -282,10 +292,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", choices=KINDS, action="append", help="kinds to build (default: all)")
     ap.add_argument("--full", action="store_true", help="full-size architectures with random weights")
     ap.add_argument("--configs", type=Path, default=None, help="folder of the sd2 *.json configs")
+    ap.add_argument("--fp16", action="store_true", help="save fp16 weight files (*.fp16.safetensors), as downloaded")
     args = ap.parse_args(argv)
     if args.configs:
         os.environ["DD_SD2_CONFIGS"] = str(args.configs)
-    for kind, path in build_all(args.out, full=args.full, kinds=tuple(args.kind or KINDS)).items():
+    for kind, path in build_all(args.out, full=args.full, kinds=tuple(args.kind or KINDS),
+                                 variant="fp16" if args.fp16 else None).items():
         print(f"{kind}\t{path}")
     return 0
 
