@@ -53,6 +53,11 @@ def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, truncation=False, add_special_tokens=False).input_ids)
 
 
+def clear_cache() -> None:
+    with _lock:
+        _caches.clear()
+
+
 def cache_info(text_encoder) -> int:
     with _lock:
         return len(_caches.get(text_encoder, ()))

@@ -88,16 +88,20 @@ def encode_image(pipe, rgb) -> object:
 
     Diffusers samples the posterior with the first generator, which would tie every image of a batch
     to image 0's seed; taking the mean keeps "image i depends only on seed + i" exact, and an editor
-    wants the same pixels to give the same latents anyway.
+    wants the same pixels to give the same latents anyway.  Repeats come from ``core.latent_cache``.
     """
     import numpy as np
     import torch
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from .. import latent_cache
 
     vae = pipe.vae
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
     x = (x * 2.0 - 1.0).to(device=vae.device, dtype=vae.dtype)
     with torch.inference_mode():
-        latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+        params = latent_cache.posterior(vae, x)
+        latents = DiagonalGaussianDistribution(params).mode() * vae.config.scaling_factor
     return latents.to(pipe.unet.dtype)
 
 
@@ -107,17 +111,23 @@ def mean_encoding(vae):
     encodes images itself gets the same latents as ``encode_image`` (the mean), whatever generator it
     samples with.  For pipelines that take no image latents (depth2img derives the depth map's size
     from ``image``, so latents there give a depth map 8× too small).  Restored on exit; a pipeline
-    runs one call at a time anyway (its scheduler holds per-call state)."""
+    runs one call at a time anyway (its scheduler holds per-call state).  Repeats come from
+    ``core.latent_cache``."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
     from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    from .. import latent_cache
 
     own = vae.__dict__.get("encode")  # an instance-level wrapper (mixed precision), if any
     encode = vae.encode
 
+    def parameters(x):
+        out = encode(x)
+        return (out.latent_dist if hasattr(out, "latent_dist") else out[0]).parameters
+
     def encode_mean(x, *args, **kwargs):
-        out = encode(x, *args, **kwargs)
-        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
-        mean = DiagonalGaussianDistribution(dist.parameters, deterministic=True)
+        params = latent_cache.posterior(vae, x, parameters)
+        mean = DiagonalGaussianDistribution(params, deterministic=True)
         return AutoencoderKLOutput(latent_dist=mean) if kwargs.get("return_dict", True) else (mean,)
 
     vae.encode = encode_mean

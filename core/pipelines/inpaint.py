@@ -15,6 +15,13 @@ from .common import choose_seed, encode_image, generators, prompt_kwargs, step_c
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
 
+def uses_start_image(params) -> bool:
+    """Whether the denoising looks at the image it starts from.  At strength 1 it starts from pure
+    noise: the 9-channel UNet sees the image only through the masked image's latents, so the start
+    image is never encoded (nor pre-filled)."""
+    return params.strength < 1.0
+
+
 def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, prefilled=None):
     """Latents of the image the denoising starts from (what strength < 1 keeps some of).
 
@@ -51,14 +58,18 @@ def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobCon
 
 def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
             image_latents=None):
-    """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings)."""
+    """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings).
+    ``image_latents``: where the denoising starts (None: the region as it is, encoded only when the
+    strength is below 1)."""
     import torch
 
     control.set_phase("encoding", 0, plan.expected_steps)
     prompts, warnings = prompt_kwargs(pipe, params)
     repaint = work.model_mask >= 0.5  # diffusers binarises the mask at 0.5 too
-    if image_latents is None:
+    if image_latents is None and uses_start_image(params):
         image_latents = encode_image(pipe, work.model_rgb)
+    if image_latents is None:  # strength 1: the pipeline wants an image but never encodes it
+        image_latents = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
     masked_latents = encode_image(pipe, work.model_rgb * ~repaint[..., None])
     with torch.inference_mode():
         out = pipe(
@@ -86,8 +97,10 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     if content != "original" and req.params.strength >= 1.0:
         notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
                      f"noise (use a strength below 1)")
-    prefilled = prefill(req, work, models, control) if content == "fill" else None
-    start = start_latents(loaded.pipe, plan, work, content, prefilled)
+    start = None
+    if uses_start_image(req.params):
+        prefilled = prefill(req, work, models, control) if content == "fill" else None
+        start = start_latents(loaded.pipe, plan, work, content, prefilled)
     images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
     warnings = tuple(notes) + tuple(warnings)
     control.set_phase("finishing")
