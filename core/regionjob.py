@@ -14,7 +14,7 @@ import numpy as np
 from . import imaging
 from .geometry import Rect
 from .jobs import JobRequest, Patch
-from .pixels import as_array, from_array, from_working, mask_array, to_working
+from .pixels import as_array, from_array, mask_array, pack, to_working
 from .translate import RegionPlan
 
 
@@ -91,10 +91,7 @@ def make_patch(req: JobRequest, region: Rect, rgb: np.ndarray, alpha: np.ndarray
     """Assemble a patch in the request's format (RGBA_U8 without an input image); pixels whose
     alpha rounds to 0 are all zero."""
     fmt, linear = (req.image.format, req.image.linear) if req.image is not None else ("RGBA_U8", False)
-    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float32)
-    native = from_working(rgba, fmt, linear)
-    native[native[..., 3] == 0] = 0
-    return Patch(region.x, region.y, from_array(native, fmt, linear), seed)
+    return Patch(region.x, region.y, from_array(pack(rgb, alpha, fmt, linear), fmt, linear), seed)
 
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:

@@ -205,5 +205,9 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def n_steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"

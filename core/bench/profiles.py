@@ -39,8 +39,8 @@ QUICK = Profile("quick", tiny=False, size=512, step_repeats=1, e2e_steps=3, canv
                 tile_candidates=(64, 128), tile_input=128, layer=4096, layer_repeats=3, stall_layer=4096,
                 start_repeats=3)
 SMOKE = Profile("smoke", tiny=True, size=128, step_repeats=1, e2e_steps=2, canvases=(128, 512, 1024), selection=64,
-                canvas_steps=1, canvas_rounds=1, x4_tile=64, x4_sizes=(32, 128), x4_steps=1, tile_candidates=(64,),
-                tile_input=64, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1)
+                canvas_steps=1, canvas_rounds=1, x4_tile=64, x4_sizes=(16, 64), x4_steps=1, tile_candidates=(64,),
+                tile_input=16, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1)
 
 
 def profile(quick: bool, smoke: bool) -> Profile:

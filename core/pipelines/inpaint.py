@@ -101,12 +101,14 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     if uses_start_image(req.params):
         prefilled = prefill(req, work, models, control) if content == "fill" else None
         start = start_latents(loaded.pipe, plan, work, content, prefilled)
+    t_model = time.perf_counter()
     images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+    model_seconds = time.perf_counter() - t_model
     warnings = tuple(notes) + tuple(warnings)
     control.set_phase("finishing")
     patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
     return JobResult("inpaint", tuple(patches), loaded.resolved.name, _params_with_seed(req, seed), req.options,
-                     warnings, {"seconds": round(time.perf_counter() - t0, 3),
+                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "model_seconds": round(model_seconds, 4),
                                 "region": list(plan.region.as_tuple()), "model_size": list(plan.model_size)})
 
 

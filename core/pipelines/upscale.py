@@ -25,7 +25,7 @@ from ..control import JobControl
 from ..geometry import Rect
 from ..jobs import UPSCALE_FACTOR, JobRequest, JobResult, Patch
 from ..noise import normal_field
-from ..pixels import as_array, from_array, from_working, to_working
+from ..pixels import as_array, from_array, pack, to_working
 from ..tileblend import resize_rows, scale_tiled, selection_alpha_rows
 from ..tiling import plan_tiles
 from ..translate import upscale_region
@@ -127,8 +127,7 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
         alpha[alpha > 1.0 - 1e-5] = 1.0
         if selection is not None:
             alpha *= selection_alpha_rows(selection, s, feather * s, top, bottom)
-        native = from_working(np.concatenate([band, alpha[..., None]], axis=-1), fmt, linear)
-        native[native[..., 3] == 0] = 0
+        native = pack(band, alpha, fmt, linear)
         if out is None:
             out = np.empty((h * s, w * s, native.shape[2]), native.dtype)
         out[top:bottom] = native

@@ -1,0 +1,128 @@
+"""Row 1: one guided UNet step against the hardware's floor (its FLOPs at the measured matmul rate),
+and the policy decisions measured on the same step: bf16 against fp32, guidance 1 against guided."""
+
+from __future__ import annotations
+
+from .common import Row, best_of, fmt_s, now
+from .profiles import Profile
+
+MATMUL_SIDE = 2048
+
+
+def matmul_rate(dtype, side: int = MATMUL_SIDE, seconds: float = 1.0) -> float:
+    """FLOP/s of a side×side matmul in ``dtype`` on this CPU (best of repeated runs within ``seconds``)."""
+    import torch
+
+    a = torch.randn(side, side, dtype=dtype)
+    b = torch.randn(side, side, dtype=dtype)
+    with torch.inference_mode():
+        a @ b
+        best, t0 = float("inf"), now()
+        while now() - t0 < seconds or best == float("inf"):
+            t = now()
+            a @ b
+            best = min(best, now() - t)
+    return 2 * side**3 / best
+
+
+def step_inputs(unet, batch: int, size: int, dtype):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    h = w = size // 8
+    cfg = unet.config
+    x = torch.randn(batch, cfg.in_channels, h, w, generator=g).to(dtype)
+    ctx = torch.randn(batch, 77, cfg.cross_attention_dim, generator=g).to(dtype)
+    return x, torch.full((batch,), 500, dtype=torch.long), ctx
+
+
+def count_flops(config: dict, batch: int, size: int) -> int:
+    """FLOPs of one UNet forward (torch's flop counter, on the meta device: nothing is computed)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+        x, t, ctx = step_inputs_meta(unet, batch, size)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            unet(x, t, encoder_hidden_states=ctx)
+    return int(counter.get_total_flops())
+
+
+def step_inputs_meta(unet, batch: int, size: int):
+    import torch
+
+    cfg = unet.config
+    h = w = size // 8
+    return (torch.empty(batch, cfg.in_channels, h, w), torch.full((batch,), 500, dtype=torch.long),
+            torch.empty(batch, 77, cfg.cross_attention_dim))
+
+
+def time_step(unet, batch: int, size: int, repeats: int) -> tuple[float, list[float]]:
+    import torch
+
+    x, t, ctx = step_inputs(unet, batch, size, unet.dtype)
+    with torch.inference_mode():
+        return best_of(lambda: unet(x, t, encoder_hidden_states=ctx), repeats, warm=1)
+
+
+def fp32_unet(resolved):
+    """The same UNet weights in float32, loaded from the model's files (what an fp32 policy runs)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    kw = {"variant": resolved.variant} if resolved.variant else {}
+    return UNet2DConditionModel.from_pretrained(str(resolved.path / "unet"), dtype=torch.float32,
+                                                local_files_only=True, use_safetensors=True, **kw).eval()
+
+
+def run(profile: Profile, models, log) -> tuple[Row, dict]:
+    import torch
+
+    loaded = models.get("inpaint")
+    unet = loaded.pipe.unet
+    size = profile.size
+    flops_guided = count_flops(dict(unet.config), 2, size)
+    flops_single = count_flops(dict(unet.config), 1, size)
+    log(f"row 1: {flops_guided / 1e9:.0f} GFLOP per guided step at {size}²; measuring matmul rates")
+    rate_bf16 = matmul_rate(torch.bfloat16)
+    rate_fp32 = matmul_rate(torch.float32)
+    log(f"row 1: matmul {rate_bf16 / 1e9:.0f} GFLOP/s bf16, {rate_fp32 / 1e9:.0f} GFLOP/s fp32; timing steps")
+    policy_dtype = str(unet.dtype).replace("torch.", "")
+    guided, guided_all = time_step(unet, 2, size, profile.step_repeats)
+    log(f"row 1: guided step ({policy_dtype}) {fmt_s(guided)}")
+    single, single_all = time_step(unet, 1, size, profile.step_repeats)
+    log(f"row 1: unguided step (guidance 1, batch 1) {fmt_s(single)}")
+    full = fp32_unet(loaded.resolved)
+    try:
+        guided32, guided32_all = time_step(full, 2, size, profile.step_repeats)
+    finally:
+        del full
+    log(f"row 1: guided step fp32 {fmt_s(guided32)}")
+    rate = rate_bf16 if unet.dtype == torch.bfloat16 else rate_fp32
+    floor = flops_guided / rate
+    floor32 = flops_guided / rate_fp32
+    ratio = guided / floor
+    figures = {
+        "size": size, "batch": 2, "dtype": policy_dtype, "gflop_guided_step": flops_guided / 1e9,
+        "gflop_unguided_step": flops_single / 1e9, "matmul_side": MATMUL_SIDE,
+        "matmul_gflops_bf16": rate_bf16 / 1e9, "matmul_gflops_fp32": rate_fp32 / 1e9,
+        "step_s": guided, "step_all_s": guided_all, "floor_s": floor, "ratio_to_floor": ratio,
+        "step_fp32_s": guided32, "step_fp32_all_s": guided32_all, "floor_fp32_s": floor32,
+        "ratio_to_floor_fp32": guided32 / floor32, "step_guidance1_s": single, "step_guidance1_all_s": single_all,
+        "achieved_gflops": flops_guided / guided / 1e9, "achieved_gflops_fp32": flops_guided / guided32 / 1e9,
+    }
+    row = Row(1, f"UNet step against the floor ({size}², batch 2)",
+              f"{fmt_s(guided)} {policy_dtype} vs floor {fmt_s(floor)} = **{ratio:.2f}×** "
+              f"(fp32: {fmt_s(guided32)} vs {fmt_s(floor32)} = {guided32 / floor32:.2f}×)",
+              "≤ 1.25× the floor", ratio <= 1.25, figures)
+    row.notes.append(f"floor = {flops_guided / 1e9:.0f} GFLOP (torch flop counter) / {rate / 1e9:.0f} GFLOP/s "
+                     f"({MATMUL_SIDE}² {policy_dtype} matmul, same run); the step reached "
+                     f"{flops_guided / guided / 1e9:.0f} GFLOP/s")
+    policy = {
+        "bf16": {"fp32_s": guided32, "bf16_s": guided, "speedup": guided32 / guided},
+        "guidance1": {"guided_s": guided, "unguided_s": single, "speedup": guided / single},
+    }
+    return row, policy
+
