@@ -24,18 +24,57 @@ def mask_bbox(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Rect | None
                 int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
 
 
-def _distance_inside(binary: np.ndarray) -> np.ndarray:
-    """Euclidean distance of every True pixel to the nearest False pixel (0 on False pixels)."""
+FAR = np.float32(1e6)      # "farther than anything asked about"
+DISTANCE_TILE = 512        # px: tiles of the capped distance transform
+DISTANCE_TILED_PIXELS = 1 << 21  # below this, one plain transform is as fast
+
+
+def _distance_inside(binary: np.ndarray, cap: float | None = None) -> np.ndarray:
+    """Euclidean distance of every True pixel to the nearest False pixel (0 on False pixels).
+
+    With ``cap``, distances up to ``cap`` are exact and larger ones are only known to exceed it: large
+    masks are then done in tiles with a margin of ``cap`` + 1 px (the nearest False pixel of any pixel
+    within ``cap`` lies inside its tile's margin), tiles far from any edge are skipped, and tiles run
+    in parallel threads (OpenCV releases the GIL)."""
     if binary.all():
-        return np.full(binary.shape, np.float32(1e6))
-    return cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return np.full(binary.shape, FAR)
+    if cap is None or binary.size < DISTANCE_TILED_PIXELS:
+        return cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    h, w = binary.shape
+    margin = int(np.ceil(cap)) + 1
+    out = np.empty((h, w), np.float32)
+
+    def tile(y0: int, x0: int) -> None:
+        y1, x1 = min(h, y0 + DISTANCE_TILE), min(w, x0 + DISTANCE_TILE)
+        ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+        window = binary[ya:yb, xa:xb]
+        if window.all():
+            out[y0:y1, x0:x1] = FAR
+        elif not window[y0 - ya: y1 - ya, x0 - xa: x1 - xa].any():
+            out[y0:y1, x0:x1] = 0.0
+        else:
+            d = cv2.distanceTransform(window.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            out[y0:y1, x0:x1] = d[y0 - ya: y1 - ya, x0 - xa: x1 - xa]
+
+    from .pixels import run_parallel
+
+    run_parallel([(y, x) for y in range(0, h, DISTANCE_TILE) for x in range(0, w, DISTANCE_TILE)], tile)
+    return out
 
 
-def grow_mask(binary: np.ndarray, px: int) -> np.ndarray:
-    """Dilate a boolean mask by ``px`` pixels (round structuring element)."""
+def distance_outside(binary: np.ndarray, cap: float | None = None) -> np.ndarray:
+    """Distance of every False pixel to the nearest True pixel (see ``_distance_inside``)."""
+    return _distance_inside(~binary, cap)
+
+
+def grow_mask(binary: np.ndarray, px: int, outside: np.ndarray | None = None) -> np.ndarray:
+    """Dilate a boolean mask by ``px`` pixels (round structuring element).  ``outside``: the mask's
+    ``distance_outside`` if already known (exact up to at least ``px``)."""
     if px <= 0 or not binary.any():
         return binary.copy()
-    return _distance_inside(~binary) <= px
+    if outside is None:
+        outside = distance_outside(binary, px)
+    return outside <= px
 
 
 def feather_alpha(selection: np.ndarray, feather: int) -> np.ndarray:
@@ -49,14 +88,14 @@ def feather_alpha(selection: np.ndarray, feather: int) -> np.ndarray:
         sel *= 1.0 / 255.0
     if feather <= 0:
         return sel
-    t = np.clip(_distance_inside(sel > 0) / float(feather), 0.0, 1.0)
+    t = np.clip(_distance_inside(sel > 0, feather) / float(feather), 0.0, 1.0)
     ramp = t * t * (3.0 - 2.0 * t)
     return (sel * ramp).astype(np.float32)
 
 
-def ring_mask(binary: np.ndarray, width: int) -> np.ndarray:
-    """Pixels within ``width`` px outside a boolean mask."""
-    return grow_mask(binary, width) & ~binary
+def ring_mask(binary: np.ndarray, width: int, outside: np.ndarray | None = None) -> np.ndarray:
+    """Pixels within ``width`` px outside a boolean mask (``outside``: as for ``grow_mask``)."""
+    return grow_mask(binary, width, outside) & ~binary
 
 
 def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,21 +112,45 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def flatten(rgba: np.ndarray, background: float = 0.5) -> np.ndarray:
-    """RGB the model should see: transparent pixels are blended toward a neutral grey."""
-    a = rgba[..., 3:4]
-    return rgba[..., :3] * a + background * (1.0 - a)
+    """RGB the model should see: transparent pixels are blended toward a neutral grey.
+    (In bands of rows on every core: the same operations, so the same result, as one pass.)"""
+    from .pixels import run_bands
+
+    h, w = rgba.shape[:2]
+    out = np.empty((h, w, 3), np.result_type(rgba.dtype, np.float32))
+
+    def band(y0: int, y1: int) -> None:
+        a = rgba[y0:y1, :, 3:4]
+        np.multiply(rgba[y0:y1, :, :3], a, out=out[y0:y1])
+        out[y0:y1] += background * (1.0 - a)
+
+    run_bands(h, w, band)
+    return out
 
 
 def color_match(result: np.ndarray, reference: np.ndarray, ring: np.ndarray,
                 max_gain: float = 2.0) -> np.ndarray:
-    """Shift ``result`` (RGB) so that its per-channel mean and std in ``ring`` match ``reference``."""
+    """Shift ``result`` (RGB) so that its per-channel mean and std in ``ring`` match ``reference``
+    (an RGB image of the same size, or just its N×3 pixels in ``ring``)."""
     if ring.sum() < 16:
         return result
-    r, o = result[ring], reference[ring]
+    r = result[ring]
+    o = reference[ring] if reference.shape[:2] == ring.shape else reference
     mr, sr = r.mean(axis=0), r.std(axis=0)
     mo, so = o.mean(axis=0), o.std(axis=0)
     gain = np.clip(so / np.maximum(sr, 1e-3), 1.0 / max_gain, max_gain)
-    return np.clip((result - mr) * gain + mo, 0.0, 1.0).astype(np.float32)
+    from .pixels import run_bands
+
+    h, w = result.shape[:2]
+    out = np.empty(result.shape, np.float32)
+
+    def band(y0: int, y1: int) -> None:
+        o = out[y0:y1]
+        o[...] = (result[y0:y1] - mr) * gain + mo
+        np.clip(o, 0.0, 1.0, out=o)
+
+    run_bands(h, w, band)
+    return out
 
 
 def over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:

@@ -112,9 +112,22 @@ def _run_bands(h: int, w: int, fn) -> None:
     """Call ``fn(y0, y1)`` over row bands covering [0, h); in parallel when the image is large."""
     rows = max(1, BAND_PIXELS // max(1, w))
     bands = [(y, min(h, y + rows)) for y in range(0, h, rows)]
-    n = _workers()
-    if n == 1 or h * w < PARALLEL_PIXELS or len(bands) == 1:
+    if h * w < PARALLEL_PIXELS:
         for b in bands:
+            fn(*b)
+        return
+    run_parallel(bands, fn)
+
+
+run_bands = _run_bands
+
+
+def run_parallel(items: list[tuple], fn) -> None:
+    """Call ``fn(*item)`` for every item, spread over the worker threads (numpy/OpenCV work that
+    releases the GIL); ``fn`` must not itself wait on this pool."""
+    n = _workers()
+    if n == 1 or len(items) <= 1:
+        for b in items:
             fn(*b)
         return
     global _pool
@@ -123,8 +136,7 @@ def _run_bands(h: int, w: int, fn) -> None:
             from concurrent.futures import ThreadPoolExecutor
 
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="pixels")
-    per = -(-len(bands) // n)
-    groups = [bands[i:i + per] for i in range(0, len(bands), per)]
+    groups = [items[i::n] for i in range(min(n, len(items)))]
 
     def run(group):
         for b in group:

@@ -26,6 +26,7 @@ class RegionWork:
     has_selection: bool
     model_rgb: np.ndarray     # float RGB at model size (transparent pixels flattened on grey)
     model_mask: np.ndarray    # float at model size, 1 = repaint (the selection grown by ``grow``)
+    outside: np.ndarray | None = None  # distance to the selection, exact up to ``ring_width`` (reused)
 
     @property
     def region(self) -> Rect:
@@ -58,9 +59,11 @@ def prepare(req: JobRequest, plan: RegionPlan) -> RegionWork:
     native, sel, has_sel = crop(req, plan.region)
     rgba = to_working(native, req.image.format, req.image.linear)
     model_rgb = imaging.resize(imaging.flatten(rgba), plan.model_size)
-    repaint = imaging.grow_mask(sel > 0, plan.grow).astype(np.float32)
+    binary = sel > 0
+    outside = imaging.distance_outside(binary, ring_width(plan)) if has_sel and binary.any() else None
+    repaint = imaging.grow_mask(binary, plan.grow, outside).astype(np.float32)
     model_mask = imaging.resize(repaint, plan.model_size)
-    return RegionWork(plan, rgba, sel, has_sel, model_rgb, model_mask)
+    return RegionWork(plan, rgba, sel, has_sel, model_rgb, model_mask, outside)
 
 
 def ring_width(plan: RegionPlan) -> int:
@@ -74,10 +77,10 @@ def finish(req: JobRequest, work: RegionWork, outputs, seeds, *, keep_layer_alph
     alpha = imaging.feather_alpha(work.selection, work.plan.feather)
     if keep_layer_alpha:
         alpha = alpha * work.rgba[..., 3]
-    ring = None
+    ring = reference = None
     if work.plan.color_match and work.has_selection:
-        ring = imaging.ring_mask(binary, ring_width(work.plan)) & (work.rgba[..., 3] > 0.5)
-    reference = imaging.flatten(work.rgba)
+        ring = imaging.ring_mask(binary, ring_width(work.plan), work.outside) & (work.rgba[..., 3] > 0.5)
+        reference = imaging.flatten(work.rgba[ring][:, None])[:, 0]   # the ring's pixels only
     patches = []
     for out, seed in zip(outputs, seeds, strict=True):
         rgb = imaging.resize(np.asarray(out, dtype=np.float32)[..., :3], (region.w, region.h))

@@ -4,6 +4,7 @@ inpaint at strength 1 never encodes the start image it does not use."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -261,3 +262,60 @@ def test_fp16_factory_models_load_every_part(tmp_path):
     part = mm.get_part("depth")
     assert part.pipe.depth_estimator.dtype == torch.float32
     assert mm.get("restyle", without_depth_estimator=True).resolved.variant == "fp16"
+
+
+# --- memory: mmap'd safetensors, no dtype-cast copies kept -------------------------------------------
+
+def mapped_files() -> set[str]:
+    """Files mapped into this process (Linux /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return {parts[5].strip() for line in f if len(parts := line.split(None, 5)) == 6}
+
+
+def model_tensors(pipe):
+    for m in (pipe.unet, pipe.text_encoder, pipe.vae):
+        yield from m.parameters()
+        yield from m.buffers()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_weights_in_the_files_dtype_stay_memory_mapped(tiny_root, tmp_path):
+    """fp32 files under an fp32 policy: the UNet's weights are the file's pages (mmap), not a copy."""
+    import gc
+
+    from core.device import HardwareFacts, choose_policy
+    from core.models import ModelManager
+
+    policy = choose_policy(HardwareFacts(), "cpu", "float32")
+    mm = ModelManager(policy, models_dir=tiny_root, hub_cache=tmp_path / "none")
+    pipe = mm.get("inpaint").pipe
+    unet_file = str(tiny_root / "sd2-inpainting" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert unet_file in mapped_files()
+    assert {t.dtype for t in model_tensors(pipe) if t.is_floating_point()} == {torch.float32}
+    mm.unload_all()
+    del pipe
+    gc.collect()
+    assert unet_file not in mapped_files()   # unloading lets go of the file's pages
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+def test_a_dtype_cast_at_load_keeps_no_copy_of_the_files_tensors(tmp_path):
+    """fp16 files (as downloaded) under a bf16 policy: every tensor is cast once, and neither the fp16
+    tensors nor the file's mapping outlive the load."""
+    import gc
+
+    from core.device import HardwareFacts, choose_policy
+    from core.models import ModelManager
+    from core.tiny_models import build_all
+
+    build_all(tmp_path / "m", kinds=("inpaint",), variant="fp16")
+    policy = choose_policy(HardwareFacts(cpu_flags=frozenset({"avx512_bf16"})), "cpu")
+    assert policy.dtype == "bfloat16"
+    mm = ModelManager(policy, models_dir=tmp_path / "m", hub_cache=tmp_path / "none")
+    pipe = mm.get("inpaint").pipe
+    gc.collect()
+    assert {t.dtype for t in model_tensors(pipe) if t.is_floating_point()} == {torch.bfloat16}
+    folder = str(tmp_path / "m" / "sd2-inpainting")
+    assert not [f for f in mapped_files() if f.startswith(folder)]
+    fp16 = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dtype == torch.float16]
+    assert not fp16, [tuple(t.shape) for t in fp16[:5]]

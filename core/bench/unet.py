@@ -59,10 +59,12 @@ def step_inputs_meta(unet, batch: int, size: int):
             torch.empty(batch, 77, cfg.cross_attention_dim))
 
 
-def time_step(unet, batch: int, size: int, repeats: int) -> tuple[float, list[float]]:
+def time_step(unet, batch: int, size: int, repeats: int, channels_last: bool = False) -> tuple[float, list[float]]:
     import torch
 
     x, t, ctx = step_inputs(unet, batch, size, unet.dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     with torch.inference_mode():
         return best_of(lambda: unet(x, t, encoder_hidden_states=ctx), repeats, warm=1)
 
@@ -86,14 +88,21 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
     flops_guided = count_flops(dict(unet.config), 2, size)
     flops_single = count_flops(dict(unet.config), 1, size)
     log(f"row 1: {flops_guided / 1e9:.0f} GFLOP per guided step at {size}²; measuring matmul rates")
-    rate_bf16 = matmul_rate(torch.bfloat16)
-    rate_fp32 = matmul_rate(torch.float32)
+    seconds = 0.2 if profile.tiny else 1.0
+    rate_bf16 = matmul_rate(torch.bfloat16, seconds=seconds)
+    rate_fp32 = matmul_rate(torch.float32, seconds=seconds)
     log(f"row 1: matmul {rate_bf16 / 1e9:.0f} GFLOP/s bf16, {rate_fp32 / 1e9:.0f} GFLOP/s fp32; timing steps")
     policy_dtype = str(unet.dtype).replace("torch.", "")
     guided, guided_all = time_step(unet, 2, size, profile.step_repeats)
     log(f"row 1: guided step ({policy_dtype}) {fmt_s(guided)}")
     single, single_all = time_step(unet, 1, size, profile.step_repeats)
     log(f"row 1: unguided step (guidance 1, batch 1) {fmt_s(single)}")
+    unet.to(memory_format=torch.channels_last)
+    try:
+        cl, cl_all = time_step(unet, 2, size, profile.step_repeats, channels_last=True)
+    finally:
+        unet.to(memory_format=torch.contiguous_format)
+    log(f"row 1: guided step ({policy_dtype}, channels_last) {fmt_s(cl)}")
     full = fp32_unet(loaded.resolved)
     try:
         guided32, guided32_all = time_step(full, 2, size, profile.step_repeats)
@@ -111,6 +120,7 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
         "step_s": guided, "step_all_s": guided_all, "floor_s": floor, "ratio_to_floor": ratio,
         "step_fp32_s": guided32, "step_fp32_all_s": guided32_all, "floor_fp32_s": floor32,
         "ratio_to_floor_fp32": guided32 / floor32, "step_guidance1_s": single, "step_guidance1_all_s": single_all,
+        "step_channels_last_s": cl, "step_channels_last_all_s": cl_all,
         "achieved_gflops": flops_guided / guided / 1e9, "achieved_gflops_fp32": flops_guided / guided32 / 1e9,
     }
     row = Row(1, f"UNet step against the floor ({size}², batch 2)",
@@ -123,6 +133,7 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
     policy = {
         "bf16": {"fp32_s": guided32, "bf16_s": guided, "speedup": guided32 / guided},
         "guidance1": {"guided_s": guided, "unguided_s": single, "speedup": guided / single},
+        "channels_last": {"before_s": guided, "after_s": cl},
     }
     return row, policy
 

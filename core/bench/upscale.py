@@ -16,8 +16,12 @@ DEFAULT_STEPS = 25          # Params.steps: what an artist runs
 REFERENCE_INPUT = 1024      # tile costs are compared on the tile plan of this input side
 
 
-def upscale_job(size: int, tile: int, steps: int, models_dir: str) -> dict:
-    """Child: load the x4 model, upscale a size² BGRA U8 image, report time, tiles and memory."""
+_reused: dict[str, object] = {}
+
+
+def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool = False) -> dict:
+    """Child: load the x4 model, upscale a size² BGRA U8 image, report time, tiles and memory.
+    ``reuse``: keep the loaded model for the next call (the smoke run, in one process)."""
     from pathlib import Path
 
     from ..jobs import ImageBuffer, JobRequest, Options, Params
@@ -25,7 +29,11 @@ def upscale_job(size: int, tile: int, steps: int, models_dir: str) -> dict:
     from . import machine
     from .common import model_manager, noise_image, now, watch_pipe
 
-    mm = model_manager(Path(models_dir))
+    mm = _reused.get(models_dir) if reuse else None
+    if mm is None:
+        mm = model_manager(Path(models_dir))
+        if reuse:
+            _reused[models_dir] = mm
     pipe = mm.get("upscale").pipe
     machine.release_freed_memory()
     loaded = machine.rss_bytes()
@@ -46,8 +54,8 @@ def upscale_job(size: int, tile: int, steps: int, models_dir: str) -> dict:
 
 
 def measure(size: int, tile: int, steps: int, models_dir, inline: bool = False) -> dict:
-    return run_child("core.bench.upscale:upscale_job", {"size": size, "tile": tile, "steps": steps,
-                                                          "models_dir": str(models_dir)}, inline=inline)
+    kwargs = {"size": size, "tile": tile, "steps": steps, "models_dir": str(models_dir)}
+    return run_child("core.bench.upscale:upscale_job", {**kwargs, "reuse": True} if inline else kwargs, inline=inline)
 
 
 def sweep(sizes, tile: int, steps: int, models_dir, log=print, inline: bool = False) -> list[dict]:

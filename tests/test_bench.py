@@ -1,0 +1,88 @@
+"""The benchmark itself never rots: ``python -m core.bench --quick --smoke`` runs every row on the tiny
+models.  Nothing here looks at a timing: goals and verdicts belong to the benchmark's own output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from core.bench import report
+from core.bench.common import Row
+
+from .engine_helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def smoke(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    docs = out / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n<!-- fill-eval:start -->\nsomeone else's section\n<!-- fill-eval:end -->\n")
+    r = subprocess.run([sys.executable, "-m", "core.bench", "--quick", "--smoke", "--models", str(tiny_root),
+                        "--docs", str(docs), "--json", str(out / "bench.json")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return r, docs, out / "bench.json"
+
+
+def test_smoke_run_measures_every_row(smoke):
+    r, _docs, js = smoke
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(js.read_text())
+    rows = {row["row"]: row for row in data["rows"]}
+    assert sorted(rows) == list(range(1, 9))
+    for row in rows.values():
+        assert row["verdict"] in ("PASS", "FAIL"), row
+        assert not row["measured"].startswith("error"), row
+    assert data["profile"]["name"] == "smoke"
+    m = data["machine"]
+    assert m["cores"] >= 1 and m["ram_gib"] > 0 and m["versions"]["torch"]
+    assert len(data["load_average"]["start"]) == 3 and len(data["load_average"]["end"]) == 3
+    # The figures behind the verdicts are there.
+    assert rows[1]["figures"]["gflop_guided_step"] > rows[1]["figures"]["gflop_unguided_step"] > 0
+    assert rows[2]["figures"]["ours"]["unet_calls"] == data["profile"]["e2e_steps"]
+    assert rows[2]["figures"]["ours_repeat"]["vae_encodes"] == 0        # the VAE-encode cache hit
+    assert rows[2]["figures"]["ours_repeat"]["text_encoding_s"] == 0.0  # the prompt cache hit
+    assert rows[3]["figures"]["same_model_inputs_for_every_canvas"] is True
+    assert rows[6]["figures"]["together"]["shared"]["depth"]             # depth reused shared components
+    for key in ("bf16", "guidance1", "channels_last", "prompt_cache", "vae_cache", "strength1_skip", "x4_tile", "region_only",
+                "memory", "pixels"):
+        assert key in data["policy"], key
+
+
+def test_smoke_run_writes_its_own_section_and_keeps_the_others(smoke):
+    r, docs, _js = smoke
+    text = docs.read_text()
+    assert "someone else's section" in text and "<!-- fill-eval:end -->" in text
+    assert text.count(report.START) == 1 and text.count(report.END) == 1
+    section = text[text.index(report.START):text.index(report.END)]
+    for n in range(1, 9):
+        assert f"\n| {n} | " in section
+    assert "Load average" in section and "Machine:" in section
+    assert "| optimisation | measured |" in section
+    assert section.split(report.START)[1].strip() in r.stdout   # the same table was printed
+
+
+def test_a_second_write_replaces_the_section(tmp_path):
+    path = tmp_path / "b.md"
+    path.write_text("# Benchmarks\n\nintro\n")
+    report.write_section(path, "first\n")
+    report.write_section(path, "second\n")
+    text = path.read_text()
+    assert "intro" in text and "second" in text and "first" not in text
+    assert text.count(report.START) == 1
+
+
+def test_smoke_goes_with_quick():
+    r = subprocess.run([sys.executable, "-m", "core.bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "--quick" in r.stderr
+
+
+def test_table_lists_each_row_with_goal_and_verdict():
+    rows = [Row(2, "two", "x", "≥ 2×", False), Row(1, "one", "y", "≤ 1.25×", True)]
+    table = report.main_table(rows)
+    lines = table.splitlines()
+    assert lines[2].startswith("| 1 | one | y | ≤ 1.25× | **PASS** |")
+    assert lines[3].startswith("| 2 | two | x | ≥ 2× | **FAIL** |")
