@@ -19,9 +19,10 @@ REFERENCE_INPUT = 1024      # tile costs are compared on the tile plan of this i
 _reused: dict[str, object] = {}
 
 
-def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool = False) -> dict:
-    """Child: load the x4 model, upscale a size² BGRA U8 image, report time, tiles and memory.
-    ``reuse``: keep the loaded model for the next call (the smoke run, in one process)."""
+def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool = False,
+                width: int | None = None) -> dict:
+    """Child: load the x4 model, upscale a BGRA U8 image (``width`` × ``size``, square by default),
+    report time, tiles and memory.  ``reuse``: keep the loaded model for the next call (one process)."""
     from pathlib import Path
 
     from ..jobs import ImageBuffer, JobRequest, Options, Params
@@ -38,9 +39,10 @@ def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool =
     machine.release_freed_memory()
     loaded = machine.rss_bytes()
     machine.reset_peak_rss()
-    img = noise_image(size, size, seed=size)
+    w = width or size
+    img = noise_image(w, size, seed=size)
     req = JobRequest("upscale", Params(prompt="detailed photo", steps=steps, seed=1, guidance=7.5), Options(tile=tile),
-                     image=ImageBuffer(size, size, "BGRA_U8", img.tobytes()))
+                     image=ImageBuffer(w, size, "BGRA_U8", img.tobytes()))
     timer = watch_pipe(pipe)
     t = now()
     res = run_job(req, mm)
@@ -50,7 +52,8 @@ def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool =
             "rss_loaded": loaded, "peak_rss": machine.peak_rss_bytes(),
             "unet_calls": timer.count("unet"), "unet_s": timer.total("unet"),
             "vae_decode_s": timer.total("vae_decode"), "text_encoding_s": timer.total("text_encoder"),
-            "out_mpx": (4 * size) ** 2 / 1e6}
+            "unet_last_s": timer.times["unet"][-1], "vae_decode_last_s": timer.times["vae_decode"][-1],
+            "vae_decodes": timer.count("vae_decode"), "width": w, "out_mpx": 16 * w * size / 1e6}
 
 
 def measure(size: int, tile: int, steps: int, models_dir, inline: bool = False) -> dict:
@@ -96,25 +99,38 @@ def tile_plan_count(side: int, tile: int) -> int:
 
 
 def tune(profile: Profile, models_dir, log) -> dict:
-    """One tile of each candidate size, each in a fresh process: seconds per UNet call and per VAE decode
-    and the peak memory; the cost of the default-step upscale of a REFERENCE_INPUT² image follows from
-    its tile plan (how many tiles of that size cover it, overlaps included)."""
+    """Each candidate tile size on an input two tiles wide, all in one fresh process after an untimed
+    warm-up tile, at 2 steps or more: a warm UNet call (the last one) and a warm VAE decode (the second
+    tile's) give the cost of one tile at the default step count; the cost of upscaling a
+    REFERENCE_INPUT² image follows from its tile plan (how many tiles of that size cover it, overlaps
+    included).  Also the job's peak memory for each size."""
+    steps = max(2, profile.x4_steps)
+    jobs = [(tile, tile, (tile + tile // 2) // 8 * 8) for tile in profile.tile_candidates]
+    measured = run_child("core.bench.upscale:tune_jobs", {"jobs": jobs, "steps": steps,
+                                                          "models_dir": str(models_dir)}, inline=profile.tiny)
     rows = []
-    for tile in profile.tile_candidates:
-        m = measure(min(tile, profile.tile_input), tile, profile.x4_steps, models_dir, inline=profile.tiny)
-        per_call = m["unet_s"] / max(1, m["unet_calls"])
-        other = m["seconds"] - m["unet_s"] - m["vae_decode_s"] - m["text_encoding_s"]
-        per_tile = DEFAULT_STEPS * per_call + m["vae_decode_s"] + other
+    for tile, m in zip(profile.tile_candidates, measured["runs"], strict=True):
+        per_call = m["unet_last_s"]
+        decode = m["vae_decode_last_s"]
+        other = (m["seconds"] - m["unet_s"] - m["vae_decode_s"] - m["text_encoding_s"]) / max(1, m["tiles"])
+        per_tile = DEFAULT_STEPS * per_call + decode + other
         n = tile_plan_count(REFERENCE_INPUT, tile)
         total = n * per_tile
         mpx = (4 * REFERENCE_INPUT) ** 2 / 1e6
-        rows.append({"tile": tile, "unet_call_s": per_call, "vae_decode_s": m["vae_decode_s"],
+        rows.append({"tile": tile, "unet_call_s": per_call, "vae_decode_s": decode,
                      "other_s": other, "per_tile_s": per_tile, "tiles_for_reference": n,
                      "reference_s": total, "s_per_out_mpx": total / mpx, "peak_rss": m["peak_rss"],
-                     "job_rss": m["peak_rss"] - m["rss_loaded"]})
-        log(f"tile {tile}: UNet call {fmt_s(per_call)}, VAE decode {fmt_s(m['vae_decode_s'])}; "
+                     "job_rss": m["peak_rss"] - m["rss_loaded"], "measured": m})
+        log(f"tile {tile}: UNet call {fmt_s(per_call)}, VAE decode {fmt_s(decode)} (warm); "
             f"{n} tiles for {REFERENCE_INPUT}² → {fmt_s(total / mpx)} per output megapixel at {DEFAULT_STEPS} steps; "
             f"job peak {gib(m['peak_rss'] - m['rss_loaded'])}")
     best = min(rows, key=lambda r: r["s_per_out_mpx"])
     return {"candidates": rows, "best": best["tile"], "reference_input": REFERENCE_INPUT,
-            "default_steps": DEFAULT_STEPS}
+            "default_steps": DEFAULT_STEPS, "steps_measured": steps}
+
+
+def tune_jobs(jobs: list, steps: int, models_dir: str) -> dict:
+    """Child: one model load, a warm-up tile, then one upscale job per (input height, tile, input width)."""
+    upscale_job(min(64, jobs[0][0]), 64, 1, models_dir, reuse=True)
+    return {"runs": [upscale_job(size, tile, steps, models_dir, reuse=True, width=width)
+                     for size, tile, width in jobs]}
