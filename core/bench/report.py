@@ -17,7 +17,7 @@ WHAT_IS_MEASURED = {
             "with 128²–1024² inputs, 2 steps per tile; tile candidates 64–192; row 5 best of 5; row 7 median of 5",
     "quick": "`--quick`: row 1 best of 2 timed steps per variant (after one warm-up); row 2 3 steps; row 3 1 step per canvas; "
              "row 4 tile 64 with 64² and 256² inputs (the goal compares 256² with 64², the same 4× ratio as "
-             "1024² with 256²), 1 step per tile; tile candidates 64, 96 and 128, one tile each; row 5 best of 3; row 7 median of 3",
+             "1024² with 256²), 1 step per tile; tile candidates 64, 96 and 128, each on an input two tiles wide at 2 steps (warm UNet call and VAE decode); row 5 best of 3; row 7 median of 3",
     "smoke": "`--quick --smoke`: every row on the tiny test models at small sizes; checks that the benchmark "
              "runs, its figures mean nothing",
 }
