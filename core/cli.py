@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the models the resolver finds")
     p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")
 
+    p = sub.add_parser("serve", help="share one engine over the network (remote mode: token, optional TLS)")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on, e.g. 127.0.0.1:7860")
+    p.add_argument("--cert", help="TLS certificate (PEM); with --key the connection is encrypted")
+    p.add_argument("--key", help="TLS private key (PEM)")
+    from .engine.stdio import add_engine_options
+
+    add_engine_options(p)
+
     p = sub.add_parser("demo", help="inpaint the sample image in resources/ (tiny smoke models if SD2 is absent)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 4 with smoke models)")
@@ -276,6 +284,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "serve":
+            from .engine.serve import run
+
+            return run(args)
         if args.command == "demo":
             from .demo import run_demo
 

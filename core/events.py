@@ -13,8 +13,11 @@ from .jobs import JobResult
 
 @dataclass(frozen=True)
 class Accepted:
+    """The engine queued the job.  Sent again whenever its place in the queue changes (and after an
+    engine restart), so the last one tells where the job stands."""
+
     job_id: str
-    position: int            # 0 = running now, n = n jobs ahead of it
+    position: int            # 0 = running now, n = n-th in line
 
 
 @dataclass(frozen=True)
@@ -67,3 +70,27 @@ class Capabilities:
     device_reason: str = ""
     models: tuple[dict, ...] = ()   # {"key", "found": bool, "path", "source", "hint"} per catalogue model
     modes: tuple[str, ...] = ()     # modes that can run now
+
+
+ENGINE_STATES = ("stopped", "starting", "ready", "restarting", "dead")
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """Where the engine process (or the remote engine's connection) stands, as the client sees it."""
+
+    state: str               # one of ENGINE_STATES
+    reason: str = ""         # one readable line: why it is restarting or dead
+    code: str = ""           # stable code of the cause, e.g. "engine_died", "engine_start_timeout"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A model being loaded or unloaded by the engine's cache."""
+
+    model: str
+    state: str               # loading | loaded | unloaded | failed
+    path: str = ""
+    shared: tuple[str, ...] = ()   # components reused from another loaded model
+    seconds: float | None = None
+    message: str = ""

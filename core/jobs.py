@@ -231,6 +231,8 @@ def validate(req: JobRequest) -> JobRequest:
     Raises ``ValidationError`` naming the first bad parameter and its allowed range.
     """
     P.check_choice("mode", req.mode, MODES)
+    if req.model is not None and not isinstance(req.model, str):
+        raise ValidationError("model", "model must be text: a folder, a .safetensors file, a hub id or a catalogue key")
     p, o = req.params, req.options
     used = MODE_PARAMS[req.mode]
     P.check_text("prompt", p.prompt)

@@ -59,9 +59,9 @@ def to_working(arr: np.ndarray, fmt: str, linear: bool = False) -> np.ndarray:
         out = np.stack([g, g, g, np.ones_like(g)], axis=-1)
     else:
         raise ValueError(f"unknown pixel format {fmt}")
+    np.clip(out, 0.0, 1.0, out=out)  # before the curve: huge HDR values would overflow it
     if linear:
         out[..., :3] = linear_to_srgb(out[..., :3])
-    np.clip(out, 0.0, 1.0, out=out)
     return out
 
 
@@ -94,3 +94,10 @@ def depth_array(buf: ImageBuffer) -> np.ndarray:
     """A GRAY_U8/U16 depth buffer as H×W float32 in [0, 1] (1 = near)."""
     a = as_array(buf)[..., 0].astype(np.float32)
     return a / (255.0 if buf.format == "GRAY_U8" else 65535.0)
+
+
+def convert_buffer(buf: ImageBuffer, fmt: str, linear: bool = False) -> ImageBuffer:
+    """The same pixels in another layout (``fmt``, linear or sRGB-encoded); unchanged if already so."""
+    if buf.format == fmt and buf.linear == linear:
+        return buf
+    return from_array(from_working(to_working(as_array(buf), buf.format, buf.linear), fmt, linear), fmt, linear)

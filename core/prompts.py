@@ -32,12 +32,19 @@ def _compel(tokenizer, text_encoder):
                   device=str(text_encoder.device), dtype_for_device_getter=lambda _d: text_encoder.dtype)
 
 
-def _conditioning(compel, text: str, weighted: bool):
+def _conditioning(compel, text: str, weighted: bool, name: str = "prompt"):
     from compel.prompt_parser import Conjunction, FlattenedPrompt, Fragment
 
     if weighted:
-        return compel.build_conditioning_tensor(text)
-    conj = Conjunction([FlattenedPrompt([Fragment(text, 1.0)])])
+        try:
+            conj = compel.parse_prompt_string(text)
+        except Exception as e:  # pyparsing's ParseException: the weight syntax does not parse
+            from .params import ValidationError
+
+            raise ValidationError(name, f"{name}: the weight syntax cannot be read ({e}); fix the brackets "
+                                        f"or turn weights off") from None
+    else:
+        conj = Conjunction([FlattenedPrompt([Fragment(text, 1.0)])])
     cond, _ = compel.build_conditioning_tensor_for_conjunction(conj)
     return cond
 
@@ -65,7 +72,7 @@ def encode(tokenizer, text_encoder, prompt: str, negative: str, *, weighted: boo
     compel = _compel(tokenizer, text_encoder)
     with torch.no_grad():
         pos = _conditioning(compel, prompt, weighted)
-        neg = _conditioning(compel, negative, weighted) if guidance else None
+        neg = _conditioning(compel, negative, weighted, "negative_prompt") if guidance else None
         if neg is not None:
             pos, neg = compel.pad_conditioning_tensors_to_same_length([pos, neg])
     limit = tokenizer.model_max_length - 2

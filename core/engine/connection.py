@@ -1,0 +1,162 @@
+"""One peer of the engine: a blocking frame reader and a queued frame writer.
+
+``read(n)`` and ``write(chunk)`` are plain blocking callables (a pipe, a socket, a TLS socket), so the
+same class serves stdio, TCP and the in-process tests.  Outgoing frames go through a queue drained by
+a writer thread: a job reporting progress never blocks on a slow reader, and previews are dropped
+rather than piling up when the reader falls behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from ..protocol import (
+    LIMITS,
+    PRE_AUTH_LIMITS,
+    FramingError,
+    Message,
+    MessageError,
+    ProtocolError,
+    encode,
+    error,
+    read_message,
+)
+
+log = logging.getLogger(__name__)
+MAX_QUEUED_PREVIEWS = 4
+
+
+class Connection:
+    def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False):
+        self.service = service
+        self.name = name
+        self.needs_token = needs_token
+        self.ready = False                 # hello exchanged (and token checked)
+        self.heartbeat_every = service.heartbeat
+        self.next_heartbeat = 0.0
+        self._read = read
+        self._write = write
+        self._close_transport = close
+        self._out: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._state = threading.Lock()     # heartbeats versus the last word
+        self._previews_queued = 0
+        self.closed = threading.Event()
+        self.end_reason = ""
+        self._writer = threading.Thread(target=self._write_loop, name=f"writer-{name}", daemon=True)
+
+    # --- sending (any thread) ---------------------------------------------------------------------
+
+    def send(self, msg: Message, *, droppable: bool = False) -> bool:
+        """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
+        if self.closed.is_set():
+            return False
+        try:
+            chunks = encode(msg)
+        except (TypeError, ValueError) as e:
+            log.error("cannot encode %s message: %s", msg.header.get("type"), e)
+            return False
+        if droppable:
+            with self._lock:
+                if self._previews_queued >= MAX_QUEUED_PREVIEWS:
+                    return False
+                self._previews_queued += 1
+        self._out.put((chunks, droppable))
+        return True
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._out.get()
+            if item is None:
+                break
+            chunks, droppable = item
+            if droppable:
+                with self._lock:
+                    self._previews_queued -= 1
+            try:
+                for chunk in chunks:
+                    self._write(chunk)
+            except (OSError, ValueError) as e:
+                log.info("%s: write failed (%s): closing", self.name, e)
+                self.closed.set()
+                break
+
+    # --- reading (the connection's own thread) ----------------------------------------------------
+
+    def serve(self) -> str:
+        """Read and handle messages until the stream ends, a fatal error, or a shutdown.
+        Returns why it ended: "eof", "shutdown", "protocol_error", "version_mismatch", ..."""
+        self._writer.start()
+        self.service.connected(self)
+        reason = "eof"
+        try:
+            while not self.closed.is_set():
+                limits = PRE_AUTH_LIMITS if self.needs_token and not self.ready else LIMITS
+                try:
+                    msg = read_message(self._read, limits)
+                except FramingError as e:
+                    log.warning("%s: %s", self.name, e)
+                    self.last_word(error(e.code, str(e), fatal=True))
+                    reason = e.code
+                    break
+                except MessageError as e:
+                    if self.needs_token and not self.ready:
+                        self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
+                        reason = "unauthorized"
+                        break
+                    self.send(error(e.code, str(e), job_id=e.job_id))
+                    continue
+                except (OSError, ValueError) as e:  # reset, timeout, closed file
+                    reason = f"read failed: {e}"
+                    break
+                if msg is None:
+                    break
+                try:
+                    outcome = self.service.handle(self, msg)
+                except ProtocolError as e:
+                    reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
+                    if e.fatal:
+                        self.last_word(reply)
+                    else:
+                        self.send(reply)
+                    outcome = e.code if e.fatal else None
+                except Exception as e:  # a bug must not take the engine down: report and carry on
+                    log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
+                    self.send(error("bad_message", f"{msg.header.get('type')}: {type(e).__name__}: {e}"))
+                    outcome = None
+                if outcome:
+                    reason = outcome
+                    break
+        finally:
+            self.end_reason = reason
+            self.service.disconnected(self)
+            self.close()
+        return reason
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (up to ``timeout``), then close the transport."""
+        if self._writer.is_alive():
+            self._out.put(None)
+            self._writer.join(timeout)
+        self.closed.set()
+        if self._close_transport is not None:
+            try:
+                self._close_transport()
+            except OSError:
+                pass
+
+    def beat(self, now: float, make) -> None:
+        """Send ``make()`` (a heartbeat) if one is due; never after the connection's last word."""
+        with self._state:
+            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
+                return
+            self.next_heartbeat = now + self.heartbeat_every
+            self.send(make())
+
+    def last_word(self, msg: Message) -> None:
+        """Send ``msg`` as the last message of the connection (only jobs' own ends may follow)."""
+        with self._state:
+            self.ready = False
+            self.send(msg)

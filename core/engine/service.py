@@ -1,0 +1,369 @@
+"""The engine's dispatcher: messages in, jobs through ``core.runner.run_job``, events out.
+
+Any job mode is dispatched generically: the request is validated (``core.jobs.validate``), queued,
+and run by ``run_job``, which imports ``core.pipelines.<mode>``.  A new mode needs no change here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.util
+import logging
+import os
+import platform
+import threading
+import time
+from dataclasses import replace
+
+from .. import __version__
+from ..catalog import CATALOG, MODE_MODELS
+from ..control import Cancelled, JobControl
+from ..events import Capabilities
+from ..jobs import EDITOR_FORMATS, MODES, JobRequest, JobResult, validate
+from ..params import ValidationError
+from ..protocol import (
+    PROTOCOL_VERSION,
+    Message,
+    MessageError,
+    capabilities,
+    check_hello,
+    error,
+    hello,
+    job_id_of,
+    message,
+    preview,
+    request_of,
+    result,
+)
+from .jobqueue import DuplicateJob, Job, JobQueue, Outcome, QueueClosed
+
+log = logging.getLogger(__name__)
+
+
+class EngineService:
+    """Shared by every connection of one engine process.
+
+    ``models``: a ready ``ModelManager`` (tests); otherwise one is made on first use for the device
+    policy chosen from ``device``/``dtype`` (or DD_DEVICE/DD_DTYPE, or the hardware).
+    ``token``: connections made with ``needs_token`` must present it in their hello.
+    ``allow_shutdown``: whether a client may stop the engine (yes over stdio, no for a shared server).
+    """
+
+    def __init__(self, *, models=None, device: str | None = None, dtype: str | None = None,
+                 models_dir=None, hub_cache=None, capacity: int = 2, heartbeat: float = 1.0,
+                 token: str | None = None, allow_shutdown: bool = True, warm_up: bool = True,
+                 log_path=None):
+        self.heartbeat = heartbeat
+        self.log_path = str(log_path) if log_path else None
+        self.token = token
+        self.allow_shutdown = allow_shutdown
+        self._models = models
+        self._device, self._dtype = device, dtype
+        self._models_dir, self._hub_cache, self._capacity = models_dir, hub_cache, capacity
+        self._policy = models.policy if models is not None else None
+        self._lock = threading.RLock()         # policy, models, capabilities
+        self._queue_lock = threading.Lock()    # queue snapshots go out in order
+        self._connections: list = []
+        self._capabilities: Capabilities | None = None
+        self._warm_up = warm_up
+        self._warm_started = False
+        self.closing = False
+        self.stopped = threading.Event()
+        self.queue = JobQueue(self._execute, devices=(self._queue_device(),), on_final=self._final,
+                              on_change=self._queue_changed)
+        self._handlers = {
+            "submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
+            "capabilities": self._send_capabilities, "heartbeat": lambda conn, msg: None,
+            "shutdown": self._shutdown, "hello": self._hello_again,
+        }
+        threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True).start()
+
+    def _queue_device(self) -> str:
+        # One worker per device; the device policy chooses a single device, probed lazily.
+        return self._device or os.environ.get("DD_DEVICE") or "default"
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def connected(self, conn) -> None:
+        with self._lock:
+            self._connections.append(conn)
+
+    def disconnected(self, conn) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        cancelled = self.queue.cancel_owner(conn)
+        if cancelled:
+            log.info("%s left: cancelled its %d job(s)", conn.name, cancelled)
+
+    def handle(self, conn, msg: Message) -> str | None:
+        """Handle one message; returns a reason to end the connection, or None to carry on."""
+        kind = msg.type
+        if not conn.ready:
+            if kind != "hello":
+                if conn.needs_token:
+                    conn.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
+                    return "unauthorized"
+                conn.send(error("hello_required", f"{kind}: say hello first"))
+                return None
+            return self._hello(conn, msg)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            conn.send(error("unknown_message", f"unknown message type {kind[:60]!r}"))
+            return None
+        return handler(conn, msg)
+
+    def _hello(self, conn, msg: Message) -> str | None:
+        try:
+            check_hello(msg)
+        except MessageError as e:
+            conn.last_word(error(e.code, str(e), fatal=True))
+            return e.code
+        if conn.needs_token:
+            token = msg.get("token")
+            if not (isinstance(token, str) and self.token
+                    and hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode())):
+                log.warning("%s: refused: %s token", conn.name, "wrong" if token else "missing")
+                conn.last_word(error("unauthorized", "wrong or missing token", fatal=True))
+                return "unauthorized"
+        beat = msg.get("heartbeat")
+        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
+            conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
+        conn.ready = True
+        conn.send(hello(engine_version=__version__, pid=os.getpid(), python=platform.python_version(),
+                        heartbeat=conn.heartbeat_every, shared=not self.allow_shutdown,
+                        log=None if conn.needs_token else self.log_path))
+        log.info("%s: hello (protocol %d)", conn.name, PROTOCOL_VERSION)
+        with self._lock:
+            caps = self._capabilities
+        if caps is not None:
+            conn.send(capabilities(caps))
+        self._start_warm_up()
+        return None
+
+    def _hello_again(self, conn, msg: Message) -> None:
+        conn.send(error("bad_message", "hello was already exchanged on this connection"))
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def _submit(self, conn, msg: Message) -> None:
+        job_id = job_id_of(msg)
+        if self.closing:
+            conn.send(error("engine_shutting_down", "the engine is shutting down", job_id=job_id))
+            return None
+        try:
+            req = validate(request_of(msg))
+            if importlib.util.find_spec(f"core.pipelines.{req.mode}") is None:
+                raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
+                                              f"(version {__version__})")
+        except ValidationError as e:
+            conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))
+            return None
+        job = Job(job_id, req, owner=conn, previews=bool(msg.get("previews", True)))
+        job.control = self._control(job)
+        try:
+            self.queue.submit(job, announce=lambda pos: conn.send(message("accepted", job_id=job_id, position=pos)))
+        except DuplicateJob as e:
+            # Without job_id: this error must not end the job that already has this id.
+            conn.send(error("duplicate_job", str(e)))
+        except QueueClosed as e:
+            conn.send(error("engine_shutting_down", str(e), job_id=job_id))
+        return None
+
+    def _control(self, job: Job) -> JobControl:
+        conn = job.owner
+
+        def on_progress(step, total, phase):
+            conn.send(message("progress", job_id=job.id, step=int(step), total=int(total), phase=str(phase)))
+
+        def on_preview(rgb):
+            h, w = int(rgb.shape[0]), int(rgb.shape[1])
+            conn.send(preview(job.id, w, h, rgb.tobytes()), droppable=True)
+
+        return JobControl(on_progress, on_preview if job.previews else None)
+
+    def _cancel(self, conn, msg: Message) -> None:
+        job_id = job_id_of(msg)
+        if not self.queue.cancel(conn, job_id):
+            log.info("%s: cancel of %s: no such job (already ended)", conn.name, job_id)
+        return None
+
+    def _cancel_all(self, conn, msg: Message) -> None:
+        self.queue.cancel_owner(conn)
+        return None
+
+    def _execute(self, job: Job, device: str) -> Outcome:
+        from ..memory import is_out_of_memory, run_with_memory_retry
+        from ..resolver import ModelError
+        from ..runner import run_job
+
+        t0 = time.perf_counter()
+        log.info("job %s (%s) starts on %s", job.id, job.request.mode, device)
+        try:
+            if self._models is None:  # the first job waits for the device probe and the libraries
+                job.control.set_phase("loading")
+            models = self.models()
+            res = run_with_memory_retry(lambda: run_job(job.request, models, job.control), models)
+            outcome = Outcome("result", in_request_layout(job.request, res))
+        except Cancelled:
+            outcome = Outcome.cancelled()
+        except ValidationError as e:
+            outcome = Outcome.error("invalid_parameter", str(e), e.parameter)
+        except ModelError as e:
+            outcome = Outcome.error(getattr(e, "code", "model_error"), str(e))
+        except Exception as e:
+            if is_out_of_memory(e):
+                outcome = Outcome.error("out_of_memory", f"not enough memory for this job: {e}"[:500])
+            else:
+                log.exception("job %s failed", job.id)
+                outcome = Outcome.error("job_failed", f"{type(e).__name__}: {e}"[:500])
+        log.info("job %s: %s%s after %.2f s", job.id, outcome.kind, f" ({outcome.code})" if outcome.code else "",
+                 time.perf_counter() - t0)
+        return outcome
+
+    def _final(self, job: Job, outcome: Outcome) -> None:
+        conn = job.owner
+        if outcome.kind == "result":
+            conn.send(result(job.id, outcome.result))
+        elif outcome.kind == "cancelled":
+            conn.send(message("cancelled", job_id=job.id))
+        else:
+            conn.send(error(outcome.code, outcome.message, job_id=job.id, parameter=outcome.parameter))
+
+    def _queue_changed(self) -> None:
+        with self._queue_lock:
+            for owner in self.queue.owners():
+                owner.send(message("queue", positions=self.queue.positions(owner)))
+
+    # --- models and capabilities -----------------------------------------------------------------
+
+    def policy(self):
+        with self._lock:
+            if self._policy is None:
+                from ..device import choose_policy, probe
+
+                self._policy = choose_policy(probe(), self._device or os.environ.get("DD_DEVICE") or None,
+                                             self._dtype or os.environ.get("DD_DTYPE") or None)
+                log.info("device policy: %s", self._policy)
+            return self._policy
+
+    def models(self):
+        with self._lock:
+            if self._models is None:
+                from ..models import ModelManager
+
+                self._models = ModelManager(self.policy(), models_dir=self._models_dir, hub_cache=self._hub_cache,
+                                            capacity=self._capacity)
+            if self._models.on_status is None:
+                self._models.on_status = self._model_status
+            return self._models
+
+    def _model_status(self, status: dict) -> None:
+        self.broadcast(message("model_status", **status))
+
+    def scan_capabilities(self) -> Capabilities:
+        from ..resolver import ModelError, resolve
+
+        policy = self.policy()
+        models = self.models()
+        found = []
+        for spec in CATALOG.values():
+            entry = {"key": spec.key, "title": spec.title, "found": False, "path": None, "source": None,
+                     "hint": spec.install_hint(), "modes": list(spec.modes)}
+            try:
+                r = resolve(spec.key, models_dir=models.models_dir, hub_cache=models.hub_cache)
+                entry.update(found=True, path=str(r.path), source=r.source)
+            except ModelError as e:
+                entry["message"] = str(e)[:300]
+            found.append(entry)
+        have = {e["key"] for e in found if e["found"]}
+        modes = tuple(m for m in MODES if importlib.util.find_spec(f"core.pipelines.{m}") is not None
+                      and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m])))
+        caps = Capabilities(PROTOCOL_VERSION, __version__, policy.device, policy.dtype, policy.reason,
+                            tuple(found), modes)
+        with self._lock:
+            self._capabilities = caps
+        return caps
+
+    def _send_capabilities(self, conn, msg: Message) -> None:
+        try:
+            caps = self.scan_capabilities()
+        except Exception as e:
+            log.exception("capabilities scan failed")
+            conn.send(error("model_error", f"could not list devices and models: {e}"))
+            return None
+        conn.send(capabilities(caps))
+        return None
+
+    def _start_warm_up(self) -> None:
+        with self._lock:
+            if self._warm_started:
+                return
+            self._warm_started = True
+        threading.Thread(target=self._warm, name="warm-up", daemon=True).start()
+
+    def _warm(self) -> None:
+        """After the first hello: probe the device, list the models, announce them, then import the
+        heavy libraries so the first job does not wait for them."""
+        t0 = time.perf_counter()
+        try:
+            caps = self.scan_capabilities()
+            self.broadcast(capabilities(caps))
+            log.info("capabilities ready after %.2f s: %s, modes %s", time.perf_counter() - t0, caps.device,
+                     ", ".join(caps.modes))
+            if self._warm_up:
+                from .. import loader
+
+                loader.quiet_libraries()
+                for e in caps.models:
+                    if e["found"]:
+                        loader.pipeline_class(CATALOG[e["key"]].pipeline)
+                log.info("libraries imported after %.2f s", time.perf_counter() - t0)
+        except Exception:
+            log.exception("warm-up failed")
+
+    # --- heartbeats, broadcast, shutdown ----------------------------------------------------------
+
+    def broadcast(self, msg: Message) -> None:
+        with self._lock:
+            conns = [c for c in self._connections if c.ready]
+        for c in conns:
+            c.send(msg)
+
+    def _heartbeats(self) -> None:
+        while not self.stopped.wait(0.05):
+            now = time.monotonic()
+            with self._lock:
+                conns = list(self._connections)
+            for c in conns:
+                c.beat(now, lambda c=c: message("heartbeat", time=time.time(), running=self.queue.running(c),
+                                                queued=len(self.queue)))
+
+    def _shutdown(self, conn, msg: Message) -> str | None:
+        if not self.allow_shutdown:
+            conn.send(error("bad_message", "a shared engine cannot be stopped by a client"))
+            return None
+        self.closing = True
+        conn.last_word(message("bye"))
+        return "shutdown"
+
+    def close(self, timeout: float = 3.0) -> bool:
+        """Cancel every job, stop the workers; True if the running job stopped within ``timeout``."""
+        self.closing = True
+        done = self.queue.close(timeout)
+        self.stopped.set()
+        return done
+
+
+def in_request_layout(req: JobRequest, res: JobResult) -> JobResult:
+    """Every patch in the pixel layout of the request's image, so the editor does no pixel math."""
+    if req.image is None or req.image.format not in EDITOR_FORMATS:
+        return res
+    fmt, linear = req.image.format, req.image.linear
+    if all((p.image.format, p.image.linear) == (fmt, linear) for p in res.patches):
+        return res
+    from ..pixels import convert_buffer
+
+    patches = tuple(p if (p.image.format, p.image.linear) == (fmt, linear)
+                    else replace(p, image=convert_buffer(p.image, fmt, linear)) for p in res.patches)
+    return replace(res, patches=patches)
