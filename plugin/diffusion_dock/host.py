@@ -315,6 +315,14 @@ class Host(ABC):
         """An RGBA copy of ``document`` (same depth when supported) opened beside it.  The
         original document is not modified.  This is the answer to UnsupportedColorModel."""
 
+    def open_result_document(self, name: str, patch: Patch, layer_name: str, provenance: dict,
+                             color: ColorInfo) -> HostDocument:
+        """A NEW document the size of ``patch`` holding it as its one layer (named ``layer_name``,
+        recording ``provenance``), in ``color`` (the source layer's colour space), opened beside the
+        others.  Used for results that do not fit the source's canvas (upscale ×4, a large text-to-image).
+        The source document is not touched."""
+        raise HostError(f"{self.name} cannot open new documents")
+
     def document(self) -> HostDocument:
         """The active document or NoDocument."""
         doc = self.active_document()

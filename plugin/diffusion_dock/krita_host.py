@@ -234,6 +234,40 @@ class KritaHost(H.Host):
         wrapped = KritaDocument(doc)
         return None if wrapped.closed else wrapped
 
+    def open_result_document(self, name: str, patch: H.Patch, layer_name: str, provenance: dict,
+                             color: H.ColorInfo) -> KritaDocument:
+        img = patch.image
+        if not color.supported:
+            raise H.UnsupportedColorModel("", color)
+        if (img.format, bool(img.linear)) != (color.pixel_format, color.linear):
+            raise H.HostError(f"the result is {img.format} but the document would be {color.describe()}")
+        try:
+            img.check("result")
+        except ValueError as e:
+            raise H.HostError(str(e)) from None
+        app = Krita.instance()
+        doc = app.createDocument(img.width, img.height, name, color.model, color.depth, color.profile, 300.0)
+        if doc is None:
+            raise H.HostError(f"Krita could not create a {img.width}x{img.height} document")
+        root = doc.rootNode()
+        defaults = [n for n in root.childNodes() if not is_mask(n)]
+        node = doc.createNode(layer_name, "paintlayer")
+        node.setPixelData(QByteArray(img.data), 0, 0, img.width, img.height)   # before inserting
+        root.addChildNode(node, defaults[-1] if defaults else None)
+        for n in defaults:                     # the empty background Krita makes: the result is the image
+            n.remove()
+        wrapped = KritaDocument(doc)
+        record = {**provenance, "patch": {"x": 0, "y": 0, "width": img.width, "height": img.height,
+                                          "format": img.format, "linear": img.linear},
+                  "version": H.PROVENANCE_VERSION}
+        wrapped._save_records({node_id(node): record})
+        doc.refreshProjection()
+        doc.waitForDone()
+        window = app.activeWindow()
+        if window is not None:
+            window.addView(doc)
+        return wrapped
+
     def open_converted_copy(self, document: H.HostDocument) -> KritaDocument:
         assert isinstance(document, KritaDocument)
         source = document.doc

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import traceback
 
 NO_DISPLAY = ("No display found: the Diffusion Dock editor needs a desktop session (X11 or Wayland).\n"
-              "Without one, run the headless demo instead: ./run.sh")
+              "Without one, run the headless demo instead: .venv/bin/python -m core demo "
+              "(./run.sh does that by itself when there is no display)")
 
 
 def has_display() -> bool:
@@ -25,6 +25,8 @@ def parse_args(argv):
                                  description="Diffusion Dock's standalone editor.")
     ap.add_argument("image", nargs="?", help="an .ora, .png or .jpg file to open")
     ap.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once shown, then quit")
+    ap.add_argument("--check-display", action="store_true",
+                    help="exit 0 when a display is available, 2 (with a message) when not")
     return ap.parse_args(argv)
 
 
@@ -45,32 +47,32 @@ def main(argv=None) -> int:
     if not has_display():
         print(NO_DISPLAY, file=sys.stderr)
         return 2
-    from ..coreapi import qasync
+    if args.check_display:
+        return 0
+    from .. import aio
     from ..qt import QTimer, QtWidgets
+    from ..session import shared_session
     from .window import EditorWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("Diffusion Dock editor")
-    window = EditorWindow()
+    # The same arrangement as inside Krita: qasync's loop rides on the Qt event loop run by app.exec().
+    aio.loop()
+    session = shared_session(autostart=not args.screenshot)
+    window = EditorWindow(session=session)
     if args.image and not window.open_path(args.image):
         print(f"cannot open {args.image}", file=sys.stderr)
         return 2
     window.show()
     install_excepthook(window)
-    loop = qasync().QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    closed = asyncio.Event()
-    app.aboutToQuit.connect(closed.set)
-    app.lastWindowClosed.connect(closed.set)
     if args.screenshot:
         def shoot():
             window.grab().save(args.screenshot)
             window.confirm_close = False
             window.close()
         QTimer.singleShot(500, shoot)
-    with loop:
-        loop.run_until_complete(closed.wait())
-    return 0
+    app.aboutToQuit.connect(session.kill_engine_now)
+    return app.exec()
 
 
 if __name__ == "__main__":
