@@ -29,6 +29,7 @@ from .dock_widgets import (
     ResultsStrip,
     RunKeys,
     SeedEdit,
+    compact_combo,
     engine_text,
     float_spin,
     int_spin,
@@ -84,6 +85,7 @@ class DockPanel(QtWidgets.QWidget):
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         outer.addWidget(scroll)
         body = QtWidgets.QWidget()
         scroll.setWidget(body)
@@ -105,14 +107,14 @@ class DockPanel(QtWidgets.QWidget):
         self.model_hint.hide()
         layout.addWidget(self.model_hint)
 
-        self.mode_box = QtWidgets.QComboBox()
-        self.mode_box.setObjectName("mode")
+        self.mode_box = compact_combo("mode")
         for mode in jobs.MODES:
             self.mode_box.addItem(MODE_LABELS[mode], mode)
         self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(jobs.MODES[i]))
         self.context = QtWidgets.QLabel()
         self.context.setObjectName("context")
         self.context.setWordWrap(True)
+        self.context.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("Mode"))
         row.addWidget(self.mode_box, 1)
@@ -124,8 +126,10 @@ class DockPanel(QtWidgets.QWidget):
         self.negative = prompt_edit("negative_prompt", "Negative prompt: what to avoid", 1)
         for edit in (self.prompt, self.negative):
             edit.installEventFilter(run_keys)
-        self.weighted = QtWidgets.QCheckBox("Weighted prompts: (word)1.3, [word], word++")
+        self.weighted = QtWidgets.QCheckBox("Weighted prompts")
         self.weighted.setObjectName("weighted")
+        self.weighted.setToolTip("compel syntax: (word)1.3 or word++ to stress, [word] or word-- to soften; "
+                                 "long prompts are split into chunks")
         self.prompt_box = QtWidgets.QWidget()
         pl = QtWidgets.QVBoxLayout(self.prompt_box)
         pl.setContentsMargins(0, 0, 0, 0)
@@ -164,18 +168,19 @@ class DockPanel(QtWidgets.QWidget):
         self.grow.setToolTip("How far beyond the selection the model repaints (px)")
         self.feather = int_spin("feather")
         self.feather.setToolTip("Soft edge inside the selection (px)")
-        self.masked_content = QtWidgets.QComboBox()
-        self.masked_content.setObjectName("masked_content")
+        self.masked_content = compact_combo("masked_content")
         for key in jobs.MASKED_CONTENT:
             self.masked_content.addItem(MASKED_CONTENT_LABELS[key], key)
         self.masked_content.setToolTip("What the diffusion starts from under the selection. It matters only "
                                        "below strength 1: at strength 1 the selection starts from noise anyway.")
         self.masked_hint = QtWidgets.QLabel("matters only below strength 1")
         self.masked_hint.setObjectName("masked_hint")
+        self.masked_hint.setWordWrap(True)
         mc = QtWidgets.QWidget()
-        mcl = QtWidgets.QHBoxLayout(mc)
+        mcl = QtWidgets.QVBoxLayout(mc)
         mcl.setContentsMargins(0, 0, 0, 0)
-        mcl.addWidget(self.masked_content, 1)
+        mcl.setSpacing(0)
+        mcl.addWidget(self.masked_content)
         mcl.addWidget(self.masked_hint)
         self.depth_source = DepthSourceBox(self)
         self.noise_level = int_spin("noise_level")
@@ -194,12 +199,12 @@ class DockPanel(QtWidgets.QWidget):
         self.image_to_image = QtWidgets.QCheckBox("Start from the layer (image-to-image)")
         self.image_to_image.setObjectName("image_to_image")
         self.image_to_image.toggled.connect(lambda _c: self._update_rows())
-        self.backend = QtWidgets.QComboBox()
-        self.backend.setObjectName("backend")
+        self.backend = compact_combo("backend")
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
-        self.color_match = QtWidgets.QCheckBox("Match colours to the surroundings")
+        self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
+        self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
         self.color_match.setChecked(True)
         for key, label, widget in (("grow", "Grow", self.grow), ("feather", "Feather", self.feather),
                                    ("masked_content", "Masked content", mc),
@@ -533,14 +538,17 @@ class DockPanel(QtWidgets.QWidget):
 
     def _refresh_hint(self) -> None:
         missing = self.session.missing_models(self._mode)
-        lines = []
+        lines, tips = [], []
         for m in missing:
             title = m.get("title") or m.get("key")
             if m.get("optional"):
-                lines.append(f"{title} is not installed: Fill uses OpenCV. For LaMa: {m.get('hint')}")
+                lines.append(f"{title.split(' (')[0]} is not installed: Fill uses OpenCV (hover for LaMa).")
+                tips.append(f"For LaMa, {m.get('hint')}")
             else:
-                lines.append(f"{title} is not installed. Install it with: {m.get('hint')}")
+                lines.append(f"{title} is not installed: {m.get('hint')}")
+                tips.append(m.get("message") or "")
         self.model_hint.setText("\n".join(lines))
+        self.model_hint.setToolTip("\n".join(t for t in tips if t))
         self.model_hint.setVisible(bool(lines))
 
     def restart_engine(self) -> None:
@@ -857,6 +865,8 @@ class DepthSourceBox(QtWidgets.QComboBox):
     def __init__(self, panel: DockPanel):
         super().__init__()
         self.setObjectName("depth_source")
+        self.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(10)
         self._panel = panel
         self.setToolTip("Auto estimates the depth (DPT-hybrid); a layer gives it (white = near), e.g. a depth map "
                         "made by the Depth map mode and retouched")

@@ -111,10 +111,20 @@ def prompt_edit(name: str, placeholder: str, lines: int) -> QtWidgets.QPlainText
     edit.setObjectName(name)
     edit.setPlaceholderText(placeholder)
     edit.setTabChangesFocus(True)
-    height = edit.fontMetrics().lineSpacing() * lines + 12
-    edit.setMinimumHeight(height)
-    edit.setMaximumHeight(height * 3)
+    line = edit.fontMetrics().lineSpacing()
+    edit.setMinimumHeight(line * lines + 12)
+    edit.setMaximumHeight(line * (lines + 2) + 12)
+    edit.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Maximum)
     return edit
+
+
+def compact_combo(name: str) -> QtWidgets.QComboBox:
+    """A combo box that does not widen the dock to its longest entry."""
+    box = QtWidgets.QComboBox()
+    box.setObjectName(name)
+    box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(10)
+    return box
 
 
 # ------------------------------------------------------------------------------------------- engine status
@@ -245,7 +255,10 @@ class ResultsStrip(QtWidgets.QListWidget):
             img = thumbnails(rec)
             if img is None:
                 img = images.placeholder(rec.format.split("_")[-1])
-            item.setIcon(QtGui.QIcon(QtGui.QPixmap.fromImage(img)))
+            pixmap = QtGui.QPixmap.fromImage(img)
+            icon = QtGui.QIcon(pixmap)
+            icon.addPixmap(pixmap, QtGui.QIcon.Mode.Selected)      # no tint: the colours are the result
+            item.setIcon(icon)
             if at_top:
                 self.insertItem(offset, item)
             else:

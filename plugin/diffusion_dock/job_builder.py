@@ -61,7 +61,7 @@ class PreparedJob:
 
 
 def describe(mode: str, prompt: str, layer: str) -> str:
-    text = " ".join(prompt.split())
+    text = " ".join(prompt.split()) if "prompt" in jobs.MODE_PARAMS.get(mode, ()) else ""
     if len(text) > 32:
         text = text[:31].rstrip() + "…"
     return f"{MODE_LABELS.get(mode, mode)}{f' “{text}”' if text else ''} · {layer}"

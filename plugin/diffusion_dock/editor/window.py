@@ -63,6 +63,8 @@ class EditorWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self.set_document(document or EditorDocument.new(1024, 768))
         self.resize(1400, 900)
+        self.resizeDocks([self.dock, self.layers_dock], [720, 160], Qt.Orientation.Vertical)
+        self.resizeDocks([self.dock], [400], Qt.Orientation.Horizontal)
         EditorWindow.windows.append(self)
 
     def open_in_new_window(self, doc: EditorDocument) -> EditorWindow:
