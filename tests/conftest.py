@@ -92,3 +92,13 @@ def models(tiny_root, policy):
     from core.models import ModelManager
 
     return ModelManager(policy, models_dir=tiny_root, hub_cache=tiny_root / "no-hub-cache", capacity=8)
+
+
+@pytest.fixture(scope="module")
+def loop():
+    """An asyncio event loop running in a thread, for the engine/client tests of one module."""
+    from .engine_helpers import LoopThread
+
+    lt = LoopThread()
+    yield lt
+    lt.close()

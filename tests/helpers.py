@@ -32,3 +32,17 @@ def inpaint_request(img: np.ndarray, mask: np.ndarray | None, **params) -> JobRe
     p.update(params)
     return JobRequest("inpaint", Params(**p), opts, image=buffer(img),
                       mask=buffer(mask, "GRAY_U8") if mask is not None else None)
+
+
+def write_image_and_mask(folder, h: int, w: int, seed: int, rect: tuple[int, int, int, int]):
+    """Write a random RGB ``in.png`` and a ``mask.png`` selecting rect (x0, y0, x1, y1) into ``folder``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(img, "RGB").save(folder / "in.png")
+    mask = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = rect
+    mask[y0:y1, x0:x1] = 255
+    Image.fromarray(mask, "L").save(folder / "mask.png")
+    return folder, img, mask

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from .conftest import ROOT
+from .helpers import write_image_and_mask
 
 
 def run_cli(*args, env=None):
@@ -20,14 +21,7 @@ def run_cli(*args, env=None):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (72, 100, 3), dtype=np.uint8)
-    Image.fromarray(img, "RGB").save(d / "in.png")
-    mask = np.zeros((72, 100), np.uint8)
-    mask[20:50, 30:70] = 255
-    Image.fromarray(mask, "L").save(d / "mask.png")
-    return d, img, mask
+    return write_image_and_mask(tmp_path_factory.mktemp("cli"), 72, 100, 0, (30, 20, 70, 50))
 
 
 def test_inpaint_round_trip(tiny_root, files):

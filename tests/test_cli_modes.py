@@ -9,17 +9,12 @@ from PIL import Image
 
 from core.cli import main
 
+from .helpers import write_image_and_mask
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli-modes")
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 256, (45, 61, 3), dtype=np.uint8)
-    Image.fromarray(img, "RGB").save(d / "in.png")
-    mask = np.zeros((45, 61), np.uint8)
-    mask[10:30, 20:45] = 255
-    Image.fromarray(mask, "L").save(d / "mask.png")
-    return d, img, mask
+    return write_image_and_mask(tmp_path_factory.mktemp("cli-modes"), 45, 61, 1, (20, 10, 45, 30))
 
 
 def cli(capsys, *args):

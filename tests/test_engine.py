@@ -23,19 +23,12 @@ from core.events import Accepted, Failed, Finished, JobCancelled, Preview, Progr
 from core.jobs import MODES
 from core.runner import run_job
 
-from .engine_helpers import ROOT, LoopThread, RawEngine, collect, engine_env, finals_of
+from .engine_helpers import ROOT, RawEngine, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8
 
 H, W = 64, 80
 IMG = rgba_u8(H, W, seed=11)
 MASK = rect_mask(H, W, 20, 16, 60, 48)
-
-
-@pytest.fixture(scope="module")
-def loop():
-    lt = LoopThread()
-    yield lt
-    lt.close()
 
 
 @pytest.fixture(scope="module")

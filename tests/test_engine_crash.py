@@ -14,7 +14,7 @@ import pytest
 from core.client import EngineClient, EngineError
 from core.events import Failed, Finished, JobCancelled, Progress
 
-from .engine_helpers import ROOT, LoopThread, collect, engine_env, finals_of
+from .engine_helpers import ROOT, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -22,13 +22,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 H, W = 64, 80
 IMG = rgba_u8(H, W, seed=2)
 MASK = rect_mask(H, W, 20, 16, 60, 48)
-
-
-@pytest.fixture(scope="module")
-def loop():
-    lt = LoopThread()
-    yield lt
-    lt.close()
 
 
 def small(seed=0):

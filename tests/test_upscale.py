@@ -133,3 +133,17 @@ def test_x4_vae_decodes_in_float32_beside_a_bfloat16_unet(tiny_root, models):
     assert pipe.vae.tile_sample_min_size == 4 * upscale.VAE_TILE
     out = as_array(res.patches[0].image)
     assert out.shape == (96, 96, 4) and out[..., :3].std() > 0
+
+
+def test_preview_shows_each_finished_tile_over_the_input(models):
+    img = rgba_u8(72, 80, seed=4)
+    previews = []
+    run_job(request(img, steps=1), models, JobControl(on_preview=lambda rgb: previews.append(rgb.copy())))
+    grid = plan_tiles(80, 72, 64, multiple=upscale.TILE_MULTIPLE)
+    assert len(previews) == len(grid)  # one per tile, as it finishes
+    first, last = previews[0], previews[-1]
+    assert first.dtype == np.uint8 and first.shape == (72, 80, 3)
+    # the first preview still shows the input where later tiles go; the last one has no input left in it
+    flat = np.rint(img[..., :3].astype(np.float32)).astype(np.uint8)
+    untouched = np.all(first == flat, axis=-1)
+    assert untouched.any() and not np.all(last == flat, axis=-1).any()

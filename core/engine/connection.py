@@ -28,23 +28,85 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_PREVIEWS = 4
 
 
-class Connection:
-    def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False):
+class PeerBase:
+    """What every kind of peer shares: hello state, heartbeats, the last word, and how a read
+    failure or a handled message turns into replies.  Subclasses provide ``send`` and the loop."""
+
+    needs_token = False
+
+    def __init__(self, service, name: str):
         self.service = service
         self.name = name
-        self.needs_token = needs_token
         self.ready = False                 # hello exchanged (and token checked)
         self.heartbeat_every = service.heartbeat
         self.next_heartbeat = 0.0
+        self._state = threading.Lock()     # heartbeats versus the last word
+        self.closed = threading.Event()
+        self.end_reason = ""
+
+    def send(self, msg: Message, *, droppable: bool = False) -> bool:
+        raise NotImplementedError
+
+    def _encode(self, msg: Message):
+        """The frame's chunks, or None (logged) if ``msg`` cannot be encoded."""
+        try:
+            return encode(msg)
+        except (TypeError, ValueError) as e:
+            log.error("cannot encode %s message: %s", msg.header.get("type"), e)
+            return None
+
+    def beat(self, now: float, make) -> None:
+        """Send ``make()`` (a heartbeat) if one is due; never after the connection's last word."""
+        with self._state:
+            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
+                return
+            self.next_heartbeat = now + self.heartbeat_every
+            self.send(make())
+
+    def last_word(self, msg: Message) -> None:
+        """Send ``msg`` as the last message of the connection (only jobs' own ends may follow)."""
+        with self._state:
+            self.ready = False
+            self.send(msg)
+
+    def read_failed(self, e: Exception) -> str | None:
+        """Reply to a frame that could not be read; the reason to end the connection, or None to go on."""
+        if isinstance(e, FramingError):
+            log.warning("%s: %s", self.name, e)
+            self.last_word(error(e.code, str(e), fatal=True))
+            return e.code
+        if self.needs_token and not self.ready:
+            self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
+            return "unauthorized"
+        self.send(error(e.code, str(e), job_id=e.job_id))
+        return None
+
+    def handle(self, msg: Message) -> str | None:
+        """Let the service handle ``msg``; the reason to end the connection, or None to go on."""
+        try:
+            return self.service.handle(self, msg)
+        except ProtocolError as e:
+            reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
+            if e.fatal:
+                self.last_word(reply)
+                return e.code
+            self.send(reply)
+        except Exception as e:  # a bug must not take the engine down: report and carry on
+            log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
+            self.send(error("bad_message", f"{msg.header.get('type')}: {type(e).__name__}: {e}"))
+        return None
+
+
+class Connection(PeerBase):
+    def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False):
+        super().__init__(service, name)
+        self.needs_token = needs_token
         self._read = read
         self._write = write
         self._close_transport = close
         self._out: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._state = threading.Lock()     # heartbeats versus the last word
         self._previews_queued = 0
-        self.closed = threading.Event()
-        self.end_reason = ""
         self._writer = threading.Thread(target=self._write_loop, name=f"writer-{name}", daemon=True)
 
     # --- sending (any thread) ---------------------------------------------------------------------
@@ -53,10 +115,8 @@ class Connection:
         """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
         if self.closed.is_set():
             return False
-        try:
-            chunks = encode(msg)
-        except (TypeError, ValueError) as e:
-            log.error("cannot encode %s message: %s", msg.header.get("type"), e)
+        chunks = self._encode(msg)
+        if chunks is None:
             return False
         if droppable:
             with self._lock:
@@ -96,36 +156,18 @@ class Connection:
                 limits = PRE_AUTH_LIMITS if self.needs_token and not self.ready else LIMITS
                 try:
                     msg = read_message(self._read, limits)
-                except FramingError as e:
-                    log.warning("%s: %s", self.name, e)
-                    self.last_word(error(e.code, str(e), fatal=True))
-                    reason = e.code
-                    break
-                except MessageError as e:
-                    if self.needs_token and not self.ready:
-                        self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
-                        reason = "unauthorized"
+                except (FramingError, MessageError) as e:
+                    outcome = self.read_failed(e)
+                    if outcome:
+                        reason = outcome
                         break
-                    self.send(error(e.code, str(e), job_id=e.job_id))
                     continue
                 except (OSError, ValueError) as e:  # reset, timeout, closed file
                     reason = f"read failed: {e}"
                     break
                 if msg is None:
                     break
-                try:
-                    outcome = self.service.handle(self, msg)
-                except ProtocolError as e:
-                    reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
-                    if e.fatal:
-                        self.last_word(reply)
-                    else:
-                        self.send(reply)
-                    outcome = e.code if e.fatal else None
-                except Exception as e:  # a bug must not take the engine down: report and carry on
-                    log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
-                    self.send(error("bad_message", f"{msg.header.get('type')}: {type(e).__name__}: {e}"))
-                    outcome = None
+                outcome = self.handle(msg)
                 if outcome:
                     reason = outcome
                     break
@@ -146,17 +188,3 @@ class Connection:
                 self._close_transport()
             except OSError:
                 pass
-
-    def beat(self, now: float, make) -> None:
-        """Send ``make()`` (a heartbeat) if one is due; never after the connection's last word."""
-        with self._state:
-            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
-                return
-            self.next_heartbeat = now + self.heartbeat_every
-            self.send(make())
-
-    def last_word(self, msg: Message) -> None:
-        """Send ``msg`` as the last message of the connection (only jobs' own ends may follow)."""
-        with self._state:
-            self.ready = False
-            self.send(msg)

@@ -18,19 +18,10 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 
-from ..protocol import (
-    LIMITS,
-    PRE_AUTH_LIMITS,
-    FramingError,
-    Message,
-    MessageError,
-    ProtocolError,
-    encode,
-    error,
-)
+from ..protocol import LIMITS, PRE_AUTH_LIMITS, FramingError, Message, MessageError, error
 from ..protocol import read_message_async as read_message
+from .connection import PeerBase
 
 log = logging.getLogger("core.engine.serve")
 HELLO_TIMEOUT = 10.0
@@ -38,27 +29,20 @@ MAX_CONNECTIONS = 32
 PREVIEW_BACKLOG = 1 << 20   # drop previews while this much is waiting to be sent to a slow client
 
 
-class AsyncConnection:
+class AsyncConnection(PeerBase):
     """A network peer: the same interface as ``Connection`` (``send`` from any thread), on asyncio streams."""
 
     needs_token = True
 
     def __init__(self, service, reader, writer, loop, name: str):
-        self.service, self.reader, self.writer, self.loop, self.name = service, reader, writer, loop, name
-        self.ready = False
-        self.heartbeat_every = service.heartbeat
-        self.next_heartbeat = 0.0
-        self.closed = threading.Event()
-        self.end_reason = ""
-        self._state = threading.Lock()
+        super().__init__(service, name)
+        self.reader, self.writer, self.loop = reader, writer, loop
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         if self.closed.is_set():
             return False
-        try:
-            chunks = encode(msg)
-        except (TypeError, ValueError) as e:
-            log.error("cannot encode %s message: %s", msg.header.get("type"), e)
+        chunks = self._encode(msg)
+        if chunks is None:
             return False
         try:
             self.loop.call_soon_threadsafe(self._write, chunks, droppable)
@@ -73,18 +57,6 @@ class AsyncConnection:
             return
         for chunk in chunks:
             self.writer.write(chunk)
-
-    def beat(self, now: float, make) -> None:
-        with self._state:
-            if not self.ready or self.closed.is_set() or now < self.next_heartbeat:
-                return
-            self.next_heartbeat = now + self.heartbeat_every
-            self.send(make())
-
-    def last_word(self, msg: Message) -> None:
-        with self._state:
-            self.ready = False
-            self.send(msg)
 
     async def serve(self) -> str:
         self.service.connected(self)
@@ -101,35 +73,18 @@ class AsyncConnection:
                     self.last_word(error("unauthorized", f"no hello within {HELLO_TIMEOUT:g} s", fatal=True))
                     reason = "unauthorized"
                     break
-                except FramingError as e:
-                    self.last_word(error(e.code, str(e), fatal=True))
-                    reason = e.code
-                    break
-                except MessageError as e:
-                    if not self.ready:
-                        self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
-                        reason = "unauthorized"
+                except (FramingError, MessageError) as e:
+                    outcome = self.read_failed(e)
+                    if outcome:
+                        reason = outcome
                         break
-                    self.send(error(e.code, str(e), job_id=e.job_id))
                     continue
                 except (ConnectionError, OSError) as e:
                     reason = f"read failed: {e}"
                     break
                 if msg is None:
                     break
-                try:
-                    outcome = await self.loop.run_in_executor(None, self.service.handle, self, msg)
-                except ProtocolError as e:
-                    reply = error(e.code, str(e), job_id=e.job_id, parameter=e.parameter, fatal=e.fatal)
-                    if e.fatal:
-                        self.last_word(reply)
-                    else:
-                        self.send(reply)
-                    outcome = e.code if e.fatal else None
-                except Exception as e:
-                    log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
-                    self.send(error("bad_message", f"{msg.header.get('type')}: {type(e).__name__}: {e}"))
-                    outcome = None
+                outcome = await self.loop.run_in_executor(None, self.handle, msg)
                 if outcome:
                     reason = outcome
                     break

@@ -77,8 +77,33 @@ def pad_to_multiple(pixels: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(pixels, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
 
 
+PREVIEW_SIDE = 256    # px of the longer side of the tile-by-tile preview
+
+
+class TilePreview:
+    """The upscale's preview: the input scaled to at most ``PREVIEW_SIDE`` px, each finished tile
+    pasted over it as it arrives.  (The 4-channel latent projection the other modes use for their
+    step previews fits the SD VAE, not the x4 one, so this job shows whole tiles instead.)"""
+
+    def __init__(self, rgb: np.ndarray, control: JobControl, side: int = PREVIEW_SIDE):
+        h, w = rgb.shape[:2]
+        self.control = control
+        self.scale = min(1.0, side / max(h, w))
+        self.image = imaging.resize(rgb, (max(1, round(w * self.scale)), max(1, round(h * self.scale))))
+
+    def tile_done(self, rect: Rect, out: np.ndarray) -> None:
+        if not self.control.wants_preview:
+            return
+        k = self.scale
+        x0, y0 = round(rect.x * k), round(rect.y * k)
+        x1 = min(self.image.shape[1], max(x0 + 1, round(rect.right * k)))
+        y1 = min(self.image.shape[0], max(y0 + 1, round(rect.bottom * k)))
+        self.image[y0:y1, x0:x1] = imaging.resize(out, (x1 - x0, y1 - y0))
+        self.control.preview(np.rint(self.image * 255.0).astype(np.uint8))
+
+
 def diffusion_tile(pipe, prompts: dict, params, noise_level: int, seed: int, origin: tuple[int, int],
-                   control: JobControl):
+                   control: JobControl, preview: TilePreview | None = None):
     """A tile function for ``scale_tiled``: one x4 pipeline run per tile, noise from the shared field
     at the tile's absolute canvas position (``origin`` = the canvas position of the tiled image)."""
     import torch
@@ -108,7 +133,10 @@ def diffusion_tile(pipe, prompts: dict, params, noise_level: int, seed: int, ori
             )
         control.advance_offset(steps)
         s = UPSCALE_FACTOR
-        return np.asarray(out.images[0], dtype=np.float32)[: rect.h * s, : rect.w * s]
+        result = np.asarray(out.images[0], dtype=np.float32)[: rect.h * s, : rect.w * s]
+        if preview is not None:
+            preview.tile_done(rect, result)
+        return result
 
     return upscale
 
@@ -149,8 +177,9 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     prompts, warnings = prompt_kwargs(pipe, req.params)
     use_vae_tiling(pipe.vae)
     control.plan_total(total)
+    preview = TilePreview(imaging.flatten(rgba), control) if control.wants_preview else None
     tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
-                             control)
+                             control, preview)
     out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, req.image.format,
                        req.image.linear, req.options.feather)
     control.set_phase("finishing")
