@@ -196,6 +196,14 @@ class DockPanel(QtWidgets.QWidget):
         sl.addWidget(self.width_box)
         sl.addWidget(QtWidgets.QLabel("×"))
         sl.addWidget(self.height_box)
+        self.canvas_size_button = QtWidgets.QToolButton()
+        self.canvas_size_button.setObjectName("canvas_size")
+        self.canvas_size_button.setText("Canvas")
+        self.canvas_size_button.setToolTip("The canvas size (rounded down to multiples of 8). Without a "
+                                           "selection the image is painted at the top left; a size larger "
+                                           "than the canvas opens as a new document")
+        self.canvas_size_button.clicked.connect(self.size_from_canvas)
+        sl.addWidget(self.canvas_size_button)
         self.image_to_image = QtWidgets.QCheckBox("Start from the layer (image-to-image)")
         self.image_to_image.setObjectName("image_to_image")
         self.image_to_image.toggled.connect(lambda _c: self._update_rows())
@@ -503,11 +511,18 @@ class DockPanel(QtWidgets.QWidget):
         if self._mode == "upscale":
             parts.append("the result opens as a new document")
         self.context.setText(" · ".join(parts))
-        if self._mode == "generate" and sel is None and not self._mode_options["generate"].width:
-            w, h = text_size(doc.size)
-            self.width_box.setValue(w)
-            self.height_box.setValue(h)
-            self._mode_options["generate"] = replace(self._mode_options["generate"], width=w, height=h)
+        if self._mode == "generate" and not self._mode_options["generate"].width:
+            self.size_from_canvas()
+
+    def size_from_canvas(self) -> None:
+        """Width and height of text-to-image: the canvas, in multiples of 8."""
+        doc = self.document()
+        if doc is None:
+            return
+        w, h = text_size(doc.size)
+        self.width_box.setValue(w)
+        self.height_box.setValue(h)
+        self._mode_options["generate"] = replace(self._mode_options["generate"], width=w, height=h)
 
     def canvas_changed(self) -> None:
         """The editor's active document or view changed (Krita: DockWidget.canvasChanged)."""
