@@ -70,6 +70,7 @@ class DockPanel(QtWidgets.QWidget):
         self._own_jobs: set[str] = set()    # jobs this panel started (it previews their results)
         self.last_offer: H.UnsupportedColorModel | None = None
         self.last_message = ("", "")
+        self._models_checked = False       # the engine's first capabilities were looked at
         self._build()
         self._load_form()
         self._connect_session()
@@ -550,6 +551,20 @@ class DockPanel(QtWidgets.QWidget):
         state, text, tip = engine_text(self.session)
         self.engine_bar.show_state(state, text, tip)
         self._refresh_hint()
+        if self.session.capabilities is not None and not self._models_checked:
+            self._models_checked = True
+            self._start_where_models_are()
+
+    def _start_where_models_are(self) -> None:
+        """The engine's first word on its models: without SD2 inpainting, an untouched dock starts in
+        Fill (remove object), the mode that gives a real result with no model at all."""
+        caps = self.session.capabilities
+        if self._mode != "inpaint" or self._own_jobs or "fill" not in (caps.modes or ()):
+            return
+        if self.session.missing_models("inpaint"):
+            self.set_mode("fill")
+            self.show_message("Stable Diffusion 2 inpainting is not installed, so the dock starts in Fill (remove "
+                              "object): it needs no model. Select something and press Fill selection.", "info")
 
     def _refresh_hint(self) -> None:
         missing = self.session.missing_models(self._mode)
@@ -742,7 +757,10 @@ class DockPanel(QtWidgets.QWidget):
         self._update_result_buttons()
         if len(recs) == 1:
             rec = recs[0]
-            self.result_info.setText(rec.name + "".join(f"\n⚠ {w}" for w in rec.warnings))
+            stats = rec.stats or {}
+            timing = (f"\n{stats.get('seconds', 0):.1f} s · largest UI stall {stats['max_stall_ms']:.0f} ms"
+                      if "max_stall_ms" in stats else "")
+            self.result_info.setText(rec.name + timing + "".join(f"\n⚠ {w}" for w in rec.warnings))
             self.preview_result(rec)
         else:
             self.result_info.setText(f"{len(recs)} results selected" if recs else "")

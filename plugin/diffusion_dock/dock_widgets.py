@@ -217,7 +217,10 @@ class QueueList(QtWidgets.QListWidget):
                 self._rows.pop(old.data(ID_ROLE), None)
         mark = {"queued": "⏳", "running": "▶", "done": "✓", "failed": "✗", "cancelled": "⊘"}.get(job.state, "")
         row.setText(f"{mark} {job.summary} — {job.status_text()}")
-        row.setToolTip(job.message or job.status_text())
+        tip = job.message or job.status_text()
+        if job.final and job.handle is not None:
+            tip += f"\n{job.stats_text()}"
+        row.setToolTip(tip)
         self.scrollToItem(row)
 
     def selected_job_id(self) -> str | None:
@@ -288,6 +291,8 @@ class ResultsStrip(QtWidgets.QListWidget):
         if rec.state == "applied":
             lines.append(f"applied: {rec.applied_to}")
         lines += [f"⚠ {w}" for w in rec.warnings]
+        if rec.stats.get("max_stall_ms") is not None:
+            lines.append(f"took {rec.stats.get('seconds', 0):.1f} s; largest UI stall {rec.stats['max_stall_ms']:.0f} ms")
         item.setToolTip("\n".join(lines))
 
     def remove_record(self, rid: str) -> None:

@@ -56,6 +56,7 @@ class StoredResult:
     created: float = 0.0
     state: str = "new"
     applied_to: str = ""           # where it went ("layer <name>" or "document <name>")
+    stats: dict = field(default_factory=dict)   # the job's figures: seconds, prepare_ms, max_stall_ms
 
     @property
     def nbytes(self) -> int:

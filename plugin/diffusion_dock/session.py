@@ -85,6 +85,17 @@ class JobItem:
     def phase_text(self) -> str:
         return phase_label(self.mode, self.phase)
 
+    def stats(self) -> dict:
+        """The job's figures as the dock measured them (recorded with each result)."""
+        end = self.finished if self.finished is not None else time.monotonic()
+        return {"seconds": round(end - self.submitted, 3), "prepare_ms": round(self.prepare_ms, 1),
+                "max_stall_ms": round(self.max_stall_ms, 1)}
+
+    def stats_text(self) -> str:
+        s = self.stats()
+        return (f"{s['seconds']:.1f} s; reading the layer took {s['prepare_ms']:.0f} ms; largest event-loop "
+                f"stall while it ran {s['max_stall_ms']:.0f} ms")
+
     def status_text(self) -> str:
         if self.state == "queued":
             return f"queued ({self.position})" if self.position else "queued"
@@ -335,7 +346,7 @@ class DockSession(QObject):
                               "color": [prepared.source.color.model, prepared.source.color.depth,
                                         prepared.source.color.profile]},
                 target=prepared.target,
-                warnings=list(result.warnings), created=now + i * 1e-3)
+                warnings=list(result.warnings), created=now + i * 1e-3, stats=item.stats())
             records.append((rec, patch))
         fallback = item.preview
 

@@ -63,13 +63,44 @@ def fill_form(panel, mode="inpaint", prompt="red scarf", steps=2, seed="1234"):
     panel.seed.setText(seed)
 
 
+def watch_panel(panel, session):
+    """What the panel showed while a job ran: engine status lines, progress texts, live previews."""
+    seen = {"engine": [], "progress": [], "previews": []}
+
+    def on_engine():
+        seen["engine"].append(panel.engine_bar.label.text())
+
+    def on_job(_item):
+        if panel.progress.isVisible():
+            seen["progress"].append(panel.progress.format())
+
+    def on_preview(_item):
+        pm = panel.preview.pixmap()
+        seen["previews"].append((panel.preview.isVisible(), pm is not None and not pm.isNull()))
+
+    session.engine_changed.connect(on_engine)
+    session.job_changed.connect(on_job)
+    session.job_preview.connect(on_preview)
+    return seen
+
+
 def test_inpaint_from_the_button_to_a_new_layer(qtbot, window, session, models):
     doc, panel = window.document, window.panel
+    seen = watch_panel(panel, session)       # the module's first job: the engine starts and loads a model
     select_rect(doc, 30, 20, 24, 18)
     fill_form(panel)
     qtbot.mouseClick(panel.generate_button, Qt.MouseButton.LeftButton)
     item = wait_job(session.items[-1])
     assert item.state == "done", item.message
+    # The engine's status went through starting, loading the model, and ready on the CPU.
+    assert seen["engine"][0] == "Starting the engine…", seen["engine"]
+    assert any(t.startswith("Loading sd2-inpainting") for t in seen["engine"]), seen["engine"]
+    assert panel.engine_bar.label.text().startswith("Ready · cpu")
+    # Progress with phase and step; a live preview of the steps.
+    assert seen["progress"][0] == "Queued" and "Loading the model" in seen["progress"], seen["progress"]
+    assert "Denoising 1/1" in seen["progress"], seen["progress"]      # 2 steps at strength 0.8: one runs
+    assert seen["previews"] and all(shown and pixmap for shown, pixmap in seen["previews"]), seen["previews"]
+    assert not panel.progress.isVisible() and not panel.preview.isVisible()      # hidden once done
     [rec] = item.results
     # Saved to disk before anything showed it: pixels, thumbnail and record.
     stored = session.store.get(rec.id)
@@ -102,7 +133,46 @@ def test_inpaint_from_the_button_to_a_new_layer(qtbot, window, session, models):
     assert doc.undo_stack.count() == steps_before + 1
     doc.undo_stack.undo()
     assert [la.name for la in doc.layers] == ["Background"]
-    assert item.max_stall_ms > 0
+    # The largest event-loop stall while the job ran was measured and recorded with the result.
+    assert item.max_stall_ms > 0 and item.stats()["max_stall_ms"] == round(item.max_stall_ms, 1)
+    assert stored.stats["max_stall_ms"] > 0 and stored.stats["seconds"] > 0
+    assert "largest UI stall" in panel.results.item_of(rec.id).toolTip()
+    print(f"\ninpaint through the dock: {stored.stats}")
+
+
+def test_random_seed_reuse_apply_all_and_discard(qtbot, window, session):
+    doc, panel = window.document, window.panel
+    select_rect(doc, 8, 8, 20, 16)
+    fill_form(panel, seed="")
+    panel.num_images.setValue(2)
+    item = wait_job(panel.generate())
+    assert item.state == "done", item.message
+    first, second = sorted(item.results, key=lambda r: r.index)
+    assert first.seed is not None and second.seed == first.seed + 1          # random, reported, image i = seed + i
+    assert first.name == f"[Inpaint] red scarf (seed {first.seed})"
+    assert panel.seed.text() == ""                                           # still random for the next job
+    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.seed.text() == str(first.seed)
+    # The first result is selected and previewed on the canvas; selecting the other previews that one.
+    assert panel.results.selected_records() == [first] and doc.preview is not None
+    panel.results.clearSelection()
+    panel.results.item_of(second.id).setSelected(True)
+    assert doc.preview is not None and doc.preview.layer.name.endswith(second.name)
+    steps = doc.undo_stack.count()
+    qtbot.mouseClick(panel.apply_all_button, Qt.MouseButton.LeftButton)
+    assert doc.preview is None
+    assert sorted(la.name for la in doc.layers[:2]) == sorted([first.name, second.name])
+    assert doc.layers[2].name == "Background" and doc.undo_stack.count() == steps + 2
+    assert {session.store.get(r.id).state for r in (first, second)} == {"applied"}
+    # Apply all again: nothing left to apply in that job.
+    assert panel.apply_all() == []
+    # Discard removes a result from the strip and from disk.
+    panel.results.clearSelection()
+    panel.results.item_of(first.id).setSelected(True)
+    qtbot.mouseClick(panel.discard_button, Qt.MouseButton.LeftButton)
+    assert panel.results.item_of(first.id) is None and session.store.get(first.id) is None
+    assert not list(session.store.folder.glob(f"{first.id}.*"))
+    assert [la.name for la in doc.layers][-1] == "Background" and len(doc.layers) == 3   # applied layers stay
 
 
 def test_ctrl_enter_queue_and_cancel(qtbot, window, session):
@@ -146,6 +216,18 @@ def test_engine_crash_during_a_job_is_reported_and_the_next_job_works(qtbot, win
     again = wait_job(panel.generate())
     assert again.state == "done", again.message
     assert session.client.engine_pid != pid
+
+
+def test_restart_button_starts_a_fresh_engine(qtbot, window, session):
+    panel = window.panel
+    spin_until(lambda: session.status.state == "ready" and session.client is not None, 60, "the engine")
+    pid = session.client.engine_pid
+    texts = []
+    session.engine_changed.connect(lambda: texts.append(panel.engine_bar.label.text()))
+    qtbot.mouseClick(panel.engine_bar.restart, Qt.MouseButton.LeftButton)
+    spin_until(lambda: session.status.state == "ready" and session.client is not None
+               and session.client.engine_pid not in (None, pid), 60, "the new engine")
+    assert "Starting the engine…" in texts and panel.engine_bar.label.text().startswith("Ready")
 
 
 def test_validation_messages(qtbot, window, session):

@@ -1,4 +1,5 @@
-"""``python -m plugin.diffusion_dock.editor [IMAGE] [--screenshot PNG]``: the standalone editor."""
+"""``python -m plugin.diffusion_dock.editor [IMAGE] [--select MASK] [--screenshot PNG]``: the standalone
+editor."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m plugin.diffusion_dock.editor",
                                  description="Diffusion Dock's standalone editor.")
     ap.add_argument("image", nargs="?", help="an .ora, .png or .jpg file to open")
+    ap.add_argument("--select", metavar="MASK",
+                    help="start with this grayscale image as the selection (white = selected; ./run.sh selects "
+                         "the sample's red ball)")
     ap.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once shown, then quit")
     ap.add_argument("--check-display", action="store_true",
                     help="exit 0 when a display is available, 2 (with a message) when not")
@@ -40,6 +44,24 @@ def install_excepthook(window) -> None:
         except RuntimeError:
             pass
     sys.excepthook = hook
+
+
+def select_from_image(window, path) -> bool:
+    """Make a grayscale image (white = selected, grey = partly) the document's selection."""
+    from ..qt import QtGui
+    from . import pixels
+
+    img = QtGui.QImage(str(path))
+    if img.isNull():
+        return False
+    gray = img.convertToFormat(QtGui.QImage.Format.Format_Grayscale8)
+    doc = window.document
+    w, h = min(gray.width(), doc.width), min(gray.height(), doc.height)
+    mask = pixels.new_mask(doc.width, doc.height)
+    pixels.write_rect(mask, 0, 0, w, h, pixels.read_rect(gray, pixels.Rect(0, 0, w, h)))
+    doc.set_selection(mask)
+    doc.undo_stack.clear()          # the starting state, not an edit to undo
+    return True
 
 
 def main(argv=None) -> int:
@@ -62,6 +84,9 @@ def main(argv=None) -> int:
     window = EditorWindow(session=session)
     if args.image and not window.open_path(args.image):
         print(f"cannot open {args.image}", file=sys.stderr)
+        return 2
+    if args.select and not select_from_image(window, args.select):
+        print(f"cannot read the selection {args.select}", file=sys.stderr)
         return 2
     window.show()
     install_excepthook(window)
