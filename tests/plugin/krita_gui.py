@@ -1,4 +1,4 @@
-"""The full Krita under Xvfb with the plugin installed by the real installer into a fresh HOME and the
+"""The full Krita under Xvfb with the plugin installed by ``python -m installer plugin`` into a fresh HOME and the
 test driver plugin beside it (``krita_scripts/gui/dd_test_driver``); shared by the real-Krita test and
 ``scripts/screenshots.py``."""
 
@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .krita_support import ROOT, enable_plugin, install_plugin, run_krita_gui
+from .krita_support import ROOT, enable_plugin, install_plugin_cli, run_krita_gui
 
 DRIVER = Path(__file__).parent / "krita_scripts" / "gui"
 
@@ -17,7 +17,7 @@ def run_gui_scenario(home: Path, models_dir: Path | None = None, screenshot: Pat
                      timeout: float = 300) -> tuple[dict, Path, object]:
     """Install, run Krita, return (the driver's results, the folder of its raw dumps, the process)."""
     home.mkdir(parents=True, exist_ok=True)
-    pykrita = install_plugin(home / ".local" / "share" / "krita", home=home)
+    pykrita = install_plugin_cli(home)
     shutil.copytree(DRIVER / "dd_test_driver", pykrita / "dd_test_driver", dirs_exist_ok=True)
     shutil.copy2(DRIVER / "dd_test_driver.desktop", pykrita / "dd_test_driver.desktop")
     enable_plugin(home, "dd_test_driver")

@@ -30,6 +30,22 @@ def install_plugin(resource_dir: Path, home: Path | None = None, engine_python: 
     return result.target.pykrita
 
 
+def install_plugin_cli(home: Path) -> Path:
+    """``python -m installer plugin`` exactly as a user runs it, with ``HOME`` a fresh folder (no
+    XDG variables, no Krita there yet: it installs into the native default); returns the pykrita
+    folder it reports."""
+    env = clean_env(home)
+    for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "QT_QPA_PLATFORM"):
+        env.pop(k, None)
+    env["PATH"] = os.environ.get("PATH", "")
+    proc = subprocess.run([sys.executable, "-m", "installer", "plugin"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [resource_dir] = proc.stdout.split()
+    assert Path(resource_dir) == home / ".local" / "share" / "krita", proc.stdout
+    return Path(resource_dir) / "pykrita"
+
+
 def enable_plugin(home: Path, name: str) -> None:
     """Enable another plugin (the test driver) in ``home``'s kritarc, as the installer does for ours."""
     from installer import kritarc

@@ -145,6 +145,7 @@ def run_dock_job():
                          "height": rec.height, "format": rec.format,
                          "stored": session.store.get(rec.id) is not None}
     results["preview_layers"] = layer_names(doc)
+    results["preview_locked"] = [n.locked() for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
     QTest.mouseClick(panel.apply_button, Qt.LeftButton)
     settle(doc)
     doc.refreshProjection()
@@ -161,6 +162,9 @@ def run_dock_job():
     k.action("edit_undo").trigger()
     settle(doc)
     results["after_job_undo"] = layer_names(doc)
+    k.action("edit_undo").trigger()           # one more: what the preview left in the undo history
+    settle(doc)
+    results["after_second_undo"] = layer_names(doc)
     step("dock job checked")
 
 
