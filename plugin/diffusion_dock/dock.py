@@ -764,6 +764,13 @@ class DockPanel(QtWidgets.QWidget):
             self.preview_result(rec)
         else:
             self.result_info.setText(f"{len(recs)} results selected" if recs else "")
+            # Not at once: a selection moving from one result to another may pass through none, and
+            # the preview layer is reused when the next one comes (in Krita each removal and
+            # insertion of a layer is an undo step).
+            QTimer.singleShot(0, self._clear_preview_unless_one_selected)
+
+    def _clear_preview_unless_one_selected(self) -> None:
+        if len(self.results.selected_records()) != 1:
             self.clear_result_preview()
 
     def _update_result_buttons(self) -> None:
@@ -795,14 +802,18 @@ class DockPanel(QtWidgets.QWidget):
 
     def preview_result(self, rec) -> None:
         """Show a result on the canvas without committing it (a temporary locked layer)."""
-        self.clear_result_preview()
         if rec.target != "layer" or self.host is None:
+            self.clear_result_preview()
             return
         try:
             doc, src, _ = self._target(rec)
+            if self._previewing is not None and not same_document(self._previewing[0], doc):
+                self.clear_result_preview()
+            # The document replaces its own preview (Krita reuses the layer: no undo step).
             doc.show_preview(src, self.session.patch(rec), rec.name)
             self._previewing = (doc, rec.id)
         except (H.HostError, OSError, KeyError, ValueError) as e:
+            self.clear_result_preview()
             self.result_info.setText(f"{rec.name}\n(no preview: {e})")
 
     def clear_result_preview(self) -> None:
@@ -810,6 +821,10 @@ class DockPanel(QtWidgets.QWidget):
             return
         doc, _ = self._previewing
         self._previewing = None
+        self._clear_preview_of(doc)
+
+    @staticmethod
+    def _clear_preview_of(doc) -> None:
         try:
             if not doc.closed:
                 doc.clear_preview()
@@ -820,7 +835,16 @@ class DockPanel(QtWidgets.QWidget):
         """Apply results: each becomes a NEW layer above its source (or a new document); returns what
         was created (LayerInfo or HostDocument)."""
         created = []
-        self.clear_result_preview()
+        shown = self._previewing
+        records = list(records)
+        # The result on the canvas becomes the layer itself (in Krita, no undo step comes from the
+        # preview); otherwise the preview goes before any layer is added.
+        keep = shown is not None and any(r.id == shown[1] and r.target == "layer" for r in records)
+        if keep:
+            records.sort(key=lambda r: r.id != shown[1])
+            self._previewing = None
+        else:
+            self.clear_result_preview()
         for rec in records:
             try:
                 patch = self.session.patch(rec)
@@ -833,15 +857,25 @@ class DockPanel(QtWidgets.QWidget):
                     created.append(new_doc)
                 else:
                     doc, src, note = self._target(rec)
-                    info = doc.add_result_layer(src, patch, rec.name, rec.provenance)
+                    info = None
+                    if keep and rec.id == shown[1]:
+                        keep = False
+                        info = doc.apply_preview(src, patch, rec.name, rec.provenance)
+                        if info is None:
+                            self._clear_preview_of(shown[0])
+                    info = info or doc.add_result_layer(src, patch, rec.name, rec.provenance)
                     where = f'layer "{info.name}" in "{doc.name}"{note}'
                     created.append(info)
                     if note:
                         self.show_message(f"Applied{note}.", "info")
             except (H.HostError, OSError, KeyError, ValueError) as e:
                 self.show_message(f"Could not apply {rec.name}: {e}", "error")
+                if shown is not None:
+                    self._clear_preview_of(shown[0])
                 break
             self.session.mark_applied(rec, where)
+        if keep:
+            self._clear_preview_of(shown[0])
         self.refresh_context()
         return created
 
@@ -889,6 +923,14 @@ class DockPanel(QtWidgets.QWidget):
             return
         self.load_spec(prov.get("mode", self._mode), prov.get("params") or {}, prov.get("options") or {})
         self.show_message(f'Settings of "{layer.name}" loaded: Generate re-runs it.', "info")
+
+
+def same_document(a, b) -> bool:
+    """Two host documents on the same editor document (hosts make new wrappers as they go)."""
+    if a is b:
+        return True
+    inner_a, inner_b = getattr(a, "doc", None), getattr(b, "doc", None)
+    return inner_a is not None and inner_b is not None and (inner_a is inner_b or inner_a == inner_b)
 
 
 class DepthSourceBox(QtWidgets.QComboBox):

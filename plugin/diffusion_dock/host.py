@@ -271,6 +271,13 @@ class HostDocument(ABC):
     def clear_preview(self) -> None:
         """Remove the preview layer(s), if any."""
 
+    def apply_preview(self, source_id: str, patch: Patch, name: str, provenance: dict) -> LayerInfo | None:
+        """Turn the preview showing exactly ``patch`` above ``source_id`` into the result layer, as
+        ``add_result_layer`` would make it; None when this host cannot (then the dock clears the
+        preview and adds the layer).  Krita needs it: there the preview's insertion is an undo step,
+        and removing it would be another, which a later Ctrl+Z would undo, bringing the preview back."""
+        return None
+
     # -- shared checks
     def require_supported(self, layer_id: str) -> LayerInfo:
         """The layer, or UnsupportedColorModel when the dock cannot work on it."""

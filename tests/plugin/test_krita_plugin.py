@@ -108,6 +108,10 @@ def test_an_action_runs_a_tiny_model_inpaint_through_the_dock(gui, models):
     assert res["result"]["stored"] and res["result"]["name"] == "[Inpaint] red scarf (seed 1234)"
     assert res["preview_layers"] == ["[Preview] [Inpaint] red scarf (seed 1234)", "Background"]
     assert res["preview_locked"] == [True]
+    assert res["browse_layers"] == ["[Preview] [Inpaint] red scarf (seed 1235)", "Background"]
+    assert res["back_layers"] == res["preview_layers"]
+    [first], *others = res["preview_node_ids"]           # one preview layer, reused while browsing
+    assert others == [[first], [first]]
     assert res["after_job_apply"] == ["[Inpaint] red scarf (seed 1234)", "Background"]
     assert res["stored_state"] == "applied"
     prov = res["provenance"]
@@ -136,7 +140,8 @@ def test_an_action_runs_a_tiny_model_inpaint_through_the_dock(gui, models):
     assert (out / "source_after.raw").read_bytes() == src.tobytes()
     # One undo removes the layer.
     assert res["after_job_undo"] == ["Background"]
-    print(f"\nKrita: second undo -> {res['after_second_undo']}")
+    # The preview left nothing in the undo history: it became the layer itself.
+    assert not any(name.startswith("[Preview]") for name in res["after_second_undo"]), res["after_second_undo"]
     # The stall meter ran inside Krita while the job was followed.
     assert res["job"]["max_stall_ms"] > 0
     print(f"\nKrita: largest event-loop stall during the tiny inpaint {res['job']['max_stall_ms']:.1f} ms, "

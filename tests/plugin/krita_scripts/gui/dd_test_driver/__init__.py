@@ -125,6 +125,7 @@ def run_dock_job():
                                        "prompt_focus": panel.prompt.window().focusWidget() is panel.prompt}
     panel.prompt.setPlainText("red scarf")
     panel.steps.setValue(2)
+    panel.num_images.setValue(2)
     panel.seed.setText("1234")
     n = len(session.items)
     QTest.keyClick(panel.prompt, Qt.Key_Return, Qt.ControlModifier)
@@ -146,6 +147,23 @@ def run_dock_job():
                          "stored": session.store.get(rec.id) is not None}
     results["preview_layers"] = layer_names(doc)
     results["preview_locked"] = [n.locked() for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
+    from diffusion_dock.krita_host import node_id
+
+    def preview_ids():
+        return [node_id(n) for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
+
+    ids = [preview_ids()]
+    strip = panel.results                       # browse: the other image, then back to the first
+    strip.setCurrentItem(strip.item_of(item.results[1].id))      # as a click selects it
+    settle(doc)
+    results["browse_layers"] = layer_names(doc)
+    ids.append(preview_ids())
+    strip.clearSelection()                                         # through no selection
+    strip.item_of(rec.id).setSelected(True)
+    settle(doc)
+    results["back_layers"] = layer_names(doc)
+    ids.append(preview_ids())
+    results["preview_node_ids"] = ids
     QTest.mouseClick(panel.apply_button, Qt.LeftButton)
     settle(doc)
     doc.refreshProjection()
@@ -155,7 +173,7 @@ def run_dock_job():
     dump("new_layer.raw", top.pixelData(0, 0, w, h))
     dump("source_after.raw", bg.pixelData(0, 0, w, h))
     dump("projection_after.raw", doc.pixelData(0, 0, w, h))
-    from diffusion_dock.krita_host import KritaHost, node_id
+    from diffusion_dock.krita_host import KritaHost
 
     results["provenance"] = KritaHost(doc).active_document().provenance(node_id(top))
     results["stored_state"] = session.store.get(rec.id).state
