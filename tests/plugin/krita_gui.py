@@ -31,7 +31,7 @@ def run_gui_scenario(home: Path, models_dir: Path | None = None, screenshot: Pat
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         extra.update(DD_SCREENSHOT=screenshot.resolve(), DD_SAMPLE=ROOT / "resources" / "sample.png",
                      DD_SAMPLE_MASK=ROOT / "resources" / "sample_mask.png")
-    proc = run_krita_gui(home, out, timeout=timeout, **extra)
+    proc = run_krita_gui(home, out, timeout=timeout, screen="1600x1200" if screenshot else "1600x1000", **extra)
     if not out.exists():
         raise AssertionError(f"Krita wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-4000:]}")

@@ -76,10 +76,11 @@ def run_kritarunner(home: Path, pythonpath: list[Path], module: str, args: list[
     return proc
 
 
-def run_krita_gui(home: Path, out: Path, timeout: float = 240, **extra) -> subprocess.CompletedProcess:
+def run_krita_gui(home: Path, out: Path, timeout: float = 240, screen: str = "1600x1000",
+                  **extra) -> subprocess.CompletedProcess:
     """The full Krita under Xvfb with the plugins installed in ``home``; the driver plugin writes
     ``out`` and quits.  ``extra``: more environment variables (the driver's and the engine's)."""
-    env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out, **extra)
+    env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out, DD_SCREEN_SIZE=screen, **extra)
     env.pop("PYTHONPATH", None)
-    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+    return subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {screen}x24", "krita", "--nosplash"],
                           env=env, capture_output=True, text=True, errors="replace", timeout=timeout)

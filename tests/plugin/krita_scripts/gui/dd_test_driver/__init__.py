@@ -200,7 +200,8 @@ def run_screenshot():
     window.addView(doc)
     settle(doc)
     qwin = window.qwindow()
-    qwin.setGeometry(0, 0, 1600, 1000)         # no window manager under Xvfb: size it ourselves
+    sw, sh = (int(v) for v in os.environ.get("DD_SCREEN_SIZE", "1600x1000").split("x"))
+    qwin.setGeometry(0, 0, sw, sh)             # no window manager under Xvfb: size it ourselves
     ours = None
     for dock in qwin.findChildren(QDockWidget):
         if dock.objectName() == "diffusion_dock":
