@@ -82,5 +82,8 @@ def run_krita_gui(home: Path, out: Path, timeout: float = 240, screen: str = "16
     ``out`` and quits.  ``extra``: more environment variables (the driver's and the engine's)."""
     env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out, DD_SCREEN_SIZE=screen, **extra)
     env.pop("PYTHONPATH", None)
+    for key in ("DD_CONFIG_DIR", "DD_RESULTS_DIR", "DD_CACHE_DIR"):     # the fresh HOME's own, not the test session's
+        if key not in extra:
+            env.pop(key, None)
     return subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {screen}x24", "krita", "--nosplash"],
                           env=env, capture_output=True, text=True, errors="replace", timeout=timeout)

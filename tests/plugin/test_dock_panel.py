@@ -27,7 +27,8 @@ U8 = H.ColorInfo("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
 
 
 @pytest.fixture
-def session(qapp, tmp_path):
+def session(qapp, tmp_path, monkeypatch):
+    monkeypatch.setenv("DD_CONFIG_DIR", str(tmp_path / "config"))     # the form's settings are saved on Generate
     return DockSession(Settings(), ResultStore(tmp_path / "results"))
 
 
