@@ -246,10 +246,22 @@ class HostDocument(ABC):
     def selection_bounds(self) -> Rect | None:
         """Bounds of the selection clamped to the canvas, None when nothing is selected."""
 
-    @abstractmethod
     def read_selection(self, rect: Rect | None = None) -> ImageBuffer | None:
         """The (soft) selection over ``rect`` (default: its bounds) as GRAY_U8, 0 = unselected,
         255 = selected.  None when nothing is selected."""
+        bounds = self.selection_bounds()
+        if bounds is None:
+            return None
+        rect = rect or bounds
+        self.check_rect(rect)
+        data = self._selection_bytes(rect)
+        if len(data) != rect.w * rect.h:
+            raise HostError(f"{len(data)} selection bytes read for {rect.w}x{rect.h}")
+        return ImageBuffer(rect.w, rect.h, "GRAY_U8", data)
+
+    @abstractmethod
+    def _selection_bytes(self, rect: Rect) -> bytes:
+        """The selection's bytes over ``rect`` (inside the canvas), one per pixel, rows top to bottom."""
 
     # -- results
     @abstractmethod

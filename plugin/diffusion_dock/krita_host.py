@@ -149,16 +149,8 @@ class KritaDocument(H.HostDocument):
         r = H.Rect(sel.x(), sel.y(), sel.width(), sel.height()).intersect(self._canvas())
         return None if r.empty else r
 
-    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
-        bounds = self.selection_bounds()
-        if bounds is None:
-            return None
-        rect = rect or bounds
-        self.check_rect(rect)
-        data = bytes(self.doc.selection().pixelData(rect.x, rect.y, rect.w, rect.h))
-        if len(data) != rect.w * rect.h:
-            raise H.HostError(f"Krita returned {len(data)} selection bytes for {rect.w}x{rect.h}")
-        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", data)
+    def _selection_bytes(self, rect: H.Rect) -> bytes:
+        return bytes(self.doc.selection().pixelData(rect.x, rect.y, rect.w, rect.h))
 
     # -- results
     def _new_layer_above(self, source_id: str, patch: H.Patch, name: str):

@@ -109,16 +109,12 @@ class MemoryDocument(H.HostDocument):
         ys, xs = np.nonzero(self.selection)
         return H.Rect(int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
 
-    def read_selection(self, rect=None):
-        b = self.selection_bounds()
-        if b is None:
-            return None
-        rect = rect or b
+    def _selection_bytes(self, rect):
         out = np.zeros((rect.h, rect.w), np.uint8)
         inside = rect.intersect(H.Rect(0, 0, self.width, self.height))
         out[inside.y - rect.y:inside.bottom - rect.y, inside.x - rect.x:inside.right - rect.x] = \
             self.selection[inside.y:inside.bottom, inside.x:inside.right]
-        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", out.tobytes())
+        return out.tobytes()
 
     def _layer_from_patch(self, source: H.LayerInfo, patch: H.Patch, name: str) -> MemLayer:
         self.check_patch(source, patch)

@@ -74,13 +74,8 @@ class EditorHostDocument(H.HostDocument):
         self._alive()
         return self.doc.selection_bounds()
 
-    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
-        bounds = self.selection_bounds()
-        if bounds is None:
-            return None
-        rect = rect or bounds
-        self.check_rect(rect)
-        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", read_rect(self.doc.selection, rect))
+    def _selection_bytes(self, rect: H.Rect) -> bytes:
+        return read_rect(self.doc.selection, rect)
 
     def add_result_layer(self, source_id: str, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
         source = self.layer(source_id)
