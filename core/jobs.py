@@ -42,6 +42,9 @@ PIXEL_FORMATS = {
 EDITOR_FORMATS = ("BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32")
 MASK_FORMATS = ("GRAY_U8",)
 DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
+# A depth map may also come as a layer in the editor's own layout (gray in R = G = B, as the depth job
+# writes it): the engine reads its red channel, decoded from linear light where the layer is linear.
+DEPTH_INPUT_FORMATS = DEPTH_FORMATS + EDITOR_FORMATS
 MAX_SIDE = 16384
 UPSCALE_FACTOR = 4  # upscale patches are in the coordinates of the canvas scaled by this
 
@@ -119,6 +122,10 @@ class Options:
     width: int | None = None         # generate: target size when there is no selection
     height: int | None = None
     backend: str = "auto"            # fill: auto | opencv | lama
+    # The layout of the patches when the request has no image (text-to-image): the editor's layer
+    # format, so that the editor never converts pixels.  None = RGBA_U8.
+    output_format: str | None = None
+    output_linear: bool = False
 
 
 MODE_OPTIONS = {
@@ -254,6 +261,8 @@ def validate(req: JobRequest) -> JobRequest:
     P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
     P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
     P.check_choice("backend", o.backend, FILL_BACKENDS)
+    if o.output_format is not None:
+        P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)
     tile = P.check("tile", o.tile)
     width, height = o.width, o.height
@@ -265,7 +274,8 @@ def validate(req: JobRequest) -> JobRequest:
     if height is not None:
         height = P.check_multiple_of("height", height, 8)
     options = replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile,
-                      width=width, height=height, color_match=bool(o.color_match))
+                      width=width, height=height, color_match=bool(o.color_match),
+                      output_linear=bool(o.output_linear))
 
     if req.mode in MODES_NEEDING_IMAGE and req.image is None:
         raise ValidationError("image", f"{req.mode} needs an input image")
@@ -273,7 +283,7 @@ def validate(req: JobRequest) -> JobRequest:
         raise ValidationError("mask", "fill needs a selection (mask) of what to remove")
     if req.image is not None:
         req.image.check("image", EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"))
-    for name, buf, formats in (("mask", req.mask, MASK_FORMATS), ("depth", req.depth, DEPTH_FORMATS)):
+    for name, buf, formats in (("mask", req.mask, MASK_FORMATS), ("depth", req.depth, DEPTH_INPUT_FORMATS)):
         if buf is None:
             continue
         buf.check(name, formats)

@@ -274,9 +274,14 @@ def mask_array(buf: ImageBuffer) -> np.ndarray:
 
 
 def depth_array(buf: ImageBuffer) -> np.ndarray:
-    """A GRAY_U8/U16 depth buffer as H×W float32 in [0, 1] (1 = near)."""
-    a = as_array(buf)[..., 0].astype(np.float32)
-    return a / (255.0 if buf.format == "GRAY_U8" else 65535.0)
+    """A depth buffer as H×W float32 in [0, 1] (1 = near): GRAY_U8/U16, or a layer in an editor layout
+    (its red channel, sRGB-encoded as the depth job wrote it; alpha is ignored)."""
+    if buf.format in ("GRAY_U8", "GRAY_U16"):
+        a = as_array(buf)[..., 0].astype(np.float32)
+        return a / (255.0 if buf.format == "GRAY_U8" else 65535.0)
+    rgba = as_array(buf)
+    red = rgba[..., 2:3] if buf.format.startswith("BGRA") else rgba[..., 0:1]
+    return np.ascontiguousarray(to_working(red.repeat(4, axis=-1), buf.format, buf.linear)[..., 0])
 
 
 def convert_buffer(buf: ImageBuffer, fmt: str, linear: bool = False) -> ImageBuffer:

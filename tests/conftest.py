@@ -55,6 +55,7 @@ def isolated_app_dirs(tmp_path_factory):
         "DD_LOG_DIR": str(base / "logs"),
         "DD_CACHE_DIR": str(base / "cache"),
         "DD_RESULTS_DIR": str(base / "results"),
+        "DD_CONFIG_DIR": str(base / "config"),
         "HF_HOME": str(base / "hf"),
     }
     old = {k: os.environ.get(k) for k in env}

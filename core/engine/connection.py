@@ -48,7 +48,9 @@ class PeerBase:
         raise NotImplementedError
 
     def _encode(self, msg: Message):
-        """The frame's chunks, or None (logged) if ``msg`` cannot be encoded."""
+        """The frame's chunks, or None if the connection is closed or ``msg`` cannot be encoded (logged)."""
+        if self.closed.is_set():
+            return None
         try:
             return encode(msg)
         except (TypeError, ValueError) as e:
@@ -113,8 +115,6 @@ class Connection(PeerBase):
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
-        if self.closed.is_set():
-            return False
         chunks = self._encode(msg)
         if chunks is None:
             return False

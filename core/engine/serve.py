@@ -39,8 +39,6 @@ class AsyncConnection(PeerBase):
         self.reader, self.writer, self.loop = reader, writer, loop
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
-        if self.closed.is_set():
-            return False
         chunks = self._encode(msg)
         if chunks is None:
             return False

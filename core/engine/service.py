@@ -276,6 +276,7 @@ class EngineService:
             except ModelError as e:
                 entry["message"] = str(e)[:300]
             found.append(entry)
+        found.append(self._lama_entry(models.models_dir))
         have = {e["key"] for e in found if e["found"]}
         modes = tuple(m for m in MODES if importlib.util.find_spec(f"core.pipelines.{m}") is not None
                       and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m])))
@@ -284,6 +285,20 @@ class EngineService:
         with self._lock:
             self._capabilities = caps
         return caps
+
+    @staticmethod
+    def _lama_entry(models_dir) -> dict:
+        """The fast fill's optional LaMa weights (Fill works without them, with OpenCV)."""
+        from ..lama import weights
+
+        entry = {"key": "big-lama", "title": "LaMa (fast fill, optional)", "found": False, "path": None,
+                 "source": None, "hint": weights.install_hint(), "modes": ["fill"], "optional": True}
+        try:
+            path = weights.find_weights(None, models_dir)
+            entry.update(found=True, path=str(path), source="models_dir")
+        except Exception as e:  # ModelNotFound, or a refused pickle
+            entry["message"] = str(e)[:300]
+        return entry
 
     def _send_capabilities(self, conn, msg: Message) -> None:
         try:
@@ -316,7 +331,7 @@ class EngineService:
 
                 loader.quiet_libraries()
                 for e in caps.models:
-                    if e["found"]:
+                    if e["found"] and e["key"] in CATALOG:
                         loader.pipeline_class(CATALOG[e["key"]].pipeline)
                 log.info("libraries imported after %.2f s", time.perf_counter() - t0)
         except Exception:
@@ -356,10 +371,14 @@ class EngineService:
 
 
 def in_request_layout(req: JobRequest, res: JobResult) -> JobResult:
-    """Every patch in the pixel layout of the request's image, so the editor does no pixel math."""
-    if req.image is None or req.image.format not in EDITOR_FORMATS:
+    """Every patch in the pixel layout of the request's image (or, without one, the layout named by
+    ``options.output_format``), so the editor does no pixel math."""
+    if req.image is not None and req.image.format in EDITOR_FORMATS:
+        fmt, linear = req.image.format, req.image.linear
+    elif req.image is None and req.options.output_format:
+        fmt, linear = req.options.output_format, bool(req.options.output_linear)
+    else:
         return res
-    fmt, linear = req.image.format, req.image.linear
     if all((p.image.format, p.image.linear) == (fmt, linear) for p in res.patches):
         return res
     from ..pixels import convert_buffer

@@ -1,8 +1,10 @@
 """What the plugin's actions (menu, shortcuts, layer right-click) ask of the dock.
 
-``Controller`` is the interface; part 2 implements it with the real dock (it may start a job right
-away for modes that need no prompt).  ``PanelController`` is the part-1 implementation: it shows
-the dock window that holds a ``DockPanel`` and puts the panel in the requested mode.
+``Controller`` is the interface.  ``PanelController`` finds the dock panel of the active window,
+shows its dock window and puts the panel in the requested mode.  ``DockController`` (what Krita and
+the standalone editor use) then hands the request to the panel: Fill, Depth map and Upscale ×4 run
+at once with the dock's settings; Inpaint, Restyle and Generate wait for the prompt, which gets the
+focus (Ctrl+Enter runs).
 """
 
 from __future__ import annotations
@@ -78,4 +80,17 @@ class PanelController(Controller):
         self.show_dock()
         panel = self.panel()
         if panel is not None:
+            panel.set_mode(mode)
+
+
+class DockController(PanelController):
+    def start(self, mode: str, origin: str) -> None:
+        self.history.append((mode, origin))
+        self.show_dock()
+        panel = self.panel()
+        if panel is None:
+            return
+        if hasattr(panel, "request"):
+            panel.request(mode, origin)
+        else:
             panel.set_mode(mode)

@@ -246,10 +246,22 @@ class HostDocument(ABC):
     def selection_bounds(self) -> Rect | None:
         """Bounds of the selection clamped to the canvas, None when nothing is selected."""
 
-    @abstractmethod
     def read_selection(self, rect: Rect | None = None) -> ImageBuffer | None:
         """The (soft) selection over ``rect`` (default: its bounds) as GRAY_U8, 0 = unselected,
         255 = selected.  None when nothing is selected."""
+        bounds = self.selection_bounds()
+        if bounds is None:
+            return None
+        rect = rect or bounds
+        self.check_rect(rect)
+        data = self._selection_bytes(rect)
+        if len(data) != rect.w * rect.h:
+            raise HostError(f"{len(data)} selection bytes read for {rect.w}x{rect.h}")
+        return ImageBuffer(rect.w, rect.h, "GRAY_U8", data)
+
+    @abstractmethod
+    def _selection_bytes(self, rect: Rect) -> bytes:
+        """The selection's bytes over ``rect`` (inside the canvas), one per pixel, rows top to bottom."""
 
     # -- results
     @abstractmethod
@@ -270,6 +282,13 @@ class HostDocument(ABC):
     @abstractmethod
     def clear_preview(self) -> None:
         """Remove the preview layer(s), if any."""
+
+    def apply_preview(self, source_id: str, patch: Patch, name: str, provenance: dict) -> LayerInfo | None:
+        """Turn the preview showing exactly ``patch`` above ``source_id`` into the result layer, as
+        ``add_result_layer`` would make it; None when this host cannot (then the dock clears the
+        preview and adds the layer).  Krita needs it: there the preview's insertion is an undo step,
+        and removing it would be another, which a later Ctrl+Z would undo, bringing the preview back."""
+        return None
 
     # -- shared checks
     def require_supported(self, layer_id: str) -> LayerInfo:
@@ -314,6 +333,14 @@ class Host(ABC):
     def open_converted_copy(self, document: HostDocument) -> HostDocument:
         """An RGBA copy of ``document`` (same depth when supported) opened beside it.  The
         original document is not modified.  This is the answer to UnsupportedColorModel."""
+
+    def open_result_document(self, name: str, patch: Patch, layer_name: str, provenance: dict,
+                             color: ColorInfo) -> HostDocument:
+        """A NEW document the size of ``patch`` holding it as its one layer (named ``layer_name``,
+        recording ``provenance``), in ``color`` (the source layer's colour space), opened beside the
+        others.  Used for results that do not fit the source's canvas (upscale ×4, a large text-to-image).
+        The source document is not touched."""
+        raise HostError(f"{self.name} cannot open new documents")
 
     def document(self) -> HostDocument:
         """The active document or NoDocument."""

@@ -149,16 +149,8 @@ class KritaDocument(H.HostDocument):
         r = H.Rect(sel.x(), sel.y(), sel.width(), sel.height()).intersect(self._canvas())
         return None if r.empty else r
 
-    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
-        bounds = self.selection_bounds()
-        if bounds is None:
-            return None
-        rect = rect or bounds
-        self.check_rect(rect)
-        data = bytes(self.doc.selection().pixelData(rect.x, rect.y, rect.w, rect.h))
-        if len(data) != rect.w * rect.h:
-            raise H.HostError(f"Krita returned {len(data)} selection bytes for {rect.w}x{rect.h}")
-        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", data)
+    def _selection_bytes(self, rect: H.Rect) -> bytes:
+        return bytes(self.doc.selection().pixelData(rect.x, rect.y, rect.w, rect.h))
 
     # -- results
     def _new_layer_above(self, source_id: str, patch: H.Patch, name: str):
@@ -201,16 +193,72 @@ class KritaDocument(H.HostDocument):
         self._find(layer_id)
         return self._records().get(layer_id)
 
+    # Krita makes inserting and removing a layer undo steps (its pixels, name and lock are not), so a
+    # preview costs as few steps as possible: one preview layer per source, whose pixels are replaced
+    # while the artist browses results, and which Apply turns into the result layer itself.
+    def _previews(self) -> list:
+        return [n for n, _, _ in self._walk(self._root(), 0, None)
+                if n.name().startswith(H.PREVIEW_PREFIX) and n.locked()]
+
+    def _preview_above(self, source_id: str):
+        """Our preview layer directly above the source layer (same parent), or None."""
+        source_node = self._find(source_id)[0]
+        parent = source_node.parentNode() or self._root()
+        siblings = [n for n in parent.childNodes() if not is_mask(n)]        # bottom to top
+        ids = [node_id(n) for n in siblings]
+        i = ids.index(source_id)
+        above = siblings[i + 1] if i + 1 < len(siblings) else None
+        if above is not None and above.name().startswith(H.PREVIEW_PREFIX) and above.locked() \
+                and above.type() == "paintlayer" and node_color(above) == node_color(source_node):
+            return above
+        return None
+
     def show_preview(self, source_id: str, patch: H.Patch, name: str = "") -> H.LayerInfo:
-        self.clear_preview()
-        node, level, parent_id = self._new_layer_above(source_id, patch, H.PREVIEW_PREFIX + (name or "result"))
-        node.setLocked(True)
+        title = H.PREVIEW_PREFIX + (name or "result")
+        node = self._preview_above(source_id)
+        if node is None:
+            self.clear_preview()
+            node, level, parent_id = self._new_layer_above(source_id, patch, title)
+            node.setLocked(True)
+            self.doc.refreshProjection()
+            return self._info(node, level, parent_id)
+        source = self.layer(source_id)
+        self.check_patch(source, patch)
+        for other in self._previews():
+            if node_id(other) != node_id(node):
+                other.remove()
+        old = H.Rect(*node.bounds().getRect()).intersect(self._canvas())
+        if not old.empty:
+            bpp = H.ImageBuffer(1, 1, source.color.pixel_format, b"").expected_nbytes()
+            node.setPixelData(QByteArray(bytes(old.w * old.h * bpp)), old.x, old.y, old.w, old.h)
+        img = patch.image
+        node.setPixelData(QByteArray(img.data), patch.x, patch.y, img.width, img.height)
+        node.setName(title)
         self.doc.refreshProjection()
-        return self._info(node, level, parent_id)
+        return self.layer(node_id(node))
+
+    def apply_preview(self, source_id: str, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo | None:
+        node = self._preview_above(source_id)
+        if node is None or node.name() != H.PREVIEW_PREFIX + name:
+            return None
+        source = self.layer(source_id)
+        self.check_patch(source, patch)
+        img = patch.image
+        if bytes(node.pixelData(patch.x, patch.y, img.width, img.height)) != img.data:
+            return None
+        bounds = H.Rect(*node.bounds().getRect()).intersect(self._canvas())
+        if not bounds.empty and bounds.intersect(H.Rect(patch.x, patch.y, img.width, img.height)) != bounds:
+            return None                       # something else is on it: not exactly this result
+        node.setLocked(False)
+        node.setName(name)
+        records = self._records()
+        records[node_id(node)] = H.provenance_record(provenance, source, patch)
+        self._save_records(records)
+        self.doc.refreshProjection()
+        return self.layer(node_id(node))
 
     def clear_preview(self) -> None:
-        found = [n for n, _, _ in self._walk(self._root(), 0, None)
-                 if n.name().startswith(H.PREVIEW_PREFIX) and n.locked()]
+        found = self._previews()
         for node in found:
             node.remove()
         if found:
@@ -233,6 +281,40 @@ class KritaHost(H.Host):
             return None
         wrapped = KritaDocument(doc)
         return None if wrapped.closed else wrapped
+
+    def open_result_document(self, name: str, patch: H.Patch, layer_name: str, provenance: dict,
+                             color: H.ColorInfo) -> KritaDocument:
+        img = patch.image
+        if not color.supported:
+            raise H.UnsupportedColorModel("", color)
+        if (img.format, bool(img.linear)) != (color.pixel_format, color.linear):
+            raise H.HostError(f"the result is {img.format} but the document would be {color.describe()}")
+        try:
+            img.check("result")
+        except ValueError as e:
+            raise H.HostError(str(e)) from None
+        app = Krita.instance()
+        doc = app.createDocument(img.width, img.height, name, color.model, color.depth, color.profile, 300.0)
+        if doc is None:
+            raise H.HostError(f"Krita could not create a {img.width}x{img.height} document")
+        root = doc.rootNode()
+        defaults = [n for n in root.childNodes() if not is_mask(n)]
+        node = doc.createNode(layer_name, "paintlayer")
+        node.setPixelData(QByteArray(img.data), 0, 0, img.width, img.height)   # before inserting
+        root.addChildNode(node, defaults[-1] if defaults else None)
+        for n in defaults:                     # the empty background Krita makes: the result is the image
+            n.remove()
+        wrapped = KritaDocument(doc)
+        record = {**provenance, "patch": {"x": 0, "y": 0, "width": img.width, "height": img.height,
+                                          "format": img.format, "linear": img.linear},
+                  "version": H.PROVENANCE_VERSION}
+        wrapped._save_records({node_id(node): record})
+        doc.refreshProjection()
+        doc.waitForDone()
+        window = app.activeWindow()
+        if window is not None:
+            window.addView(doc)
+        return wrapped
 
     def open_converted_copy(self, document: H.HostDocument) -> KritaDocument:
         assert isinstance(document, KritaDocument)

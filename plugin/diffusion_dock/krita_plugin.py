@@ -10,27 +10,42 @@ from functools import partial
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from . import actions as A
-from .controller import PanelController
+from . import aio
+from .controller import DockController
 from .dock import DockPanel
+from .krita_host import KritaHost
 from .layer_menu import LayerMenuHook
 from .qt import QTimer, QtWidgets
+from .session import shared_session
 
 log = logging.getLogger(__name__)
 
 SUBMENU_NAME = "diffusion_dock_menu"
 
-# One controller for the whole application; part 2 swaps in the real one.
-CONTROLLER = PanelController()
+# One controller for the whole application: the actions of every window reach the active window's dock.
+CONTROLLER = DockController()
+
+
+def session():
+    """The application's dock session: one engine and one results history for every window.  The
+    engine starts when a dock is first shown; qasync's loop rides on Krita's own Qt event loop."""
+    aio.loop()
+    s = shared_session(autostart=True)
+    if not getattr(s, "_krita_exit_hooked", False):
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(s.kill_engine_now)
+        s._krita_exit_hooked = True
+    return s
 
 
 class DiffusionDockWidget(DockWidget):
-    """Krita's dock window for the Diffusion Dock.  It only hosts the shared ``DockPanel``
-    container (a placeholder in part 1 of issue 5: part 2 fills the panel)."""
+    """Krita's dock window for the Diffusion Dock: it hosts the shared ``DockPanel``."""
 
     def __init__(self):
         super().__init__()
         self.setWindowTitle(A.DOCK_TITLE)
-        self.panel = DockPanel(self)
+        self.panel = DockPanel(self, host=KritaHost(), session=session())
         self.setWidget(self.panel)
         CONTROLLER.register(self.panel)
 

@@ -1,62 +1,56 @@
-"""Installing the plugin the way the installer does, and running real Krita (kritarunner, or the
-full editor under Xvfb)."""
+"""Installing the plugin with the real installer, and running real Krita (kritarunner, or the full
+editor under Xvfb)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-from core import PURE_MODULES
 
 from ..conftest import ROOT
 
 PLUGIN_SRC = ROOT / "plugin"
 PACKAGE = "diffusion_dock"
-_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
-EDITOR_ONLY = ("editor",)          # the standalone editor is not installed into Krita (as the installer does)
 
 
-def _ignore_package(directory, names):
-    ignored = set(_IGNORE(directory, names))
-    if Path(directory) == PLUGIN_SRC / PACKAGE:
-        ignored.update(n for n in names if n in EDITOR_ONLY)
-    return ignored
+def install_plugin(resource_dir: Path, home: Path | None = None, engine_python: Path | None = None) -> Path:
+    """Install the plugin into a Krita resource folder (``~/.local/share/krita``) with the real installer
+    (``installer.plugin_install.install``: what ``python -m installer plugin`` does for users); returns
+    its pykrita folder.  The kritarc it enables the plugin in is ``home/.config/kritarc`` (``home``
+    defaults to the resource folder itself, a temporary folder in tests); engine.json names this Python
+    and this checkout."""
+    from installer import plugin_install
+
+    resource_dir = Path(resource_dir)
+    [result] = plugin_install.install(PLUGIN_SRC, [resource_dir], engine_python=engine_python or Path(sys.executable),
+                                      engine_root=ROOT, system="Linux", home=home or resource_dir, env={},
+                                      log=lambda m: None)
+    assert result.resource_dir == resource_dir
+    return result.target.pykrita
 
 
-def install_plugin(resource_dir: Path) -> Path:
-    """Install into a Krita resource folder (``~/.local/share/krita``); returns its pykrita folder.
-
-    pykrita/diffusion_dock.desktop, pykrita/diffusion_dock/ (without the standalone editor, with
-    vendor/qasync and _core/ = the engine's pure modules, plus protocol/client when they exist),
-    actions/diffusion_dock.action.  The same layout as ``python -m installer``'s plugin install.
-    """
-    pykrita = resource_dir / "pykrita"
-    target = pykrita / PACKAGE
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(PLUGIN_SRC / PACKAGE, target, ignore=_ignore_package)
-    shutil.copy2(PLUGIN_SRC / f"{PACKAGE}.desktop", pykrita / f"{PACKAGE}.desktop")
-    (resource_dir / "actions").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(PLUGIN_SRC / f"{PACKAGE}.action", resource_dir / "actions" / f"{PACKAGE}.action")
-    core_dir = target / "_core"
-    core_dir.mkdir()
-    for name in ("__init__", *PURE_MODULES, "protocol", "client"):
-        src = ROOT / "core" / f"{name}.py"
-        if src.exists():
-            shutil.copy2(src, core_dir / src.name)
-    qasync_dir = Path(importlib.util.find_spec("qasync").submodule_search_locations[0])
-    shutil.copytree(qasync_dir, target / "vendor" / "qasync", ignore=_IGNORE)
-    return pykrita
+def install_plugin_cli(home: Path) -> Path:
+    """``python -m installer plugin`` exactly as a user runs it, with ``HOME`` a fresh folder (no
+    XDG variables, no Krita there yet: it installs into the native default); returns the pykrita
+    folder it reports."""
+    env = clean_env(home)
+    for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "QT_QPA_PLATFORM"):
+        env.pop(k, None)
+    env["PATH"] = os.environ.get("PATH", "")
+    proc = subprocess.run([sys.executable, "-m", "installer", "plugin"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [resource_dir] = proc.stdout.split()
+    assert Path(resource_dir) == home / ".local" / "share" / "krita", proc.stdout
+    return Path(resource_dir) / "pykrita"
 
 
-def enable_plugin(home: Path) -> None:
-    config = home / ".config"
-    config.mkdir(parents=True, exist_ok=True)
-    (config / "kritarc").write_text(f"[python]\nenable_{PACKAGE}=true\nenable_dd_test_driver=true\n")
+def enable_plugin(home: Path, name: str) -> None:
+    """Enable another plugin (the test driver) in ``home``'s kritarc, as the installer does for ours."""
+    from installer import kritarc
+
+    kritarc.write_key(home / ".config" / "kritarc", f"enable_{name}", "true")
 
 
 def clean_env(home: Path, **extra) -> dict:
@@ -82,10 +76,14 @@ def run_kritarunner(home: Path, pythonpath: list[Path], module: str, args: list[
     return proc
 
 
-def run_krita_gui(home: Path, out: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_krita_gui(home: Path, out: Path, timeout: float = 240, screen: str = "1600x1000",
+                  **extra) -> subprocess.CompletedProcess:
     """The full Krita under Xvfb with the plugins installed in ``home``; the driver plugin writes
-    ``out`` and quits."""
-    env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out)
+    ``out`` and quits.  ``extra``: more environment variables (the driver's and the engine's)."""
+    env = clean_env(home, QT_QPA_PLATFORM="xcb", DD_TEST_OUT=out, DD_SCREEN_SIZE=screen, **extra)
     env.pop("PYTHONPATH", None)
-    return subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"],
+    for key in ("DD_CONFIG_DIR", "DD_RESULTS_DIR", "DD_CACHE_DIR"):     # the fresh HOME's own, not the test session's
+        if key not in extra:
+            env.pop(key, None)
+    return subprocess.run(["xvfb-run", "-a", "-s", f"-screen 0 {screen}x24", "krita", "--nosplash"],
                           env=env, capture_output=True, text=True, errors="replace", timeout=timeout)

@@ -64,3 +64,24 @@ def test_unexpected_errors_are_reported_not_fatal(qtbot, editor_window, monkeypa
         sys.excepthook(type(e), e, e.__traceback__)
     assert editor_window.statusBar().currentMessage() == "Internal error: ValueError: boom"
     assert "ValueError: boom" in capsys.readouterr().err
+
+
+def test_select_from_image_makes_the_starting_selection(qtbot):
+    """What ./run.sh opens: the sample with its red ball selected (not an undo step, not a change)."""
+    from plugin.diffusion_dock.editor import pixels
+    from plugin.diffusion_dock.editor.__main__ import parse_args, select_from_image
+    from plugin.diffusion_dock.editor.window import EditorWindow
+
+    args = parse_args([str(ROOT / "resources" / "sample.png"), "--select", str(ROOT / "resources" / "sample_mask.png")])
+    window = EditorWindow()
+    window.confirm_close = False
+    qtbot.addWidget(window)
+    assert window.open_path(args.image)
+    assert select_from_image(window, args.select)
+    doc = window.document
+    with Image.open(ROOT / "resources" / "sample_mask.png") as im:
+        box = im.convert("L").getbbox()
+    b = pixels.nonzero_bounds(doc.selection)
+    assert (b.x, b.y, b.x + b.w, b.y + b.h) == box
+    assert not doc.undo_stack.canUndo() and not doc.modified
+    assert not select_from_image(window, ROOT / "resources" / "missing.png")

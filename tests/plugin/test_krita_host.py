@@ -218,6 +218,15 @@ def test_preview_layer_is_locked_replaced_and_removed(krita_run):
     assert [i["id"] for i in out["layers_after_preview"]] == [i["id"] for i in out["layers_after"]]
 
 
+def test_apply_turns_the_preview_into_the_result_layer(krita_run):
+    _, out, _ = case_out(krita_run, "u8")
+    a = out["applied"]
+    assert out["apply_other_name"] is True                 # only the preview of that very result
+    assert out["applied_same_node"] and a["name"] == "applied" and not a["locked"] and not a["preview"]
+    assert out["applied_provenance"]["seed"] == 1234 and out["applied_pixels"] is True
+    assert out["previews_left"] == [] and out["apply_without_preview"] is True
+
+
 def test_groups_levels_and_bounds_clamped_to_canvas(krita_run):
     work, out, d = case_out(krita_run, "u8")
     w, h = CASES["u8"]["w"], CASES["u8"]["h"]

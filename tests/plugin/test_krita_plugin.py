@@ -1,36 +1,43 @@
-"""The plugin in the full Krita under Xvfb: it loads, registers its docker, actions (Tools menu,
-shortcuts from the .action file) and Layers-docker menu entries; actions reach the dock; a result
-layer is undone and redone in one step with Krita's own undo."""
+"""The plugin in the full Krita under Xvfb, installed by the real installer into a fresh HOME: it loads,
+registers its docker, actions (Tools menu, shortcuts from the .action file) and Layers-docker menu
+entries; actions reach the dock; a result layer is undone and redone in one step with Krita's own
+undo; and a real tiny-model inpaint runs through the dock and the engine process, from the action and
+Ctrl+Enter to a new layer with the expected pixels, which one undo removes."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
+import numpy as np
 import pytest
 
-from .krita_support import enable_plugin, install_plugin, run_krita_gui
+from core.jobs import JobRequest
+from core.runner import run_job
+
+from .krita_gui import run_gui_scenario
 
 pytestmark = pytest.mark.krita(gui=True)
 
-DRIVER = Path(__file__).parent / "krita_scripts" / "gui"
+W, H = 64, 48
+SEL = (20, 12, 22, 18)   # x, y, w, h of the driver's selection
 
 
 @pytest.fixture(scope="module")
-def gui_run(tmp_path_factory):
-    home = tmp_path_factory.mktemp("krita-gui-home")
-    pykrita = install_plugin(home / ".local" / "share" / "krita")
-    shutil.copytree(DRIVER / "dd_test_driver", pykrita / "dd_test_driver")
-    shutil.copy2(DRIVER / "dd_test_driver.desktop", pykrita / "dd_test_driver.desktop")
-    enable_plugin(home)
-    out = home / "results.json"
-    proc = run_krita_gui(home, out)
-    assert out.exists(), f"Krita wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
-    results = json.loads(out.read_text())
+def gui(tmp_path_factory, tiny_root):
+    results, out_dir, proc = run_gui_scenario(tmp_path_factory.mktemp("krita-gui-home"), models_dir=tiny_root)
     assert "crash" not in results, results["crash"] + "\n" + proc.stderr[-3000:]
     assert not results.get("timeout"), results
-    return results
+    return results, out_dir
+
+
+@pytest.fixture(scope="module")
+def gui_run(gui):
+    return gui[0]
+
+
+def pattern(w, h):
+    """The driver's document pixels (BGRA U8), the same formula."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([(x * 7 + y * 3) % 256, (x * 2 + y * 11) % 256, (x * y) % 256, np.full_like(x, 255)],
+                    axis=-1).astype(np.uint8)
 
 
 def test_plugin_loads_with_krita_binding_and_no_generic_modules(gui_run):
@@ -42,6 +49,7 @@ def test_plugin_loads_with_krita_binding_and_no_generic_modules(gui_run):
 def test_docker_exists(gui_run):
     assert "diffusion_dock" in gui_run["dockers"]
     assert gui_run["dock_found"] and gui_run["dock_panel"] == "DockPanel"
+    assert gui_run["engine_device"] == "cpu" and gui_run["engine_text"].startswith("Ready")
 
 
 def test_shortcuts_from_action_file_are_registered(gui_run):
@@ -90,3 +98,51 @@ def test_result_layer_undo_and_redo_in_one_step(gui_run):
     assert gui_run["after_undo"] == ["Background"]
     assert gui_run["after_redo"] == ["[Fill] (seed 7)", "Background"]
     assert gui_run["provenance_after_redo"]["seed"] == 7
+
+
+def test_an_action_runs_a_tiny_model_inpaint_through_the_dock(gui, models):
+    res, out = gui
+    assert res["after_inpaint_action"] == {"mode": "inpaint", "prompt_focus": True}
+    assert res["ctrl_enter_submitted"]
+    assert res["job"]["state"] == "done", res["job"]
+    assert res["result"]["stored"] and res["result"]["name"] == "[Inpaint] red scarf (seed 1234)"
+    assert res["preview_layers"] == ["[Preview] [Inpaint] red scarf (seed 1234)", "Background"]
+    assert res["preview_locked"] == [True]
+    assert res["browse_layers"] == ["[Preview] [Inpaint] red scarf (seed 1235)", "Background"]
+    assert res["back_layers"] == res["preview_layers"]
+    [first], *others = res["preview_node_ids"]           # one preview layer, reused while browsing
+    assert others == [[first], [first]]
+    assert res["after_job_apply"] == ["[Inpaint] red scarf (seed 1234)", "Background"]
+    assert res["stored_state"] == "applied"
+    prov = res["provenance"]
+    assert prov["seed"] == 1234 and prov["mode"] == "inpaint" and prov["params"]["prompt"] == "red scarf"
+    # The request the dock sent holds exactly the layer's pixels and the selection over its region.
+    image, mask = (out / "request_image.raw").read_bytes(), (out / "request_mask.raw").read_bytes()
+    req = JobRequest.from_dict(res["request"], {"image": image, "mask": mask})
+    rx, ry = req.origin
+    src = pattern(W, H)
+    assert image == src[ry:ry + req.image.height, rx:rx + req.image.width].tobytes()
+    # The new layer holds what the same request gives in this process, at the patch's offset.
+    patch = run_job(req, models).patches[0]
+    layer = np.frombuffer((out / "new_layer.raw").read_bytes(), np.uint8).reshape(H, W, 4)
+    expected = np.zeros((H, W, 4), np.uint8)
+    p = np.frombuffer(patch.image.data, np.uint8).reshape(patch.image.height, patch.image.width, 4)
+    expected[patch.y:patch.y + p.shape[0], patch.x:patch.x + p.shape[1]] = p
+    assert np.array_equal(layer, expected)
+    x, y, w, h = SEL
+    inside = np.zeros((H, W), bool)
+    inside[y:y + h, x:x + w] = True
+    assert layer[inside, 3].any() and not layer[~inside].any()
+    # Everything outside the selection is unchanged; the source layer is untouched.
+    before = np.frombuffer((out / "projection_before.raw").read_bytes(), np.uint8).reshape(H, W, 4)
+    after = np.frombuffer((out / "projection_after.raw").read_bytes(), np.uint8).reshape(H, W, 4)
+    assert np.array_equal(before[~inside], after[~inside]) and not np.array_equal(before, after)
+    assert (out / "source_after.raw").read_bytes() == src.tobytes()
+    # One undo removes the layer.
+    assert res["after_job_undo"] == ["Background"]
+    # The preview left nothing in the undo history: it became the layer itself.
+    assert not any(name.startswith("[Preview]") for name in res["after_second_undo"]), res["after_second_undo"]
+    # The stall meter ran inside Krita while the job was followed.
+    assert res["job"]["max_stall_ms"] > 0
+    print(f"\nKrita: largest event-loop stall during the tiny inpaint {res['job']['max_stall_ms']:.1f} ms, "
+          f"idle {res['idle_stall_ms']:.1f} ms; reading the layer took {res['job']['prepare_ms']:.1f} ms")

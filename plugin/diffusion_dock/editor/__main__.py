@@ -1,15 +1,16 @@
-"""``python -m plugin.diffusion_dock.editor [IMAGE] [--screenshot PNG]``: the standalone editor."""
+"""``python -m plugin.diffusion_dock.editor [IMAGE] [--select MASK] [--screenshot PNG]``: the standalone
+editor."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import traceback
 
 NO_DISPLAY = ("No display found: the Diffusion Dock editor needs a desktop session (X11 or Wayland).\n"
-              "Without one, run the headless demo instead: ./run.sh")
+              "Without one, run the headless demo instead: .venv/bin/python -m core demo "
+              "(./run.sh does that by itself when there is no display)")
 
 
 def has_display() -> bool:
@@ -24,7 +25,12 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m plugin.diffusion_dock.editor",
                                  description="Diffusion Dock's standalone editor.")
     ap.add_argument("image", nargs="?", help="an .ora, .png or .jpg file to open")
+    ap.add_argument("--select", metavar="MASK",
+                    help="start with this grayscale image as the selection (white = selected; ./run.sh selects "
+                         "the sample's red ball)")
     ap.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window once shown, then quit")
+    ap.add_argument("--check-display", action="store_true",
+                    help="exit 0 when a display is available, 2 (with a message) when not")
     return ap.parse_args(argv)
 
 
@@ -40,37 +46,58 @@ def install_excepthook(window) -> None:
     sys.excepthook = hook
 
 
+def select_from_image(window, path) -> bool:
+    """Make a grayscale image (white = selected, grey = partly) the document's selection."""
+    from ..qt import QtGui
+    from . import pixels
+
+    img = QtGui.QImage(str(path))
+    if img.isNull():
+        return False
+    gray = img.convertToFormat(QtGui.QImage.Format.Format_Grayscale8)
+    doc = window.document
+    w, h = min(gray.width(), doc.width), min(gray.height(), doc.height)
+    mask = pixels.new_mask(doc.width, doc.height)
+    pixels.write_rect(mask, 0, 0, w, h, pixels.read_rect(gray, pixels.Rect(0, 0, w, h)))
+    doc.set_selection(mask)
+    doc.undo_stack.clear()          # the starting state, not an edit to undo
+    return True
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if not has_display():
         print(NO_DISPLAY, file=sys.stderr)
         return 2
-    from ..coreapi import qasync
+    if args.check_display:
+        return 0
+    from .. import aio
     from ..qt import QTimer, QtWidgets
+    from ..session import shared_session
     from .window import EditorWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("Diffusion Dock editor")
-    window = EditorWindow()
+    # The same arrangement as inside Krita: qasync's loop rides on the Qt event loop run by app.exec().
+    aio.loop()
+    session = shared_session(autostart=not args.screenshot)
+    window = EditorWindow(session=session)
     if args.image and not window.open_path(args.image):
         print(f"cannot open {args.image}", file=sys.stderr)
         return 2
+    if args.select and not select_from_image(window, args.select):
+        print(f"cannot read the selection {args.select}", file=sys.stderr)
+        return 2
     window.show()
     install_excepthook(window)
-    loop = qasync().QEventLoop(app)
-    asyncio.set_event_loop(loop)
-    closed = asyncio.Event()
-    app.aboutToQuit.connect(closed.set)
-    app.lastWindowClosed.connect(closed.set)
     if args.screenshot:
         def shoot():
             window.grab().save(args.screenshot)
             window.confirm_close = False
             window.close()
         QTimer.singleShot(500, shoot)
-    with loop:
-        loop.run_until_complete(closed.wait())
-    return 0
+    app.aboutToQuit.connect(session.kill_engine_now)
+    return app.exec()
 
 
 if __name__ == "__main__":

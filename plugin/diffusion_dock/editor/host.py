@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import host as H
 from .document import EditorDocument, Layer
-from .pixels import LITTLE_ENDIAN, read_rect
+from .pixels import LITTLE_ENDIAN, new_layer_image, read_rect, write_rect
 
 EDITOR_COLOR = H.ColorInfo("RGBA", "U8", "sRGB")
 HOST_NAME = "Diffusion Dock editor"
@@ -74,13 +74,8 @@ class EditorHostDocument(H.HostDocument):
         self._alive()
         return self.doc.selection_bounds()
 
-    def read_selection(self, rect: H.Rect | None = None) -> H.ImageBuffer | None:
-        bounds = self.selection_bounds()
-        if bounds is None:
-            return None
-        rect = rect or bounds
-        self.check_rect(rect)
-        return H.ImageBuffer(rect.w, rect.h, "GRAY_U8", read_rect(self.doc.selection, rect))
+    def _selection_bytes(self, rect: H.Rect) -> bytes:
+        return read_rect(self.doc.selection, rect)
 
     def add_result_layer(self, source_id: str, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
         source = self.layer(source_id)
@@ -120,6 +115,26 @@ class EditorHost(H.Host):
     def active_document(self) -> EditorHostDocument | None:
         doc = getattr(self.window, "document", None)
         return None if doc is None or doc.closed else EditorHostDocument(doc)
+
+    def open_result_document(self, name: str, patch: H.Patch, layer_name: str, provenance: dict,
+                             color: H.ColorInfo) -> EditorHostDocument:
+        img = patch.image
+        if img.format != "BGRA_U8" or img.linear:
+            raise H.HostError(f"the standalone editor keeps 8-bit sRGB layers; this result is {img.format}")
+        try:
+            img.check("result")
+        except ValueError as e:
+            raise H.HostError(str(e)) from None
+        doc = EditorDocument(img.width, img.height, name)
+        record = {**provenance, "patch": {"x": 0, "y": 0, "width": img.width, "height": img.height,
+                                          "format": img.format, "linear": img.linear},
+                  "version": H.PROVENANCE_VERSION}
+        image = new_layer_image(img.width, img.height)
+        write_rect(image, 0, 0, img.width, img.height, img.data)
+        doc.insert_layer(Layer(layer_name, image, provenance=record), 0)
+        doc.undo_stack.clear()
+        window = self.window.open_in_new_window(doc)
+        return EditorHostDocument(window.document)
 
     def open_converted_copy(self, document: H.HostDocument) -> H.HostDocument:
         # Every layer of the editor is RGBA U8 already: there is nothing to convert.

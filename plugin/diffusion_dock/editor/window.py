@@ -1,12 +1,15 @@
 """The standalone editor's main window: canvas in the middle, tool bar, menus, and on the right the
-dock area: the Diffusion Dock (``DockPanel``, which part 2 fills) above the layer list."""
+dock area: the Diffusion Dock (``DockPanel``) above the layer list.
+
+Windows share one ``DockSession`` (one engine, one results history).  A result that does not fit the
+canvas (upscale ×4) opens in a new window holding a new document."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .. import actions as A
-from ..controller import PanelController
+from ..controller import DockController, PanelController
 from ..dock import DockPanel
 from ..qt import QAction, QActionGroup, Qt, QtGui, QtWidgets
 from .canvas import CanvasView, Tool
@@ -21,18 +24,26 @@ TOOL_KEYS = {Tool.RECT: ("Rectangle select", "M"), Tool.ELLIPSE: ("Ellipse selec
 
 
 class EditorWindow(QtWidgets.QMainWindow):
-    def __init__(self, document: EditorDocument | None = None, controller: PanelController | None = None):
+    windows: list = []     # every open window (new documents open in new windows)
+
+    def __init__(self, document: EditorDocument | None = None, controller: PanelController | None = None,
+                 session=None):
         super().__init__()
+        if session is None:
+            from ..session import shared_session
+
+            session = shared_session()
+        self.session = session
         self.setObjectName("diffusion_dock_editor")
         self.confirm_close = True        # ask before losing unsaved changes (tests switch it off)
         self.last_error: str | None = None
         self.document: EditorDocument | None = None
         self.host = EditorHost(self)
-        self.controller = controller or PanelController()
+        self.controller = controller or DockController()
         self.canvas = CanvasView()
         self.setCentralWidget(self.canvas)
 
-        self.panel = DockPanel()
+        self.panel = DockPanel(host=self.host, session=self.session)
         self.dock = QtWidgets.QDockWidget(A.DOCK_TITLE, self)
         self.dock.setObjectName(A.DOCK_ID)
         self.dock.setWidget(self.panel)
@@ -52,6 +63,17 @@ class EditorWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self.set_document(document or EditorDocument.new(1024, 768))
         self.resize(1400, 900)
+        self.resizeDocks([self.dock, self.layers_dock], [720, 160], Qt.Orientation.Vertical)
+        self.resizeDocks([self.dock], [400], Qt.Orientation.Horizontal)
+        EditorWindow.windows.append(self)
+
+    def open_in_new_window(self, doc: EditorDocument) -> EditorWindow:
+        """Open ``doc`` in a new window sharing this one's dock session and actions."""
+        window = EditorWindow(doc, controller=self.controller, session=self.session)
+        window.confirm_close = self.confirm_close
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        window.show()
+        return window
 
     # -- the dock area (part 2 mounts the real panel here)
     def mount_dock(self, widget: QtWidgets.QWidget) -> None:
@@ -81,6 +103,14 @@ class EditorWindow(QtWidgets.QMainWindow):
         self.undo_action.setEnabled(False)
         self._bind_undo(doc)
         self._update_title()
+        for signal in (doc.selection_changed, doc.active_changed, doc.layers_changed):
+            signal.connect(self._context_changed)
+        self._context_changed()
+
+    def _context_changed(self, *_args) -> None:
+        panel = self.panel
+        if hasattr(panel, "canvas_changed"):
+            panel.canvas_changed()
 
     def _bind_undo(self, doc: EditorDocument) -> None:
         for action in (self.undo_action, self.redo_action):
@@ -261,5 +291,9 @@ class EditorWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event):
         if self._may_discard():
             event.accept()
+            if hasattr(self.panel, "clear_result_preview"):
+                self.panel.clear_result_preview()
+            if self in EditorWindow.windows:
+                EditorWindow.windows.remove(self)
         else:
             event.ignore()

@@ -137,6 +137,17 @@ def run_case(k, workdir, case, out):
         out["preview_replaced"] = [i.id for i in d.layers() if i.preview] == [p2.id]
         d.clear_preview()
         out["layers_after_preview"] = [_info(i) for i in d.layers()]
+        # Apply turns the preview showing exactly that patch into the result layer itself.
+        p3 = d.show_preview(src_id, patch, "applied")
+        out["apply_other_name"] = d.apply_preview(src_id, patch, "something else", prov) is None
+        a = d.apply_preview(src_id, patch, "applied", prov)
+        out["applied"] = _info(a)
+        out["applied_same_node"] = a.id == p3.id
+        out["applied_provenance"] = d.provenance(a.id)
+        out["applied_pixels"] = bytes(d.node(a.id).pixelData(px, py, pw, ph)) == pbuf.data
+        out["previews_left"] = [i.name for i in d.layers() if i.preview]
+        out["apply_without_preview"] = d.apply_preview(src_id, patch, "applied", prov) is None
+        d.node(a.id).remove()
 
     if case.get("extras"):
         grp = doc.createGroupLayer("group")

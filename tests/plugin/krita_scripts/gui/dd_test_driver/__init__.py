@@ -1,17 +1,26 @@
 """Test driver plugin for the full Krita under Xvfb.  Waits for the main window, runs the scenario
-from a timer, writes JSON results to $DD_TEST_OUT and leaves with os._exit (no save prompts)."""
+from a timer, writes JSON results to $DD_TEST_OUT and leaves with os._exit (no save prompts).
+
+After the registration checks it runs a real job through the dock: a tiny-model inpaint of a
+selection, started from the action and Ctrl+Enter, applied with the dock's Apply button, then
+undone.  The request the dock sent and the pixels Krita ends up with are written beside $DD_TEST_OUT
+so that the test can run the same request in its own process and compare.  With $DD_SCREENSHOT set,
+it then opens $DD_SAMPLE, fills the selection $DD_SAMPLE_MASK through the dock and grabs the window."""
 
 import json
 import os
 import sys
+import time
 import traceback
 
-from krita import Krita
-from PyQt5.QtCore import QPoint, QTimer
-from PyQt5.QtGui import QContextMenuEvent
+from krita import Krita, Selection
+from PyQt5.QtCore import QByteArray, QPoint, Qt, QTimer
+from PyQt5.QtGui import QContextMenuEvent, QImage
+from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QAbstractItemView, QApplication, QDockWidget, QMenu
 
 OUT = os.environ.get("DD_TEST_OUT", "/tmp/dd_test_driver.json")
+OUT_DIR = os.path.dirname(OUT)
 results = {"steps": []}
 
 
@@ -44,10 +53,192 @@ def step(name):
 def scenario():
     try:
         run()
+        run_dock_job()
+        if os.environ.get("DD_SCREENSHOT"):
+            run_screenshot()
         finish(0)
     except Exception:
         results["crash"] = traceback.format_exc()
         finish(2)
+
+
+def spin(predicate, timeout, what):
+    """Let Krita's event loop (and the dock's asyncio callbacks riding on it) run until ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        QApplication.processEvents()
+        time.sleep(0.005)
+
+
+def pattern(w, h):
+    """The test document's pixels (BGRA U8); tests/plugin/test_krita_plugin.py makes the same."""
+    out = bytearray(w * h * 4)
+    for y in range(h):
+        for x in range(w):
+            i = (y * w + x) * 4
+            out[i:i + 4] = bytes(((x * 7 + y * 3) % 256, (x * 2 + y * 11) % 256, (x * y) % 256, 255))
+    return bytes(out)
+
+
+def dump(name, data):
+    with open(os.path.join(OUT_DIR, name), "wb") as f:
+        f.write(bytes(data))
+
+
+def run_dock_job():
+    """A tiny-model inpaint through the dock, from the action to the new layer, then undo."""
+    from diffusion_dock import krita_plugin
+
+    k = Krita.instance()
+    window = k.activeWindow()
+    w, h = 64, 48
+    doc = k.createDocument(w, h, "ddjob", "RGBA", "U8", "", 72.0)
+    window.addView(doc)
+    settle(doc)
+    bg = doc.rootNode().childNodes()[0]
+    bg.setPixelData(QByteArray(pattern(w, h)), 0, 0, w, h)
+    sel = Selection()
+    sel.select(20, 12, 22, 18, 255)
+    doc.setSelection(sel)
+    settle(doc)
+    doc.refreshProjection()
+    settle(doc)
+    dump("projection_before.raw", doc.pixelData(0, 0, w, h))
+    panel = krita_plugin.CONTROLLER.panel()
+    session = panel.session
+    spin(lambda: session.status.state == "ready" and session.capabilities is not None, 120, "the engine")
+    idle = type("Idle", (), {"max_stall_ms": 0.0})()      # the event loop's own stalls, no job running
+    session.meter.watch(idle)
+    idle_end = time.monotonic() + 2.0
+    spin(lambda: time.monotonic() > idle_end, 5, "two idle seconds")
+    session.meter.unwatch(idle)
+    results["idle_stall_ms"] = idle.max_stall_ms
+    results["engine_text"] = panel.engine_bar.label.text()
+    results["engine_device"] = session.capabilities.device
+    step("engine ready")
+
+    k.action("diffusion_dock_inpaint").trigger()
+    settle()
+    results["after_inpaint_action"] = {"mode": panel.mode,
+                                       "prompt_focus": panel.prompt.window().focusWidget() is panel.prompt}
+    panel.prompt.setPlainText("red scarf")
+    panel.steps.setValue(2)
+    panel.num_images.setValue(2)
+    panel.seed.setText("1234")
+    n = len(session.items)
+    QTest.keyClick(panel.prompt, Qt.Key_Return, Qt.ControlModifier)
+    results["ctrl_enter_submitted"] = len(session.items) == n + 1
+    item = session.items[-1]
+    spin(lambda: item.final and item.finished is not None, 180, "the inpaint job")
+    results["job"] = {"state": item.state, "message": item.message, "code": item.code,
+                      "max_stall_ms": item.max_stall_ms, "prepare_ms": item.prepare_ms}
+    step("job finished")
+    if item.state != "done":
+        return
+    req = item.prepared.request
+    dump("request_image.raw", req.image.data)
+    dump("request_mask.raw", req.mask.data)
+    results["request"] = req.to_dict()
+    rec = item.results[0]
+    results["result"] = {"id": rec.id, "name": rec.name, "x": rec.x, "y": rec.y, "width": rec.width,
+                         "height": rec.height, "format": rec.format,
+                         "stored": session.store.get(rec.id) is not None}
+    results["preview_layers"] = layer_names(doc)
+    results["preview_locked"] = [n.locked() for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
+    from diffusion_dock.krita_host import node_id
+
+    def preview_ids():
+        return [node_id(n) for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
+
+    ids = [preview_ids()]
+    strip = panel.results                       # browse: the other image, then back to the first
+    strip.setCurrentItem(strip.item_of(item.results[1].id))      # as a click selects it
+    settle(doc)
+    results["browse_layers"] = layer_names(doc)
+    ids.append(preview_ids())
+    strip.clearSelection()                                         # through no selection
+    strip.item_of(rec.id).setSelected(True)
+    settle(doc)
+    results["back_layers"] = layer_names(doc)
+    ids.append(preview_ids())
+    results["preview_node_ids"] = ids
+    QTest.mouseClick(panel.apply_button, Qt.LeftButton)
+    settle(doc)
+    doc.refreshProjection()
+    settle(doc)
+    results["after_job_apply"] = layer_names(doc)
+    top = [n for n in reversed(doc.rootNode().childNodes()) if not n.type().endswith("mask")][0]
+    dump("new_layer.raw", top.pixelData(0, 0, w, h))
+    dump("source_after.raw", bg.pixelData(0, 0, w, h))
+    dump("projection_after.raw", doc.pixelData(0, 0, w, h))
+    from diffusion_dock.krita_host import KritaHost
+
+    results["provenance"] = KritaHost(doc).active_document().provenance(node_id(top))
+    results["stored_state"] = session.store.get(rec.id).state
+    k.action("edit_undo").trigger()
+    settle(doc)
+    results["after_job_undo"] = layer_names(doc)
+    k.action("edit_undo").trigger()           # one more: what the preview left in the undo history
+    settle(doc)
+    results["after_second_undo"] = layer_names(doc)
+    step("dock job checked")
+
+
+def run_screenshot():
+    """The sample image with its mask as the selection, filled through the dock, the window grabbed."""
+    from diffusion_dock import krita_plugin
+
+    k = Krita.instance()
+    window = k.activeWindow()
+    for old in list(k.documents()):           # the test documents: not in the picture
+        old.setModified(False)
+        old.close()
+    settle()
+    doc = k.openDocument(os.environ["DD_SAMPLE"])
+    window.addView(doc)
+    settle(doc)
+    qwin = window.qwindow()
+    sw, sh = (int(v) for v in os.environ.get("DD_SCREEN_SIZE", "1600x1000").split("x"))
+    qwin.setGeometry(0, 0, sw, sh)             # no window manager under Xvfb: size it ourselves
+    ours = None
+    for dock in qwin.findChildren(QDockWidget):
+        if dock.objectName() == "diffusion_dock":
+            ours = dock
+        elif dock.objectName() != "ToolBox":
+            dock.hide()
+    ours.show()
+    qwin.resizeDocks([ours], [440], Qt.Horizontal)
+    settle()
+    mask = QImage(os.environ["DD_SAMPLE_MASK"]).convertToFormat(QImage.Format_Grayscale8)
+    w, h = mask.width(), mask.height()
+    ptr = mask.constBits()
+    ptr.setsize(mask.sizeInBytes())
+    raw = bytes(ptr)
+    rows = b"".join(raw[y * mask.bytesPerLine():y * mask.bytesPerLine() + w] for y in range(h))
+    sel = Selection()
+    sel.setPixelData(QByteArray(rows), 0, 0, w, h)
+    doc.setSelection(sel)
+    settle(doc)
+    panel = krita_plugin.CONTROLLER.panel()
+    n = len(panel.session.items)
+    k.action("diffusion_dock_fill").trigger()
+    settle()
+    if len(panel.session.items) == n:
+        results["screenshot_error"] = panel.last_message
+        return
+    item = panel.session.items[-1]
+    spin(lambda: item.final and item.finished is not None, 120, "the fill")
+    k.action("deselect").trigger()      # the selection outline would hide the result
+    settle(doc)
+    panel.set_mode("inpaint")                # the full form, with the fill's result in the strip
+    panel.prompt.setPlainText("a wooden bench in a green meadow, soft afternoon light")
+    for _ in range(40):
+        settle(doc)
+        time.sleep(0.05)
+    qwin.grab().save(os.environ["DD_SCREENSHOT"])
+    results["screenshot"] = {"state": item.state, "message": item.message, "layers": layer_names(doc)}
 
 
 def run():
@@ -168,5 +359,5 @@ def on_window():
     QTimer.singleShot(1500, scenario)
 
 
-QTimer.singleShot(90000, lambda: (results.__setitem__("timeout", True), finish(3)))
+QTimer.singleShot(240000, lambda: (results.__setitem__("timeout", True), finish(3)))
 Krita.instance().notifier().windowCreated.connect(on_window)

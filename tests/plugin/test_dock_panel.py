@@ -1,0 +1,175 @@
+"""The dock panel without an engine process: the stall meter, the engine status line (starting, ready
+with its device, a model loading, stopped with its reason, restarting), the missing-model hint made
+from the engine's real scan of an empty models folder (and the start in Fill it leads to), the seed
+controls and the widgets' ranges."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from core.events import Capabilities, EngineStatus, ModelStatus
+from core.params import RANGES
+from plugin.diffusion_dock import host as H
+from plugin.diffusion_dock.dock import DockPanel
+from plugin.diffusion_dock.qt import Qt, QTimer
+from plugin.diffusion_dock.results_store import ResultStore
+from plugin.diffusion_dock.session import DockSession
+from plugin.diffusion_dock.settings import Settings
+from plugin.diffusion_dock.stall import StallMeter
+
+from .dock_util import spin_until
+from .memory_host import MemoryDocument, MemoryHost
+
+U8 = H.ColorInfo("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+
+
+@pytest.fixture
+def session(qapp, tmp_path, monkeypatch):
+    monkeypatch.setenv("DD_CONFIG_DIR", str(tmp_path / "config"))     # the form's settings are saved on Generate
+    return DockSession(Settings(), ResultStore(tmp_path / "results"))
+
+
+@pytest.fixture
+def panel(qtbot, session):
+    doc = MemoryDocument(64, 48, "panel")
+    doc.add("Paint", np.zeros((48, 64, 4), np.uint8), U8)
+    p = DockPanel(host=MemoryHost(doc), session=session)
+    qtbot.addWidget(p)
+    return p
+
+
+class Watched:
+    max_stall_ms = 0.0
+
+
+def test_the_stall_meter_measures_a_blocked_event_loop(qapp):
+    meter = StallMeter(interval_ms=10)
+    job, idle = Watched(), Watched()
+    meter.watch(job)
+    assert meter.running
+    QTimer.singleShot(60, lambda: time.sleep(0.15))        # a slot that blocks the loop for 150 ms
+    end = time.monotonic() + 0.5
+    spin_until(lambda: time.monotonic() > end, 5, "half a second")
+    meter.unwatch(job)
+    assert not meter.running                               # it only runs while jobs are followed
+    assert 140 <= job.max_stall_ms < 1000, job.max_stall_ms
+    assert meter.ticks > 5
+    # A job watched later does not inherit the earlier stall.
+    meter.watch(idle)
+    meter.unwatch(idle)
+    assert idle.max_stall_ms < 140
+
+
+def caps(device="cpu", models=(), modes=("inpaint", "fill")):
+    return Capabilities(1, "test", device, "bfloat16", "no GPU", tuple(models), modes)
+
+
+def status_line(panel):
+    return panel.engine_bar.label.text()
+
+
+def test_engine_status_line(panel, session):
+    assert status_line(panel) == "Engine: starts with the first job"
+    session._on_status(EngineStatus("starting"))
+    assert status_line(panel) == "Starting the engine…"
+    session._on_status(EngineStatus("ready"))
+    session._on_capabilities(caps())
+    assert status_line(panel) == "Ready · cpu bfloat16"
+    assert "no GPU" in panel.engine_bar.label.toolTip()
+    session._on_model_status(ModelStatus("sd2-inpainting", "loading"))
+    assert status_line(panel) == "Loading sd2-inpainting…"
+    session._on_model_status(ModelStatus("sd2-inpainting", "loaded", seconds=1.0))
+    assert status_line(panel) == "Ready · cpu bfloat16"
+    session._on_status(EngineStatus("restarting", "the engine stopped (exit code -9)", "engine_died"))
+    assert status_line(panel) == "Restarting the engine: the engine stopped (exit code -9)"
+    session._on_status(EngineStatus("dead", "python not found", "engine_start_failed"))
+    assert status_line(panel) == "Engine stopped: python not found"
+    assert panel.engine_bar.restart.isEnabled()
+
+
+def test_no_engine_to_start_is_reported_on_the_job(panel, session):
+    session.settings.engine = "remote"                   # remote, but no URL set
+    panel.set_mode("fill")
+    panel.host.active.select(np.pad(np.full((10, 10), 255, np.uint8), ((5, 33), (5, 49))))
+    item = panel.generate()
+    assert item.state == "failed" and item.code == "engine_not_found"
+    assert panel.last_message[0] == "error" and "no URL" in panel.last_message[1]
+    assert status_line(panel).startswith("Engine stopped: remote engine: no URL")
+
+
+def test_a_missing_model_shows_its_install_line_and_the_dock_starts_in_fill(panel, session, tmp_path, policy):
+    from core.engine.service import EngineService
+    from core.models import ModelManager
+
+    empty = EngineService(models=ModelManager(policy, models_dir=tmp_path / "none", hub_cache=tmp_path / "hub"),
+                          warm_up=False).scan_capabilities()       # what the engine says with no model at all
+    assert panel.mode == "inpaint" and not panel.model_hint.isVisible()
+    session._on_status(EngineStatus("ready"))
+    session._on_capabilities(empty)
+    assert panel.mode == "fill"
+    assert panel.last_message[0] == "info" and "Fill" in panel.last_message[1]
+    hint = panel.model_hint.text()
+    assert hint.count("\n") == 0 and "LaMa" in hint and "OpenCV" in hint
+    panel.set_mode("inpaint")
+    hint = panel.model_hint.text()
+    assert "\n" not in hint and "not installed" in hint
+    assert "python -m installer models download sd2-inpainting" in hint
+    panel.set_mode("upscale")
+    assert "x4" in panel.model_hint.text().lower() and "installer models download" in panel.model_hint.text()
+
+
+def test_a_dock_in_use_keeps_its_mode_when_models_are_missing(panel, session, tmp_path, policy):
+    panel.set_mode("restyle")
+    session._on_status(EngineStatus("ready"))
+    session._on_capabilities(caps(models=({"key": "sd2-inpainting", "title": "SD2 inpainting", "found": False,
+                                           "hint": "get it", "modes": ["inpaint"]},)))
+    assert panel.mode == "restyle"
+
+
+def test_seed_field_and_reuse_last_seed(qtbot, panel, session):
+    assert panel.seed.text() == "" and panel.seed.placeholderText() == "random"
+    assert panel.read_params().seed is None                     # empty = random
+    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.seed.text() == "" and "No result yet" in panel.last_message[1]
+    session.last_seed = 4242
+    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.seed.text() == "4242" and panel.read_params().seed == 4242
+    qtbot.keyClicks(panel.seed, "x-1")                          # digits only
+    assert panel.seed.text() == "42421"
+
+
+def test_every_input_takes_its_range_from_the_engine(panel):
+    for name in ("num_images", "steps", "grow", "feather", "noise_level", "tile", "width", "height"):
+        box = panel.findChild(type(panel.steps), name) or getattr(panel, f"{name}_box", None)
+        assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
+    for name in ("guidance", "strength"):
+        box = getattr(panel, name)
+        assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
+    panel.width_box.setValue(101)
+    panel.width_box.editingFinished.emit()
+    assert panel.width_box.value() == 96                        # multiples of 8
+
+
+@pytest.mark.parametrize("mode,shown,hidden", [
+    ("inpaint", ["prompt", "grow", "feather", "masked_content", "strength"], ["noise_level", "depth_source", "size"]),
+    ("restyle", ["prompt", "depth_source", "strength"], ["noise_level", "size", "backend"]),
+    ("depth", [], ["prompt", "steps", "seed", "noise_level"]),
+    ("upscale", ["prompt", "noise_level", "tile"], ["strength", "depth_source", "size"]),
+    ("generate", ["prompt", "size", "image_to_image"], ["strength", "depth_source", "noise_level"]),
+    ("fill", ["backend", "grow", "feather"], ["prompt", "steps", "seed", "guidance"]),
+])
+def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
+    panel.set_mode(mode)
+    panel.show()
+
+    def visible(key):
+        if key == "prompt":
+            return panel.prompt_box.isVisibleTo(panel)
+        return panel.rows[key][1].isVisibleTo(panel)
+
+    assert [k for k in shown if not visible(k)] == []
+    assert [k for k in hidden if visible(k)] == []
+    assert panel.mode_box.currentData() == mode
