@@ -50,6 +50,7 @@ log = logging.getLogger("diffusion_dock.client")
 engine_log = logging.getLogger("diffusion_dock.engine")
 
 STREAM_LIMIT = 1 << 20
+WRITE_SLICE = 1 << 20      # frames larger than this are written a slice at a time (see _Link.send)
 
 
 class EngineError(Exception):
@@ -143,17 +144,40 @@ class _Link:
         self.pump: asyncio.Task | None = None   # reads the local engine's stderr until it ends
         self.fatal = ""                          # what the engine said before closing the connection
         self.closed = asyncio.Event()   # set once the link is closed and its jobs are settled
+        self._backlog: collections.deque = collections.deque()   # chunks waiting for _flush
+        self._flusher: asyncio.Task | None = None
 
     def send(self, msg: P.Message) -> bool:
+        """Send ``msg`` in order.  A small frame is written at once; a large one (a layer's pixels) goes
+        through ``_flush`` a slice at a time, so no single write copies it whole into the transport's
+        buffer while the editor's event loop waits."""
         if self.lost or self.writer.is_closing():
             return False
-        try:
-            for chunk in P.encode(msg):
-                self.writer.write(chunk)
-        except (OSError, RuntimeError) as e:
-            log.info("sending to the engine failed: %s", e)
-            return False
+        chunks = P.encode(msg)
+        if not self._backlog and sum(memoryview(c).nbytes for c in chunks) <= WRITE_SLICE:
+            try:
+                for chunk in chunks:
+                    self.writer.write(chunk)
+            except (OSError, RuntimeError) as e:
+                log.info("sending to the engine failed: %s", e)
+                return False
+            return True
+        self._backlog.extend(chunks)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self.tasks.append(self._flusher)
         return True
+
+    async def _flush(self) -> None:
+        try:
+            while self._backlog:
+                view = memoryview(self._backlog.popleft()).cast("B")
+                for start in range(0, view.nbytes, WRITE_SLICE):
+                    self.writer.write(view[start:start + WRITE_SLICE])
+                    await self.writer.drain()
+        except (OSError, RuntimeError) as e:     # the read loop notices the engine is gone
+            log.info("sending to the engine failed: %s", e)
+            self._backlog.clear()
 
 
 class EngineClient:

@@ -218,10 +218,31 @@ async def read_message_async(reader, limits: Limits = LIMITS, prefix: bytes | No
                     raise asyncio.IncompleteReadError(b"", left) from None
                 left -= len(chunk)
             raise
-        payloads = [await reader.readexactly(n) for n in sizes]
+        payloads = [await _read_payload(reader, n) for n in sizes]
     except asyncio.IncompleteReadError:
         raise FramingError("stream ended inside a frame") from None
     return Message(header, payloads)
+
+
+PAYLOAD_CHUNK = 1 << 20
+
+
+async def _read_payload(reader, n: int):
+    """``n`` bytes from an ``asyncio.StreamReader``.  A large payload (a 4096² F32 layer is 268 MB) is
+    read a megabyte at a time into one bytearray, which is returned as it is: ``readexactly`` would
+    grow the stream's buffer to the whole payload and copy it out in one go, blocking the event loop
+    (the editor's UI) for hundreds of milliseconds."""
+    import asyncio
+
+    if n <= PAYLOAD_CHUNK:
+        return await reader.readexactly(n)
+    buf = bytearray()   # grown, not preallocated: bytearray(n) would zero all n bytes in one go
+    while len(buf) < n:
+        chunk = await reader.read(min(PAYLOAD_CHUNK, n - len(buf)))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", n - len(buf))
+        buf += chunk
+    return buf
 
 
 async def skip_to_frame_async(reader, limit: int = 1 << 16) -> tuple[bytes, bytes | None]:

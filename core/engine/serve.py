@@ -203,6 +203,9 @@ async def _serve(service, host: str, port: int, ctx, token: str) -> int:
         finally:
             active.discard(conn)
 
+    if sys.platform != "win32":   # before the address is announced: a stop right after it is clean
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     try:
         server = await asyncio.start_server(on_client, host, port, ssl=ctx, limit=1 << 20,
                                             ssl_handshake_timeout=HELLO_TIMEOUT if ctx else None)
@@ -220,9 +223,6 @@ async def _serve(service, host: str, port: int, ctx, token: str) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
         log.warning("listening on %s without TLS", host)
-    if sys.platform != "win32":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
     log.info("stopping")
