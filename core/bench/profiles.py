@@ -35,7 +35,7 @@ FULL = Profile("full", tiny=False, size=512, step_repeats=3, e2e_steps=20, canva
                tile_candidates=(64, 96, 128, 160, 192), tile_input=256, layer=4096, layer_repeats=5,
                stall_layer=4096, start_repeats=5)
 QUICK = Profile("quick", tiny=False, size=512, step_repeats=2, e2e_steps=3, canvases=(512, 2048, 8192), selection=256,
-                canvas_steps=1, canvas_rounds=1, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
+                canvas_steps=1, canvas_rounds=2, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
                 tile_candidates=(64, 96, 128), tile_input=128, layer=4096, layer_repeats=3, stall_layer=4096,
                 start_repeats=3)
 SMOKE = Profile("smoke", tiny=True, size=128, step_repeats=1, e2e_steps=2, canvases=(128, 512, 1024), selection=64,
