@@ -16,22 +16,29 @@ class OutOfMemory(ModelError):
     code = "out_of_memory"
 
 
-def run_with_memory_retry(fn: Callable[[], object], models):
-    """Run ``fn`` (a job); on out-of-memory unload every cached model and run it once more."""
+def retry_after_unloading(fn: Callable[[], object], unload_all: Callable[[], object], *, what: str, failed: str):
+    """``fn()``; on out-of-memory ``what`` (logged), ``unload_all()`` and run ``fn`` once more.  A second
+    out-of-memory raises OutOfMemory(``failed``); any other error passes through."""
     try:
         return fn()
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        log.warning("out of memory during a job: unloading every cached model and retrying once")
-    models.unload_all()
+        log.warning("out of memory %s: unloading every cached model and retrying once", what)
+    unload_all()
     try:
         return fn()
     except Exception as e:
         if is_out_of_memory(e):
-            raise OutOfMemory("not enough memory for this job, even with every other model unloaded: "
-                              "try a smaller selection or fewer images") from e
+            raise OutOfMemory(failed) from e
         raise
+
+
+def run_with_memory_retry(fn: Callable[[], object], models):
+    """Run ``fn`` (a job); on out-of-memory unload every cached model and run it once more."""
+    return retry_after_unloading(fn, models.unload_all, what="during a job",
+                                 failed="not enough memory for this job, even with every other model unloaded: "
+                                        "try a smaller selection or fewer images")
 
 
 def is_out_of_memory(exc: BaseException | None) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from .catalog import CATALOG, MODE_MODELS
 from .control import JobControl
 from .device import DevicePolicy, current_policy
-from .memory import GiB, OutOfMemory, available_memory, free_memory, is_out_of_memory
+from .memory import GiB, OutOfMemory, available_memory, free_memory, is_out_of_memory, retry_after_unloading
 from .params import ValidationError
 from .resolver import ResolvedModel, resolve
 from .weights import FingerprintCache, estimate_weight_bytes
@@ -175,19 +175,9 @@ class ModelManager:
 
     def _retry_out_of_memory(self, load):
         """``load()``; on out-of-memory unload every cached model and try once more."""
-        try:
-            return load()
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-        log.warning("out of memory while loading: unloading every cached model and retrying")
-        self.unload_all()
-        try:
-            return load()
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise OutOfMemory("not enough memory to load the model, even with every other model unloaded") from e
-            raise
+        return retry_after_unloading(load, self.unload_all, what="while loading",
+                                     failed="not enough memory to load the model, even with every other model "
+                                            "unloaded")
 
     def _load(self, resolved: ResolvedModel, key, shared_keys: dict, without_depth_estimator: bool) -> LoadedModel:
         from .loader import load_pipeline
