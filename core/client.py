@@ -154,7 +154,8 @@ class _Link:
         if self.lost or self.writer.is_closing():
             return False
         chunks = P.encode(msg)
-        if not self._backlog and sum(memoryview(c).nbytes for c in chunks) <= WRITE_SLICE:
+        flushing = self._flusher is not None and not self._flusher.done()   # mid-frame even when the deque is empty
+        if not flushing and sum(memoryview(c).nbytes for c in chunks) <= WRITE_SLICE:
             try:
                 for chunk in chunks:
                     self.writer.write(chunk)
