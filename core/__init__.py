@@ -10,4 +10,4 @@ __version__ = "0.1.0"
 
 # Modules that must import with the standard library alone (checked by tests/test_pure_imports.py
 # and copied into the installed Krita plugin).
-PURE_MODULES = ("params", "jobs", "geometry", "catalog", "control", "translate", "events", "protocol", "client")
+PURE_MODULES = ("params", "jobs", "geometry", "catalog", "control", "translate", "events", "protocol", "bulk", "client")

@@ -31,6 +31,7 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+from . import bulk
 from . import protocol as P
 from .events import (
     FINAL_EVENTS,
@@ -128,6 +129,30 @@ class JobHandle:
             self._emit(Accepted(self.job_id, position))
 
 
+PIPE_BYTES = 1 << 20   # Linux's default limit for an unprivileged pipe (/proc/sys/fs/pipe-max-size)
+READ_BYTES = 1 << 20
+
+
+def widen_pipes(proc) -> None:
+    """Let a layer's pixels cross the engine's pipes in megabytes rather than the default 64 KiB (then
+    256 KiB per read): each piece costs one turn of the editor's event loop.  Linux only (elsewhere
+    the pipes keep their size: slower, not wrong)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    for stream in (proc.stdin, proc.stdout):
+        transport = getattr(stream, "transport", None) or getattr(stream, "_transport", None)
+        pipe = transport.get_extra_info("pipe") if transport is not None else None
+        try:
+            fcntl.fcntl(pipe.fileno(), set_size, PIPE_BYTES)
+        except (OSError, AttributeError, ValueError):
+            pass
+        if transport is not None and hasattr(transport, "max_size"):
+            transport.max_size = READ_BYTES   # asyncio's pipe reader reads at most this much per turn
+
+
 class _Link:
     """One engine: a child process on pipes, or a connection to a remote engine."""
 
@@ -144,8 +169,10 @@ class _Link:
         self.pump: asyncio.Task | None = None   # reads the local engine's stderr until it ends
         self.fatal = ""                          # what the engine said before closing the connection
         self.closed = asyncio.Event()   # set once the link is closed and its jobs are settled
-        self._backlog: collections.deque = collections.deque()   # chunks waiting for _flush
+        self._backlog: collections.deque = collections.deque()   # chunks (or messages) waiting for _flush
         self._flusher: asyncio.Task | None = None
+        self.bulk: str | None = None     # shared-memory directory agreed with a local engine (core.bulk)
+        self.bulk_written: set[str] = set()
 
     def send(self, msg: P.Message) -> bool:
         """Send ``msg`` in order.  A small frame is written at once; a large one (a layer's pixels) goes
@@ -153,6 +180,10 @@ class _Link:
         buffer while the editor's event loop waits."""
         if self.lost or self.writer.is_closing():
             return False
+        if self.bulk and any(memoryview(p).nbytes >= bulk.MIN_BYTES for p in msg.payloads):
+            self._backlog.append(msg)      # its large payloads go to files, off the event loop (_flush)
+            self._start_flush()
+            return True
         chunks = P.encode(msg)
         flushing = self._flusher is not None and not self._flusher.done()   # mid-frame even when the deque is empty
         if not flushing and sum(memoryview(c).nbytes for c in chunks) <= WRITE_SLICE:
@@ -164,21 +195,36 @@ class _Link:
                 return False
             return True
         self._backlog.extend(chunks)
+        self._start_flush()
+        return True
+
+    def _start_flush(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
             self.tasks.append(self._flusher)
-        return True
 
     async def _flush(self) -> None:
         try:
             while self._backlog:
-                view = memoryview(self._backlog.popleft()).cast("B")
-                for start in range(0, view.nbytes, WRITE_SLICE):
-                    self.writer.write(view[start:start + WRITE_SLICE])
-                    await self.writer.drain()
+                item = self._backlog.popleft()
+                if isinstance(item, P.Message):
+                    try:
+                        item = await asyncio.to_thread(bulk.offload, item, self.bulk, self.bulk_written)
+                    except OSError as e:          # /dev/shm full: the pipe still works
+                        log.warning("shared memory unavailable (%s): sending through the pipe", e)
+                    for chunk in P.encode(item):
+                        await self._write_sliced(chunk)
+                else:
+                    await self._write_sliced(item)
         except (OSError, RuntimeError) as e:     # the read loop notices the engine is gone
             log.info("sending to the engine failed: %s", e)
             self._backlog.clear()
+
+    async def _write_sliced(self, chunk) -> None:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, view.nbytes, WRITE_SLICE):
+            self.writer.write(view[start:start + WRITE_SLICE])
+            await self.writer.drain()
 
 
 class EngineClient:
@@ -404,12 +450,15 @@ class EngineClient:
                 self.python, "-m", "core.engine", *self.engine_args, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=self.cwd, env=env,
                 limit=STREAM_LIMIT, **kw)
+            widen_pipes(proc)
             link = _Link(proc.stdout, proc.stdin, proc=proc, where=f"pid {proc.pid}")
             link.pump = asyncio.get_running_loop().create_task(self._pump_stderr(link))
         self._starting = link
         hello = {"heartbeat": self.heartbeat_interval, "client": "diffusion-dock"}
         if self.token is not None:
             hello["token"] = self.token
+        if link.proc is not None and bulk.directory():
+            hello["bulk_dir"] = bulk.directory()
         link.send(P.hello(**hello))
         try:
             junk, prefix = await P.skip_to_frame_async(link.reader)
@@ -434,6 +483,8 @@ class EngineClient:
         except P.ProtocolError as e:
             raise EngineError("version_mismatch", str(e)) from None
         link.hello = msg.header
+        if hello.get("bulk_dir") and msg.get("bulk_dir") == hello["bulk_dir"]:
+            link.bulk = hello["bulk_dir"]
         link.last_seen = time.monotonic()
         return link
 
@@ -478,6 +529,13 @@ class EngineClient:
                 if msg is None:
                     break
                 link.last_seen = time.monotonic()
+                if "bulk" in msg.header:
+                    try:
+                        msg = await asyncio.to_thread(bulk.restore, msg, link.bulk, mapped=True)
+                    except P.MessageError as e:
+                        log.warning("bad bulk payload from the engine: %s", e)
+                        msg = P.error("bad_message", f"the engine's result could not be read: {e}",
+                                      job_id=msg.get("job_id") if isinstance(msg.get("job_id"), str) else None)
                 try:
                     self._dispatch(link, msg)
                 except P.ProtocolError as e:
@@ -630,6 +688,7 @@ class EngineClient:
             self._set_status("dead", f"{reason}; it restarts for the next job", code)
 
     async def _close_link(self, link: _Link) -> None:
+        bulk.discard(link.bulk, link.bulk_written)     # what the engine never took
         current = asyncio.current_task()
         for task in link.tasks:
             if task is not current and not task.done():

@@ -1,5 +1,8 @@
-"""Shared machinery of selection-based jobs: crop the region with context, scale it for the model,
-and bring the model's output back as a patch composited with a feathered alpha.
+"""Shared machinery of selection-based jobs: crop the region with context, bring it to the model's
+size, and bring the model's output back as a patch composited with a feathered alpha.
+
+Work happens at the model's resolution wherever it can (``core.regionpixels``): a whole-layer job on
+an 8192² canvas costs little more than one on a 512² canvas.
 
 Invariant: a patch's alpha is 0 wherever the selection is 0, so stacking the patch over the source
 layer leaves every pixel outside the selection bit-identical.
@@ -11,22 +14,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import imaging
+from . import imaging, regionpixels
 from .geometry import Rect
 from .jobs import JobRequest, Patch
-from .pixels import as_array, from_array, mask_array, pack, to_working
+from .pixels import as_array, from_array, mask_array
 from .translate import RegionPlan
 
 
 @dataclass
 class RegionWork:
     plan: RegionPlan
-    rgba: np.ndarray          # working float RGBA of the region (sRGB, straight alpha)
+    native: np.ndarray        # the region's pixels in the request's own layout (a view)
     selection: np.ndarray     # uint8 selection over the region (255 everywhere without a selection)
     has_selection: bool
+    opaque: bool              # every pixel of the region is fully opaque
     model_rgb: np.ndarray     # float RGB at model size (transparent pixels flattened on grey)
+    model_alpha: np.ndarray   # float layer alpha at model size
     model_mask: np.ndarray    # float at model size, 1 = repaint (the selection grown by ``grow``)
-    outside: np.ndarray | None = None  # distance to the selection, exact up to ``ring_width`` (reused)
+    model_ring: np.ndarray | None = None  # bool at model size: the band just outside the selection
 
     @property
     def region(self) -> Rect:
@@ -56,14 +61,27 @@ def selection_crop(req: JobRequest, region: Rect) -> np.ndarray:
 
 
 def prepare(req: JobRequest, plan: RegionPlan) -> RegionWork:
+    """Crop the region and bring it, its repaint mask and its colour-match ring to the model's size.
+    The masks are made at the smaller of the two resolutions: the model's when the region is larger
+    (a pixel there is selected when it covers any selected pixel), the region's otherwise."""
     native, sel, has_sel = crop(req, plan.region)
-    rgba = to_working(native, req.image.format, req.image.linear)
-    model_rgb = imaging.resize(imaging.flatten(rgba), plan.model_size)
+    fmt, size, region = req.image.format, plan.model_size, (plan.region.w, plan.region.h)
+    small, opaque = regionpixels.premultiplied_at(native, fmt, req.image.linear, size)
     binary = sel > 0
-    outside = imaging.distance_outside(binary, ring_width(plan)) if has_sel and binary.any() else None
-    repaint = imaging.grow_mask(binary, plan.grow, outside).astype(np.float32)
-    model_mask = imaging.resize(repaint, plan.model_size)
-    return RegionWork(plan, rgba, sel, has_sel, model_rgb, model_mask, outside)
+    shrinking = size[0] * size[1] < region[0] * region[1]
+    if shrinking:
+        binary = regionpixels.selection_at(binary, size)
+    grow, ring = plan.grow, ring_width(plan)
+    if shrinking:
+        grow, ring = regionpixels.scaled_px(grow, region, size), regionpixels.scaled_px(ring, region, size)
+    outside = imaging.distance_outside(binary, ring) if has_sel and binary.any() else None
+    repaint = imaging.grow_mask(binary, grow, outside).astype(np.float32)
+    ring_band = None if outside is None else imaging.ring_mask(binary, ring, outside)
+    if not shrinking:
+        repaint = imaging.resize(repaint, size)
+        ring_band = None if ring_band is None else regionpixels.selection_at(ring_band, size)
+    return RegionWork(plan, native, sel, has_sel, opaque, regionpixels.flatten_premultiplied(small),
+                      np.ascontiguousarray(small[..., 3]), repaint, ring_band)
 
 
 def ring_width(plan: RegionPlan) -> int:
@@ -72,29 +90,28 @@ def ring_width(plan: RegionPlan) -> int:
 
 def finish(req: JobRequest, work: RegionWork, outputs, seeds, *, keep_layer_alpha: bool) -> list[Patch]:
     """Model outputs (float RGB at model size) → patches in the request's pixel format."""
-    region = work.region
-    binary = work.selection > 0
-    alpha = imaging.feather_alpha(work.selection, work.plan.feather)
-    if keep_layer_alpha:
-        alpha = alpha * work.rgba[..., 3]
-    ring = reference = None
-    if work.plan.color_match and work.has_selection:
-        ring = imaging.ring_mask(binary, ring_width(work.plan), work.outside) & (work.rgba[..., 3] > 0.5)
-        reference = imaging.flatten(work.rgba[ring][:, None])[:, 0]   # the ring's pixels only
+    plan = work.plan
+    fmt = req.image.format
+    layer = work.native[..., 3] if keep_layer_alpha and not work.opaque else None
+    alpha = regionpixels.feathered_alpha(work.selection, plan.feather, fmt, layer)
+    ring = None
+    if plan.color_match and work.model_ring is not None:
+        ring = work.model_ring & (work.model_alpha > 0.5)
     patches = []
     for out, seed in zip(outputs, seeds, strict=True):
-        rgb = imaging.resize(np.asarray(out, dtype=np.float32)[..., :3], (region.w, region.h))
+        rgb = np.asarray(out, dtype=np.float32)[..., :3]
         if ring is not None:
-            rgb = imaging.color_match(rgb, reference, ring)
-        patches.append(make_patch(req, region, rgb, alpha, seed))
+            rgb = imaging.color_match(rgb, work.model_rgb, ring)
+        patches.append(patch_of(req, plan.region, rgb, alpha, seed))
     return patches
 
 
-def make_patch(req: JobRequest, region: Rect, rgb: np.ndarray, alpha: np.ndarray, seed) -> Patch:
-    """Assemble a patch in the request's format (RGBA_U8 without an input image); pixels whose
-    alpha rounds to 0 are all zero."""
+def patch_of(req: JobRequest, region: Rect, rgb: np.ndarray, alpha: np.ndarray, seed) -> Patch:
+    """A patch at ``region`` from RGB at any size and an alpha from ``regionpixels.feathered_alpha``
+    (in the request's format, RGBA_U8 without an input image)."""
     fmt, linear = (req.image.format, req.image.linear) if req.image is not None else ("RGBA_U8", False)
-    return Patch(region.x, region.y, from_array(pack(rgb, alpha, fmt, linear), fmt, linear), seed)
+    return Patch(region.x, region.y, from_array(regionpixels.patch_pixels(rgb, alpha, fmt, linear), fmt, linear),
+                 seed)
 
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core import pixels
+from core import bulk, pixels
 from core.client import EngineClient
 from core.events import Accepted, Failed, Finished, JobCancelled, Preview, Progress
 from core.jobs import MODES
@@ -94,6 +94,30 @@ def test_inpaint_over_the_protocol_matches_in_process_byte_for_byte(engine, loop
         assert a.image.header() == b.image.header()
         assert a.image.data == b.image.data
     assert remote.params == local.params and remote.warnings == local.warnings
+
+
+@pytest.mark.skipif(bulk.directory() is None, reason="no shared-memory directory on this machine")
+def test_a_large_layer_goes_both_ways_through_shared_memory(engine, loop, models, monkeypatch):
+    """A 4 MiB layer and its patch travel as files in /dev/shm (agreed in the hello), give the very
+    result of the in-process job, and leave no file behind."""
+    assert engine._link.bulk == bulk.directory()
+    taken = []
+    restore = bulk.restore
+    monkeypatch.setattr(bulk, "restore", lambda msg, *a, **k: taken.append(msg.header["bulk"]) or restore(msg, *a, **k))
+    side = 1024                                    # 1024² BGRA U8 = 4 MiB: the smallest payload that moves
+    img = rgba_u8(side, side, seed=5)
+    req = inpaint_request(img, rect_mask(side, side, 40, 30, side - 20, side - 50), steps=2, seed=8)  # region: all
+    assert len(req.image.data) >= bulk.MIN_BYTES
+    events = run(loop, engine, req)
+    (final,) = finals_of(events)
+    assert isinstance(final, Finished), final
+    local = run_job(req, models)
+    assert [len(refs) for refs in taken] == [1]    # the result's patch came back through a file
+    patch = final.result.patches[0]
+    assert bytes(patch.image.data) == bytes(local.patches[0].image.data) and patch.x == local.patches[0].x
+    leftovers = [n for n in os.listdir(bulk.directory())
+                 if bulk.NAME.match(n) and n.split("-")[1] in (str(os.getpid()), str(engine.engine_pid))]
+    assert leftovers == []
 
 
 def mode_request(mode):

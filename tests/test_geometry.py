@@ -103,10 +103,14 @@ masks = arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40)),
 
 
 @given(masks, st.integers(0, 2**31), st.integers(0, 12), st.integers(0, 12), st.booleans(), st.booleans(),
-       st.sampled_from(["RGBA_U8", "BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32"]))
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+       st.sampled_from(["RGBA_U8", "BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32"]), st.sampled_from([1, 4]))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_composite_leaves_every_pixel_outside_the_selection_bit_identical(
-        mask, seed, grow, feather, transparent, color_match, fmt):
+        mask, seed, grow, feather, transparent, color_match, fmt, blow_up):
+    """(Masks blown up 4× make regions of up to 160 px, larger than the 64 px model input asked for:
+    the shrinking path.)"""
+    mask = np.kron(mask, np.ones((blow_up, blow_up), np.uint8))
+    native = 128 if blow_up == 1 else 64
     h, w = mask.shape
     rng = np.random.default_rng(seed)
     if fmt in ("RGBA_U8", "BGRA_U8"):
@@ -121,7 +125,7 @@ def test_composite_leaves_every_pixel_outside_the_selection_bit_identical(
                      image=buffer(img, fmt, linear=fmt.startswith("RGBA_F")),
                      mask=buffer(mask[..., None], "GRAY_U8"))
     bbox = regionjob.selection_bbox(req)
-    plan = plan_region_job(req, bbox, 128, seed=1)
+    plan = plan_region_job(req, bbox, native, seed=1)
     work = regionjob.prepare(req, plan)
     fake_output = rng.random((plan.model_size[1], plan.model_size[0], 3)).astype(np.float32)
     (patch,) = regionjob.finish(req, work, [fake_output], [1], keep_layer_alpha=transparent)

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 
+from .. import bulk
 from ..protocol import (
     LIMITS,
     PRE_AUTH_LIMITS,
@@ -100,9 +101,16 @@ class PeerBase:
 
 
 class Connection(PeerBase):
-    def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False):
+    """``bulk_allowed``: the peer is the editor that started this engine, on the same machine (stdio),
+    so large payloads may go through shared-memory files if its hello offers them (``core.bulk``)."""
+
+    def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False,
+                 bulk_allowed: bool = False):
         super().__init__(service, name)
         self.needs_token = needs_token
+        self.bulk_allowed = bulk_allowed
+        self.bulk: str | None = None
+        self.bulk_written: set[str] = set()
         self._read = read
         self._write = write
         self._close_transport = close
@@ -115,6 +123,11 @@ class Connection(PeerBase):
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
+        if self.bulk and not droppable:
+            try:
+                msg = bulk.offload(msg, self.bulk, self.bulk_written)
+            except OSError as e:       # shared memory full: the pipe still works
+                log.warning("%s: shared memory unavailable (%s): sending through the pipe", self.name, e)
         chunks = self._encode(msg)
         if chunks is None:
             return False
@@ -156,6 +169,8 @@ class Connection(PeerBase):
                 limits = PRE_AUTH_LIMITS if self.needs_token and not self.ready else LIMITS
                 try:
                     msg = read_message(self._read, limits)
+                    if msg is not None and "bulk" in msg.header:
+                        msg = bulk.restore(msg, self.bulk, mapped=True)
                 except (FramingError, MessageError) as e:
                     outcome = self.read_failed(e)
                     if outcome:
@@ -183,6 +198,7 @@ class Connection(PeerBase):
             self._out.put(None)
             self._writer.join(timeout)
         self.closed.set()
+        bulk.discard(self.bulk, self.bulk_written)
         if self._close_transport is not None:
             try:
                 self._close_transport()

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import replace
 
-from .. import __version__
+from .. import __version__, bulk
 from ..catalog import CATALOG, MODE_MODELS
 from ..control import Cancelled, JobControl
 from ..events import Capabilities
@@ -130,9 +130,12 @@ class EngineService:
         if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
             conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
         conn.ready = True
+        offered = msg.get("bulk_dir")
+        if getattr(conn, "bulk_allowed", False) and isinstance(offered, str) and offered == bulk.directory():
+            conn.bulk = offered
         conn.send(hello(engine_version=__version__, pid=os.getpid(), python=platform.python_version(),
                         heartbeat=conn.heartbeat_every, shared=not self.allow_shutdown,
-                        log=None if conn.needs_token else self.log_path))
+                        log=None if conn.needs_token else self.log_path, bulk_dir=getattr(conn, "bulk", None)))
         log.info("%s: hello (protocol %d)", conn.name, PROTOCOL_VERSION)
         with self._lock:
             caps = self._capabilities

@@ -85,7 +85,12 @@ def main(argv=None) -> int:
 
     service = EngineService(allow_shutdown=True, log_path=path, **service_kwargs(args))
     reader = open(proto_in, "rb", buffering=1 << 16, closefd=False)
-    conn = Connection(service, reader.read, writer_for(proto_out), name="stdio")
+    from .. import bulk
+
+    swept = bulk.sweep(bulk.directory())
+    if swept:
+        log.info("removed %d shared-memory files left by processes that are gone", swept)
+    conn = Connection(service, reader.read, writer_for(proto_out), name="stdio", bulk_allowed=True)
     log.info("ready to read after %.3f s", time.perf_counter() - t0)
     try:
         reason = conn.serve()

@@ -13,10 +13,9 @@ import time
 import cv2
 import numpy as np
 
-from .. import imaging, regionjob
+from .. import regionjob, regionpixels
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
-from ..pixels import to_working
 from ..translate import plan_region_job
 
 
@@ -51,12 +50,12 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     loaded = models.get_part("depth", req.model, control=control)
     plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, 0)
     native, selection, _ = regionjob.crop(req, plan.region)
-    rgba = to_working(native, req.image.format, req.image.linear)
     control.set_phase("encoding", 0, 1)
-    small = imaging.resize(imaging.flatten(rgba), plan.model_size)  # DPT works at 384 px anyway
-    depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))
+    small, _ = regionpixels.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
+    small = regionpixels.flatten_premultiplied(small)  # DPT works at 384 px anyway
+    depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))   # normalised at the layer's own size
     control.set_phase("finishing", 1, 1)
-    alpha = selection.astype(np.float32) / 255.0
-    patch = regionjob.make_patch(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
+    alpha = regionpixels.feathered_alpha(selection, 0, req.image.format)
+    patch = regionjob.patch_of(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
     return JobResult("depth", (patch,), loaded.resolved.name, req.params, req.options, (),
                      {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple())})

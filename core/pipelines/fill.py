@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fastfill, imaging, regionjob
+from .. import fastfill, regionjob
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
 from ..params import ValidationError
@@ -109,8 +109,7 @@ def unknown_pixels(work: regionjob.RegionWork) -> np.ndarray:
     """Pixels (at working size) the fill must invent: the grown selection, and transparent pixels,
     whose colour means nothing (they would otherwise bleed the flattening grey into the fill)."""
     hole = work.model_mask > 1e-3
-    alpha = imaging.resize(work.rgba[..., 3], work.plan.model_size)
-    return hole | (alpha < 0.5)
+    return hole | (work.model_alpha < 0.5)
 
 
 def run(req: JobRequest, models, control: JobControl) -> JobResult:

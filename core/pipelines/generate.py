@@ -15,7 +15,7 @@ import time
 import weakref
 from dataclasses import replace
 
-from .. import imaging, regionjob
+from .. import regionjob, regionpixels
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
 from ..translate import plan_region_job, plan_text_job
@@ -67,9 +67,9 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
         images, warnings = text_to_image(pipe, plan, req.params, control, device)
         control.set_phase("finishing")
         region = plan.region
-        alpha = imaging.feather_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0)
-        patches = [regionjob.make_patch(req, region, imaging.resize(im[..., :3], (region.w, region.h)), alpha, s)
-                   for im, s in zip(images, plan.seeds)]
+        alpha = regionpixels.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
+                                             "RGBA_U8")
+        patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
     return JobResult("generate", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,
                      warnings, {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple()),
                                 "model_size": list(plan.model_size),

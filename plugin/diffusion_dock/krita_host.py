@@ -30,6 +30,12 @@ LAYER_KINDS = {"paintlayer": "paint", "grouplayer": "group", "filelayer": "file"
                "filllayer": "fill", "clonelayer": "clone", "vectorlayer": "vector"}
 
 
+def pixel_bytes(data) -> QByteArray:
+    """A QByteArray of a buffer's pixels.  (PyQt5 takes only bytes or bytearray: results from a local
+    engine arrive as memory maps of shared-memory files, see core.bulk.)"""
+    return QByteArray(data if isinstance(data, (bytes, bytearray)) else bytes(data))
+
+
 def node_id(node) -> str:
     return node.uniqueId().toString()
 
@@ -165,7 +171,7 @@ class KritaDocument(H.HostDocument):
         if node_color(node) != source.color:   # the layer has its own colour space, unlike the document
             node.setColorSpace(source.color.model, source.color.depth, source.color.profile)
         img = patch.image
-        node.setPixelData(QByteArray(img.data), patch.x, patch.y, img.width, img.height)   # before inserting
+        node.setPixelData(pixel_bytes(img.data), patch.x, patch.y, img.width, img.height)   # before inserting
         parent = source_node.parentNode() or self._root()
         if not parent.addChildNode(node, source_node):
             raise H.HostError("Krita refused to add the layer")
@@ -232,7 +238,7 @@ class KritaDocument(H.HostDocument):
             bpp = H.ImageBuffer(1, 1, source.color.pixel_format, b"").expected_nbytes()
             node.setPixelData(QByteArray(bytes(old.w * old.h * bpp)), old.x, old.y, old.w, old.h)
         img = patch.image
-        node.setPixelData(QByteArray(img.data), patch.x, patch.y, img.width, img.height)
+        node.setPixelData(pixel_bytes(img.data), patch.x, patch.y, img.width, img.height)
         node.setName(title)
         self.doc.refreshProjection()
         return self.layer(node_id(node))
@@ -300,7 +306,7 @@ class KritaHost(H.Host):
         root = doc.rootNode()
         defaults = [n for n in root.childNodes() if not is_mask(n)]
         node = doc.createNode(layer_name, "paintlayer")
-        node.setPixelData(QByteArray(img.data), 0, 0, img.width, img.height)   # before inserting
+        node.setPixelData(pixel_bytes(img.data), 0, 0, img.width, img.height)   # before inserting
         root.addChildNode(node, defaults[-1] if defaults else None)
         for n in defaults:                     # the empty background Krita makes: the result is the image
             n.remove()
