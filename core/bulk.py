@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 import uuid
 
 from .protocol import LIMITS, Message, MessageError
@@ -45,7 +46,7 @@ def offload(msg: Message, where: str, written: set | None = None) -> Message:
         return msg
     payloads, refs = list(msg.payloads), []
     for i in big:
-        name = _write(where, payloads[i])
+        name = _shared_file(payloads[i], where) or _write(where, payloads[i])
         if written is not None:
             written.add(name)
         refs.append({"index": i, "name": name, "size": memoryview(payloads[i]).nbytes})
@@ -173,3 +174,71 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError, OSError):
         return True
     return True
+
+
+# --- results written straight into shared memory (no copy when they are sent) --------------------
+
+_shared: dict[int, tuple[str, str, object]] = {}   # id(mmap) -> (directory, name, mmap), until sent or released
+_shared_lock = threading.Lock()
+
+
+def shared_array(where: str, shape: tuple, dtype, names: set):
+    """A new array backed by a new bulk file in ``where`` (its name added to ``names``): ``offload``
+    then sends the file itself instead of copying the array into one.  Small arrays are plain memory.
+    (Engine side only: numpy is imported here, so the module stays standard-library for the editor.)"""
+    import mmap
+
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    name = f"dd-{os.getpid()}-{uuid.uuid4().hex}.bulk"
+    fd = os.open(os.path.join(where, name), os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.ftruncate(fd, nbytes)
+        mm = mmap.mmap(fd, nbytes)
+    except BaseException:
+        os.close(fd)
+        _unlink(where, name)
+        raise
+    os.close(fd)
+    names.add(name)
+    with _shared_lock:
+        _shared[id(mm)] = (where, name, mm)
+    return np.frombuffer(mm, dtype).reshape(shape)
+
+
+def _shared_file(payload, where: str) -> str | None:
+    """The bulk file ``payload`` is exactly the memory of, if it came from ``shared_array`` (taken off
+    the list: the receiver owns it now)."""
+    view = memoryview(payload)
+    obj = view.obj
+    while obj is not None and not _is_mmap(obj):
+        obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
+    if obj is None:
+        return None
+    with _shared_lock:
+        entry = _shared.get(id(obj))
+        if entry is None or entry[2] is not obj or entry[0] != where or view.nbytes != len(obj):
+            return None
+        del _shared[id(obj)]
+    return entry[1]
+
+
+def _is_mmap(obj) -> bool:
+    import mmap
+
+    return isinstance(obj, mmap.mmap)
+
+
+def release(names: set) -> None:
+    """Delete the files of the shared arrays named in ``names`` that were never sent (a job that
+    failed or was cancelled after making them); the ones sent belong to their receiver."""
+    with _shared_lock:
+        unsent = [(key, where, name) for key, (where, name, _) in _shared.items() if name in names]
+        for key, _, _ in unsent:
+            del _shared[key]
+    for _, where, name in unsent:
+        _unlink(where, name)

@@ -39,6 +39,30 @@ def as_array(buf: ImageBuffer) -> np.ndarray:
     return arr.reshape(buf.height, buf.width, c)
 
 
+_results = threading.local()
+
+
+def result_array(shape: tuple, dtype) -> np.ndarray:
+    """A new array for pixels that leave the engine (a patch): where the job's connection takes them
+    from (shared memory, see ``core.bulk``, inside ``results_in``), else plain memory."""
+    make = getattr(_results, "make", None)
+    return np.empty(shape, dtype) if make is None else make(shape, dtype)
+
+
+class results_in:
+    """``with results_in(make):`` result arrays of this thread come from ``make(shape, dtype)``."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __enter__(self):
+        self.previous = getattr(_results, "make", None)
+        _results.make = self.make
+
+    def __exit__(self, *exc):
+        _results.make = self.previous
+
+
 def from_array(arr: np.ndarray, fmt: str, linear: bool = False) -> ImageBuffer:
     """An ImageBuffer over ``arr``'s memory (no copy when it is already contiguous in ``fmt``'s dtype:
     a 4096² F32 patch is 268 MB).  Its data is a read-only bytes-like view that keeps the array alive."""

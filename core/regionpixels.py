@@ -22,7 +22,15 @@ import threading
 import cv2
 import numpy as np
 
-from .pixels import _dtype, from_working_reference, run_bands, run_parallel, to_working, to_working_reference
+from .pixels import (
+    _dtype,
+    from_working_reference,
+    result_array,
+    run_bands,
+    run_parallel,
+    to_working,
+    to_working_reference,
+)
 
 ALPHA_TILE = 256        # px: tiles of the feathered alpha (only tiles crossed by the soft edge do float work)
 _INT_SCALE = {"BGRA_U8": 255.0, "RGBA_U8": 255.0, "BGRA_U16": 65535.0, "RGBA_U16": 65535.0}
@@ -227,13 +235,14 @@ def patch_pixels(rgb: np.ndarray, alpha: np.ndarray, fmt: str, linear: bool = Fa
     work_fmt = "RGBA_F32" if fmt == "RGBA_F16" else fmt
     small = from_working_reference(np.concatenate([rgb[..., :3], np.ones_like(rgb[..., :1])], axis=-1)
                                    .astype(np.float32), work_fmt, linear)
+    big = np.empty((h, w, 4), np.float32) if fmt == "RGBA_F16" else result_array((h, w, 4), small.dtype)
     if small.shape[:2] == (h, w):
-        big = np.ascontiguousarray(small)
+        big[...] = small
     else:
         shrinking = w * h < small.shape[0] * small.shape[1]
-        big = cv2.resize(small, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+        cv2.resize(small, (w, h), dst=big, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
     alpha = np.ascontiguousarray(alpha, dtype=big.dtype)
-    out = np.empty(big.shape, np.float16) if fmt == "RGBA_F16" else big
+    out = result_array(big.shape, np.float16) if fmt == "RGBA_F16" else big
 
     def band(y0: int, y1: int) -> None:
         b = big[y0:y1]

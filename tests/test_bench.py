@@ -41,6 +41,8 @@ def test_smoke_run_measures_every_row(smoke):
     assert len(data["load_average"]["start"]) == 3 and len(data["load_average"]["end"]) == 3
     # The figures behind the verdicts are there.
     assert rows[1]["figures"]["gflop_guided_step"] > rows[1]["figures"]["gflop_unguided_step"] > 0
+    shares = rows[1]["figures"]["time_shares"]                         # where the step's time goes
+    assert "convolution" in shares and abs(sum(shares.values()) - 1.0) < 1e-6
     assert rows[2]["figures"]["ours"]["unet_calls"] == data["profile"]["e2e_steps"]
     assert rows[2]["figures"]["ours_repeat"]["vae_encodes"] == 0        # the VAE-encode cache hit
     assert rows[2]["figures"]["ours_repeat"]["text_encoding_s"] == 0.0  # the prompt cache hit

@@ -146,3 +146,70 @@ def test_the_engine_agrees_to_the_directory_it_also_sees():
     finally:
         eng.proc.kill()
         eng.proc.wait()
+
+
+def test_patches_made_in_shared_memory_are_sent_as_their_own_files(where, models, monkeypatch):
+    """Inside ``results_in`` a job's patch is made in a bulk file, and sending it moves no bytes."""
+    from core.pixels import results_in
+    from core.runner import run_job
+
+    from .helpers import inpaint_request, rect_mask, rgba_u8
+
+    side = 1024
+    req = inpaint_request(rgba_u8(side, side, seed=2), rect_mask(side, side, 30, 40, side - 30, side - 20),
+                          steps=1, seed=4)
+    names: set = set()
+    with results_in(lambda shape, dtype: bulk.shared_array(where, shape, dtype, names)):
+        res = run_job(req, models)
+    plain = run_job(req, models)
+    assert len(names) == 1 and ours(where) == names
+    assert bytes(res.patches[0].image.data) == bytes(plain.patches[0].image.data)
+
+    def no_copy(*a):
+        raise AssertionError("the patch was copied into a new file")
+
+    monkeypatch.setattr(bulk, "_write", no_copy)
+    sent = bulk.offload(P.result("job", res), where)
+    assert [r["name"] for r in sent.header["bulk"]] == sorted(names)
+    bulk.release(names)                                   # sent: no longer ours to delete
+    assert ours(where) == names
+    got = bulk.restore(sent, where, mapped=False)
+    assert got.payloads[0] == bytes(plain.patches[0].image.data) and ours(where) == set()
+
+
+def test_shared_arrays_never_sent_are_deleted_with_their_job(where):
+    names: set = set()
+    a = bulk.shared_array(where, (1024, 1024, 4), np.uint8, names)
+    small = bulk.shared_array(where, (4, 4), np.float32, names)     # small: plain memory, no file
+    a[...] = 7
+    assert len(names) == 1 and ours(where) == names and small.shape == (4, 4)
+    other = np.zeros(BIG, np.uint8)                                # not shared: copied into a file
+    sent = bulk.offload(P.message("x", [other]), where)
+    assert sent.header["bulk"][0]["name"] not in names
+    bulk.release(names)
+    assert ours(where) == {sent.header["bulk"][0]["name"]}
+    assert int(a[5, 5, 0]) == 7                                    # the array itself stays valid
+
+
+def test_result_arrays_come_from_the_threads_maker_only_inside_results_in():
+    import threading
+
+    from core.pixels import result_array, results_in
+
+    made = []
+
+    def maker(shape, dtype):
+        made.append(shape)
+        return np.full(shape, 3, dtype)
+
+    with results_in(maker):
+        assert result_array((2, 2), np.uint8)[0, 0] == 3
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(result_array((1,), np.uint8)))
+        t.start()
+        t.join()
+        with results_in(None):
+            result_array((5,), np.uint8)
+        result_array((3,), np.uint8)
+    result_array((4,), np.uint8)
+    assert made == [(2, 2), (3,)]

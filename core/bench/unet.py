@@ -69,6 +69,33 @@ def time_step(unet, batch: int, size: int, repeats: int, channels_last: bool = F
         return best_of(lambda: unet(x, t, encoder_hidden_states=ctx), repeats, warm=1)
 
 
+OP_KINDS = (   # torch op name fragments → the kind of work, first match wins
+    ("convolution", ("convolution",)),
+    ("attention (SDPA)", ("scaled_dot_product", "flash_attention")),
+    ("linear and matmul", ("addmm", "aten::mm", "bmm", "baddbmm", "matmul")),
+    ("normalisation", ("group_norm", "layer_norm")),
+    ("copies and layout", ("copy_", "clone", "contiguous", "cat", "to_dense", "reorder")),
+)
+
+
+def op_breakdown(unet, batch: int, size: int) -> dict[str, float]:
+    """Share of one step's CPU time by kind of work (torch's profiler, self time of each op)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    x, t, ctx = step_inputs(unet, batch, size, unet.dtype)
+    with torch.inference_mode():
+        unet(x, t, encoder_hidden_states=ctx)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            unet(x, t, encoder_hidden_states=ctx)
+    spent: dict[str, float] = {}
+    for ev in prof.key_averages():
+        kind = next((k for k, parts in OP_KINDS if any(p in ev.key for p in parts)), "elementwise and other")
+        spent[kind] = spent.get(kind, 0.0) + ev.self_cpu_time_total
+    total = sum(spent.values()) or 1.0
+    return {k: v / total for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+
+
 def fp32_unet(resolved):
     """The same UNet weights in float32, loaded from the model's files (what an fp32 policy runs)."""
     import torch
@@ -95,6 +122,8 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
     policy_dtype = str(unet.dtype).replace("torch.", "")
     guided, guided_all = time_step(unet, 2, size, profile.step_repeats)
     log(f"row 1: guided step ({policy_dtype}) {fmt_s(guided)}")
+    shares = op_breakdown(unet, 2, size)
+    log("row 1: where the step's time goes: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     single, single_all = time_step(unet, 1, size, profile.step_repeats)
     log(f"row 1: unguided step (guidance 1, batch 1) {fmt_s(single)}")
     unet.to(memory_format=torch.channels_last)
@@ -122,6 +151,7 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
         "ratio_to_floor_fp32": guided32 / floor32, "step_guidance1_s": single, "step_guidance1_all_s": single_all,
         "step_channels_last_s": cl, "step_channels_last_all_s": cl_all,
         "achieved_gflops": flops_guided / guided / 1e9, "achieved_gflops_fp32": flops_guided / guided32 / 1e9,
+        "time_shares": shares,
     }
     row = Row(1, f"UNet step against the floor ({size}², batch 2)",
               f"{fmt_s(guided)} {policy_dtype} vs floor {fmt_s(floor)} = **{ratio:.2f}×** "
@@ -130,6 +160,8 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
     row.notes.append(f"floor = {flops_guided / 1e9:.0f} GFLOP (torch flop counter) / {rate / 1e9:.0f} GFLOP/s "
                      f"({MATMUL_SIDE}² {policy_dtype} matmul, same run); the step reached "
                      f"{flops_guided / guided / 1e9:.0f} GFLOP/s")
+    row.notes.append(f"where the {policy_dtype} step's time goes (torch profiler, self time): "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     policy = {
         "bf16": {"fp32_s": guided32, "bf16_s": guided, "speedup": guided32 / guided},
         "guidance1": {"guided_s": guided, "unguided_s": single, "speedup": guided / single},

@@ -47,6 +47,7 @@ class Job:
     state: str = "new"              # new | queued | running | done
     cancel_requested: bool = False
     device: str | None = None
+    bulk_names: set = field(default_factory=set)   # shared-memory files its patches were made in (core.bulk)
 
     @property
     def key(self) -> tuple:

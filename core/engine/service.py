@@ -197,6 +197,7 @@ class EngineService:
 
     def _execute(self, job: Job, device: str) -> Outcome:
         from ..memory import is_out_of_memory, run_with_memory_retry
+        from ..pixels import results_in
         from ..resolver import ModelError
         from ..runner import run_job
 
@@ -206,7 +207,8 @@ class EngineService:
             if self._models is None:  # the first job waits for the device probe and the libraries
                 job.control.set_phase("loading")
             models = self.models()
-            res = run_with_memory_retry(lambda: run_job(job.request, models, job.control), models)
+            with results_in(self._result_maker(job)):
+                res = run_with_memory_retry(lambda: run_job(job.request, models, job.control), models)
             outcome = Outcome("result", in_request_layout(job.request, res))
         except Cancelled:
             outcome = Outcome.cancelled()
@@ -224,6 +226,15 @@ class EngineService:
                  time.perf_counter() - t0)
         return outcome
 
+    @staticmethod
+    def _result_maker(job: Job):
+        """Where the job's patches are made: straight in shared memory when its connection takes large
+        payloads from there (no copy on sending, see core.bulk), else in plain memory."""
+        where = getattr(job.owner, "bulk", None)
+        if not where:
+            return None
+        return lambda shape, dtype: bulk.shared_array(where, shape, dtype, job.bulk_names)
+
     def _final(self, job: Job, outcome: Outcome) -> None:
         conn = job.owner
         if outcome.kind == "result":
@@ -232,6 +243,7 @@ class EngineService:
             conn.send(message("cancelled", job_id=job.id))
         else:
             conn.send(error(outcome.code, outcome.message, job_id=job.id, parameter=outcome.parameter))
+        bulk.release(job.bulk_names)    # patches made but never sent
 
     def _queue_changed(self) -> None:
         with self._queue_lock:
