@@ -225,6 +225,7 @@ class _Link:
         for start in range(0, view.nbytes, WRITE_SLICE):
             self.writer.write(view[start:start + WRITE_SLICE])
             await self.writer.drain()
+            await asyncio.sleep(0)   # drain() does not yield while the pipe keeps up: yield once per slice
 
 
 class EngineClient:

@@ -242,6 +242,7 @@ async def _read_payload(reader, n: int):
         if not chunk:
             raise asyncio.IncompleteReadError(b"", n - len(buf))
         buf += chunk
+        await asyncio.sleep(0)   # read() returns at once while data is buffered: let the UI breathe
     return buf
 
 

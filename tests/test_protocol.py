@@ -285,3 +285,69 @@ def test_the_client_writes_a_large_frame_in_slices_and_keeps_the_order():
     first, second = asyncio.run(go())
     assert (first.type, first.get("job_id"), bytes(first.payloads[0]) == big) == ("submit", "big", True)
     assert (second.type, second.get("job_id")) == ("cancel", "small")
+
+
+def test_a_large_frame_gives_the_event_loop_a_turn_between_slices_even_when_the_peer_keeps_up():
+    """drain() returns at once when the kernel takes a whole slice (a widened pipe, a fast reader), so
+    the writer must yield by itself: the editor's UI runs between every two slices."""
+    import socket
+
+    from core.client import WRITE_SLICE, _Link
+
+    big = bytes(4 * WRITE_SLICE)
+
+    async def go():
+        a, b = socket.socketpair()
+        for s, opt in ((a, socket.SO_SNDBUF), (b, socket.SO_RCVBUF)):
+            s.setsockopt(socket.SOL_SOCKET, opt, 16 * WRITE_SLICE)   # the kernel takes every slice at once
+        reader_b, writer_b = await asyncio.open_connection(sock=b)
+        reader_a, writer_a = await asyncio.open_connection(sock=a)
+        link = _Link(reader_a, writer_a, where="test")
+        ticks, seen = [0], []
+        write = writer_a.write
+        writer_a.write = lambda data: (seen.append(ticks[0]), write(data))[1]
+
+        async def ui():
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(ui())
+        link.send(P.message("submit", [big], job_id="big"))
+        got = await P.read_message_async(reader_b)
+        await link._flusher
+        ticker.cancel()
+        writer_a.close()
+        writer_b.close()
+        return got, seen
+
+    got, seen = asyncio.run(go())
+    assert bytes(got.payloads[0]) == big
+    slices = seen[1:]                  # the first write is the frame's header
+    assert len(slices) >= 4 and all(later > earlier for earlier, later in zip(slices, slices[1:]))
+
+
+def test_reading_a_buffered_large_payload_gives_the_event_loop_turns():
+    big = bytes(4 * P.PAYLOAD_CHUNK)
+    data = frames(P.message("result", [big], job_id="j"))
+
+    async def go():
+        r = asyncio.StreamReader(limit=len(data) + 1)
+        r.feed_data(data)              # all there already: read() never has to wait
+        r.feed_eof()
+        ticks = [0]
+
+        async def ui():
+            while True:
+                ticks[0] += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(ui())
+        await asyncio.sleep(0)
+        start = ticks[0]
+        msg = await P.read_message_async(r)
+        ticker.cancel()
+        return msg, ticks[0] - start
+
+    msg, turns = asyncio.run(go())
+    assert bytes(msg.payloads[0]) == big and turns >= 3

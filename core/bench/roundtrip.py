@@ -18,6 +18,7 @@ import io
 import os
 import tempfile
 
+from ..bulk import directory as bulk_directory
 from .common import Row, ellipse_mask, fmt_s, inpaint_request, now
 from .profiles import Profile
 
@@ -115,21 +116,31 @@ def through_engine(side: int, repeats: int, tiny_root, log) -> dict:
 
 
 def stages(side: int, fmt: str, linear: bool, models) -> dict:
-    """The round trip's stages timed one by one in this process (the model call replaced by its input)."""
+    """The round trip's stages timed one by one in this process (the model call replaced by its input),
+    the way the engine's stdio channel carries them: through shared-memory files when this machine has
+    them (``core.bulk``), else through the pipe (each frame is joined into one buffer here)."""
+    from .. import bulk, regionjob
     from .. import protocol as P
-    from .. import regionjob
     from ..engine.service import in_request_layout
     from ..jobs import JobResult, validate
+    from ..pixels import results_in
     from ..translate import plan_region_job
 
+    where = bulk.directory()
+    names: set = set()
     req = layer_request(side, fmt, linear)
     t = {}
     a = now()
-    chunks = P.encode(P.submit("bench", req))
-    frame = b"".join(bytes(c) for c in chunks)  # stands in for the pipe
+    msg = P.submit("bench", req)
+    if where:
+        msg = bulk.offload(msg, where, names)
+    frame = b"".join(bytes(c) for c in P.encode(msg))  # stands in for the pipe
     t["client: encode request"] = now() - a
     a = now()
-    got = validate(P.request_of(P.read_message(io.BytesIO(frame).read)))
+    msg = P.read_message(io.BytesIO(frame).read)
+    if where:
+        msg = bulk.restore(msg, where, mapped=True)
+    got = validate(P.request_of(msg))
     t["engine: read and validate request"] = now() - a
     del frame
     a = now()
@@ -137,17 +148,26 @@ def stages(side: int, fmt: str, linear: bool, models) -> dict:
     work = regionjob.prepare(got, plan)
     t["engine: crop, convert, scale for the model"] = now() - a
     a = now()
-    patches = regionjob.finish(got, work, [work.model_rgb], plan.seeds, keep_layer_alpha=False)
+    made = None if not where else (lambda shape, dtype: bulk.shared_array(where, shape, dtype, names))
+    with results_in(made):
+        patches = regionjob.finish(got, work, [work.model_rgb], plan.seeds, keep_layer_alpha=False)
     t["engine: scale back, feather, colour match, patch"] = now() - a
     res = JobResult("inpaint", tuple(patches), "bench", got.params, got.options)
     a = now()
     res = in_request_layout(got, res)
-    out = b"".join(bytes(c) for c in P.encode(P.result("bench", res)))
+    msg = P.result("bench", res)
+    if where:
+        msg = bulk.offload(msg, where, names)
+    out = b"".join(bytes(c) for c in P.encode(msg))
     t["engine: result in the layer's layout, encode"] = now() - a
     a = now()
-    back = P.event_of(P.read_message(io.BytesIO(out).read))
+    msg = P.read_message(io.BytesIO(out).read)
+    if where:
+        msg = bulk.restore(msg, where, mapped=True)
+    back = P.event_of(msg)
     t["client: decode result"] = now() - a
     assert back.result.patches[0].image.format == fmt
+    bulk.discard(where, names)
     return t
 
 
@@ -182,7 +202,8 @@ def run(profile: Profile, tiny_root, models, log) -> Row:
               {"side": side, "through_engine": e2e, "best": best, "worst_stall_s": stall, "stages": breakdown,
                "pipe_bytes_per_s": transfer_rate(64 << 20 if profile.tiny else 256 << 20)})
     row.notes.append("through a real engine process (tiny models; the engine's time inside the diffusion call is "
-                     "subtracted) driven by the real client under qasync; stall = worst lateness of a 5 ms QTimer")
+                     "subtracted) driven by the real client under qasync; stall = worst lateness of a 5 ms QTimer; "
+                     + ("large payloads through shared memory (core.bulk)" if bulk_directory() else "through the pipe"))
     for name, parts in breakdown.items():
         row.notes.append(f"{name} stages in-process: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in parts.items()))
     return row

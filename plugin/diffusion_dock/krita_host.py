@@ -250,7 +250,7 @@ class KritaDocument(H.HostDocument):
         source = self.layer(source_id)
         self.check_patch(source, patch)
         img = patch.image
-        if bytes(node.pixelData(patch.x, patch.y, img.width, img.height)) != img.data:
+        if memoryview(bytes(node.pixelData(patch.x, patch.y, img.width, img.height))) != memoryview(img.data):
             return None
         bounds = H.Rect(*node.bounds().getRect()).intersect(self._canvas())
         if not bounds.empty and bounds.intersect(H.Rect(patch.x, patch.y, img.width, img.height)) != bounds:

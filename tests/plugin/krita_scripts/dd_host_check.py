@@ -4,6 +4,7 @@ judges the outputs.  Usage: kritarunner -s dd_host_check -f main WORKDIR
 """
 
 import json
+import mmap
 import os
 import sys
 import traceback
@@ -96,7 +97,12 @@ def run_case(k, workdir, case, out):
 
     before = bytes(src.pixelData(0, 0, w, h))
     px, py, pw, ph = case["patch_rect"]
-    pbuf = jobs.ImageBuffer(pw, ph, info.color.pixel_format, _load(workdir, case["patch"]), info.color.linear)
+    # As results from a local engine arrive: memory maps of shared-memory files (core.bulk), which PyQt5's
+    # QByteArray does not take as they are.
+    raw = _load(workdir, case["patch"])
+    shared = mmap.mmap(-1, len(raw))
+    shared.write(raw)
+    pbuf = jobs.ImageBuffer(pw, ph, info.color.pixel_format, shared, info.color.linear)
     patch = jobs.Patch(px, py, pbuf, 1234)
     prov = {"mode": "inpaint", "model": "tiny", "seed": 1234,
             "params": {"prompt": "red scarf", "seed": 1234, "steps": 3}, "options": {"grow": 8}}
@@ -144,7 +150,7 @@ def run_case(k, workdir, case, out):
         out["applied"] = _info(a)
         out["applied_same_node"] = a.id == p3.id
         out["applied_provenance"] = d.provenance(a.id)
-        out["applied_pixels"] = bytes(d.node(a.id).pixelData(px, py, pw, ph)) == pbuf.data
+        out["applied_pixels"] = bytes(d.node(a.id).pixelData(px, py, pw, ph)) == bytes(pbuf.data)
         out["previews_left"] = [i.name for i in d.layers() if i.preview]
         out["apply_without_preview"] = d.apply_preview(src_id, patch, "applied", prov) is None
         d.node(a.id).remove()
