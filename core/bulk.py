@@ -197,8 +197,13 @@ def shared_array(where: str, shape: tuple, dtype, names: set):
     name = f"dd-{os.getpid()}-{uuid.uuid4().hex}.bulk"
     fd = os.open(os.path.join(where, name), os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        os.ftruncate(fd, nbytes)
+        # Reserve the pages now: writing through a map into a full tmpfs would be a SIGBUS, not an error.
+        os.posix_fallocate(fd, 0, nbytes)
         mm = mmap.mmap(fd, nbytes)
+    except OSError:                       # no room in shared memory: plain memory (sent through a copy)
+        os.close(fd)
+        _unlink(where, name)
+        return np.empty(shape, dtype)
     except BaseException:
         os.close(fd)
         _unlink(where, name)

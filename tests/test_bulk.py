@@ -213,3 +213,21 @@ def test_result_arrays_come_from_the_threads_maker_only_inside_results_in():
         result_array((3,), np.uint8)
     result_array((4,), np.uint8)
     assert made == [(2, 2), (3,)]
+
+
+def test_a_full_shared_memory_gives_plain_arrays_and_the_pipe(where, monkeypatch):
+    """No room in /dev/shm (a container's 64 MB, say): nothing crashes, nothing is left behind."""
+    import errno
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    names: set = set()
+    arr = bulk.shared_array(where, (1024, 1024, 4), np.uint8, names)
+    arr[...] = 1
+    assert names == set() and ours(where) == set()
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):                   # the senders catch this and use the pipe
+        bulk.offload(P.message("x", [bytes(BIG)]), where)
+    assert ours(where) == set()
