@@ -123,7 +123,7 @@ class Connection(PeerBase):
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
-        if self.bulk and not droppable:
+        if self.bulk and not droppable and not self.closed.is_set():   # (closed: its files would be orphans)
             try:
                 msg = bulk.offload(msg, self.bulk, self.bulk_written)
             except OSError as e:       # shared memory full: the pipe still works
