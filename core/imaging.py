@@ -41,25 +41,36 @@ def _distance_inside(binary: np.ndarray, cap: float | None = None) -> np.ndarray
     if cap is None or binary.size < DISTANCE_TILED_PIXELS:
         return cv2.distanceTransform(binary.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     h, w = binary.shape
-    margin = int(np.ceil(cap)) + 1
     out = np.empty((h, w), np.float32)
 
     def tile(y0: int, x0: int) -> None:
         y1, x1 = min(h, y0 + DISTANCE_TILE), min(w, x0 + DISTANCE_TILE)
-        ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-        window = binary[ya:yb, xa:xb]
-        if window.all():
-            out[y0:y1, x0:x1] = FAR
-        elif not window[y0 - ya: y1 - ya, x0 - xa: x1 - xa].any():
+        if not binary[y0:y1, x0:x1].any():
             out[y0:y1, x0:x1] = 0.0
-        else:
-            d = cv2.distanceTransform(window.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            out[y0:y1, x0:x1] = d[y0 - ya: y1 - ya, x0 - xa: x1 - xa]
+            return
+        d = tile_distance(binary, y0, y1, x0, x1, cap)
+        out[y0:y1, x0:x1] = FAR if d is None else d
 
     from .pixels import run_parallel
 
     run_parallel([(y, x) for y in range(0, h, DISTANCE_TILE) for x in range(0, w, DISTANCE_TILE)], tile)
     return out
+
+
+def tile_distance(mask: np.ndarray, y0: int, y1: int, x0: int, x1: int, cap: float) -> np.ndarray | None:
+    """Distance of every pixel of the tile ``mask[y0:y1, x0:x1]`` to the nearest zero pixel of ``mask``
+    (bool or uint8, non-zero = inside), exact up to ``cap``: the transform of the tile and a margin of
+    ``cap`` + 1 px, where the nearest zero pixel of any pixel within ``cap`` lies.  None when that
+    window has no zero pixel (every distance in the tile exceeds ``cap``)."""
+    h, w = mask.shape
+    margin = int(np.ceil(cap)) + 1
+    ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
+    window = mask[ya:yb, xa:xb]
+    if window.all():
+        return None
+    src = np.ascontiguousarray(window).view(np.uint8)
+    d = cv2.distanceTransform(src, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return d[y0 - ya: y1 - ya, x0 - xa: x1 - xa]
 
 
 def distance_outside(binary: np.ndarray, cap: float | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ import threading
 import cv2
 import numpy as np
 
+from .imaging import tile_distance
 from .pixels import (
     _dtype,
     from_working_reference,
@@ -175,7 +176,6 @@ def feathered_alpha(selection: np.ndarray, feather: int, fmt: str, layer: np.nda
     dtype = alpha_dtype(fmt)
     top = _INT_SCALE.get(fmt)
     out = np.empty((h, w), dtype)
-    margin = feather + 1
 
     def tile(y0: int, x0: int) -> None:
         y1, x1 = min(h, y0 + ALPHA_TILE), min(w, x0 + ALPHA_TILE)
@@ -185,18 +185,15 @@ def feathered_alpha(selection: np.ndarray, feather: int, fmt: str, layer: np.nda
             o[...] = 0
             return
         ramp = None
-        if feather > 0:
-            ya, xa, yb, xb = max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
-            window = selection[ya:yb, xa:xb] > 0
-            if not window.all():
-                d = cv2.distanceTransform(window.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-                ramp = d[y0 - ya: y1 - ya, x0 - xa: x1 - xa] * np.float32(1.0 / feather)
-                np.minimum(ramp, 1.0, out=ramp)
-                t = ramp.copy()
-                ramp *= -2.0
-                ramp += 3.0
-                ramp *= t
-                ramp *= t                                # smoothstep: t² (3 - 2t)
+        d = tile_distance(selection, y0, y1, x0, x1, feather) if feather > 0 else None
+        if d is not None:
+            ramp = d * np.float32(1.0 / feather)
+            np.minimum(ramp, 1.0, out=ramp)
+            t = ramp.copy()
+            ramp *= -2.0
+            ramp += 3.0
+            ramp *= t
+            ramp *= t                                    # smoothstep: t² (3 - 2t)
         if ramp is None and layer is None and top == 255.0:
             o[...] = s                                   # exactly the selection
             return
