@@ -135,7 +135,7 @@ def _workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _run_bands(h: int, w: int, fn) -> None:
+def run_bands(h: int, w: int, fn) -> None:
     """Call ``fn(y0, y1)`` over row bands covering [0, h); in parallel when the image is large."""
     rows = max(1, BAND_PIXELS // max(1, w))
     bands = [(y, min(h, y + rows)) for y in range(0, h, rows)]
@@ -145,8 +145,6 @@ def _run_bands(h: int, w: int, fn) -> None:
         return
     run_parallel(bands, fn)
 
-
-run_bands = _run_bands
 
 
 def run_parallel(items: list[tuple], fn) -> None:
@@ -221,7 +219,7 @@ def to_working(arr: np.ndarray, fmt: str, linear: bool = False) -> np.ndarray:
         if linear:
             _rgb_curve(dst, _linear_to_srgb_inplace)
 
-    _run_bands(h, w, band)
+    run_bands(h, w, band)
     return out
 
 
@@ -262,7 +260,7 @@ def _to_native(h: int, w: int, fmt: str, linear: bool, fill_band, zero_transpare
         if zero_transparent:
             np.copyto(dst, 0, where=(dst[..., 3:4] == 0))
 
-    _run_bands(h, w, band)
+    run_bands(h, w, band)
     return out
 
 

@@ -67,12 +67,10 @@ def prepare(req: JobRequest, plan: RegionPlan) -> RegionWork:
     native, sel, has_sel = crop(req, plan.region)
     fmt, size, region = req.image.format, plan.model_size, (plan.region.w, plan.region.h)
     small, opaque = regionpixels.premultiplied_at(native, fmt, req.image.linear, size)
-    binary = sel > 0
+    binary, grow, ring = sel > 0, plan.grow, ring_width(plan)
     shrinking = size[0] * size[1] < region[0] * region[1]
     if shrinking:
         binary = regionpixels.selection_at(binary, size)
-    grow, ring = plan.grow, ring_width(plan)
-    if shrinking:
         grow, ring = regionpixels.scaled_px(grow, region, size), regionpixels.scaled_px(ring, region, size)
     outside = imaging.distance_outside(binary, ring) if has_sel and binary.any() else None
     repaint = imaging.grow_mask(binary, grow, outside).astype(np.float32)
