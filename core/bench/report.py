@@ -49,14 +49,12 @@ def policy_table(policy: dict) -> str:
         c = policy["channels_last"]
         out.append(f"| channels_last activations (measured, not adopted) | UNet step {fmt_s(c['before_s'])} → "
                    f"{fmt_s(c['after_s'])}: **{c['before_s'] / c['after_s']:.2f}×** |")
-    if "prompt_cache" in policy:
-        p = policy["prompt_cache"]
-        out.append(f"| prompt embeddings cached | text encoding {fmt_s(p['miss_s'])} on a miss, {fmt_s(p['hit_s'])} "
-                   f"on a hit: saves {fmt_s(p['saved_s'])} ({pct(p['saved_s'], p['job_s'])} of the job) |")
-    if "vae_cache" in policy:
-        v = policy["vae_cache"]
-        out.append(f"| VAE encodes cached | encode {fmt_s(v['miss_s'])} on a miss, {fmt_s(v['hit_s'])} on a hit: "
-                   f"saves {fmt_s(v['saved_s'])} ({pct(v['saved_s'], v['job_s'])} of the job) |")
+    for key, name, work in (("prompt_cache", "prompt embeddings cached", "text encoding"),
+                            ("vae_cache", "VAE encodes cached", "encode")):
+        if key in policy:
+            c = policy[key]
+            out.append(f"| {name} | {work} {fmt_s(c['miss_s'])} on a miss, {fmt_s(c['hit_s'])} on a hit: "
+                       f"saves {fmt_s(c['saved_s'])} ({pct(c['saved_s'], c['job_s'])} of the job) |")
     if "strength1_skip" in policy:
         s = policy["strength1_skip"]
         out.append(f"| strength 1 skips the unused start-image encode | {s['encodes_now']} encode per job instead of "
