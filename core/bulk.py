@@ -16,6 +16,7 @@ files left by processes that no longer exist.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import stat
@@ -117,8 +118,6 @@ def _read(where: str, name: str, size: int, mapped: bool):
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size != size:
             raise MessageError("bad_message", f"bulk payload {name} is not the announced {size}-byte file")
         if mapped:
-            import mmap
-
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)   # fault the pages in at once
             return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
         parts, got = [], 0
@@ -186,8 +185,6 @@ def shared_array(where: str, shape: tuple, dtype, names: set):
     """A new array backed by a new bulk file in ``where`` (its name added to ``names``): ``offload``
     then sends the file itself instead of copying the array into one.  Small arrays are plain memory.
     (Engine side only: numpy is imported here, so the module stays standard-library for the editor.)"""
-    import mmap
-
     import numpy as np
 
     dtype = np.dtype(dtype)
@@ -220,7 +217,7 @@ def _shared_file(payload, where: str) -> str | None:
     the list: the receiver owns it now)."""
     view = memoryview(payload)
     obj = view.obj
-    while obj is not None and not _is_mmap(obj):
+    while obj is not None and not isinstance(obj, mmap.mmap):
         obj = obj.obj if isinstance(obj, memoryview) else getattr(obj, "base", None)
     if obj is None:
         return None
@@ -230,12 +227,6 @@ def _shared_file(payload, where: str) -> str | None:
             return None
         del _shared[id(obj)]
     return entry[1]
-
-
-def _is_mmap(obj) -> bool:
-    import mmap
-
-    return isinstance(obj, mmap.mmap)
 
 
 def release(names: set) -> None:

@@ -458,8 +458,8 @@ class EngineClient:
         hello = {"heartbeat": self.heartbeat_interval, "client": "diffusion-dock"}
         if self.token is not None:
             hello["token"] = self.token
-        if link.proc is not None and bulk.directory():
-            hello["bulk_dir"] = bulk.directory()
+        if link.proc is not None and (shared := bulk.directory()):
+            hello["bulk_dir"] = shared
         link.send(P.hello(**hello))
         try:
             junk, prefix = await P.skip_to_frame_async(link.reader)
