@@ -6,8 +6,10 @@ bf16 support) is tested on any machine.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -24,6 +26,8 @@ class HardwareFacts:
     cpu_flags: frozenset = field(default_factory=frozenset)
     cpu_name: str = ""
     ram: int = 0                  # bytes
+    cxx_compiler: str = ""        # path of a C++ compiler (torch.compile's CPU code needs one)
+    triton: bool = False          # triton importable (torch.compile's GPU code needs it)
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,18 @@ class DevicePolicy:
     vae_dtype: str                # dtype of the SD VAE
     upscaler_vae_dtype: str       # the x4 VAE overflows in half precision: always decoded in fp32
     reason: str
+    compile: bool = False         # compile the UNet with torch.compile (core/unet_compile.py)
+    compile_reason: str = ""
 
     @property
     def half(self) -> bool:
         return self.dtype != "float32"
 
 
-def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | None = None) -> DevicePolicy:
-    """Pick device and dtypes.  ``device``/``dtype`` override the automatic choice.
+def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | None = None,
+                  compile: bool = False) -> DevicePolicy:
+    """Pick device and dtypes.  ``device``/``dtype`` override the automatic choice; ``compile`` asks
+    for the compiled UNet, which is granted where torch.compile can work (see ``compile_decision``).
 
     - CUDA (and ROCm): fp16, the VAE in fp32 (SD2's VAE overflows in fp16 at high resolution);
     - Apple MPS: fp16;
@@ -72,7 +80,28 @@ def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | 
         why += f", dtype {dtype} chosen by the user"
         auto = dtype
         vae = "float32" if (device == "cuda" or dtype == "float32") else dtype
-    return DevicePolicy(device, auto, vae, "float32", why)
+    on, compile_why = compile_decision(facts, device, compile)
+    return DevicePolicy(device, auto, vae, "float32", why, on, compile_why)
+
+
+def compile_decision(facts: HardwareFacts, device: str, wanted: bool) -> tuple[bool, str]:
+    """Whether the UNet is compiled, and why ("" when not asked for).  Off unless asked for: the first job of every new
+    latent shape waits for nothing but runs eagerly while a compilation of minutes goes on beside it.
+
+    - CPU: inductor writes C++ and needs a compiler (g++/clang++, or MSVC's cl on Windows);
+    - CUDA/ROCm: inductor writes triton kernels and needs triton;
+    - Apple MPS: never (inductor's MPS backend is experimental).
+    """
+    if not wanted:
+        return False, ""
+    if device == "mps":
+        return False, "asked for, but torch.compile is not used on Apple MPS"
+    if device == "cuda" and not facts.triton:
+        return False, "asked for, but triton is not installed (torch.compile needs it on the GPU)"
+    if device == "cpu" and not facts.cxx_compiler:
+        return False, "asked for, but no C++ compiler was found (torch.compile needs one on the CPU)"
+    backend = "triton" if device == "cuda" else facts.cxx_compiler
+    return True, f"torch.compile with inductor ({backend}), weights frozen"
 
 
 def cpu_flags() -> frozenset:
@@ -107,7 +136,20 @@ def probe() -> HardwareFacts:
     return HardwareFacts(cuda=cuda, cuda_name=name, cuda_memory=mem,
                          rocm=bool(getattr(torch.version, "hip", None)), mps=mps,
                          cpu_flags=cpu_flags(), cpu_name=platform.processor() or platform.machine(),
-                         ram=total_ram())
+                         ram=total_ram(), cxx_compiler=cxx_compiler(),
+                         triton=importlib.util.find_spec("triton") is not None)
+
+
+def cxx_compiler() -> str:
+    """The C++ compiler inductor would use: $CXX, else the usual names on PATH ("" when none)."""
+    names = [os.environ.get("CXX", "")] + (["cl"] if platform.system() == "Windows" else []) + ["g++", "clang++", "c++"]
+    return next((path for path in map(shutil.which, filter(None, names)) if path), "")
+
+
+def wants_compile(value: str | None = None) -> bool:
+    """DD_COMPILE (or ``value``) read as a yes/no: 1, true, yes, on."""
+    value = os.environ.get("DD_COMPILE", "") if value is None else value
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def torch_dtype(name: str):
@@ -117,5 +159,6 @@ def torch_dtype(name: str):
 
 
 def current_policy() -> DevicePolicy:
-    """The policy for this machine, honouring DD_DEVICE / DD_DTYPE overrides."""
-    return choose_policy(probe(), os.environ.get("DD_DEVICE") or None, os.environ.get("DD_DTYPE") or None)
+    """The policy for this machine, honouring DD_DEVICE / DD_DTYPE / DD_COMPILE."""
+    return choose_policy(probe(), os.environ.get("DD_DEVICE") or None, os.environ.get("DD_DTYPE") or None,
+                         compile=wants_compile())

@@ -128,14 +128,27 @@ def round_to(value: float, multiple: int, minimum: int) -> int:
     return max(minimum, int(round(value / multiple)) * multiple)
 
 
+COARSE_MULTIPLE = 32
+
+
 def model_size(w: int, h: int, native: int, *, multiple: int = 8, min_side: int = MIN_MODEL_SIDE
                ) -> tuple[int, int]:
     """Size at which a model with ``native`` resolution works on a w×h region.
 
     The area becomes about native², the aspect ratio is kept, both sides are multiples of
-    ``multiple``: small regions are scaled up, large ones down.
+    ``multiple``: small regions are scaled up, large ones down.  With coarse multiples (≥ 32) the
+    shorter side is rounded and the longer follows from the area: few sizes, each with a stretch
+    of at most half a step on the shorter side, undone when the result goes back.
     """
     if w <= 0 or h <= 0:
         raise ValueError(f"empty region {w}x{h}")
     s = native / math.sqrt(w * h)
-    return round_to(w * s, multiple, min_side), round_to(h * s, multiple, min_side)
+    if multiple < COARSE_MULTIPLE:
+        return round_to(w * s, multiple, min_side), round_to(h * s, multiple, min_side)
+    # Coarse steps (a compiled UNet: one compilation per shape): the shorter side is rounded and the
+    # longer one follows from the area, so there are few sizes (9 from 1:4 to 4:1 at 512²).
+    if w <= h:
+        mw = round_to(w * s, multiple, min_side)
+        return mw, round_to(native * native / mw, multiple, min_side)
+    mh = round_to(h * s, multiple, min_side)
+    return round_to(native * native / mh, multiple, min_side), mh

@@ -186,6 +186,8 @@ class ModelManager:
         pipe = load_pipeline(resolved, self.policy, without_depth_estimator=without_depth_estimator,
                              components=reuse or None)
         self.loads += 1
+        if self.policy.compile:
+            self._compile_unet(resolved, pipe.unet)
         for comp, k in shared_keys.items():
             module = getattr(pipe, comp, None)
             if module is not None:
@@ -193,6 +195,14 @@ class ModelManager:
         loaded = LoadedModel(resolved, pipe, key, tuple(sorted(reuse)))
         self._loaded[key] = loaded
         return loaded
+
+    def _compile_unet(self, resolved: ResolvedModel, unet) -> None:
+        """The UNet's calls go through a background-compiling dispatcher (core/unet_compile.py); its
+        progress is reported like loads: compiling, compiled, compile_failed."""
+        from .unet_compile import install
+
+        states = {"compiling": "compiling", "compiled": "compiled", "failed": "compile_failed"}
+        install(unet, on_status=lambda state, detail: self._status(resolved, states[state], message=detail))
 
     def _shared_keys(self, resolved: ResolvedModel) -> dict[str, tuple]:
         """Component -> cache key for the components of ``resolved`` that can be shared."""

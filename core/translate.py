@@ -44,10 +44,11 @@ def image_rect(req: JobRequest) -> Rect:
     return Rect(req.origin[0], req.origin[1], req.image.width, req.image.height)
 
 
-def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) -> RegionPlan:
+def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, multiple: int = 8) -> RegionPlan:
     """Plan for a selection-based job (inpaint, restyle, selection-bound generate, fill).
 
-    ``bbox`` is the selection's bounding box on the canvas (None = no selection: the whole image).
+    ``bbox`` is the selection's bounding box on the canvas (None = no selection: the whole image);
+    the model's width and height are multiples of ``multiple`` (64 for a compiled UNet: fewer shapes).
     """
     available = image_rect(req)
     o, p = req.options, req.params
@@ -55,7 +56,7 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) 
         region = available
     else:
         region = plan_region(bbox, req.canvas_size, grow=o.grow, feather=o.feather).intersect(available)
-    size = model_size(region.w, region.h, native)
+    size = model_size(region.w, region.h, native, multiple=multiple)
     kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
     expected = p.steps
     if req.mode in ("inpaint", "restyle") or (req.mode == "generate" and req.image is not None):
@@ -74,11 +75,11 @@ def text_region(req: JobRequest, bbox: Rect | None) -> Rect:
     return bbox.pad(req.options.grow).intersect(Rect(0, 0, cw, ch))
 
 
-def plan_text_job(req: JobRequest, bbox: Rect | None, native: int, seed: int) -> RegionPlan:
+def plan_text_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, multiple: int = 8) -> RegionPlan:
     """Plan for text-to-image: the model works at its native area in the region's aspect ratio and
     the result is scaled to the region (no pixels to look at, so no context and no colour match)."""
     region = text_region(req, bbox)
-    size = model_size(region.w, region.h, native)
+    size = model_size(region.w, region.h, native, multiple=multiple)
     p, o = req.params, req.options
     kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather, False,

@@ -52,3 +52,54 @@ def test_this_machine_is_probed(policy):
     assert policy.device in ("cpu", "cuda", "mps")
     if not facts.cuda and not facts.mps and facts.cpu_flags & {"avx512_bf16", "amx_bf16"}:
         assert policy.dtype == "bfloat16"
+
+
+# --- the compiled UNet: asked for, and granted only where torch.compile can work ----------------------
+
+GPP = "/usr/bin/g++"
+
+
+def test_compile_is_off_unless_asked_for():
+    p = choose_policy(HardwareFacts(cpu_flags=AMX, cxx_compiler=GPP))
+    assert (p.compile, p.compile_reason) == (False, "")
+
+
+def test_compile_on_cpu_needs_a_cxx_compiler():
+    p = choose_policy(HardwareFacts(cpu_flags=AMX, cxx_compiler=GPP), compile=True)
+    assert p.compile and GPP in p.compile_reason and p.dtype == "bfloat16"
+    p = choose_policy(HardwareFacts(cpu_flags=AMX), compile=True)
+    assert not p.compile and "no C++ compiler" in p.compile_reason
+
+
+def test_compile_on_cuda_needs_triton_and_never_on_mps():
+    p = choose_policy(HardwareFacts(cuda=True, triton=True), compile=True)
+    assert (p.device, p.compile) == ("cuda", True) and "triton" in p.compile_reason
+    p = choose_policy(HardwareFacts(cuda=True, cxx_compiler=GPP), compile=True)
+    assert not p.compile and "triton is not installed" in p.compile_reason
+    p = choose_policy(HardwareFacts(mps=True, cxx_compiler=GPP, triton=True), compile=True)
+    assert not p.compile and "MPS" in p.compile_reason
+    # the CPU of a CUDA machine, chosen by hand, is judged as a CPU
+    p = choose_policy(HardwareFacts(cuda=True, triton=True), device="cpu", compile=True)
+    assert not p.compile and "C++" in p.compile_reason
+
+
+@pytest.mark.parametrize("value, wanted", [("1", True), ("on", True), (" Yes ", True), ("true", True),
+                                           ("", False), ("0", False), ("off", False), ("no", False)])
+def test_dd_compile_values(value, wanted, monkeypatch):
+    from core.device import wants_compile
+
+    monkeypatch.setenv("DD_COMPILE", value)
+    assert wants_compile() is wanted
+
+
+def test_cxx_compiler_prefers_cxx_and_finds_none_on_an_empty_path(monkeypatch, tmp_path):
+    from core.device import cxx_compiler
+
+    fake = tmp_path / "my-c++"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CXX", "my-c++")
+    assert cxx_compiler() == str(fake)
+    monkeypatch.delenv("CXX")
+    assert cxx_compiler() == ""

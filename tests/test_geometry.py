@@ -49,6 +49,24 @@ def test_model_size_keeps_area_near_native_and_aspect(w, h, native):
         assert abs(mw / mh - w / h) <= (w / h) * (8 / min(mw, mh) + 8 / min(mw, mh)) + 1e-9
 
 
+@given(st.integers(1, 9000), st.integers(1, 9000))
+@settings(max_examples=300, deadline=None)
+def test_model_size_in_multiples_of_64_for_a_compiled_unet(w, h):
+    """Few shapes (each compiled once): the shorter side is rounded to 64 and the longer follows from
+    the area, so the stretch is bounded by that rounding, and from 1:4 to 4:1 there are 9 sizes."""
+    mw, mh = model_size(w, h, 512, multiple=64)
+    assert mw % 64 == 0 and mh % 64 == 0
+    short, long_ = sorted((mw, mh))
+    if short > 64:
+        assert abs(mw * mh - 512 * 512) <= 32 * long_ + 32 * short + 32 * 32
+        exact_short = min(w, h) * 512 / (w * h) ** 0.5      # what the shorter side was rounded from
+        e1, e2 = 32 / exact_short, 32 / long_               # half a step, relative
+        stretch = (mw / mh) / (w / h)
+        assert max(stretch, 1 / stretch) <= max((1 + e1) ** 2 / (1 - e2), (1 + e2) / (1 - e1) ** 2) + 1e-9
+    sizes = {model_size(a, b, 512, multiple=64) for a in range(256, 1025, 7) for b in range(256, 1025, 7)}
+    assert len(sizes) == 9 and (512, 512) in sizes, sorted(sizes)
+
+
 def test_small_selection_goes_up_large_region_goes_down():
     small = plan_region(Rect(100, 100, 20, 20), (1000, 1000), grow=0)
     assert model_size(small.w, small.h, 512)[0] > small.w
@@ -103,12 +121,14 @@ masks = arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40)),
 
 
 @given(masks, st.integers(0, 2**31), st.integers(0, 12), st.integers(0, 12), st.booleans(), st.booleans(),
-       st.sampled_from(["RGBA_U8", "BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32"]), st.sampled_from([1, 4]))
+       st.sampled_from(["RGBA_U8", "BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32"]), st.sampled_from([1, 4]),
+       st.sampled_from([8, 64]))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_composite_leaves_every_pixel_outside_the_selection_bit_identical(
-        mask, seed, grow, feather, transparent, color_match, fmt, blow_up):
+        mask, seed, grow, feather, transparent, color_match, fmt, blow_up, multiple):
     """(Masks blown up 4× make regions of up to 160 px, larger than the 64 px model input asked for:
-    the shrinking path.)"""
+    the shrinking path.  Model sizes in multiples of 64, as with a compiled UNet, stretch the region
+    a little on its way to the model and back.)"""
     mask = np.kron(mask, np.ones((blow_up, blow_up), np.uint8))
     native = 128 if blow_up == 1 else 64
     h, w = mask.shape
@@ -125,7 +145,8 @@ def test_composite_leaves_every_pixel_outside_the_selection_bit_identical(
                      image=buffer(img, fmt, linear=fmt.startswith("RGBA_F")),
                      mask=buffer(mask[..., None], "GRAY_U8"))
     bbox = regionjob.selection_bbox(req)
-    plan = plan_region_job(req, bbox, native, seed=1)
+    plan = plan_region_job(req, bbox, native, seed=1, multiple=multiple)
+    assert plan.model_size[0] % multiple == 0 and plan.model_size[1] % multiple == 0
     work = regionjob.prepare(req, plan)
     fake_output = rng.random((plan.model_size[1], plan.model_size[0], 3)).astype(np.float32)
     (patch,) = regionjob.finish(req, work, [fake_output], [1], keep_layer_alpha=transparent)

@@ -69,6 +69,33 @@ def time_step(unet, batch: int, size: int, repeats: int, channels_last: bool = F
         return best_of(lambda: unet(x, t, encoder_hidden_states=ctx), repeats, warm=1)
 
 
+def time_compiled(unet, batch: int, size: int, repeats: int) -> dict:
+    """The step through the engine's compiled UNet (core/unet_compile.py), called as the pipelines call
+    it (no_grad): the first call runs eagerly and starts the background compilation, which is waited
+    for and timed; then the compiled steps, best of ``repeats``."""
+    import torch
+
+    from ..unet_compile import install, uninstall
+
+    dispatcher = install(unet)
+    x, t, ctx = step_inputs(unet, batch, size, unet.dtype)
+    step = lambda: unet(x, t, encoder_hidden_states=ctx, return_dict=False)  # noqa: E731
+    try:
+        with torch.no_grad():
+            t0 = now()
+            step()
+            dispatcher.wait()
+            compile_s = now() - t0
+            if not dispatcher.ready:
+                raise RuntimeError(f"the UNet did not compile: {list(dispatcher.failed.values())[:1]}")
+            best, all_s = best_of(step, repeats, warm=1)
+        if dispatcher.calls["compiled"] != repeats + 1:
+            raise RuntimeError(f"compiled steps expected, the dispatcher counted {dispatcher.calls}")
+    finally:
+        uninstall(unet)
+    return {"compile_s": compile_s, "step_s": best, "step_all_s": all_s}
+
+
 OP_KINDS = (   # torch op name fragments → the kind of work, first match wins
     ("convolution", ("convolution",)),
     ("attention (SDPA)", ("scaled_dot_product", "flash_attention")),

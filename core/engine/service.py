@@ -44,12 +44,13 @@ class EngineService:
     """Shared by every connection of one engine process.
 
     ``models``: a ready ``ModelManager`` (tests); otherwise one is made on first use for the device
-    policy chosen from ``device``/``dtype`` (or DD_DEVICE/DD_DTYPE, or the hardware).
+    policy chosen from ``device``/``dtype``/``compile`` (or DD_DEVICE/DD_DTYPE/DD_COMPILE, or the hardware).
     ``token``: connections made with ``needs_token`` must present it in their hello.
     ``allow_shutdown``: whether a client may stop the engine (yes over stdio, no for a shared server).
     """
 
     def __init__(self, *, models=None, device: str | None = None, dtype: str | None = None,
+                 compile: bool | None = None,
                  models_dir=None, hub_cache=None, capacity: int = 2, heartbeat: float = 1.0,
                  token: str | None = None, allow_shutdown: bool = True, warm_up: bool = True,
                  log_path=None):
@@ -58,7 +59,7 @@ class EngineService:
         self.token = token
         self.allow_shutdown = allow_shutdown
         self._models = models
-        self._device, self._dtype = device, dtype
+        self._device, self._dtype, self._compile = device, dtype, compile
         self._models_dir, self._hub_cache, self._capacity = models_dir, hub_cache, capacity
         self._policy = models.policy if models is not None else None
         self._lock = threading.RLock()         # policy, models, capabilities
@@ -255,10 +256,11 @@ class EngineService:
     def policy(self):
         with self._lock:
             if self._policy is None:
-                from ..device import choose_policy, probe
+                from ..device import choose_policy, probe, wants_compile
 
                 self._policy = choose_policy(probe(), self._device or os.environ.get("DD_DEVICE") or None,
-                                             self._dtype or os.environ.get("DD_DTYPE") or None)
+                                             self._dtype or os.environ.get("DD_DTYPE") or None,
+                                             compile=self._compile or wants_compile())
                 log.info("device policy: %s", self._policy)
             return self._policy
 
@@ -295,7 +297,8 @@ class EngineService:
         have = {e["key"] for e in found if e["found"]}
         modes = tuple(m for m in MODES if importlib.util.find_spec(f"core.pipelines.{m}") is not None
                       and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m])))
-        caps = Capabilities(PROTOCOL_VERSION, __version__, policy.device, policy.dtype, policy.reason,
+        reason = policy.reason + (f"; UNet compile: {policy.compile_reason}" if policy.compile_reason else "")
+        caps = Capabilities(PROTOCOL_VERSION, __version__, policy.device, policy.dtype, reason,
                             tuple(found), modes)
         with self._lock:
             self._capabilities = caps

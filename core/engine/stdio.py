@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_engine_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
     ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
+    ap.add_argument("--compile", action="store_true",
+                    help="compile the UNet with torch.compile, in the background, once per input shape "
+                         "(faster steps after minutes of compiling; also DD_COMPILE=1)")
     ap.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
     ap.add_argument("--capacity", type=int, default=2, help="pipelines kept loaded (default 2)")
     ap.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
@@ -40,7 +43,7 @@ def add_engine_options(ap: argparse.ArgumentParser) -> None:
 def service_kwargs(args) -> dict:
     from pathlib import Path
 
-    return dict(device=args.device, dtype=args.dtype, capacity=max(1, args.capacity), heartbeat=args.heartbeat,
+    return dict(device=args.device, dtype=args.dtype, compile=args.compile or None, capacity=max(1, args.capacity), heartbeat=args.heartbeat,
                 models_dir=Path(args.models_dir) if args.models_dir else None, warm_up=not args.no_warm_up)
 
 

@@ -19,6 +19,7 @@ from .. import regionjob, regionpixels
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
 from ..translate import plan_region_job, plan_text_job
+from ..unet_compile import size_multiple
 from .common import choose_seed, encode_image, image_kwargs, run_pipeline
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -55,14 +56,14 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     seed = choose_seed(req.params)
     bbox = regionjob.selection_bbox(req)
     if req.image is not None:
-        plan = plan_region_job(req, bbox, native, seed)
+        plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
         work = regionjob.prepare(req, plan)
         control.set_phase("encoding", 0, plan.expected_steps)
         images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
     else:
-        plan = plan_text_job(req, bbox, native, seed)
+        plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
         control.set_phase("encoding", 0, plan.expected_steps)
         images, warnings = text_to_image(pipe, plan, req.params, control, device)
         control.set_phase("finishing")

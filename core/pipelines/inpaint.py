@@ -10,6 +10,7 @@ from .. import regionjob
 from ..control import JobControl
 from ..jobs import JobRequest, JobResult
 from ..translate import plan_region_job
+from ..unet_compile import size_multiple
 from .common import choose_seed, encode_image, generators, prompt_kwargs, step_callback
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
@@ -90,7 +91,8 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     t0 = time.perf_counter()
     loaded = models.get("inpaint", req.model, control=control)
     seed = choose_seed(req.params)
-    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed)
+    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
+                           size_multiple(loaded.pipe))
     work = regionjob.prepare(req, plan)
     content = req.options.masked_content
     notes = []

@@ -18,6 +18,7 @@ from ..jobs import JobRequest, JobResult
 from ..params import ValidationError
 from ..pixels import depth_array
 from ..translate import plan_region_job
+from ..unet_compile import size_multiple
 from . import depth as depth_job
 from .common import choose_seed, image_kwargs, mean_encoding, run_pipeline
 
@@ -53,7 +54,8 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     loaded = models.get("restyle", req.model, control=control, without_depth_estimator=True)
     estimator = None if given else models.get_part("restyle", req.model, control=control)
     seed = choose_seed(req.params)
-    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed)
+    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
+                           size_multiple(loaded.pipe))
     work = regionjob.prepare(req, plan)
     control.set_phase("encoding", 0, plan.expected_steps)
     if given:

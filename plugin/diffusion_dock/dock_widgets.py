@@ -174,8 +174,11 @@ def engine_text(session) -> tuple[str, str, str]:
     caps = session.capabilities
     if st.state == "ready":
         loading = session.loading_models()
+        compiling = session.compiling_models()
         if loading:
             text = f"Loading {', '.join(loading)}…"
+        elif compiling:
+            text = f"Ready · compiling the UNet of {', '.join(compiling)} (jobs run meanwhile)"
         elif caps is not None:
             text = f"Ready · {caps.device} {caps.dtype}"
         else:
@@ -322,6 +325,9 @@ class EngineSettingsDialog(QtWidgets.QDialog):
         for d in ("", "cuda", "mps", "cpu"):
             self.device.addItem(d or "automatic", d)
         self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
+        self.compile = QtWidgets.QCheckBox("Compile the UNet (faster steps; minutes of compiling, in the "
+                                           "background, for each new image shape)")
+        self.compile.setChecked(bool(settings.compile))
         self.url = QtWidgets.QLineEdit(settings.url)
         self.url.setPlaceholderText("tls://server:7860")
         self.token = QtWidgets.QLineEdit(settings.token)
@@ -332,6 +338,7 @@ class EngineSettingsDialog(QtWidgets.QDialog):
         form.addRow(self.local)
         form.addRow("Engine Python", self.python)
         form.addRow("Device", self.device)
+        form.addRow(self.compile)
         form.addRow(self.remote)
         form.addRow("URL", self.url)
         form.addRow("Token", self.token)
@@ -350,6 +357,7 @@ class EngineSettingsDialog(QtWidgets.QDialog):
         s.engine = "remote" if self.remote.isChecked() else "local"
         s.python = self.python.text().strip()
         s.device = self.device.currentData() or ""
+        s.compile = self.compile.isChecked()
         s.url = self.url.text().strip()
         s.token = self.token.text().strip()
         s.cafile = str(Path(self.cafile.text().strip()).expanduser()) if self.cafile.text().strip() else ""

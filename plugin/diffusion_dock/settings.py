@@ -34,6 +34,7 @@ class Settings:
     token: str = ""
     cafile: str = ""
     device: str = ""               # "" = the engine decides; cpu | cuda | mps
+    compile: bool = False          # local engine compiles its UNets (``--compile``)
     form: dict = field(default_factory=dict)   # mode → the form's last values
 
     @classmethod

@@ -83,6 +83,10 @@ def test_engine_status_line(panel, session):
     assert status_line(panel) == "Loading sd2-inpainting…"
     session._on_model_status(ModelStatus("sd2-inpainting", "loaded", seconds=1.0))
     assert status_line(panel) == "Ready · cpu bfloat16"
+    session._on_model_status(ModelStatus("sd2-inpainting", "compiling", message="[2, 9, 64, 64]"))
+    assert status_line(panel) == "Ready · compiling the UNet of sd2-inpainting (jobs run meanwhile)"
+    session._on_model_status(ModelStatus("sd2-inpainting", "compiled", message="[2, 9, 64, 64] in 190 s"))
+    assert status_line(panel) == "Ready · cpu bfloat16"
     session._on_status(EngineStatus("restarting", "the engine stopped (exit code -9)", "engine_died"))
     assert status_line(panel) == "Restarting the engine: the engine stopped (exit code -9)"
     session._on_status(EngineStatus("dead", "python not found", "engine_start_failed"))
@@ -173,3 +177,26 @@ def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
     assert [k for k in shown if not visible(k)] == []
     assert [k for k in hidden if visible(k)] == []
     assert panel.mode_box.currentData() == mode
+
+
+def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, session, tmp_path):
+    """The settings dialog's Device and "Compile the UNet" reach the local engine's command line,
+    and survive a save and load."""
+    from plugin.diffusion_dock.dock_widgets import EngineSettingsDialog
+
+    dialog = EngineSettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert not dialog.compile.isChecked()
+    dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
+    dialog.compile.setChecked(True)
+    chosen = dialog.settings()
+    assert (chosen.device, chosen.compile) == ("cpu", True)
+    chosen.save(tmp_path / "dock.json")
+    loaded = Settings.load(tmp_path / "dock.json")
+    assert loaded.compile is True
+    assert EngineSettingsDialog(loaded).compile.isChecked()
+    session.settings = loaded
+    client = session._make_client()
+    assert client.engine_args == ["--device", "cpu", "--compile"]
+    session.settings.compile = False
+    assert session._make_client().engine_args == ["--device", "cpu"]

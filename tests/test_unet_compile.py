@@ -1,0 +1,210 @@
+"""The compiled UNet's dispatcher (core/unet_compile.py) on a real tiny UNet, compiled by real inductor:
+eager until the shape's graph is ready, the same numbers after, failures and unsupported calls stay
+eager, and a pipeline loaded with ``compile`` in its policy runs through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from core import unet_compile
+
+# A shape whose compile takes long enough to be seen under way, and short enough for CI.
+WAIT = 600
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """A real UNet2DConditionModel with every kind of SD2 block, as small as inductor compiles fast
+    (about a minute on 2 cores, against two for the tiny test pipelines' UNet)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(32,), layers_per_block=1, sample_size=8, in_channels=9, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
+        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True, norm_num_groups=8,
+    ).eval().requires_grad_(False)
+
+
+def inputs(batch=2, side=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 9, side, side, generator=g), torch.tensor(500),
+            torch.randn(batch, 77, 32, generator=g))
+
+
+def call(unet, x, t, ctx):
+    with torch.no_grad():
+        return unet(x, t, encoder_hidden_states=ctx, return_dict=False)[0]
+
+
+def test_eager_until_compiled_then_the_same_numbers(unet):
+    x, t, ctx = inputs()
+    expected = call(unet, x, t, ctx)        # plain eager, before anything is installed
+    seen = []
+    d = unet_compile.install(unet, on_status=lambda state, detail: seen.append((state, detail)))
+    try:
+        assert unet_compile.install(unet) is d          # idempotent
+        first = call(unet, x, t, ctx)
+        assert d.calls == {"eager": 1, "compiled": 0, "refused": 0}
+        assert torch.equal(first, expected)             # the first call never waits: it ran eagerly
+        assert d.wait(WAIT) and not d.compiling
+        assert [s for s, _ in seen] == ["compiling", "compiled"]
+        assert "[2, 9, 8, 8]" in seen[0][1] and "[2, 77, 32]" in seen[0][1]
+        again = call(unet, x, t, ctx)
+        assert d.calls == {"eager": 1, "compiled": 1, "refused": 0}
+        torch.testing.assert_close(again, expected, rtol=1e-4, atol=1e-4)
+        # other values, same shapes: the compiled graph, not values frozen in at compile time
+        x2, t2, ctx2 = inputs(seed=1)
+        torch.testing.assert_close(call(unet, x2, torch.tensor(20), ctx2), eager_only(unet, x2, torch.tensor(20), ctx2),
+                                   rtol=1e-4, atol=1e-4)
+        assert d.calls["compiled"] == 2
+        # a call the graph's guards refuse (autocast is not in the shape key) never compiles in the
+        # job's thread: it runs eagerly, and the graph still serves the next plain call
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under = call(unet, x, t, ctx)
+            assert torch.equal(under, eager_only(unet, x, t, ctx))
+        assert d.calls["refused"] == 1 and d.calls["eager"] == 2 and not d.compiling
+        call(unet, x, t, ctx)
+        assert d.calls["compiled"] == 3
+        # a new shape runs eagerly and compiles; beyond max_shapes nothing more is compiled
+        x3, t3, ctx3 = inputs(batch=1, side=16)
+        call(unet, x3, t3, ctx3)
+        assert d.compiling or len(d.ready) == 2
+        assert d.wait(WAIT) and len(d.ready) == 2
+        x4, t4, ctx4 = inputs(batch=1, side=24)
+        call(unet, x4, t4, ctx4)
+        assert not d.compiling and len(d.ready) == 2 and d.calls["eager"] == 4
+    finally:
+        unet_compile.uninstall(unet)
+    assert unet_compile.installed(unet) is None
+    assert torch.equal(call(unet, x, t, ctx), expected)
+
+
+def eager_only(unet, *args):
+    with torch.no_grad():
+        return type(unet).forward(unet, args[0], args[1], encoder_hidden_states=args[2], return_dict=False)[0]
+
+
+def test_calls_it_does_not_compile_for_stay_eager(unet):
+    d = unet_compile.install(unet)
+    try:
+        x, t, ctx = inputs()
+        with torch.enable_grad():                       # freezing is for inference only
+            unet(x, t, encoder_hidden_states=ctx, return_dict=False)
+        with torch.no_grad():                           # a dict argument: no shape key
+            unet(x, t, encoder_hidden_states=ctx, cross_attention_kwargs={}, return_dict=False)
+        assert not d.compiling and not d.ready and not d.failed and d.calls["eager"] == 2
+    finally:
+        unet_compile.uninstall(unet)
+
+
+def test_a_failed_compilation_leaves_the_shape_eager(unet, caplog):
+    seen = []
+    # An option inductor does not know makes the compilation itself fail (not the UNet).
+    d = unet_compile.install(unet, options={"no_such_inductor_option": True},
+                             on_status=lambda state, detail: seen.append(state))
+    try:
+        x, t, ctx = inputs()
+        expected = eager_only(unet, x, t, ctx)
+        assert torch.equal(call(unet, x, t, ctx), expected)
+        assert d.wait(WAIT)
+        assert seen == ["compiling", "failed"] and len(d.failed) == 1 and not d.ready
+        assert torch.equal(call(unet, x, t, ctx), expected)
+        assert not d.compiling and d.calls == {"eager": 2, "compiled": 0, "refused": 0}   # not tried again
+        assert "staying eager" in caplog.text
+    finally:
+        unet_compile.uninstall(unet)
+
+
+def test_shape_key():
+    x, t, ctx = inputs()
+    with torch.no_grad():
+        key = unet_compile.shape_key((x, t), {"encoder_hidden_states": ctx, "return_dict": False})
+        assert key == unet_compile.shape_key((x + 1, torch.tensor(3)), {"return_dict": False,
+                                                                         "encoder_hidden_states": ctx * 2})
+        assert key != unet_compile.shape_key((x[:1], t), {"encoder_hidden_states": ctx[:1], "return_dict": False})
+        assert key != unet_compile.shape_key((x.bfloat16(), t), {"encoder_hidden_states": ctx, "return_dict": False})
+        assert key != unet_compile.shape_key((x, t), {"encoder_hidden_states": ctx, "return_dict": True})
+        assert unet_compile.shape_key((x, t), {"added_cond_kwargs": {"a": x}}) is None
+    assert key != unet_compile.shape_key((x, t), {"encoder_hidden_states": ctx, "return_dict": False})  # grad mode
+    assert unet_compile.describe(key) == "[2, 9, 8, 8], [], [2, 77, 32]"
+
+
+def test_a_pipeline_loaded_with_compile_runs_through_the_dispatcher(tiny_root, policy, tmp_path):
+    """The model manager installs the dispatcher when the policy says so and reports its progress like
+    a load; the model works at multiples of 64 px (fewer shapes to compile); the second job runs the
+    compiled graph and gives the first job's (eager) result within bf16 rounding."""
+    from core.models import ModelManager
+    from core.runner import run_job
+
+    from .helpers import inpaint_request, rect_mask, rgba_u8
+
+    states = []
+    plain = ModelManager(policy, models_dir=tiny_root, hub_cache=tmp_path / "none")
+    compiled = ModelManager(dataclasses.replace(policy, compile=True), models_dir=tiny_root,
+                            hub_cache=tmp_path / "none", on_status=lambda s: states.append(s["state"]))
+    request = inpaint_request(rgba_u8(64, 80, seed=2), rect_mask(64, 80, 20, 16, 60, 48), steps=2, seed=3)
+    unet = compiled.get("inpaint").pipe.unet
+    d = unet_compile.installed(unet)
+    assert d is not None and unet_compile.installed(plain.get("inpaint").pipe.unet) is None
+    latents = []
+    hook = unet.register_forward_pre_hook(lambda _m, args: latents.append(tuple(args[0].shape[-2:])))
+    try:
+        first = run_job(request, compiled)
+        assert d.calls == {"eager": 2, "compiled": 0, "refused": 0}
+        assert d.wait(WAIT)
+        assert states[-2:] == ["compiling", "compiled"]
+        second = run_job(request, compiled)
+        assert d.calls["compiled"] == 2                             # both steps of the second job
+    finally:
+        hook.remove()
+    assert len(set(latents)) == 1 and all(8 * side % 64 == 0 for side in latents[0])
+    a = torch.frombuffer(bytearray(first.patches[0].image.data), dtype=torch.uint8).float()
+    b = torch.frombuffer(bytearray(second.patches[0].image.data), dtype=torch.uint8).float()
+    assert (a - b).abs().mean() < 2.0                           # bf16: a few 8-bit levels at most
+    assert first.patches[0].image.width == second.patches[0].image.width
+
+
+def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stops_cleanly(loop, tiny_root):
+    """``--compile`` (the dock's "Compile the UNet"): the capabilities carry the decision, the first job
+    finishes without waiting for the compilation, the dock hears "compiling", and stopping the engine
+    in the middle of a compilation is prompt and clean."""
+    import time
+
+    from core.client import EngineClient
+    from core.events import Finished
+
+    from .engine_helpers import ROOT, collect, engine_env
+    from .helpers import inpaint_request, rect_mask, rgba_u8
+
+    caps, model_status = [], []
+    client = EngineClient(cwd=ROOT, env=engine_env(tiny_root),
+                          engine_args=["--compile"], on_capabilities=caps.append,
+                          on_model_status=model_status.append, heartbeat_timeout=60)
+    loop.run(client.start())
+    try:
+        request = inpaint_request(rgba_u8(64, 80, seed=2), rect_mask(64, 80, 20, 16, 60, 48), steps=2, seed=3)
+        events = loop.run(collect(loop.call(lambda: client.submit(request))))
+        assert isinstance(events[-1], Finished)
+        assert caps and "UNet compile: torch.compile with inductor" in caps[-1].device_reason
+        states = [s.state for s in model_status]
+        assert "compiling" in states and "compiled" not in states, states   # the job did not wait
+    finally:
+        t0 = time.perf_counter()
+        loop.run(client.stop())
+        stopped = time.perf_counter() - t0
+    assert client.status.state == "stopped" and stopped < 30
+
+
+def test_inductor_caches_in_the_app_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "app-cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    unet_compile.use_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "app-cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    unet_compile.use_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
