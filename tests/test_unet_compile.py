@@ -208,3 +208,12 @@ def test_inductor_caches_in_the_app_cache_folder_unless_told_otherwise(monkeypat
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
     unet_compile.use_cache_dir()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
+
+
+def test_the_benchmark_times_the_compiled_step_through_the_dispatcher(unet):
+    """Row 1's compiled variant (``--quick --smoke`` skips it: minutes on the real UNet)."""
+    from core.bench.unet import time_compiled
+
+    got = time_compiled(unet, 2, 64, 2)
+    assert got["compile_s"] > 0 and len(got["step_all_s"]) == 2 and got["step_s"] == min(got["step_all_s"])
+    assert unet_compile.installed(unet) is None                 # the UNet is left as it was

@@ -45,6 +45,10 @@ def policy_table(policy: dict) -> str:
         g = policy["guidance1"]
         out.append(f"| guidance 1 skips the doubled batch | step {fmt_s(g['guided_s'])} → {fmt_s(g['unguided_s'])}: "
                    f"**{g['speedup']:.2f}×** |")
+    if "compiled" in policy:
+        c = policy["compiled"]
+        out.append(f"| compiled UNet (opt-in `--compile`) | UNet step {fmt_s(c['eager_s'])} → {fmt_s(c['compiled_s'])}: "
+                   f"**{c['speedup']:.2f}×**, after {fmt_s(c['compile_s'])} of compiling in the background |")
     if "channels_last" in policy:
         c = policy["channels_last"]
         out.append(f"| channels_last activations (measured, not adopted) | UNet step {fmt_s(c['before_s'])} → "
