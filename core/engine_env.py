@@ -20,5 +20,15 @@ def apply() -> None:
     """Call before diffusers/transformers are imported.  Jobs never touch the network."""
     for k, v in OFFLINE.items():
         os.environ.setdefault(k, v)
+    inductor_cache()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
+
+
+def inductor_cache() -> None:
+    """torch.compile's on-disk cache in the app's cache folder (TORCHINDUCTOR_CACHE_DIR wins), so the
+    next engine compiles the same UNet faster.  Set before torch is imported: inductor writes its
+    default (/tmp/torchinductor_<user>) into the environment the first time it looks."""
+    from . import paths
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.cache_dir() / "inductor"))

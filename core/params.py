@@ -63,7 +63,7 @@ RANGES: dict[str, Range] = {
         Range("noise_level", 0, 350, default=20),
         Range("width", 64, 8192, default=512, unit="px"),
         Range("height", 64, 8192, default=512, unit="px"),
-        Range("tile", 64, 512, default=128, unit="px"),
+        Range("tile", 64, 512, default=96, unit="px"),
     )
 }
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from . import paths
+from . import engine_env
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,6 @@ def shape_key(args: tuple, kwargs: dict):
     except TypeError:
         return None
     return parts, torch.is_grad_enabled(), torch.is_inference_mode_enabled()
-
-
-def use_cache_dir() -> None:
-    """Inductor's on-disk cache in the app's cache folder (TORCHINDUCTOR_CACHE_DIR wins), so the next
-    engine compiles the same graphs faster."""
-    import os
-
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(paths.cache_dir() / "inductor"))
 
 
 class CompiledUNet:
@@ -224,7 +216,7 @@ def install(unet, **kw) -> CompiledUNet:
     current = unet.__dict__.get("forward")
     if isinstance(current, CompiledUNet):
         return current
-    use_cache_dir()
+    engine_env.inductor_cache()   # (already done at engine start, before torch looked)
     # diffusers' upsampler calls an lru_cache'd version check; dynamo says so once per process
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     dispatcher = CompiledUNet(unet, **kw)

@@ -57,6 +57,7 @@ def isolated_app_dirs(tmp_path_factory):
         "DD_RESULTS_DIR": str(base / "results"),
         "DD_CONFIG_DIR": str(base / "config"),
         "HF_HOME": str(base / "hf"),
+        "TORCHINDUCTOR_CACHE_DIR": str(base / "cache" / "inductor"),
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from core import unet_compile
+from core import engine_env, unet_compile
 
 # A shape whose compile takes long enough to be seen under way, and short enough for CI.
 WAIT = 600
@@ -203,10 +203,10 @@ def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stop
 def test_inductor_caches_in_the_app_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):
     monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "app-cache"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    unet_compile.use_cache_dir()
+    engine_env.inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "app-cache" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
-    unet_compile.use_cache_dir()
+    engine_env.inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
 
 
