@@ -248,6 +248,7 @@ class ModelManager:
 
     def _unload_oldest(self) -> None:
         _key, loaded = self._loaded.popitem(last=False)
+        _warn_if_compiled(loaded)
         self._forget_unused_components()
         if loaded.resolved is not None:
             self._status(loaded.resolved, "unloaded")
@@ -268,6 +269,7 @@ class ModelManager:
             self._loaded.clear()
             self._components.clear()
             for loaded in gone:
+                _warn_if_compiled(loaded)
                 if loaded.resolved is not None:
                     self._status(loaded.resolved, "unloaded")
             free_memory(self._policy.device if self._policy else "cpu")
@@ -279,3 +281,14 @@ class ModelManager:
             self.on_status({"model": resolved.name, "path": str(resolved.path), "state": state, **extra})
         except Exception:
             log.exception("model status callback failed")
+
+
+def _warn_if_compiled(loaded: LoadedModel) -> None:
+    """torch 2.13 keeps a compiled UNet's graphs, and the weights they were made from, referenced after
+    the model is dropped (even through torch._dynamo.reset()): say so, the engine's restart frees it."""
+    from .unet_compile import installed
+
+    unet = getattr(loaded.pipe, "unet", None)
+    if unet is not None and installed(unet) is not None:
+        log.warning("memory: %s had a compiled UNet; torch keeps its memory until the engine restarts",
+                    loaded.resolved.name if loaded.resolved else "a model")

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 INDUCTOR_OPTIONS = {"freezing": True, "cpp.weight_prepack": True}
 MAX_SHAPES = 2
 # With a compiled UNet the model's width and height are multiples of 64 px instead of 8: regions of
-# similar aspect then share one compiled graph (at most ±6% of stretch at 512², undone on the way back).
+# similar aspect then share one compiled graph (geometry.model_size: the stretch is at most half a step
+# of the shorter side, 6% at 512² and 12% at 1:4, undone on the way back).
 COMPILED_MULTIPLE = 64
 SIMPLE = (type(None), bool, int, float, str)
 
