@@ -88,3 +88,13 @@ def test_table_lists_each_row_with_goal_and_verdict():
     lines = table.splitlines()
     assert lines[2].startswith("| 1 | one | y | ≤ 1.25× | **PASS** |")
     assert lines[3].startswith("| 2 | two | x | ≥ 2× | **FAIL** |")
+
+
+def test_quick_times_the_compiled_step_only_when_asked():
+    """--quick stays within its 15 minutes by leaving the compiled UNet (minutes of compiling) to
+    --compile and the full run."""
+    from core.bench.cli import build_parser
+    from core.bench.profiles import FULL, QUICK, SMOKE
+
+    assert FULL.compiled_step and not QUICK.compiled_step and not SMOKE.compiled_step
+    assert build_parser().parse_args(["--quick", "--compile"]).compile

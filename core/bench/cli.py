@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from .. import engine_env
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="the 15-minute version (smaller sizes and fewer steps)")
     ap.add_argument("--smoke", action="store_true", help="with --quick: every row on the tiny test models")
     ap.add_argument("--rows", type=int, nargs="+", choices=ROWS, default=list(ROWS), help="rows to run (default all)")
+    ap.add_argument("--compile", action="store_true",
+                    help="with --quick: also time the compiled UNet in row 1 (2-3.5 min of compiling; the full run "
+                         "always does)")
     ap.add_argument("--no-tune", action="store_true", help="skip the x4 tile-size comparison")
     ap.add_argument("--models", type=Path, help="folder with sd2-inpainting/, sd2-depth/, sd2-x4-upscaler/ "
                                                  "(default: built once into the cache folder)")
@@ -45,6 +49,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"python -m core.bench: {e}", file=sys.stderr)
         return 2
+    if args.compile and not profile.tiny:
+        profile = replace(profile, compiled_step=True)
     engine_env.apply()
     if profile.tiny:
         # Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads waiting

@@ -25,7 +25,8 @@ class Profile:
     layer_repeats: int             # row 5: round trips per format (best of)
     stall_layer: int               # row 5: layer side of the job watched for event-loop stalls
     start_repeats: int             # row 7: engine starts (median)
-    compiled_step: bool = True     # row 1: also time the compiled UNet (minutes of compiling)
+    compiled_step: bool = True     # row 1: also time the compiled UNet (minutes of compiling; --compile)
+    fp32_repeats: int = 3          # row 1: timed fp32 steps (best of)
     channels_last_step: bool = True  # row 1: also time channels_last activations (not adopted)
 
     def as_dict(self) -> dict:
@@ -39,10 +40,10 @@ FULL = Profile("full", tiny=False, size=512, step_repeats=3, e2e_steps=20, canva
 QUICK = Profile("quick", tiny=False, size=512, step_repeats=2, e2e_steps=3, canvases=(512, 2048, 8192), selection=256,
                 canvas_steps=1, canvas_rounds=2, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
                 tile_candidates=(64, 96, 128), tile_input=128, layer=4096, layer_repeats=3, stall_layer=4096,
-                start_repeats=3, channels_last_step=False)
+                start_repeats=3, channels_last_step=False, compiled_step=False, fp32_repeats=1)
 SMOKE = Profile("smoke", tiny=True, size=128, step_repeats=1, e2e_steps=2, canvases=(128, 512, 1024), selection=64,
                 canvas_steps=1, canvas_rounds=1, x4_tile=64, x4_sizes=(16, 64), x4_steps=1, tile_candidates=(64,),
-                tile_input=16, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1, compiled_step=False)
+                tile_input=16, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1, compiled_step=False, fp32_repeats=1)
 
 
 def profile(quick: bool, smoke: bool) -> Profile:

@@ -15,7 +15,8 @@ START, END = "<!-- core-bench:start -->", "<!-- core-bench:end -->"
 WHAT_IS_MEASURED = {
     "full": "the full run: row 1 best of 3 steps; row 2 20 steps; row 3 10 steps, best of 2 rounds; row 4 tile 128 "
             "with 128²–1024² inputs, 2 steps per tile; tile candidates 64–192; row 5 best of 5; row 7 median of 5",
-    "quick": "`--quick`: row 1 best of 2 timed steps per variant (after one warm-up); row 2 3 steps; row 3 1 step per canvas, best of 2 rounds over the canvases; "
+    "quick": "`--quick`: row 1 best of 2 timed steps per variant (after one warm-up; fp32 one timed step; no channels_last; "
+             "the compiled step only with --compile); row 2 3 steps; row 3 1 step per canvas, best of 2 rounds over the canvases; "
              "row 4 tile 64 with 64² and 256² inputs (the goal compares 256² with 64², the same 4× ratio as "
              "1024² with 256²), 1 step per tile; tile candidates 64, 96 and 128, each on an input two tiles wide at 2 steps (warm UNet call and VAE decode); row 5 best of 3; row 7 median of 3",
     "smoke": "`--quick --smoke`: every row on the tiny test models at small sizes; checks that the benchmark "
@@ -94,7 +95,8 @@ def markdown(profile, machine: dict, loads: dict, rows: list[Row], policy: dict,
         f"## Engine benchmark ({title})",
         "",
         f"Made by `python -m core.bench{' --quick' if profile.name != 'full' else ''}"
-        f"{' --smoke' if profile.name == 'smoke' else ''}` on {machine['when']} in {fmt_s(seconds)}. "
+        f"{' --smoke' if profile.name == 'smoke' else ''}"
+        f"{' --compile' if profile.name == 'quick' and profile.compiled_step else ''}` on {machine['when']} in {fmt_s(seconds)}. "
         "Full-size SD2 architectures with random weights (speed and memory do not depend on the weights' values), "
         "fp16 files as the installer downloads them, loaded through the engine's own loader."
         if not profile.tiny else f"Made by `python -m core.bench --quick --smoke` on {machine['when']}.",

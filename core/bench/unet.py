@@ -163,7 +163,7 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
         log(f"row 1: guided step ({policy_dtype}, channels_last) {fmt_s(cl)}")
     full = fp32_unet(loaded.resolved)
     try:
-        guided32, guided32_all = time_step(full, 2, size, profile.step_repeats)
+        guided32, guided32_all = time_step(full, 2, size, profile.fp32_repeats)
     finally:
         del full
     log(f"row 1: guided step fp32 {fmt_s(guided32)}")
