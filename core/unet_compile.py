@@ -19,8 +19,6 @@ import time
 import warnings
 from collections.abc import Callable
 
-from . import engine_env
-
 log = logging.getLogger(__name__)
 
 # inductor settings while compiling: weights become constants (folded, and convolution/linear weights
@@ -217,7 +215,6 @@ def install(unet, **kw) -> CompiledUNet:
     current = unet.__dict__.get("forward")
     if isinstance(current, CompiledUNet):
         return current
-    engine_env.inductor_cache()   # (already done at engine start, before torch looked)
     # diffusers' upsampler calls an lru_cache'd version check; dynamo says so once per process
     warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
     dispatcher = CompiledUNet(unet, **kw)

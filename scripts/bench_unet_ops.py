@@ -27,7 +27,7 @@ def main() -> int:
 
     from core.bench.common import models_root
     from core.bench.profiles import QUICK
-    from core.bench.unet import OP_KINDS
+    from core.bench.unet import seconds_by_kind, step_inputs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("unet", nargs="?", type=Path)
@@ -38,9 +38,7 @@ def main() -> int:
     variant = "fp16" if any(folder.glob("*.fp16.safetensors")) else None
     unet = UNet2DConditionModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True,
                                                 use_safetensors=True, variant=variant).eval()
-    x = torch.randn(2, unet.config.in_channels, 64, 64).to(dtype)
-    t = torch.full((2,), 500)
-    ctx = torch.randn(2, 77, unet.config.cross_attention_dim).to(dtype)
+    x, t, ctx = step_inputs(unet, 2, 512, dtype)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         unet(x, t, encoder_hidden_states=ctx)
     flops = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
@@ -58,13 +56,10 @@ def main() -> int:
             step = time.perf_counter() - start
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 unet(xx, t, encoder_hidden_states=ctx)
-        spent: dict[str, float] = {}
-        for ev in prof.key_averages():
-            kind = next((k for k, parts in OP_KINDS if any(p in ev.key for p in parts)), "elementwise and other")
-            spent[kind] = spent.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
+        spent = seconds_by_kind(prof)
         total = sum(spent.values())
         print(f"\n{layout}: step {step:.2f} s (profiled {total:.2f} s)\n\n| kind of work | seconds | share |\n|---|---|---|")
-        for kind, sec in sorted(spent.items(), key=lambda kv: -kv[1]):
+        for kind, sec in spent.items():
             print(f"| {kind} | {sec:.2f} | {sec / total:.0%} |")
     return 0
 

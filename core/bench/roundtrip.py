@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 
-from ..bulk import directory as bulk_directory
+from .. import bulk
 from .common import Row, ellipse_mask, fmt_s, inpaint_request, now
 from .profiles import Profile
 
@@ -119,8 +119,8 @@ def stages(side: int, fmt: str, linear: bool, models) -> dict:
     """The round trip's stages timed one by one in this process (the model call replaced by its input),
     the way the engine's stdio channel carries them: through shared-memory files when this machine has
     them (``core.bulk``), else through the pipe (each frame is joined into one buffer here)."""
-    from .. import bulk, regionjob
     from .. import protocol as P
+    from .. import regionjob
     from ..engine.service import in_request_layout
     from ..jobs import JobResult, validate
     from ..pixels import results_in
@@ -203,7 +203,7 @@ def run(profile: Profile, tiny_root, models, log) -> Row:
                "pipe_bytes_per_s": transfer_rate(64 << 20 if profile.tiny else 256 << 20)})
     row.notes.append("through a real engine process (tiny models; the engine's time inside the diffusion call is "
                      "subtracted) driven by the real client under qasync; stall = worst lateness of a 5 ms QTimer; "
-                     + ("large payloads through shared memory (core.bulk)" if bulk_directory() else "through the pipe"))
+                     + ("large payloads through shared memory (core.bulk)" if bulk.directory() else "through the pipe"))
     for name, parts in breakdown.items():
         row.notes.append(f"{name} stages in-process: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in parts.items()))
     return row

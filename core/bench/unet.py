@@ -105,6 +105,15 @@ OP_KINDS = (   # torch op name fragments → the kind of work, first match wins
 )
 
 
+def seconds_by_kind(prof) -> dict[str, float]:
+    """A torch profile's CPU self time in seconds by kind of work (``OP_KINDS``), largest first."""
+    spent: dict[str, float] = {}
+    for ev in prof.key_averages():
+        kind = next((k for k, parts in OP_KINDS if any(p in ev.key for p in parts)), "elementwise and other")
+        spent[kind] = spent.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
 def op_breakdown(unet, batch: int, size: int) -> dict[str, float]:
     """Share of one step's CPU time by kind of work (torch's profiler, self time of each op)."""
     import torch
@@ -115,12 +124,9 @@ def op_breakdown(unet, batch: int, size: int) -> dict[str, float]:
         unet(x, t, encoder_hidden_states=ctx)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             unet(x, t, encoder_hidden_states=ctx)
-    spent: dict[str, float] = {}
-    for ev in prof.key_averages():
-        kind = next((k for k, parts in OP_KINDS if any(p in ev.key for p in parts)), "elementwise and other")
-        spent[kind] = spent.get(kind, 0.0) + ev.self_cpu_time_total
+    spent = seconds_by_kind(prof)
     total = sum(spent.values()) or 1.0
-    return {k: v / total for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    return {k: v / total for k, v in spent.items()}
 
 
 def fp32_unet(resolved):
