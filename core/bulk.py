@@ -16,6 +16,7 @@ files left by processes that no longer exist.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import re
@@ -28,6 +29,7 @@ from .protocol import LIMITS, Message, MessageError
 DIRECTORY = "/dev/shm"
 MIN_BYTES = 4 << 20              # smaller payloads go through the pipe: a file is not worth it
 NAME = re.compile(r"dd-(\d{1,10})-[0-9a-f]{32}\.bulk\Z")
+log = logging.getLogger(__name__)
 
 
 def directory() -> str | None:
@@ -53,6 +55,18 @@ def offload(msg: Message, where: str, written: set | None = None) -> Message:
         refs.append({"index": i, "name": name, "size": memoryview(payloads[i]).nbytes})
         payloads[i] = b""
     return Message({**msg.header, "bulk": refs}, payloads)
+
+
+def offload_or_pipe(msg: Message, where: str | None, written: set | None = None, *, who: str = "") -> Message:
+    """``offload`` when a shared-memory directory was agreed (``where``); when it fails (shared memory
+    full, ...) the message goes whole through the pipe, which still works, with a warning."""
+    if not where:
+        return msg
+    try:
+        return offload(msg, where, written)
+    except OSError as e:
+        log.warning("%sshared memory unavailable (%s): sending through the pipe", f"{who}: " if who else "", e)
+        return msg
 
 
 def _write(where: str, data) -> str:

@@ -208,10 +208,7 @@ class _Link:
             while self._backlog:
                 item = self._backlog.popleft()
                 if isinstance(item, P.Message):
-                    try:
-                        item = await asyncio.to_thread(bulk.offload, item, self.bulk, self.bulk_written)
-                    except OSError as e:          # /dev/shm full: the pipe still works
-                        log.warning("shared memory unavailable (%s): sending through the pipe", e)
+                    item = await asyncio.to_thread(bulk.offload_or_pipe, item, self.bulk, self.bulk_written)
                     for chunk in P.encode(item):
                         await self._write_sliced(chunk)
                 else:

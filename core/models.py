@@ -198,11 +198,17 @@ class ModelManager:
 
     def _compile_unet(self, resolved: ResolvedModel, unet) -> None:
         """The UNet's calls go through a background-compiling dispatcher (core/unet_compile.py); its
-        progress is reported like loads: compiling, compiled, compile_failed."""
+        progress is reported like loads: compiling, compiled, compile_failed, compile_skipped.  A shape
+        is compiled only when its compiled copy of the weights fits beside ``reserve``: unloading other
+        models would not help, torch keeps a compiled graph's memory (``_warn_if_compiled``)."""
         from .unet_compile import install
 
-        states = {"compiling": "compiling", "compiled": "compiled", "failed": "compile_failed"}
-        install(unet, on_status=lambda state, detail: self._status(resolved, states[state], message=detail))
+        def has_room(extra: int) -> bool:
+            avail = self.available_memory()
+            return avail is None or extra + self.reserve <= avail
+
+        install(unet, has_room=has_room,
+                on_status=lambda state, detail: self._status(resolved, state, message=detail))
 
     def _shared_keys(self, resolved: ResolvedModel) -> dict[str, tuple]:
         """Component -> cache key for the components of ``resolved`` that can be shared."""

@@ -8,7 +8,9 @@ eager UNet until the compiled one for the call's shapes is ready, and starts com
 a background thread the first time it sees them.  A shape whose compilation fails stays eager.
 
 The compiled graph holds its own, prepacked copy of the weights (the eager weights stay, for the
-shapes that are not compiled): ``max_shapes`` bounds how many such copies one UNet may have.
+shapes that are not compiled): ``max_shapes`` bounds how many such copies one UNet may have, and a
+shape is compiled only when ``has_room(bytes)`` says the copy fits (checked again at each later call
+of that shape, so it compiles once memory has been freed).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ MAX_SHAPES = 2
 # of the shorter side, 6% at 512² and 12% at 1:4, undone on the way back).
 COMPILED_MULTIPLE = 64
 SIMPLE = (type(None), bool, int, float, str)
+# What one compiled shape adds, as a multiple of the UNet's weight bytes: measured +1.75 GiB per shape
+# for the SD2 UNet's 1.61 GiB of bf16 weights (python -m core.bench, row 1), rounded up.
+COPY_FACTOR = 1.15
 
 
 def shape_key(args: tuple, kwargs: dict):
@@ -57,12 +62,15 @@ def shape_key(args: tuple, kwargs: dict):
 class CompiledUNet:
     """Dispatches the calls of one UNet between its eager forward and compiled graphs.
 
-    ``on_status(state, detail)`` hears "compiling", "compiled" (detail: seconds) and "failed"
-    (detail: the error), each with the shape key's tensor shapes.  ``options``: inductor settings.
+    ``on_status(state, detail)`` hears "compiling", "compiled" (detail: seconds), "compile_failed"
+    (detail: the error) and "compile_skipped" (not enough memory for the compiled copy; said once per
+    shape), each with the shape key's tensor shapes.  ``options``: inductor settings.
+    ``has_room(bytes)``: whether that much memory can be spent on a compiled copy (None: always).
     """
 
     def __init__(self, unet, *, options: dict | None = None, max_shapes: int = MAX_SHAPES,
-                 on_status: Callable[[str, str], None] | None = None):
+                 on_status: Callable[[str, str], None] | None = None,
+                 has_room: Callable[[int], bool] | None = None):
         import torch
 
         self.unet = unet
@@ -72,6 +80,9 @@ class CompiledUNet:
         self.on_status = on_status
         self.ready: set = set()
         self.failed: dict = {}
+        self.skipped: set = set()     # shapes not compiled (yet) for want of memory
+        self.has_room = has_room
+        self.copy_bytes = int(COPY_FACTOR * sum(p.numel() * p.element_size() for p in unet.parameters()))
         self.calls = {"eager": 0, "compiled": 0, "refused": 0}
         self._lock = threading.Lock()
         self._compiling = None
@@ -84,7 +95,7 @@ class CompiledUNet:
         key = shape_key(args, kwargs)
         with self._lock:
             compiled = key is not None and key in self.ready and self._compiling is None
-            if not compiled and key is not None and self._may_compile(key):
+            if not compiled and key is not None and self._may_compile(key) and self._room_for(key):
                 self._start(key, args, kwargs)
         if compiled:
             try:
@@ -117,6 +128,23 @@ class CompiledUNet:
         return (inference and self._compiling is None and key not in self.ready and key not in self.failed
                 and len(self.ready) + len(self.failed) < self.max_shapes)
 
+    def _room_for(self, key) -> bool:
+        """Whether the compiled copy for ``key`` fits in memory now; the first refusal is reported."""
+        try:
+            room = self.has_room is None or self.has_room(self.copy_bytes)
+        except Exception:   # an unknown amount of memory does not stop compiling
+            log.exception("memory check before compiling failed")
+            room = True
+        if room:
+            self.skipped.discard(key)
+        elif key not in self.skipped:
+            self.skipped.add(key)
+            detail = (f"{describe(key)}: the compiled copy needs about {self.copy_bytes / (1 << 30):.2f} GiB "
+                      f"more memory than is free; runs eagerly")
+            log.warning("UNet not compiled for %s", detail)
+            self._status("compile_skipped", detail)
+        return room
+
     # --- background compilation -----------------------------------------------------------------
 
     def _start(self, key, args, kwargs) -> None:
@@ -148,7 +176,7 @@ class CompiledUNet:
                 self.failed[key] = f"{type(e).__name__}: {e}"
                 self._compiling = None
             log.warning("UNet compilation for %s failed, staying eager: %s", shapes, self.failed[key][:500])
-            self._status("failed", f"{shapes}: {self.failed[key][:300]}")
+            self._status("compile_failed", f"{shapes}: {self.failed[key][:300]}")
             return
         seconds = time.perf_counter() - t0
         with self._lock:

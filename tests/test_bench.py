@@ -47,6 +47,8 @@ def test_smoke_run_measures_every_row(smoke):
     assert rows[2]["figures"]["ours_repeat"]["vae_encodes"] == 0        # the VAE-encode cache hit
     assert rows[2]["figures"]["ours_repeat"]["text_encoding_s"] == 0.0  # the prompt cache hit
     assert rows[3]["figures"]["same_model_inputs_for_every_canvas"] is True
+    timed = {side: len(v["all_s"]) for side, v in rows[3]["figures"]["canvases"].items()}
+    assert timed == {"128": 2, "512": 1, "1024": 2}                    # the goal's two canvases every round
     assert rows[6]["figures"]["together"]["shared"]["depth"]             # depth reused shared components
     for key in ("bf16", "guidance1", "channels_last", "prompt_cache", "vae_cache", "strength1_skip", "x4_tile", "region_only",
                 "memory", "pixels"):
@@ -98,3 +100,10 @@ def test_quick_times_the_compiled_step_only_when_asked():
 
     assert FULL.compiled_step and not QUICK.compiled_step and not SMOKE.compiled_step
     assert build_parser().parse_args(["--quick", "--compile"]).compile
+
+
+def test_canvas_rounds_time_the_goals_canvases_every_round_in_alternating_order():
+    from core.bench.canvas import canvas_rounds
+
+    assert canvas_rounds((512, 2048, 8192), 1) == [(512, 2048, 8192)]
+    assert canvas_rounds((512, 2048, 8192), 4) == [(512, 2048, 8192), (8192, 512), (512, 8192), (8192, 512)]

@@ -215,7 +215,7 @@ def test_result_arrays_come_from_the_threads_maker_only_inside_results_in():
     assert made == [(2, 2), (3,)]
 
 
-def test_a_full_shared_memory_gives_plain_arrays_and_the_pipe(where, monkeypatch):
+def test_a_full_shared_memory_gives_plain_arrays_and_the_pipe(where, monkeypatch, caplog):
     """No room in /dev/shm (a container's 64 MB, say): nothing crashes, nothing is left behind."""
     import errno
 
@@ -228,6 +228,11 @@ def test_a_full_shared_memory_gives_plain_arrays_and_the_pipe(where, monkeypatch
     arr[...] = 1
     assert names == set() and ours(where) == set()
     monkeypatch.setattr(os, "write", full)
-    with pytest.raises(OSError):                   # the senders catch this and use the pipe
-        bulk.offload(P.message("x", [bytes(BIG)]), where)
+    msg = P.message("x", [bytes(BIG)])
+    with pytest.raises(OSError):
+        bulk.offload(msg, where)
     assert ours(where) == set()
+    with caplog.at_level("WARNING", logger="core.bulk"):      # what the senders call: the pipe, warned
+        assert bulk.offload_or_pipe(msg, where, who="engine") is msg
+    assert "engine: shared memory unavailable" in caplog.text and ours(where) == set()
+    assert bulk.offload_or_pipe(msg, None) is msg              # no shared memory agreed: the pipe

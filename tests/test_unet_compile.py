@@ -112,10 +112,44 @@ def test_a_failed_compilation_leaves_the_shape_eager(unet, caplog):
         expected = eager_only(unet, x, t, ctx)
         assert torch.equal(call(unet, x, t, ctx), expected)
         assert d.wait(WAIT)
-        assert seen == ["compiling", "failed"] and len(d.failed) == 1 and not d.ready
+        assert seen == ["compiling", "compile_failed"] and len(d.failed) == 1 and not d.ready
         assert torch.equal(call(unet, x, t, ctx), expected)
         assert not d.compiling and d.calls == {"eager": 2, "compiled": 0, "refused": 0}   # not tried again
         assert "staying eager" in caplog.text
+    finally:
+        unet_compile.uninstall(unet)
+
+
+def test_a_shape_compiles_only_when_its_compiled_copy_fits_in_memory(unet):
+    """``has_room`` is asked for the compiled copy's bytes before each compilation: refused, the call
+    runs eagerly and the refusal is reported once; when memory is free again, the next call of that
+    shape compiles.  (The compilation is made to fail at once, to keep the test short.)"""
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+    asked, seen = [], []
+    room = [False]
+
+    def has_room(extra):
+        asked.append(extra)
+        return room[0]
+
+    d = unet_compile.install(unet, options={"no_such_inductor_option": True}, has_room=has_room,
+                             on_status=lambda state, detail: seen.append((state, detail)))
+    try:
+        assert d.copy_bytes == int(unet_compile.COPY_FACTOR * weights)
+        x, t, ctx = inputs()
+        expected = eager_only(unet, x, t, ctx)
+        for _ in range(2):
+            assert torch.equal(call(unet, x, t, ctx), expected)
+            assert not d.compiling
+        assert asked == [d.copy_bytes] * 2
+        assert [s for s, _ in seen] == ["compile_skipped"] and "[2, 9, 8, 8]" in seen[0][1]
+        assert "GiB" in seen[0][1] and d.skipped
+        room[0] = True
+        assert torch.equal(call(unet, x, t, ctx), expected)
+        assert d.wait(WAIT) and not d.skipped
+        assert [s for s, _ in seen] == ["compile_skipped", "compiling", "compile_failed"]
+        call(unet, x, t, ctx)
+        assert len(asked) == 3                      # a failed shape is not tried, nor asked about, again
     finally:
         unet_compile.uninstall(unet)
 
@@ -167,6 +201,23 @@ def test_a_pipeline_loaded_with_compile_runs_through_the_dispatcher(tiny_root, p
     b = torch.frombuffer(bytearray(second.patches[0].image.data), dtype=torch.uint8).float()
     assert (a - b).abs().mean() < 2.0                           # bf16: a few 8-bit levels at most
     assert first.patches[0].image.width == second.patches[0].image.width
+
+
+def test_the_model_manager_compiles_only_beside_its_reserve(tiny_root, policy, tmp_path):
+    """The manager's memory check for a compilation: the compiled copy plus ``reserve`` must fit in
+    what is available (unloading would not help: torch keeps compiled memory)."""
+    from core.models import ModelManager
+
+    free = [64 * 2**30]
+    manager = ModelManager(dataclasses.replace(policy, compile=True), models_dir=tiny_root,
+                           hub_cache=tmp_path / "none", available_memory=lambda: free[0], reserve=2**30)
+    d = unet_compile.installed(manager.get("inpaint").pipe.unet)
+    assert d.has_room(d.copy_bytes)
+    free[0] = d.copy_bytes + 2**30
+    assert d.has_room(d.copy_bytes)
+    free[0] -= 1
+    assert not d.has_room(d.copy_bytes)
+    manager.unload_all()
 
 
 def test_unloading_a_compiled_model_warns_that_its_memory_stays(tiny_root, policy, tmp_path, caplog):

@@ -15,7 +15,7 @@ class Profile:
     canvases: tuple[int, ...]      # row 3: canvas sides
     selection: int                 # row 3: side of the square selection
     canvas_steps: int              # row 3: steps per job
-    canvas_rounds: int             # row 3: rounds over the canvases (best of)
+    canvas_rounds: int             # row 3: rounds (best of; after the first, the smallest and largest canvas)
     x4_tile: int                   # row 4: tile side (input px)
     x4_sizes: tuple[int, ...]      # row 4: input sides
     x4_steps: int                  # row 4: steps per tile
@@ -34,15 +34,15 @@ class Profile:
 
 
 FULL = Profile("full", tiny=False, size=512, step_repeats=3, e2e_steps=20, canvases=(512, 2048, 8192), selection=256,
-               canvas_steps=10, canvas_rounds=2, x4_tile=128, x4_sizes=(128, 256, 512, 1024), x4_steps=2,
+               canvas_steps=10, canvas_rounds=3, x4_tile=128, x4_sizes=(128, 256, 512, 1024), x4_steps=2,
                tile_candidates=(64, 96, 128, 160, 192), tile_input=256, layer=4096, layer_repeats=5,
                stall_layer=4096, start_repeats=5)
 QUICK = Profile("quick", tiny=False, size=512, step_repeats=2, e2e_steps=3, canvases=(512, 2048, 8192), selection=256,
-                canvas_steps=1, canvas_rounds=2, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
+                canvas_steps=1, canvas_rounds=3, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
                 tile_candidates=(64, 96, 128), tile_input=128, layer=4096, layer_repeats=3, stall_layer=4096,
                 start_repeats=3, channels_last_step=False, compiled_step=False, fp32_repeats=1)
 SMOKE = Profile("smoke", tiny=True, size=128, step_repeats=1, e2e_steps=2, canvases=(128, 512, 1024), selection=64,
-                canvas_steps=1, canvas_rounds=1, x4_tile=64, x4_sizes=(16, 64), x4_steps=1, tile_candidates=(64,),
+                canvas_steps=1, canvas_rounds=2, x4_tile=64, x4_sizes=(16, 64), x4_steps=1, tile_candidates=(64,),
                 tile_input=16, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1, compiled_step=False, fp32_repeats=1)
 
 

@@ -132,14 +132,12 @@ def stages(side: int, fmt: str, linear: bool, models) -> dict:
     t = {}
     a = now()
     msg = P.submit("bench", req)
-    if where:
-        msg = bulk.offload(msg, where, names)
+    msg = bulk.offload_or_pipe(msg, where, names)
     frame = b"".join(bytes(c) for c in P.encode(msg))  # stands in for the pipe
     t["client: encode request"] = now() - a
     a = now()
     msg = P.read_message(io.BytesIO(frame).read)
-    if where:
-        msg = bulk.restore(msg, where, mapped=True)
+    msg = bulk.restore(msg, where, mapped=True)
     got = validate(P.request_of(msg))
     t["engine: read and validate request"] = now() - a
     del frame
@@ -156,14 +154,12 @@ def stages(side: int, fmt: str, linear: bool, models) -> dict:
     a = now()
     res = in_request_layout(got, res)
     msg = P.result("bench", res)
-    if where:
-        msg = bulk.offload(msg, where, names)
+    msg = bulk.offload_or_pipe(msg, where, names)
     out = b"".join(bytes(c) for c in P.encode(msg))
     t["engine: result in the layer's layout, encode"] = now() - a
     a = now()
     msg = P.read_message(io.BytesIO(out).read)
-    if where:
-        msg = bulk.restore(msg, where, mapped=True)
+    msg = bulk.restore(msg, where, mapped=True)
     back = P.event_of(msg)
     t["client: decode result"] = now() - a
     assert back.result.patches[0].image.format == fmt

@@ -124,10 +124,7 @@ class Connection(PeerBase):
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         """Queue ``msg`` for sending; False if the connection is closed (or a preview was dropped)."""
         if self.bulk and not droppable and not self.closed.is_set():   # (closed: its files would be orphans)
-            try:
-                msg = bulk.offload(msg, self.bulk, self.bulk_written)
-            except OSError as e:       # shared memory full: the pipe still works
-                log.warning("%s: shared memory unavailable (%s): sending through the pipe", self.name, e)
+            msg = bulk.offload_or_pipe(msg, self.bulk, self.bulk_written, who=self.name)
         chunks = self._encode(msg)
         if chunks is None:
             return False

@@ -260,6 +260,10 @@ class DockSession(QObject):
     def compiling_models(self) -> list[str]:
         return [m for m, s in self.model_states.items() if s.state == "compiling"]
 
+    def compile_outcomes(self, states: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """(model, state, message) of the models whose UNet compilation last reported one of ``states``."""
+        return [(m, s.state, s.message) for m, s in self.model_states.items() if s.state in states]
+
     # --- jobs ---------------------------------------------------------------------------------------
 
     def active_items(self) -> list[JobItem]:

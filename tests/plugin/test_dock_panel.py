@@ -87,6 +87,16 @@ def test_engine_status_line(panel, session):
     assert status_line(panel) == "Ready · compiling the UNet of sd2-inpainting (jobs run meanwhile)"
     session._on_model_status(ModelStatus("sd2-inpainting", "compiled", message="[2, 9, 64, 64] in 190 s"))
     assert status_line(panel) == "Ready · cpu bfloat16"
+    assert panel.engine_bar.label.toolTip().endswith("\nUNet of sd2-inpainting: compiled for [2, 9, 64, 64] in 190 s")
+    # an artist who asked for compiling hears when it did not happen, and why (in the tooltip)
+    skipped = "[2, 4, 96, 96]: the compiled copy needs about 1.85 GiB more memory than is free; runs eagerly"
+    session._on_model_status(ModelStatus("sd2-depth", "compile_skipped", message=skipped))
+    assert status_line(panel) == "Ready · cpu bfloat16 · UNet not compiled"
+    assert f"UNet of sd2-depth: not compiled for {skipped}" in panel.engine_bar.label.toolTip()
+    session._on_model_status(ModelStatus("sd2-depth", "compile_failed", message="[2, 4, 96, 96]: InductorError: …"))
+    assert "UNet of sd2-depth: compiling failed for [2, 4, 96, 96]: InductorError" in panel.engine_bar.label.toolTip()
+    session._on_model_status(ModelStatus("sd2-depth", "unloaded"))
+    assert status_line(panel) == "Ready · cpu bfloat16"
     session._on_status(EngineStatus("restarting", "the engine stopped (exit code -9)", "engine_died"))
     assert status_line(panel) == "Restarting the engine: the engine stopped (exit code -9)"
     session._on_status(EngineStatus("dead", "python not found", "engine_start_failed"))
