@@ -203,11 +203,7 @@ class ModelManager:
         models would not help, torch keeps a compiled graph's memory (``_warn_if_compiled``)."""
         from .unet_compile import install
 
-        def has_room(extra: int) -> bool:
-            avail = self.available_memory()
-            return avail is None or extra + self.reserve <= avail
-
-        install(unet, has_room=has_room,
+        install(unet, has_room=self._fits,
                 on_status=lambda state, detail: self._status(resolved, state, message=detail))
 
     def _shared_keys(self, resolved: ResolvedModel) -> dict[str, tuple]:
@@ -240,17 +236,18 @@ class ModelManager:
         """Unload least recently used pipelines until the new weights fit beside ``reserve``."""
         skip = {c for c, k in shared_keys.items() if k in self._components}
         need = estimate_weight_bytes(resolved, self.policy, skip=skip)
-        while True:
-            avail = self.available_memory()
-            if avail is None or need + self.reserve <= avail or not self._loaded:
-                break
+        while self._loaded and not self._fits(need):
             log.info("memory: %s needs about %.2f GiB, %.2f GiB available: unloading the oldest model",
-                     resolved.name, need / GiB, avail / GiB)
+                     resolved.name, need / GiB, (self.available_memory() or 0) / GiB)
             self._unload_oldest()
-        avail = self.available_memory()
-        if avail is not None and need + self.reserve > avail:
+        if not self._fits(need):
             log.warning("memory: %s needs about %.2f GiB and only %.2f GiB are available; trying anyway",
-                        resolved.name, need / GiB, avail / GiB)
+                        resolved.name, need / GiB, (self.available_memory() or 0) / GiB)
+
+    def _fits(self, need: int) -> bool:
+        """Whether ``need`` more bytes fit beside ``reserve`` in the available memory (True when unknown)."""
+        avail = self.available_memory()
+        return avail is None or need + self.reserve <= avail
 
     def _unload_oldest(self) -> None:
         _key, loaded = self._loaded.popitem(last=False)

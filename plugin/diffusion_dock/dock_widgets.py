@@ -187,13 +187,12 @@ def engine_text(session) -> tuple[str, str, str]:
             text = f"Ready · {caps.device} {caps.dtype}"
         else:
             text = "Ready · looking for models…"
-        not_compiled = session.compile_outcomes(("compile_failed", "compile_skipped"))
-        if not_compiled and not loading and not compiling:
+        outcomes = session.compile_outcomes(tuple(COMPILE_WORDS))
+        if any(state != "compiled" for _, state, _ in outcomes) and not loading and not compiling:
             text += " · UNet not compiled"
         tip = ""
         if caps is not None:
             tip = f"{where}, engine {caps.engine_version}: {caps.device} {caps.dtype} ({caps.device_reason})"
-        outcomes = session.compile_outcomes(("compiled", "compile_failed", "compile_skipped"))
         tip = "\n".join([tip, *(f"UNet of {model}: {COMPILE_WORDS[state]} {message}"
                                 for model, state, message in outcomes)]).strip()
         return "ready", text, tip
