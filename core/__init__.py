@@ -1,13 +1,13 @@
 """Diffusion Dock engine.
 
-Pure modules (standard library only, reused by the editor plugin inside Krita's Python):
-``params``, ``jobs``, ``geometry``, ``catalog``, ``control``, ``translate``, ``events``, ``protocol``
-and ``client``.  Everything that needs numpy, torch or diffusers lives in other modules and is
-imported only by the engine process.
+The layers (DEVELOPERS.md has the map): ``contract`` (requests, parameters, modes, plans, events) and
+``link`` (the wire protocol, shared-memory payloads, the client) need only the standard library, so the
+editor plugin reuses them inside Krita's Python; ``models``, ``raster``, ``pipelines`` and ``engine``
+need numpy, torch or diffusers and run only in the engine process.
 """
 
 __version__ = "0.1.0"
 
-# Modules that must import with the standard library alone (checked by tests/test_pure_imports.py
-# and copied into the installed Krita plugin).
-PURE_MODULES = ("params", "jobs", "geometry", "catalog", "control", "translate", "events", "protocol", "bulk", "client")
+# The standard-library-only packages: checked by tests/test_pure_imports.py and copied whole into the
+# installed Krita plugin (as ``diffusion_dock/_core/``).
+PURE_PACKAGES = ("contract", "link")

@@ -49,7 +49,7 @@ def _add_region(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .jobs import MODE_DEFAULTS
+    from .contract.jobs import MODE_DEFAULTS
 
     ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -146,8 +146,8 @@ def _progress_bar(quiet: bool):
 
 def request_from_args(args, mode: str):
     """Build a JobRequest from parsed arguments (files are read here)."""
-    from .imageio import read_depth, read_image, read_mask
-    from .jobs import JobRequest, Options, Params
+    from .contract.jobs import JobRequest, Options, Params
+    from .raster.files import read_depth, read_image, read_mask
 
     image = mask = depth = None
     has_alpha = mode != "generate"  # text-to-image paints opaque pictures
@@ -191,7 +191,7 @@ def _widen(image):
     """An RGBA_U8 buffer as RGBA_U16 (exact: v × 257)."""
     import numpy as np
 
-    from .jobs import ImageBuffer
+    from .contract.jobs import ImageBuffer
 
     a = np.frombuffer(image.data, np.uint8).astype("<u2") * 257
     return ImageBuffer(image.width, image.height, "RGBA_U16", a.tobytes(), image.linear)
@@ -199,14 +199,14 @@ def _widen(image):
 
 def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
     """Run a job in this process and write its outputs; returns the paths written."""
-    from . import regionjob
-    from .control import JobControl
-    from .imageio import numbered, write_image
-    from .models import ModelManager
-    from .runner import run_job
+    from .contract.jobcontrol import JobControl
+    from .models.manager import ModelManager
+    from .pipelines import regionjob
+    from .pipelines.runner import run_job
+    from .raster.files import numbered, write_image
 
     if models is None:
-        from .device import choose_policy, probe
+        from .models.device import choose_policy, probe
 
         try:
             policy = choose_policy(probe(), args.device, args.dtype)
@@ -224,12 +224,12 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
     for i, patch in enumerate(result.patches):
         out = numbered(args.out, i)
         if req.mode == "depth":
-            from .pixels import as_array
+            from .raster.pixels import as_array
 
             write_image(out, as_array(patch.image)[..., :1], "GRAY_U16")
         elif req.mode == "upscale":
             from .pipelines.upscale import composite
-            from .pixels import as_array
+            from .raster.pixels import as_array
 
             arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
             write_image(out, arr, req.image.format, keep_alpha=has_alpha)
@@ -237,7 +237,7 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
             arr = regionjob.composite(req, patch)
             write_image(out, arr, req.image.format, keep_alpha=has_alpha)
         else:
-            from .pixels import as_array
+            from .raster.pixels import as_array
 
             write_image(out, as_array(patch.image), patch.image.format, keep_alpha=has_alpha)
         written.append(out)
@@ -246,9 +246,9 @@ def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
 
 
 def cmd_models(args) -> int:
-    from . import paths
-    from .catalog import CATALOG
-    from .resolver import ModelError, find_installed, resolve
+    from .contract import paths
+    from .contract.catalog import CATALOG
+    from .models.resolver import ModelError, find_installed, resolve
 
     models_dir = args.models_dir or paths.models_dir()
     print(f"models folder: {models_dir}")
@@ -273,13 +273,13 @@ def cmd_models(args) -> int:
 
 
 def main(argv=None) -> int:
-    from . import engine_env
+    from .engine import env
 
-    engine_env.apply()
+    env.apply()
     args = build_parser().parse_args(argv)
-    from .control import Cancelled
-    from .params import ValidationError
-    from .resolver import ModelError
+    from .contract.jobcontrol import Cancelled
+    from .contract.params import ValidationError
+    from .models.resolver import ModelError
 
     try:
         if args.command == "models":
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
 
             return run(args)
         if args.command == "demo":
-            from .demo import run_demo
+            from .devtools.demo import run_demo
 
             for path in run_demo(args.out, steps=args.steps):
                 print(path)

@@ -82,7 +82,7 @@ def cmd_models_download(args) -> int:
 
     models_dir = None
     if args.models_dir is not None:
-        from core import paths
+        from core.contract import paths
 
         models_dir = paths.models_dir() if args.models_dir == "" else Path(args.models_dir).expanduser()
     worst = EXIT_OK
@@ -107,7 +107,7 @@ def cmd_models_download(args) -> int:
         say(f"{spec.key}: done in {rep.seconds:.1f} s: {human(moved)} downloaded, {human(rep.reused_bytes)} "
             f"reused, every file verified against the hub's checksums")
         if models_dir is not None and not args.config_only:
-            from core import paths
+            from core.contract import paths
 
             if Path(models_dir).resolve() != paths.models_dir().resolve():
                 say(f"note: {models_dir} is not the app's models folder; set DD_MODELS_DIR={models_dir} "
@@ -122,8 +122,8 @@ def _installed_despite(spec, err, models_dir):
 
     if not isinstance(err, HubUnreachable):
         return None
-    from core import paths
-    from core.resolver import ModelError, _search_spec
+    from core.contract import paths
+    from core.models.resolver import ModelError, _search_spec
 
     try:
         found = _search_spec(spec, Path(models_dir or paths.models_dir()), None)
@@ -139,7 +139,7 @@ def cmd_models_list(args) -> int:
     lama = lama_row(_models_dir_arg(args.models_dir))
     if lama:
         table.append(lama)
-    from core import paths
+    from core.contract import paths
 
     print(f"models folder: {_models_dir_arg(args.models_dir) or paths.models_dir()}")
     print(f"Hugging Face cache: {paths.hf_hub_cache()}")

@@ -38,7 +38,7 @@ def _torch_section(f: Findings):
     build = f"CUDA {torch.version.cuda}" if torch.version.cuda else (
         f"ROCm {torch.version.hip}" if getattr(torch.version, "hip", None) else "CPU build")
     f.add("torch", f"{torch.__version__} ({build})")
-    from core.device import choose_policy, probe
+    from core.models.device import choose_policy, probe
 
     facts = probe()
     try:
@@ -73,9 +73,9 @@ def _torch_section(f: Findings):
 
 
 def _models_section(f: Findings, models_dir: Path | None, load: bool, policy) -> bool:
-    from core import paths
-    from core.catalog import CATALOG, MODE_MODELS
-    from core.resolver import ModelError, resolve
+    from core.contract import paths
+    from core.contract.catalog import CATALOG, MODE_MODELS
+    from core.models.resolver import ModelError, resolve
 
     from .model_list import disk_use
 
@@ -97,7 +97,7 @@ def _models_section(f: Findings, models_dir: Path | None, load: bool, policy) ->
                 f.problems.append((f"{first}: the inpainting model is needed for the main job",
                                    spec.install_hint()))
     if main_ok and load and policy is not None:
-        from core.models import ModelManager
+        from core.models.manager import ModelManager
 
         try:
             ModelManager(policy, models_dir=md).get("inpaint")

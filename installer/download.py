@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.catalog import ModelSpec
+from core.contract.catalog import ModelSpec
 
 from .hub_plan import PlanError, RemoteFile, human, plan_files, total_size
 
@@ -308,7 +308,7 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
                    config_only: bool = False, endpoint: str | None = None, token=None, revision: str = "main",
                    log=None, disk_usage=shutil.disk_usage) -> DownloadReport:
     """Download ``spec`` into the HF cache (default) or ``models_dir/<key>``; see the module doc."""
-    from core import paths
+    from core.contract import paths
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     endpoint = endpoint if endpoint is not None else hub_endpoint()

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.catalog import CATALOG, by_name
+from core.contract.catalog import CATALOG, by_name
 
 from .hub_plan import PICKLE_SUFFIXES
 
@@ -43,7 +43,7 @@ def _say(log, msg):
 def import_model(path: Path, *, name: str | None = None, config: Path | None = None, models_dir: Path | None = None,
                  force: bool = False, log=None) -> Path:
     """Import ``path``; returns the folder (or file) the engine will now find."""
-    from core import paths
+    from core.contract import paths
 
     path = Path(path)
     models_dir = Path(models_dir) if models_dir else paths.models_dir()
@@ -76,7 +76,7 @@ def _destination(models_dir: Path, name: str, force: bool) -> Path:
 
 def _commit(tmp: Path, dst: Path) -> Path:
     """Check ``tmp`` with the resolver, then move it to ``dst`` (replacing an older import)."""
-    from core.resolver import ModelError, resolve
+    from core.models.resolver import ModelError, resolve
 
     try:
         resolve(str(tmp), models_dir=tmp.parent / "__none__")
@@ -102,7 +102,7 @@ def _tmp_beside(dst: Path) -> Path:
 # --- diffusers folders ---------------------------------------------------------------------------
 
 def import_folder(src: Path, *, name: str | None, models_dir: Path, force: bool, log=None) -> Path:
-    from core.resolver import ModelError, resolve
+    from core.models.resolver import ModelError, resolve
 
     try:
         found = resolve(str(src), models_dir=models_dir / "__none__")
@@ -152,7 +152,7 @@ def find_config(file: Path, spec, config: Path | None, models_dir: Path) -> Path
     if (sibling / "model_index.json").is_file():
         return sibling
     if spec is not None:
-        from core.resolver import _config_folders
+        from core.models.resolver import _config_folders
 
         found = _config_folders(spec, models_dir, None)
         return found[0] if found else None
@@ -161,7 +161,7 @@ def find_config(file: Path, spec, config: Path | None, models_dir: Path) -> Path
 
 def import_single_file(file: Path, *, name: str | None, config: Path | None, models_dir: Path, force: bool,
                        log=None) -> Path:
-    from core import engine_env
+    from core.engine import env
 
     spec = by_name(name) if name else None
     spec = spec or next((s for s in CATALOG.values() if file.name in s.single_files), None)
@@ -173,17 +173,17 @@ def import_single_file(file: Path, *, name: str | None, config: Path | None, mod
             f"configs once with `python -m installer models download {what} --config-only` (no weights), or pass "
             f"--config DIR (a diffusers folder of the same architecture)"
             + ("" if spec else ", and --name with the catalogue key (e.g. sd2-inpainting) or a new name"), 3)
-    from core.resolver import identify
+    from core.models.resolver import identify
 
     pipeline, cspec, _prediction = identify(cfg)
     if pipeline not in SINGLE_FILE_PIPELINES:
         raise ImportRefused(f"{pipeline} has no single-file loader in diffusers; import a diffusers folder instead")
     known = spec or cspec
     dst = _destination(models_dir, name or (known.key if known else file.stem), force)
-    engine_env.apply()
+    env.apply()
     import torch
 
-    from core.loader import pipeline_class, quiet_libraries
+    from core.models.loader import pipeline_class, quiet_libraries
 
     quiet_libraries()
     dtype = _file_dtype(file)
@@ -199,7 +199,7 @@ def import_single_file(file: Path, *, name: str | None, config: Path | None, mod
                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 3) from None
     tmp = _tmp_beside(dst)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
-    from core.tiny_models import _fix_model_index
+    from core.devtools.tiny_models import _fix_model_index
 
     _fix_model_index(tmp)
     notes = cfg / "diffusion_dock.json"
@@ -237,7 +237,7 @@ def import_lama(src: Path, models_dir: Path, log=None) -> Path:
     dst = lama_destination(models_dir)
     dst.parent.mkdir(parents=True, exist_ok=True)
     _say(log, f"converting {src.name} to {dst}")
-    from core.resolver import ModelError
+    from core.models.resolver import ModelError
 
     try:
         result = convert(src, dst)

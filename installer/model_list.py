@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.catalog import CATALOG, ModelSpec
+from core.contract.catalog import CATALOG, ModelSpec
 
 from .hub_plan import human
 
@@ -44,8 +44,8 @@ def disk_use(path: Path) -> int:
 
 
 def rows(models_dir: Path | None = None, hub_cache: Path | None = None) -> list[ModelRow]:
-    from core import paths
-    from core.resolver import ModelError, _search_spec
+    from core.contract import paths
+    from core.models.resolver import ModelError, _search_spec
 
     models_dir = Path(models_dir) if models_dir else paths.models_dir()
     out = []
@@ -92,7 +92,7 @@ def format_table(table: list[ModelRow]) -> str:
 
 
 def spec_or_error(name: str) -> ModelSpec:
-    from core.catalog import by_name
+    from core.contract.catalog import by_name
 
     spec = by_name(name)
     if spec is None:

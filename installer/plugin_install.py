@@ -4,8 +4,8 @@ Into each Krita resource folder (see ``krita_paths``):
 - ``pykrita/diffusion_dock.desktop`` and the package ``pykrita/diffusion_dock/`` (without caches and
   without the standalone editor's subpackage);
 - qasync vendored as ``pykrita/diffusion_dock/vendor/qasync/`` (unless the package already carries it);
-- the engine's pure modules (``core.PURE_MODULES``, plus ``protocol`` and ``client`` when present) as
-  ``pykrita/diffusion_dock/_core/``: the plugin imports them as ``from ._core import jobs``;
+- the engine's standard-library-only packages (``core.PURE_PACKAGES``: ``contract`` and ``link``), whole,
+  as ``pykrita/diffusion_dock/_core/``: the plugin imports them through ``runtime.coreapi``;
 - ``actions/diffusion_dock.action``;
 - ``pykrita/diffusion_dock/engine.json``: the engine's Python and the engine root;
 - ``enable_diffusion_dock=true`` in the ``[python]`` group of the matching kritarc.
@@ -40,7 +40,6 @@ CACHE_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hy
 CACHE_SUFFIXES = (".pyc", ".pyo")
 # Subpackages of plugin/diffusion_dock/ that belong to the standalone editor, not to the Krita install.
 EDITOR_SUBPACKAGES = ("editor", "standalone")
-OPTIONAL_ENGINE_MODULES = ("protocol", "client")
 
 
 class PluginInstallError(Exception):
@@ -99,27 +98,27 @@ def _qasync_license(qasync_dir: Path) -> Path | None:
     return None
 
 
-def pure_modules(init: Path) -> tuple[str, ...]:
-    """``PURE_MODULES`` of an engine's ``core/__init__.py``, read without importing it."""
+def pure_packages(init: Path) -> tuple[str, ...]:
+    """``PURE_PACKAGES`` of an engine's ``core/__init__.py``, read without importing it."""
     import ast
 
     for node in ast.parse(init.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PURE_MODULES" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PURE_PACKAGES" for t in node.targets):
             return tuple(ast.literal_eval(node.value))
-    raise PluginInstallError(f"{init} does not define PURE_MODULES")
+    raise PluginInstallError(f"{init} does not define PURE_PACKAGES")
 
 
 def engine_modules(engine_root: Path = ROOT) -> dict[str, Path]:
-    """``_core/<name>.py`` → source, for the pure engine modules the plugin reuses."""
+    """``_core/<path>`` → source: ``core/__init__.py`` and every file of the pure packages."""
     core = engine_root / "core"
-    pure = pure_modules(core / "__init__.py")
     out = {"__init__.py": core / "__init__.py"}
-    for name in (*pure, *OPTIONAL_ENGINE_MODULES):
-        src = core / f"{name}.py"
-        if src.is_file():
-            out[f"{name}.py"] = src
-        elif name in pure:
-            raise PluginInstallError(f"engine module core/{name}.py (listed in core.PURE_MODULES) is missing")
+    for name in pure_packages(core / "__init__.py"):
+        folder = core / name
+        if not (folder / "__init__.py").is_file():
+            raise PluginInstallError(f"engine package core/{name}/ (listed in core.PURE_PACKAGES) is missing")
+        for f in _walk(folder):
+            if f.suffix == ".py":
+                out[f"{name}/{f.relative_to(folder).as_posix()}"] = f
     return out
 
 

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     try:
         models = args.models
         if models is None:
-            from core.tiny_models import build_all
+            from core.devtools.tiny_models import build_all
 
             models = work / "tiny-models"
             build_all(models, kinds=("inpaint", "x4"))
@@ -60,7 +60,7 @@ def run(models: Path, sizes: list[int], steps: int) -> list[dict]:
     from plugin.diffusion_dock.editor import pixels
     from plugin.diffusion_dock.editor.document import EditorDocument
     from plugin.diffusion_dock.editor.window import EditorWindow
-    from plugin.diffusion_dock.qt import QtWidgets
+    from plugin.diffusion_dock.runtime.qt import QtWidgets
     from tests.plugin.dock_util import close_session, make_session, spin_until, wait_job
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["bench"])

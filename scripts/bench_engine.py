@@ -21,15 +21,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.client import EngineClient  # noqa: E402
-from core.events import Progress  # noqa: E402
-from core.jobs import ImageBuffer, JobRequest, Options, Params  # noqa: E402
+from core.contract.events import Progress  # noqa: E402
+from core.contract.jobs import ImageBuffer, JobRequest, Options, Params  # noqa: E402
+from core.link.client import EngineClient  # noqa: E402
 
 
 def request(w=80, h=64, steps=3, model=None, fmt="BGRA_U8"):
     import numpy as np
 
-    from core.pixels import convert_buffer
+    from core.raster.pixels import convert_buffer
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
@@ -83,8 +83,8 @@ async def job_times(env, repeat):
 
 
 def in_process_times(models_dir, repeat):
-    from core.models import ModelManager
-    from core.runner import run_job
+    from core.models.manager import ModelManager
+    from core.pipelines.runner import run_job
 
     m = ModelManager(models_dir=models_dir)
     run_job(request(), m)
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     tmp = None
     models = args.models
     if models is None:
-        from core.tiny_models import build_all
+        from core.devtools.tiny_models import build_all
 
         tmp = tempfile.TemporaryDirectory(prefix="dd-bench-")
         models = Path(tmp.name) / "models"

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_unet_ops.py [UNET_FOLDER] [--dtype bfloat16|float32]
 
 UNET_FOLDER defaults to the benchmark's full-size inpaint UNet (``$DD_BENCH_MODELS`` or the cache
-``python -m core.bench`` builds). Prints the step's FLOPs by op (torch's flop counter), then for the
+``python -m core.devtools.bench`` builds). Prints the step's FLOPs by op (torch's flop counter), then for the
 default (NCHW) and channels_last layouts one timed step and its profile (self time by kind of work:
 the same grouping as benchmark row 1). Nothing here is a pass/fail test.
 """
@@ -25,9 +25,9 @@ def main() -> int:
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from core.bench.common import models_root
-    from core.bench.profiles import QUICK
-    from core.bench.unet import seconds_by_kind, step_inputs
+    from core.devtools.bench.common import models_root
+    from core.devtools.bench.profiles import QUICK
+    from core.devtools.bench.unet import seconds_by_kind, step_inputs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("unet", nargs="?", type=Path)

@@ -26,10 +26,10 @@ import json, sys, time
 import numpy as np
 from pathlib import Path
 from core import engine_env; engine_env.apply()
-from core.jobs import ImageBuffer, JobRequest, Options, Params
-from core.models import ModelManager
-from core.device import current_policy
-from core.runner import run_job
+from core.contract.jobs import ImageBuffer, JobRequest, Options, Params
+from core.models.manager import ModelManager
+from core.models.device import current_policy
+from core.pipelines.runner import run_job
 size, tile, steps, folder = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 mm = ModelManager(current_policy(), models_dir=Path(folder), hub_cache=Path("/nonexistent"))
 mm.get("upscale")
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="full-size random-weight x4 upscaler (slow, ~2 GB)")
     ap.add_argument("--models", type=Path, default=None, help="folder with sd2-x4-upscaler/ (default: build)")
     args = ap.parse_args(argv)
-    from core import paths
-    from core.tiny_models import build
+    from core.contract import paths
+    from core.devtools.tiny_models import build
 
     folder = args.models or paths.cache_dir() / ("bench-full" if args.full else "bench-tiny")
     if args.models is None:

@@ -30,12 +30,12 @@ def editor_shot(out: Path, work: Path) -> Path:
     for key, sub in (("DD_RESULTS_DIR", "results"), ("DD_CONFIG_DIR", "config"), ("DD_LOG_DIR", "logs")):
         os.environ[key] = str(work / sub)
     os.environ.setdefault("DD_MODELS_DIR", str(work / "models"))
-    from plugin.diffusion_dock import aio
     from plugin.diffusion_dock.editor import pixels
     from plugin.diffusion_dock.editor.window import EditorWindow
-    from plugin.diffusion_dock.qt import QtGui, QtWidgets
-    from plugin.diffusion_dock.session import DockSession
-    from plugin.diffusion_dock.settings import Settings
+    from plugin.diffusion_dock.runtime import aio
+    from plugin.diffusion_dock.runtime.qt import QtGui, QtWidgets
+    from plugin.diffusion_dock.session.dock_session import DockSession
+    from plugin.diffusion_dock.session.settings import Settings
     from tests.plugin.dock_util import run_coro, spin_until, wait_job
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["screenshots"])
@@ -73,7 +73,7 @@ def editor_shot(out: Path, work: Path) -> Path:
 def krita_shot(out: Path, work: Path) -> Path:
     """The real-Krita test scenario (tests/plugin/krita_gui.py: the plugin installed by the installer,
     a tiny-model inpaint through the dock), then a Fill of the sample image, grabbed."""
-    from core.tiny_models import build_all
+    from core.devtools.tiny_models import build_all
     from tests.plugin.krita_gui import run_gui_scenario
 
     models = work / "tiny-models"

@@ -17,7 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from core import engine_env  # noqa: E402
+from core.engine import env as engine_env  # noqa: E402
 
 engine_env.apply()
 
@@ -73,7 +73,7 @@ def isolated_app_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """All five tiny pipelines, saved in diffusers format under <root>/<catalogue key>."""
-    from core.tiny_models import build_all
+    from core.devtools.tiny_models import build_all
 
     root = tmp_path_factory.mktemp("tiny-models")
     build_all(root)
@@ -82,7 +82,7 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def policy():
-    from core.device import current_policy
+    from core.models.device import current_policy
 
     return current_policy()
 
@@ -90,7 +90,7 @@ def policy():
 @pytest.fixture(scope="session")
 def models(tiny_root, policy):
     """A model manager that finds the tiny models through the normal resolver (models-folder layout)."""
-    from core.models import ModelManager
+    from core.models.manager import ModelManager
 
     return ModelManager(policy, models_dir=tiny_root, hub_cache=tiny_root / "no-hub-cache", capacity=8)
 

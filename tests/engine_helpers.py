@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
-from core import protocol as P
-from core.events import FINAL_EVENTS
+from core.contract.events import FINAL_EVENTS
+from core.link import protocol as P
 
 ROOT = Path(__file__).resolve().parent.parent
 

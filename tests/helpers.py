@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.jobs import ImageBuffer, JobRequest, Options, Params
+from core.contract.jobs import ImageBuffer, JobRequest, Options, Params
 
 
 def rgba_u8(h: int, w: int, seed: int = 0, alpha: bool = False) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The benchmark itself never rots: ``python -m core.bench --quick --smoke`` runs every row on the tiny
+"""The benchmark itself never rots: ``python -m core.devtools.bench --quick --smoke`` runs every row on the tiny
 models.  Nothing here looks at a timing: goals and verdicts belong to the benchmark's own output."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from core.bench import report
-from core.bench.common import Row
+from core.devtools.bench import report
+from core.devtools.bench.common import Row
 
 from .engine_helpers import ROOT
 
@@ -20,7 +20,7 @@ def smoke(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     docs = out / "benchmarks.md"
     docs.write_text("# Benchmarks\n\n<!-- fill-eval:start -->\nsomeone else's section\n<!-- fill-eval:end -->\n")
-    r = subprocess.run([sys.executable, "-m", "core.bench", "--quick", "--smoke", "--models", str(tiny_root),
+    r = subprocess.run([sys.executable, "-m", "core.devtools.bench", "--quick", "--smoke", "--models", str(tiny_root),
                         "--docs", str(docs), "--json", str(out / "bench.json")],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     return r, docs, out / "bench.json"
@@ -79,7 +79,7 @@ def test_a_second_write_replaces_the_section(tmp_path):
 
 
 def test_smoke_goes_with_quick():
-    r = subprocess.run([sys.executable, "-m", "core.bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "core.devtools.bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "--quick" in r.stderr
 
@@ -95,15 +95,15 @@ def test_table_lists_each_row_with_goal_and_verdict():
 def test_quick_times_the_compiled_step_only_when_asked():
     """--quick stays within its 15 minutes by leaving the compiled UNet (minutes of compiling) to
     --compile and the full run."""
-    from core.bench.cli import build_parser
-    from core.bench.profiles import FULL, QUICK, SMOKE
+    from core.devtools.bench.cli import build_parser
+    from core.devtools.bench.profiles import FULL, QUICK, SMOKE
 
     assert FULL.compiled_step and not QUICK.compiled_step and not SMOKE.compiled_step
     assert build_parser().parse_args(["--quick", "--compile"]).compile
 
 
 def test_canvas_rounds_time_the_goals_canvases_every_round_in_alternating_order():
-    from core.bench.canvas import canvas_rounds
+    from core.devtools.bench.canvas import canvas_rounds
 
     assert canvas_rounds((512, 2048, 8192), 1) == [(512, 2048, 8192)]
     assert canvas_rounds((512, 2048, 8192), 4) == [(512, 2048, 8192), (8192, 512), (512, 8192), (8192, 512)]

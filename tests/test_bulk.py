@@ -1,4 +1,4 @@
-"""Large payloads through shared-memory files (core.bulk): round trips, what a receiver refuses, clean-up,
+"""Large payloads through shared-memory files (core.link.bulk): round trips, what a receiver refuses, clean-up,
 and a real engine process that agrees to it in the hello, or is not offered it and never uses it."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from core import bulk
-from core import protocol as P
+from core.link import bulk
+from core.link import protocol as P
 
 from .engine_helpers import RawEngine
 
@@ -150,8 +150,8 @@ def test_the_engine_agrees_to_the_directory_it_also_sees():
 
 def test_patches_made_in_shared_memory_are_sent_as_their_own_files(where, models, monkeypatch):
     """Inside ``results_in`` a job's patch is made in a bulk file, and sending it moves no bytes."""
-    from core.pixels import results_in
-    from core.runner import run_job
+    from core.pipelines.runner import run_job
+    from core.raster.pixels import results_in
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -194,7 +194,7 @@ def test_shared_arrays_never_sent_are_deleted_with_their_job(where):
 def test_result_arrays_come_from_the_threads_maker_only_inside_results_in():
     import threading
 
-    from core.pixels import result_array, results_in
+    from core.raster.pixels import result_array, results_in
 
     made = []
 
@@ -232,7 +232,7 @@ def test_a_full_shared_memory_gives_plain_arrays_and_the_pipe(where, monkeypatch
     with pytest.raises(OSError):
         bulk.offload(msg, where)
     assert ours(where) == set()
-    with caplog.at_level("WARNING", logger="core.bulk"):      # what the senders call: the pipe, warned
+    with caplog.at_level("WARNING", logger="core.link.bulk"):      # what the senders call: the pipe, warned
         assert bulk.offload_or_pipe(msg, where, who="engine") is msg
     assert "engine: shared memory unavailable" in caplog.text and ours(where) == set()
     assert bulk.offload_or_pipe(msg, None) is msg              # no shared memory agreed: the pipe

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from core.client import EngineClient
-from core.events import Finished, JobCancelled, Preview, Progress
+from core.contract.events import Finished, JobCancelled, Preview, Progress
+from core.link.client import EngineClient
 
 from .engine_helpers import ROOT, engine_env
 from .helpers import inpaint_request, rect_mask, rgba_u8
@@ -47,8 +47,8 @@ def test_client_under_qasync_runs_and_cancels_jobs(qapp, tiny_root):
 EDITOR_SIDE = r"""
 import asyncio, sys
 sys.path.insert(0, sys.argv[1])
-from core.client import EngineClient
-from core.jobs import ImageBuffer, JobRequest, Params
+from core.link.client import EngineClient
+from core.contract.jobs import ImageBuffer, JobRequest, Params
 
 w, h = 32, 24
 img = ImageBuffer(w, h, "BGRA_U8", bytes((x * 7) % 256 for x in range(w * h * 4)))

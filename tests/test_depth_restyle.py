@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from core import regionjob
-from core.control import JobControl
-from core.jobs import JobRequest, Options, Params
-from core.models import ModelManager
-from core.params import ValidationError
+from core.contract.jobcontrol import JobControl
+from core.contract.jobs import JobRequest, Options, Params
+from core.contract.params import ValidationError
+from core.models.manager import ModelManager
+from core.pipelines import regionjob
 from core.pipelines.common import encode_image, mean_encoding
-from core.pixels import as_array
-from core.runner import run_job
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask, rgba_u8
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.device import HardwareFacts, choose_policy
+from core.models.device import HardwareFacts, choose_policy
 
 AVX512BF16 = frozenset({"avx512f", "avx512_bf16"})
 AMX = frozenset({"amx_bf16", "amx_tile"})
@@ -46,7 +46,7 @@ def test_manual_overrides():
 
 
 def test_this_machine_is_probed(policy):
-    from core.device import probe
+    from core.models.device import probe
 
     facts = probe()
     assert policy.device in ("cpu", "cuda", "mps")
@@ -86,14 +86,14 @@ def test_compile_on_cuda_needs_triton_and_never_on_mps():
 @pytest.mark.parametrize("value, wanted", [("1", True), ("on", True), (" Yes ", True), ("true", True),
                                            ("", False), ("0", False), ("off", False), ("no", False)])
 def test_dd_compile_values(value, wanted, monkeypatch):
-    from core.device import wants_compile
+    from core.models.device import wants_compile
 
     monkeypatch.setenv("DD_COMPILE", value)
     assert wants_compile() is wanted
 
 
 def test_cxx_compiler_prefers_cxx_and_finds_none_on_an_empty_path(monkeypatch, tmp_path):
-    from core.device import cxx_compiler
+    from core.models.device import cxx_compiler
 
     fake = tmp_path / "my-c++"
     fake.write_text("#!/bin/sh\n")

@@ -9,11 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from core.contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params, Patch, validate
+from core.contract.params import ValidationError
 from core.engine.service import EngineService, in_request_layout
-from core.jobs import ImageBuffer, JobRequest, JobResult, Options, Params, Patch, validate
-from core.models import ModelManager
-from core.params import ValidationError
-from core.pixels import as_array, convert_buffer, depth_array, from_array, from_working
+from core.models.manager import ModelManager
+from core.raster.pixels import as_array, convert_buffer, depth_array, from_array, from_working
 
 from .helpers import buffer, rgba_u8
 
@@ -45,7 +45,7 @@ def test_text_to_image_patches_come_back_in_the_named_layout(fmt, linear):
 
 
 def test_text_to_image_runs_into_a_linear_f32_layout(models):
-    from core.runner import run_job
+    from core.pipelines.runner import run_job
 
     req = text_request(output_format="RGBA_F32", output_linear=True)
     res = in_request_layout(req, run_job(req, models))

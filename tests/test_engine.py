@@ -17,11 +17,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core import bulk, pixels
-from core.client import EngineClient
-from core.events import Accepted, Failed, Finished, JobCancelled, Preview, Progress
-from core.jobs import MODES
-from core.runner import run_job
+from core.contract.events import Accepted, Failed, Finished, JobCancelled, Preview, Progress
+from core.contract.jobs import MODES
+from core.link import bulk
+from core.link.client import EngineClient
+from core.pipelines.runner import run_job
+from core.raster import pixels
 
 from .engine_helpers import ROOT, RawEngine, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8
@@ -122,7 +123,7 @@ def test_a_large_layer_goes_both_ways_through_shared_memory(engine, loop, models
 
 def mode_request(mode):
     """A small job of each mode, in the editor's BGRA U8 layout."""
-    from core.jobs import JobRequest, Options, Params
+    from core.contract.jobs import JobRequest, Options, Params
 
     image = as_layout(IMG, "BGRA_U8")
     mask = inpaint_request(IMG, MASK).mask
@@ -333,7 +334,7 @@ def test_the_engine_exits_when_its_stdin_closes():
 
 
 def test_a_patch_outside_the_selection_leaves_pixels_bit_identical_in_every_layout(engine, loop):
-    from core import regionjob
+    from core.pipelines import regionjob
 
     for fmt, linear in (("BGRA_U16", False), ("RGBA_F16", True)):
         req = replace(inpaint_request(IMG, MASK, steps=2, seed=4), image=as_layout(IMG, fmt, linear))

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from core.client import EngineClient, EngineError
-from core.events import Failed, Finished, JobCancelled, Progress
+from core.contract.events import Failed, Finished, JobCancelled, Progress
+from core.link.client import EngineClient, EngineError
 
 from .engine_helpers import ROOT, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core import protocol as P
+from core.contract.jobs import MODES, PIXEL_FORMATS, ImageBuffer, JobRequest, Options, Params
 from core.engine.connection import Connection
 from core.engine.service import EngineService
-from core.jobs import MODES, PIXEL_FORMATS, ImageBuffer, JobRequest, Options, Params
+from core.link import protocol as P
 
 from .engine_helpers import RawEngine, engine_env
 
@@ -414,8 +414,8 @@ def test_engine_process_refuses_a_broken_stream_cleanly(data):
 # --- what the fuzzing found, pinned down --------------------------------------------------------
 
 def test_unparseable_weighted_prompt_is_a_parameter_error(models):
-    from core.params import ValidationError
-    from core.runner import run_job
+    from core.contract.params import ValidationError
+    from core.pipelines.runner import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -429,8 +429,8 @@ def test_unparseable_weighted_prompt_is_a_parameter_error(models):
 def test_a_model_that_cannot_do_the_mode_is_a_parameter_error(models, model, expected):
     from dataclasses import replace
 
-    from core.params import ValidationError
-    from core.runner import run_job
+    from core.contract.params import ValidationError
+    from core.pipelines.runner import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import regionjob
-from core.control import Cancelled, JobControl
-from core.jobs import JobRequest, default_options
+from core.contract.jobcontrol import Cancelled, JobControl
+from core.contract.jobs import JobRequest, default_options
+from core.contract.params import ValidationError
 from core.lama.weights import TINY, build_tiny
-from core.models import ModelManager
-from core.params import ValidationError
+from core.models.manager import ModelManager
+from core.models.resolver import ModelNotFound, UnsafeModelFile
 from core.pipelines import fill as fill_job
-from core.pixels import as_array
-from core.resolver import ModelNotFound, UnsafeModelFile
-from core.runner import run_job
+from core.pipelines import regionjob
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask
 
@@ -265,7 +265,7 @@ def test_opencv_reports_each_channel_and_cancels_between_them(no_lama):
 
 
 def test_fastfill_functions_keep_known_pixels():
-    from core import fastfill
+    from core.raster import fastfill
 
     rng = np.random.default_rng(0)
     rgb = rng.random((40, 50, 3), dtype=np.float32)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from core import fill_eval
+from core.devtools import fill_eval
 
 
 def test_evaluation_ranks_opencv_above_the_mean_fill():
@@ -30,8 +30,8 @@ def test_procedural_images_are_seeded():
 def test_write_section_keeps_other_sections(tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Inpaint timings\n\n| a |\n")
-    fill_eval.write_section(doc, "table one\n", "python -m core.fill_eval")
-    fill_eval.write_section(doc, "table two\n", "python -m core.fill_eval")
+    fill_eval.write_section(doc, "table one\n", "python -m core.devtools.fill_eval")
+    fill_eval.write_section(doc, "table two\n", "python -m core.devtools.fill_eval")
     text = doc.read_text()
     assert "## Inpaint timings" in text and "table two" in text and "table one" not in text
     assert text.count(fill_eval.SECTION_START) == 1

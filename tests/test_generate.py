@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from core import regionjob
-from core.control import JobControl
-from core.jobs import JobRequest, Options, Params
+from core.contract.jobcontrol import JobControl
+from core.contract.jobs import JobRequest, Options, Params
+from core.pipelines import regionjob
 from core.pipelines.generate import img2img_pipeline
-from core.pixels import as_array
-from core.runner import run_job
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask, rgba_u8
 

@@ -5,11 +5,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core import imaging, regionjob
-from core.geometry import Rect, model_size, plan_region
-from core.jobs import JobRequest, Options, Params
-from core.pixels import as_array
-from core.translate import plan_region_job
+from core.contract.geometry import Rect, model_size, plan_region
+from core.contract.jobs import JobRequest, Options, Params
+from core.contract.plan import plan_region_job
+from core.pipelines import regionjob
+from core.raster import compositing, masks
+from core.raster.pixels import as_array
 
 from .helpers import buffer
 
@@ -89,17 +90,17 @@ def test_region_is_widened_toward_max_aspect():
 
 def test_mask_bbox():
     m = np.zeros((50, 60), np.uint8)
-    assert imaging.mask_bbox(m) is None
+    assert masks.mask_bbox(m) is None
     m[10:20, 30:41] = 3
-    assert imaging.mask_bbox(m, (5, 7)) == Rect(35, 17, 11, 10)
+    assert masks.mask_bbox(m, (5, 7)) == Rect(35, 17, 11, 10)
 
 
 def test_grow_and_feather():
     sel = np.zeros((64, 64), np.uint8)
     sel[20:44, 20:44] = 255
-    grown = imaging.grow_mask(sel > 0, 5)
+    grown = masks.grow_mask(sel > 0, 5)
     assert grown[15, 32] and not grown[14, 32] and grown[32, 48] and not grown[32, 49]
-    alpha = imaging.feather_alpha(sel, 6)
+    alpha = masks.feather_alpha(sel, 6)
     assert alpha[sel == 0].max() == 0.0
     assert alpha[32, 32] == 1.0
     assert 0.0 < alpha[20, 32] < 0.2  # edge pixel inside: soft
@@ -111,16 +112,16 @@ def test_color_match_removes_a_shift():
     ref = rng.random((40, 40, 3)).astype(np.float32) * 0.5 + 0.2
     shifted = np.clip(ref * 0.8 + 0.1, 0, 1)
     ring = np.ones((40, 40), bool)
-    fixed = imaging.color_match(shifted, ref, ring)
+    fixed = compositing.color_match(shifted, ref, ring)
     assert np.abs(fixed - ref).max() < 1e-3
     assert np.abs(shifted - ref).max() > 0.05
 
 
-masks = arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40)),
+mask_arrays = arrays(np.uint8, st.tuples(st.integers(8, 40), st.integers(8, 40)),
                elements=st.sampled_from([0, 0, 0, 0, 1, 37, 128, 254, 255]))
 
 
-@given(masks, st.integers(0, 2**31), st.integers(0, 12), st.integers(0, 12), st.booleans(), st.booleans(),
+@given(mask_arrays, st.integers(0, 2**31), st.integers(0, 12), st.integers(0, 12), st.booleans(), st.booleans(),
        st.sampled_from(["RGBA_U8", "BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32"]), st.sampled_from([1, 4]),
        st.sampled_from([8, 64]))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

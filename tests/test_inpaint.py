@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 
-from core import regionjob
-from core.control import Cancelled, JobControl
-from core.jobs import Options
-from core.pixels import as_array
-from core.runner import run_job
+from core.contract.jobcontrol import Cancelled, JobControl
+from core.contract.jobs import Options
+from core.pipelines import regionjob
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
 
 from .helpers import inpaint_request, rect_mask, rgba_u8
 

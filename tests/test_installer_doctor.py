@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from core.device import current_policy
+from core.models.device import current_policy
 
 from .conftest import ROOT
 from .test_installer_plugin import DESKTOP

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.catalog import CATALOG
+from core.contract.catalog import CATALOG
 from installer import download
 from installer.download import ChecksumError, HubUnreachable, NotEnoughSpace, download_model
 from installer.hub_plan import RemoteFile, allow_patterns, plan_files
@@ -91,9 +91,9 @@ def snapshot_files(folder: Path) -> set[str]:
 
 
 def test_download_fetches_only_what_the_pipeline_needs_and_the_resolver_runs_it(hub, repo_files, tmp_path, policy):
-    from core.models import ModelManager
-    from core.resolver import resolve
-    from core.runner import run_job
+    from core.models.manager import ModelManager
+    from core.models.resolver import resolve
+    from core.pipelines.runner import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -216,7 +216,7 @@ def test_not_enough_disk_space_stops_before_writing(hub, tmp_path):
 
 
 def test_config_only_and_models_dir_layouts(hub, tmp_path):
-    from core.resolver import resolve
+    from core.models.resolver import resolve
 
     rep = download_model(SPEC, models_dir=tmp_path / "models", config_only=True, log=lambda m: None)
     got = snapshot_files(rep.folder)

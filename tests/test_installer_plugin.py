@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import PURE_MODULES
+from core import PURE_PACKAGES
 from installer import kritarc, plugin_install
 from installer.krita_paths import candidates, targets
 
@@ -44,7 +44,7 @@ def source(tmp_path) -> Path:
     (pkg / "widgets").mkdir()
     (src / "diffusion_dock.desktop").write_text(DESKTOP)
     (src / "diffusion_dock.action").write_text(ACTION)
-    (pkg / "__init__.py").write_text("from ._core import jobs  # noqa\n")
+    (pkg / "__init__.py").write_text("from ._core.contract import jobs  # noqa\n")
     (pkg / "dock.py").write_text("DOCK = 1\n")
     (pkg / "widgets" / "__init__.py").write_text("")
     (pkg / "widgets" / "prompt.py").write_text("PROMPT = 1\n")
@@ -85,10 +85,14 @@ def test_install_into_a_fresh_home(source, home):
     assert (pkg / "vendor" / "qasync" / "__init__.py").read_bytes() == (qsrc / "__init__.py").read_bytes()
     assert (pkg / "vendor" / "qasync" / "LICENSE").is_file() and (pkg / "vendor" / "__init__.py").is_file()
     assert not list((pkg / "vendor").rglob("*.pyc"))
-    # The engine's pure modules.
-    for name in (*PURE_MODULES, "__init__"):
-        assert (pkg / "_core" / f"{name}.py").read_bytes() == (ROOT / "core" / f"{name}.py").read_bytes()
-    assert not (pkg / "_core" / "resolver.py").exists()
+    # The engine's pure packages, whole, and nothing else of the engine.
+    assert (pkg / "_core" / "__init__.py").read_bytes() == (ROOT / "core" / "__init__.py").read_bytes()
+    for name in PURE_PACKAGES:
+        sources = sorted(p.relative_to(ROOT / "core") for p in (ROOT / "core" / name).rglob("*.py"))
+        assert sources and sorted(p.relative_to(pkg / "_core") for p in (pkg / "_core" / name).rglob("*.py")) == sources
+        for rel in sources:
+            assert (pkg / "_core" / rel).read_bytes() == (ROOT / "core" / rel).read_bytes()
+    assert sorted(p.name for p in (pkg / "_core").iterdir()) == sorted(["__init__.py", *PURE_PACKAGES])
     rec = json.loads((pkg / "engine.json").read_text())
     assert rec["python"] == str(Path(sys.executable).absolute()) and rec["engine_root"] == str(ROOT)
     assert kritarc.read_key(home / ".config" / "kritarc", "enable_diffusion_dock") == "true"
@@ -100,9 +104,12 @@ def test_installed_core_imports_with_the_standard_library_only(source, home):
     pykrita = resource(home) / "pykrita"
     code = ("import sys; sys.path.insert(0, %r)\n"
             "import diffusion_dock\n"
-            "from diffusion_dock._core import %s\n"
+            "import pkgutil, importlib, diffusion_dock._core as c\n"
+            "for p in %r:\n"
+            "    pkg = importlib.import_module('diffusion_dock._core.' + p)\n"
+            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'): importlib.import_module(m.name)\n"
             "bad = [m for m in ('numpy', 'torch', 'core') if m in sys.modules]\n"
-            "assert not bad, bad\nprint('ok')\n") % (str(pykrita), ", ".join(PURE_MODULES))
+            "assert not bad, bad\nprint('ok')\n") % (str(pykrita), PURE_PACKAGES)
     out = subprocess.run([sys.executable, "-S", "-E", "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 
@@ -235,7 +242,7 @@ def test_cli_plugin_and_uninstall(source, home):
 
 REAL_PLUGIN_INIT = '''\
 import json, os
-from ._core import jobs, translate  # the engine's pure modules, as the installer laid them out
+from ._core.contract import jobs, plan  # noqa: F401 - the engine's pure packages, as the installer laid them out
 from .vendor import qasync  # noqa: F401 - vendored by the installer
 here = os.path.dirname(__file__)
 engine = json.load(open(os.path.join(here, "engine.json")))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from core.control import Cancelled
+from core.contract.jobcontrol import Cancelled
 from core.engine.jobqueue import DuplicateJob, Job, JobQueue, Outcome, QueueClosed
 
 

@@ -18,7 +18,7 @@ from core.lama import convert as conv
 from core.lama.infer import inpaint
 from core.lama.model import BIG_LAMA, FourierUnit, LamaGenerator
 from core.lama.weights import TINY, build_tiny, infer_config, load_generator, read_safetensors, save_generator
-from core.resolver import ModelNotFound, UnsafeModelFile
+from core.models.resolver import ModelNotFound, UnsafeModelFile
 
 X = torch.rand(1, 4, 64, 48, generator=torch.Generator().manual_seed(0))
 

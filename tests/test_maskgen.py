@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.maskgen import STYLES, coverage, random_mask
+from core.devtools.maskgen import STYLES, coverage, random_mask
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from core.jobs import JobRequest, Options, Params, validate
-from core.params import ValidationError
-from core.runner import run_job
+from core.contract.jobs import JobRequest, Options, Params, validate
+from core.contract.params import ValidationError
+from core.pipelines.runner import run_job
 
 from .helpers import buffer, rect_mask, rgba_u8
 

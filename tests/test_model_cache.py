@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from core import memory
-from core.models import ModelManager
-from core.runner import run_job
-from core.weights import FingerprintCache, estimate_weight_bytes
+from core.models import memory
+from core.models.manager import ModelManager
+from core.models.weights import FingerprintCache, estimate_weight_bytes
+from core.pipelines.runner import run_job
 
 from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -162,7 +162,7 @@ def test_memory_pressure_unloads_the_oldest_instead_of_failing(family, policy, t
 def test_out_of_memory_while_loading_unloads_everything_and_retries_once(family, policy, tmp_path, monkeypatch):
     import torch
 
-    from core import loader
+    from core.models import loader
 
     real = loader.load_pipeline
     calls = []

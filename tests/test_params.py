@@ -2,8 +2,8 @@
 
 import pytest
 
-from core.jobs import JobRequest, Options, Params, validate
-from core.params import RANGES, ValidationError
+from core.contract.jobs import JobRequest, Options, Params, validate
+from core.contract.params import RANGES, ValidationError
 
 from .helpers import buffer, rect_mask, rgba_u8
 

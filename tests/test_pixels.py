@@ -4,9 +4,9 @@ engine's working format, and results coming back in the request's layout."""
 import numpy as np
 import pytest
 
-from core import pixels
+from core.contract.jobs import EDITOR_FORMATS, ImageBuffer, JobRequest, JobResult, Patch
 from core.engine.service import in_request_layout
-from core.jobs import EDITOR_FORMATS, ImageBuffer, JobRequest, JobResult, Patch
+from core.raster import pixels
 
 from .helpers import buffer
 

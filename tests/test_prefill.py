@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from core import regionjob
-from core.control import JobControl
-from core.jobs import Options, validate
+from core.contract.jobcontrol import JobControl
+from core.contract.jobs import Options, validate
+from core.contract.plan import plan_region_job
 from core.pipelines import inpaint as ip
+from core.pipelines import regionjob
 from core.pipelines.common import encode_image
-from core.pixels import as_array
-from core.runner import run_job
-from core.translate import plan_region_job
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
 
 from .helpers import inpaint_request, rect_mask
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from core import prompts
+from core.pipelines import prompts
 
 
 def pipe_parts(models):

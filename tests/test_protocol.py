@@ -7,10 +7,10 @@ import struct
 
 import pytest
 
-from core import protocol as P
-from core.events import Accepted, Capabilities, Failed, Finished, JobCancelled, Preview, Progress
-from core.jobs import ImageBuffer, JobRequest, JobResult, Options, Params, Patch
-from core.params import ValidationError
+from core.contract.events import Accepted, Capabilities, Failed, Finished, JobCancelled, Preview, Progress
+from core.contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params, Patch
+from core.contract.params import ValidationError
+from core.link import protocol as P
 
 
 def frames(*msgs) -> bytes:
@@ -261,7 +261,7 @@ def test_a_large_payload_cut_short_is_a_framing_error():
 def test_the_client_writes_a_large_frame_in_slices_and_keeps_the_order():
     import socket
 
-    from core.client import WRITE_SLICE, _Link
+    from core.link.client import WRITE_SLICE, _Link
 
     big = bytes(range(251)) * (3 * WRITE_SLICE // 251 + 1)
 
@@ -292,7 +292,7 @@ def test_a_large_frame_gives_the_event_loop_a_turn_between_slices_even_when_the_
     the writer must yield by itself: the editor's UI runs between every two slices."""
     import socket
 
-    from core.client import WRITE_SLICE, _Link
+    from core.link.client import WRITE_SLICE, _Link
 
     big = bytes(4 * WRITE_SLICE)
 

@@ -1,4 +1,4 @@
-"""The region's pixels to the model's size and back (core.regionpixels): the fast paths against the
+"""The region's pixels to the model's size and back (core.raster.scaling): the fast paths against the
 plain formulas they replace, over random inputs, with bands and tiles made small enough to be many."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core import imaging, pixels, regionpixels
-from core.pixels import from_working_reference, linear_to_srgb, pack, to_working
+from core.raster import compositing, masks, pixels, scaling
+from core.raster.pixels import from_working_reference, linear_to_srgb, pack, to_working
 
 FORMATS = ["BGRA_U8", "RGBA_U8", "BGRA_U16", "RGBA_U16", "RGBA_F16", "RGBA_F32"]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -23,7 +23,7 @@ def small_pieces(monkeypatch):
     """Bands of a few rows and tiles of a few pixels, so every test crosses many of them."""
     monkeypatch.setattr(pixels, "BAND_PIXELS", 256)
     monkeypatch.setattr(pixels, "PARALLEL_PIXELS", 1)
-    monkeypatch.setattr(regionpixels, "ALPHA_TILE", 16)
+    monkeypatch.setattr(scaling, "ALPHA_TILE", 16)
 
 
 def native_image(rng, h: int, w: int, fmt: str, opaque: bool, nan: bool = False) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_shrinking_averages_premultiplied_areas(small_pieces, seed, fmt, opaque,
     rng = np.random.default_rng(seed)
     linear = linear and not fmt.endswith("U8")
     img = native_image(rng, h, w, fmt, opaque, nan=True)
-    got, is_opaque = regionpixels.premultiplied_at(img, fmt, linear, (sw, sh))
+    got, is_opaque = scaling.premultiplied_at(img, fmt, linear, (sw, sh))
     want = plain_premultiplied_at(img, fmt, linear, (sw, sh))
     assert got.shape == (sh, sw, 4) and got.dtype == np.float32
     # opaque 8-bit layers are averaged in 8 bits (OpenCV rounds): half a level off at most
@@ -75,8 +75,8 @@ def test_transparent_pixels_colour_does_not_bleed_when_shrinking(small_pieces):
     img = np.zeros((64, 64, 4), np.uint8)
     img[..., 2] = 255            # red everywhere (BGRA) ...
     img[:, 32:] = (255, 0, 0, 255)   # ... but only the blue right half is visible
-    small, opaque = regionpixels.premultiplied_at(img, "BGRA_U8", False, (8, 8))
-    rgb = regionpixels.flatten_premultiplied(small)
+    small, opaque = scaling.premultiplied_at(img, "BGRA_U8", False, (8, 8))
+    rgb = scaling.flatten_premultiplied(small)
     assert not opaque
     assert np.allclose(rgb[:, :4], 0.5) and np.allclose(rgb[:, 4:], (0, 0, 1))
 
@@ -87,12 +87,12 @@ def test_equal_or_larger_sizes_convert_then_interpolate(fmt, size):
     yy, xx = np.mgrid[0:48, 0:64] / 64.0
     smooth = np.stack([xx, yy, 0.5 + 0.3 * np.sin(xx * 9), 0.3 + 0.6 * yy], axis=-1)
     img = from_working_reference(smooth.astype(np.float32), fmt)
-    got, _ = regionpixels.premultiplied_at(img, fmt, fmt.startswith("RGBA_F"), size)
+    got, _ = scaling.premultiplied_at(img, fmt, fmt.startswith("RGBA_F"), size)
     rgba = to_working(img, fmt, fmt.startswith("RGBA_F"))
     rgba[..., :3] *= rgba[..., 3:]
     if size == (64, 48):
         assert np.array_equal(got, rgba)
-    big, _ = regionpixels.premultiplied_at(img, fmt, fmt.startswith("RGBA_F"), (128, 96))
+    big, _ = scaling.premultiplied_at(img, fmt, fmt.startswith("RGBA_F"), (128, 96))
     assert big.shape == (96, 128, 4) and big.min() >= 0 and np.all(big[..., :3] <= big[..., 3:] + 1e-7)
     # the model sees the same picture at twice the size
     assert np.abs(cv2.resize(big, (64, 48), interpolation=cv2.INTER_AREA) - rgba).max() < 0.02
@@ -100,24 +100,24 @@ def test_equal_or_larger_sizes_convert_then_interpolate(fmt, size):
 
 def test_opacity_check_reads_alpha_only():
     img = np.full((5, 7, 4), 255, np.uint8)
-    assert regionpixels.is_opaque(img, "BGRA_U8") and regionpixels.is_opaque(img[1:4, 2:6], "BGRA_U8")
+    assert scaling.is_opaque(img, "BGRA_U8") and scaling.is_opaque(img[1:4, 2:6], "BGRA_U8")
     img[3, 4, 3] = 254
-    assert not regionpixels.is_opaque(img, "BGRA_U8") and not regionpixels.is_opaque(img[1:4, 2:6], "BGRA_U8")
+    assert not scaling.is_opaque(img, "BGRA_U8") and not scaling.is_opaque(img[1:4, 2:6], "BGRA_U8")
     img[3, 4] = (0, 0, 0, 255)
-    assert regionpixels.is_opaque(img, "RGBA_U8")
+    assert scaling.is_opaque(img, "RGBA_U8")
 
 
 def test_selection_at_marks_every_pixel_that_covers_a_selected_one():
     sel = np.zeros((80, 80), bool)
     sel[37, 5] = True                                 # one pixel
-    small = regionpixels.selection_at(sel, (10, 10))  # 8 px per pixel
+    small = scaling.selection_at(sel, (10, 10))  # 8 px per pixel
     assert small.sum() == 1 and small[4, 0]
-    big = regionpixels.selection_at(sel[30:40, 0:10], (20, 20))
+    big = scaling.selection_at(sel[30:40, 0:10], (20, 20))
     assert big.sum() == 4 and big[14:16, 10:12].all()
-    assert regionpixels.scaled_px(8, (4096, 4096), (512, 512)) == 1
-    assert regionpixels.scaled_px(8, (100, 100), (100, 100)) == 8
-    assert regionpixels.scaled_px(9, (4096, 4096), (512, 512)) == 2
-    assert regionpixels.scaled_px(0, (10, 10), (5, 5)) == 0
+    assert scaling.scaled_px(8, (4096, 4096), (512, 512)) == 1
+    assert scaling.scaled_px(8, (100, 100), (100, 100)) == 8
+    assert scaling.scaled_px(9, (4096, 4096), (512, 512)) == 2
+    assert scaling.scaled_px(0, (10, 10), (5, 5)) == 0
 
 
 @given(st.integers(1, 3000), st.integers(1, 3000), st.integers(1, 200), st.integers(1, 200), st.floats(0, 1),
@@ -129,22 +129,22 @@ def test_shrinking_never_loses_a_single_selected_pixel(h, w, sh, sw, fy, fx):
     sel = np.zeros((h, w), bool)
     y, x = min(h - 1, int(fy * h)), min(w - 1, int(fx * w))
     sel[y, x] = True
-    small = regionpixels.selection_at(sel, (sw, sh))
+    small = scaling.selection_at(sel, (sw, sh))
     assert small[min(sh - 1, int((y + 0.5) * sh / h)), min(sw - 1, int((x + 0.5) * sw / w))]
     assert small.sum() <= 4 * -(-sh // h) * -(-sw // w)    # its cells, and no more
 
 
-masks = arrays(np.uint8, st.tuples(st.integers(1, 60), st.integers(1, 60)),
+mask_arrays = arrays(np.uint8, st.tuples(st.integers(1, 60), st.integers(1, 60)),
                elements=st.sampled_from([0, 0, 0, 0, 0, 1, 37, 128, 254, 255, 255, 255]))
 
 
-@given(masks, st.integers(0, 12), st.sampled_from(FORMATS), st.booleans(), st.integers(0, 2**31))
+@given(mask_arrays, st.integers(0, 12), st.sampled_from(FORMATS), st.booleans(), st.integers(0, 2**31))
 @SETTINGS
 def test_feathered_alpha_is_the_plain_feather_in_the_format(small_pieces, sel, feather, fmt, layer, seed):
     rng = np.random.default_rng(seed)
     img = native_image(rng, *sel.shape, fmt, opaque=False) if layer else None
-    got = regionpixels.feathered_alpha(sel, feather, fmt, None if img is None else img[..., 3])
-    want = imaging.feather_alpha(sel, feather)
+    got = scaling.feathered_alpha(sel, feather, fmt, None if img is None else img[..., 3])
+    want = masks.feather_alpha(sel, feather)
     if img is not None:
         want = want * to_working(img, fmt, False)[..., 3]
     if fmt.startswith("RGBA_F"):
@@ -168,14 +168,14 @@ def test_patch_pixels_scale_the_output_into_the_format_with_the_alpha(small_piec
     linear = linear and fmt.startswith("RGBA_F")
     rgb = rng.random((sh, sw, 3)).astype(np.float32)
     sel = (rng.random((h, w)) < 0.6).astype(np.uint8) * rng.choice([255, 128, 3], (h, w)).astype(np.uint8)
-    alpha = regionpixels.feathered_alpha(sel, feather, fmt)
-    got = regionpixels.patch_pixels(rgb, alpha, fmt, linear)
+    alpha = scaling.feathered_alpha(sel, feather, fmt)
+    got = scaling.patch_pixels(rgb, alpha, fmt, linear)
     assert got.shape == (h, w, 4) and got.dtype == pixels._dtype(fmt)
     a = got[..., 3].astype(np.float32)
     assert np.array_equal(a, alpha.astype(got.dtype).astype(np.float32))   # the alpha, exactly
     assert np.all(got[alpha == 0] == 0)                                 # transparent pixels all zero
     # the colour is the output scaled to the region, as the plain formulas would do it
-    plain = pack(imaging.resize(rgb, (w, h)), np.ones((h, w), np.float32), fmt, linear)
+    plain = pack(compositing.resize(rgb, (w, h)), np.ones((h, w), np.float32), fmt, linear)
     seen = alpha != 0
     diff = np.abs(to_working(got, fmt, linear)[..., :3] - to_working(plain, fmt, linear)[..., :3])[seen]
     assert diff.size == 0 or diff.mean() <= 0.1   # bicubic against Lanczos on noise; smooth pictures below
@@ -189,10 +189,10 @@ def test_a_smooth_output_comes_back_close_to_the_plain_path(fmt):
     rgb = np.stack([xx / 47, yy / 31, 0.5 + 0.4 * np.sin(xx / 9)], axis=-1).astype(np.float32)
     alpha = np.full((256, 384), 255, np.uint8) if fmt.endswith("U8") else None
     if alpha is None:
-        alpha = regionpixels.feathered_alpha(np.full((256, 384), 255, np.uint8), 0, fmt)
+        alpha = scaling.feathered_alpha(np.full((256, 384), 255, np.uint8), 0, fmt)
     linear = fmt.startswith("RGBA_F")
-    got = to_working(regionpixels.patch_pixels(rgb, alpha, fmt, linear), fmt, linear)[..., :3]
-    plain = imaging.resize(rgb, (384, 256))
+    got = to_working(scaling.patch_pixels(rgb, alpha, fmt, linear), fmt, linear)[..., :3]
+    plain = compositing.resize(rgb, (384, 256))
     assert np.abs(got - plain).max() < 0.01
 
 
@@ -210,9 +210,9 @@ def test_from_array_shares_the_arrays_memory_read_only():
 
 def test_patch_from_a_whole_4k_layer_stays_exact_outside_the_selection():
     """The shrinking path end to end at a size where bands and tiles are many by default."""
-    from core import regionjob
-    from core.jobs import JobRequest, Options, Params
-    from core.translate import plan_region_job
+    from core.contract.jobs import JobRequest, Options, Params
+    from core.contract.plan import plan_region_job
+    from core.pipelines import regionjob
 
     from .helpers import buffer
 

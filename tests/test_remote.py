@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from core import protocol as P
-from core.client import EngineClient, EngineError
+from core.contract.events import Failed, Finished
 from core.engine.serve import is_loopback, parse_listen, plaintext_warning
-from core.events import Failed, Finished
-from core.runner import run_job
+from core.link import protocol as P
+from core.link.client import EngineClient, EngineError
+from core.pipelines.runner import run_job
 
 from .engine_helpers import ROOT, engine_env
 from .helpers import inpaint_request, rect_mask, rgba_u8
@@ -71,7 +71,7 @@ def server(tiny_root, certs):
 
 
 def connect_raw(server):
-    from core.client import parse_url
+    from core.link.client import parse_url
 
     host, port, ctx = parse_url(server["url"], server["cafile"])
     sock = socket.create_connection((host, port), timeout=30)
@@ -161,7 +161,7 @@ def test_a_client_cannot_stop_the_shared_engine(server):
 @pytest.mark.skipif(not HAVE_OPENSSL, reason="needs openssl to make a certificate")
 def test_tls_is_really_used_and_verified(server):
     # a plain-text hello to the TLS port gets no engine answer
-    from core.client import parse_url
+    from core.link.client import parse_url
 
     host, port, _ = parse_url(server["url"])
     with socket.create_connection((host, port), timeout=30) as sock:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.catalog import CATALOG
-from core.models import ModelManager
-from core.resolver import ModelNotFound, UnsafeModelFile, find_installed, resolve
-from core.runner import run_job
+from core.contract.catalog import CATALOG
+from core.models.manager import ModelManager
+from core.models.resolver import ModelNotFound, UnsafeModelFile, find_installed, resolve
+from core.pipelines.runner import run_job
 
 from .helpers import inpaint_request, rect_mask, rgba_u8
 

@@ -1,4 +1,4 @@
-"""The decisions of the speed policy, each tested (timing lives in ``python -m core.bench``, never here):
+"""The decisions of the speed policy, each tested (timing lives in ``python -m core.devtools.bench``, never here):
 guidance 1 skips the doubled batch, prompt embeddings and VAE encodes are reused across jobs, an
 inpaint at strength 1 never encodes the start image it does not use."""
 
@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import latent_cache, prompts
-from core.control import JobControl
-from core.jobs import JobRequest, Options, Params
-from core.runner import run_job
+from core.contract.jobcontrol import JobControl
+from core.contract.jobs import JobRequest, Options, Params
+from core.models import latent_cache
+from core.pipelines import prompts
+from core.pipelines.runner import run_job
 from tests.helpers import buffer, inpaint_request, rect_mask, rgba_u8
 
 
@@ -236,9 +237,9 @@ def test_inpaint_encodes_the_start_image_only_when_it_is_used(models, strength, 
 def test_skipping_the_unused_start_image_does_not_change_the_result(models):
     """At strength 1 the pipeline starts from pure noise: handing it the encoded start image (the old
     way) or not gives the very same pixels."""
-    from core import regionjob
+    from core.contract.plan import plan_region_job
     from core.pipelines import inpaint as ip
-    from core.translate import plan_region_job
+    from core.pipelines import regionjob
 
     req = inpaint_request(rgba_u8(96, 96, seed=9), rect_mask(96, 96, 20, 20, 60, 60), strength=1.0, seed=4)
     loaded = models.get("inpaint")
@@ -253,8 +254,8 @@ def test_skipping_the_unused_start_image_does_not_change_the_result(models):
 def test_fp16_factory_models_load_every_part(tmp_path):
     """The benchmark's models are saved as the installer downloads them (fp16 files only); every part,
     the depth estimator included, loads from such a folder."""
-    from core.models import ModelManager
-    from core.tiny_models import build_all
+    from core.devtools.tiny_models import build_all
+    from core.models.manager import ModelManager
 
     build_all(tmp_path, kinds=("depth",), variant="fp16")
     assert not list(tmp_path.rglob("model.safetensors"))
@@ -283,8 +284,8 @@ def test_weights_in_the_files_dtype_stay_memory_mapped(tiny_root, tmp_path):
     """fp32 files under an fp32 policy: the UNet's weights are the file's pages (mmap), not a copy."""
     import gc
 
-    from core.device import HardwareFacts, choose_policy
-    from core.models import ModelManager
+    from core.models.device import HardwareFacts, choose_policy
+    from core.models.manager import ModelManager
 
     policy = choose_policy(HardwareFacts(), "cpu", "float32")
     mm = ModelManager(policy, models_dir=tiny_root, hub_cache=tmp_path / "none")
@@ -304,9 +305,9 @@ def test_a_dtype_cast_at_load_keeps_no_copy_of_the_files_tensors(tmp_path):
     tensors nor the file's mapping outlive the load."""
     import gc
 
-    from core.device import HardwareFacts, choose_policy
-    from core.models import ModelManager
-    from core.tiny_models import build_all
+    from core.devtools.tiny_models import build_all
+    from core.models.device import HardwareFacts, choose_policy
+    from core.models.manager import ModelManager
 
     build_all(tmp_path / "m", kinds=("inpaint",), variant="fp16")
     policy = choose_policy(HardwareFacts(cpu_flags=frozenset({"avx512_bf16"})), "cpu")

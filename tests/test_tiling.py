@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import imaging
-from core.geometry import Rect
-from core.noise import normal_field
-from core.tileblend import axis_weights, resize_rows, scale_tiled, selection_alpha_rows
-from core.tiling import default_overlap, plan_tiles, split_axis
+from core.contract.geometry import Rect
+from core.raster import masks
+from core.raster.noise import normal_field
+from core.raster.tileblend import axis_weights, resize_rows, scale_tiled, selection_alpha_rows
+from core.raster.tiling import default_overlap, plan_tiles, split_axis
 
 
 def bicubic(pixels, scale=4):
@@ -145,7 +145,7 @@ def test_selection_alpha_rows_match_the_whole_selection():
     sel[8:30, 10:41] = 255
     sel[15:20, 20:25] = 90
     big = np.repeat(np.repeat(sel, 4, axis=0), 4, axis=1)
-    whole = imaging.feather_alpha(big, 12)
+    whole = masks.feather_alpha(big, 12)
     parts = [selection_alpha_rows(sel, 4, 12, t, b) for t, b in ((0, 37), (37, 90), (90, 160))]
     assert np.array_equal(np.concatenate(parts), whole)
     assert (whole[big == 0] == 0).all()

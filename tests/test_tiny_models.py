@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from core import tiny_models
-from core.resolver import resolve
+from core.devtools import tiny_models
+from core.models.resolver import resolve
 
 PUBLISHED_MILLIONS = {  # ../shared/reference/sd2/model-index.json
     ("unet", "inpaint"): 865.93, ("unet", "depth"): 865.91, ("unet", "v"): 865.91, ("unet", "base"): 865.91,

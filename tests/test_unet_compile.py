@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from core import engine_env, unet_compile
+from core.engine import env
+from core.models import unet_compile
 
 # A shape whose compile takes long enough to be seen under way, and short enough for CI.
 WAIT = 600
@@ -172,8 +173,8 @@ def test_a_pipeline_loaded_with_compile_runs_through_the_dispatcher(tiny_root, p
     """The model manager installs the dispatcher when the policy says so and reports its progress like
     a load; the model works at multiples of 64 px (fewer shapes to compile); the second job runs the
     compiled graph and gives the first job's (eager) result within bf16 rounding."""
-    from core.models import ModelManager
-    from core.runner import run_job
+    from core.models.manager import ModelManager
+    from core.pipelines.runner import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -206,7 +207,7 @@ def test_a_pipeline_loaded_with_compile_runs_through_the_dispatcher(tiny_root, p
 def test_the_model_manager_compiles_only_beside_its_reserve(tiny_root, policy, tmp_path):
     """The manager's memory check for a compilation: the compiled copy plus ``reserve`` must fit in
     what is available (unloading would not help: torch keeps compiled memory)."""
-    from core.models import ModelManager
+    from core.models.manager import ModelManager
 
     free = [64 * 2**30]
     manager = ModelManager(dataclasses.replace(policy, compile=True), models_dir=tiny_root,
@@ -223,14 +224,14 @@ def test_the_model_manager_compiles_only_beside_its_reserve(tiny_root, policy, t
 def test_unloading_a_compiled_model_warns_that_its_memory_stays(tiny_root, policy, tmp_path, caplog):
     """A known torch 2.13 limitation, measured on a 383 MB UNet: after unloading and dynamo's reset,
     61 of its 71 large weight tensors stay referenced from torch's C++ side.  The engine says so."""
-    from core.models import ModelManager
+    from core.models.manager import ModelManager
 
     manager = ModelManager(dataclasses.replace(policy, compile=True), models_dir=tiny_root,
                            hub_cache=tmp_path / "none")
     plain = ModelManager(policy, models_dir=tiny_root, hub_cache=tmp_path / "none")
     manager.get("inpaint")
     plain.get("inpaint")
-    with caplog.at_level("WARNING", logger="core.models"):
+    with caplog.at_level("WARNING", logger="core.models.manager"):
         plain.unload_all()
         assert "compiled UNet" not in caplog.text
         manager.unload_all()
@@ -243,8 +244,8 @@ def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stop
     in the middle of a compilation is prompt and clean."""
     import time
 
-    from core.client import EngineClient
-    from core.events import Finished
+    from core.contract.events import Finished
+    from core.link.client import EngineClient
 
     from .engine_helpers import ROOT, collect, engine_env
     from .helpers import inpaint_request, rect_mask, rgba_u8
@@ -271,16 +272,16 @@ def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stop
 def test_inductor_caches_in_the_app_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):
     monkeypatch.setenv("DD_CACHE_DIR", str(tmp_path / "app-cache"))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    engine_env.inductor_cache()
+    env.inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "app-cache" / "inductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
-    engine_env.inductor_cache()
+    env.inductor_cache()
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/elsewhere"
 
 
 def test_the_benchmark_times_the_compiled_step_through_the_dispatcher(unet):
     """Row 1's compiled variant (``--quick --smoke`` skips it: minutes on the real UNet)."""
-    from core.bench.unet import time_compiled
+    from core.devtools.bench.unet import time_compiled
 
     got = time_compiled(unet, 2, 64, 2)
     assert got["compile_s"] > 0 and len(got["step_all_s"]) == 2 and got["step_s"] == min(got["step_all_s"])

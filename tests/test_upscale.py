@@ -4,14 +4,14 @@ import cv2
 import numpy as np
 import pytest
 
-from core.control import Cancelled, JobControl
-from core.device import HardwareFacts, choose_policy
-from core.jobs import JobRequest, Options, Params
-from core.models import ModelManager
+from core.contract.jobcontrol import Cancelled, JobControl
+from core.contract.jobs import JobRequest, Options, Params
+from core.models.device import HardwareFacts, choose_policy
+from core.models.manager import ModelManager
 from core.pipelines import upscale
-from core.pixels import as_array
-from core.runner import run_job
-from core.tiling import plan_tiles
+from core.pipelines.runner import run_job
+from core.raster.pixels import as_array
+from core.raster.tiling import plan_tiles
 
 from .helpers import buffer, rect_mask, rgba_u8
 

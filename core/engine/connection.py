@@ -12,8 +12,8 @@ import logging
 import queue
 import threading
 
-from .. import bulk
-from ..protocol import (
+from ..link import bulk
+from ..link.protocol import (
     LIMITS,
     PRE_AUTH_LIMITS,
     FramingError,
@@ -102,7 +102,7 @@ class PeerBase:
 
 class Connection(PeerBase):
     """``bulk_allowed``: the peer is the editor that started this engine, on the same machine (stdio),
-    so large payloads may go through shared-memory files if its hello offers them (``core.bulk``)."""
+    so large payloads may go through shared-memory files if its hello offers them (``core.link.bulk``)."""
 
     def __init__(self, service, read, write, *, name: str = "peer", close=None, needs_token: bool = False,
                  bulk_allowed: bool = False):

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..control import JobControl
+from ..contract.jobcontrol import JobControl
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Job:
     state: str = "new"              # new | queued | running | done
     cancel_requested: bool = False
     device: str | None = None
-    bulk_names: set = field(default_factory=set)   # shared-memory files its patches were made in (core.bulk)
+    bulk_names: set = field(default_factory=set)   # shared-memory files its patches were made in (core.link.bulk)
 
     @property
     def key(self) -> tuple:

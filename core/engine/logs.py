@@ -1,4 +1,4 @@
-"""Engine logging: a rotating file in the app's log folder (``core.paths.log_dir``)."""
+"""Engine logging: a rotating file in the app's log folder (``core.contract.paths.log_dir``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def setup(name: str = "engine", level: int = logging.INFO) -> Path | None:
     root.setLevel(level)
     path = None
     try:
-        from .. import paths
+        from ..contract import paths
 
         folder = paths.log_dir()
         folder.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import signal
 import socket
 import sys
 
-from ..protocol import LIMITS, PRE_AUTH_LIMITS, FramingError, Message, MessageError, error
-from ..protocol import read_message_async as read_message
+from ..link.protocol import LIMITS, PRE_AUTH_LIMITS, FramingError, Message, MessageError, error
+from ..link.protocol import read_message_async as read_message
 from .connection import PeerBase
 
 log = logging.getLogger("core.engine.serve")
@@ -150,8 +150,7 @@ def tls_context(cert: str, key: str):
 
 def run(args) -> int:
     """Entry point of ``python -m core serve``."""
-    from .. import engine_env
-    from . import logs
+    from . import env, logs
     from .stdio import service_kwargs
 
     try:
@@ -162,7 +161,7 @@ def run(args) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    engine_env.apply()
+    env.apply()
     logs.setup("engine-serve", getattr(logging, args.log_level))
     from .service import EngineService
 

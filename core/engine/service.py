@@ -1,6 +1,6 @@
-"""The engine's dispatcher: messages in, jobs through ``core.runner.run_job``, events out.
+"""The engine's dispatcher: messages in, jobs through ``core.pipelines.runner.run_job``, events out.
 
-Any job mode is dispatched generically: the request is validated (``core.jobs.validate``), queued,
+Any job mode is dispatched generically: the request is validated (``core.contract.jobs.validate``), queued,
 and run by ``run_job``, which imports ``core.pipelines.<mode>``.  A new mode needs no change here.
 """
 
@@ -15,13 +15,14 @@ import threading
 import time
 from dataclasses import replace
 
-from .. import __version__, bulk
-from ..catalog import CATALOG, MODE_MODELS
-from ..control import Cancelled, JobControl
-from ..events import Capabilities
-from ..jobs import EDITOR_FORMATS, MODES, JobRequest, JobResult, validate
-from ..params import ValidationError
-from ..protocol import (
+from .. import __version__
+from ..contract.catalog import CATALOG, MODE_MODELS
+from ..contract.events import Capabilities
+from ..contract.jobcontrol import Cancelled, JobControl
+from ..contract.jobs import EDITOR_FORMATS, MODES, JobRequest, JobResult, validate
+from ..contract.params import ValidationError
+from ..link import bulk
+from ..link.protocol import (
     PROTOCOL_VERSION,
     Message,
     MessageError,
@@ -197,10 +198,10 @@ class EngineService:
         return None
 
     def _execute(self, job: Job, device: str) -> Outcome:
-        from ..memory import is_out_of_memory, run_with_memory_retry
-        from ..pixels import results_in
-        from ..resolver import ModelError
-        from ..runner import run_job
+        from ..models.memory import is_out_of_memory, run_with_memory_retry
+        from ..models.resolver import ModelError
+        from ..pipelines.runner import run_job
+        from ..raster.pixels import results_in
 
         t0 = time.perf_counter()
         log.info("job %s (%s) starts on %s", job.id, job.request.mode, device)
@@ -230,7 +231,7 @@ class EngineService:
     @staticmethod
     def _result_maker(job: Job):
         """Where the job's patches are made: straight in shared memory when its connection takes large
-        payloads from there (no copy on sending, see core.bulk), else in plain memory."""
+        payloads from there (no copy on sending, see core.link.bulk), else in plain memory."""
         where = getattr(job.owner, "bulk", None)
         if not where:
             return None
@@ -256,7 +257,7 @@ class EngineService:
     def policy(self):
         with self._lock:
             if self._policy is None:
-                from ..device import choose_policy, probe, wants_compile
+                from ..models.device import choose_policy, probe, wants_compile
 
                 self._policy = choose_policy(probe(), self._device or os.environ.get("DD_DEVICE") or None,
                                              self._dtype or os.environ.get("DD_DTYPE") or None,
@@ -267,7 +268,7 @@ class EngineService:
     def models(self):
         with self._lock:
             if self._models is None:
-                from ..models import ModelManager
+                from ..models.manager import ModelManager
 
                 self._models = ModelManager(self.policy(), models_dir=self._models_dir, hub_cache=self._hub_cache,
                                             capacity=self._capacity)
@@ -279,7 +280,7 @@ class EngineService:
         self.broadcast(message("model_status", **status))
 
     def scan_capabilities(self) -> Capabilities:
-        from ..resolver import ModelError, resolve
+        from ..models.resolver import ModelError, resolve
 
         policy = self.policy()
         models = self.models()
@@ -345,7 +346,7 @@ class EngineService:
             log.info("capabilities ready after %.2f s: %s, modes %s", time.perf_counter() - t0, caps.device,
                      ", ".join(caps.modes))
             if self._warm_up:
-                from .. import loader
+                from ..models import loader
 
                 loader.quiet_libraries()
                 for e in caps.models:
@@ -399,7 +400,7 @@ def in_request_layout(req: JobRequest, res: JobResult) -> JobResult:
         return res
     if all((p.image.format, p.image.linear) == (fmt, linear) for p in res.patches):
         return res
-    from ..pixels import convert_buffer
+    from ..raster.pixels import convert_buffer
 
     patches = tuple(p if (p.image.format, p.image.linear) == (fmt, linear)
                     else replace(p, image=convert_buffer(p.image, fmt, linear)) for p in res.patches)

@@ -76,10 +76,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     args = build_parser().parse_args(argv)
     proto_in, proto_out = take_stdio()
-    from .. import engine_env
-    from . import logs
+    from . import env, logs
 
-    engine_env.apply()
+    env.apply()
     faulthandler.enable(sys.stderr)
     path = logs.setup("engine", getattr(logging, args.log_level))
     log.info("engine %d starting on stdio (log %s)", os.getpid(), path)
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
 
     service = EngineService(allow_shutdown=True, log_path=path, **service_kwargs(args))
     reader = open(proto_in, "rb", buffering=1 << 16, closefd=False)
-    from .. import bulk
+    from ..link import bulk
 
     swept = bulk.sweep(bulk.directory())
     if swept:

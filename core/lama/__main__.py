@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from ..resolver import ModelError
+    from ..models.resolver import ModelError
 
     try:
         if args.command == "convert":

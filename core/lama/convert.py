@@ -23,7 +23,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from ..resolver import ModelError
+from ..models.resolver import ModelError
 from .model import LamaGenerator
 from .weights import default_weights_path, generator_state, infer_config, save_generator
 
@@ -182,7 +182,7 @@ def convert_lama_checkpoint(src: str | Path, dst: str | Path | None = None) -> P
 
     ``dst`` defaults to the app's models folder (``<models>/big-lama/big-lama.safetensors``).
     Raises ``UnsafeCheckpoint`` for files that ask to run code, ``ConversionError`` for anything else
-    that is not big-lama (both are ``core.resolver.ModelError``).
+    that is not big-lama (both are ``core.models.resolver.ModelError``).
     """
     return Path(convert_with_summary(src, dst)["path"])
 

@@ -12,8 +12,8 @@ import json
 import re
 from pathlib import Path
 
-from .. import paths
-from ..resolver import PICKLE_SUFFIXES, ModelNotFound, UnsafeModelFile, pickle_refusal
+from ..contract import paths
+from ..models.resolver import PICKLE_SUFFIXES, ModelNotFound, UnsafeModelFile, pickle_refusal
 from .model import LamaConfig
 
 FORMAT = "diffusion-dock-lama"

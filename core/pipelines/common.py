@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from contextlib import contextmanager
 
-from ..control import JobControl
-from ..jobs import Params
-from ..params import SEED_MAX
-from ..preview import latent_to_rgb
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import Params
+from ..contract.params import SEED_MAX
+from .preview import latent_to_rgb
 
 
 def choose_seed(params: Params) -> int:
@@ -26,7 +26,7 @@ def generators(seeds, device: str = "cpu"):
 
 def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:
     """``prompt_embeds``/``negative_prompt_embeds`` for a diffusers call, plus warnings."""
-    from ..prompts import encode
+    from .prompts import encode
 
     guidance = params.guidance > 1.0
     emb = encode(pipe.tokenizer, pipe.text_encoder, params.prompt, params.negative_prompt,
@@ -88,13 +88,13 @@ def encode_image(pipe, rgb) -> object:
 
     Diffusers samples the posterior with the first generator, which would tie every image of a batch
     to image 0's seed; taking the mean keeps "image i depends only on seed + i" exact, and an editor
-    wants the same pixels to give the same latents anyway.  Repeats come from ``core.latent_cache``.
+    wants the same pixels to give the same latents anyway.  Repeats come from ``core.models.latent_cache``.
     """
     import numpy as np
     import torch
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    from .. import latent_cache
+    from ..models import latent_cache
 
     vae = pipe.vae
     x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
@@ -112,11 +112,11 @@ def mean_encoding(vae):
     samples with.  For pipelines that take no image latents (depth2img derives the depth map's size
     from ``image``, so latents there give a depth map 8× too small).  Restored on exit; a pipeline
     runs one call at a time anyway (its scheduler holds per-call state).  Repeats come from
-    ``core.latent_cache``."""
+    ``core.models.latent_cache``."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
     from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
-    from .. import latent_cache
+    from ..models import latent_cache
 
     own = vae.__dict__.get("encode")  # an instance-level wrapper (mixed precision), if any
     encode = vae.encode

@@ -13,10 +13,11 @@ import time
 import cv2
 import numpy as np
 
-from .. import regionjob, regionpixels
-from ..control import JobControl
-from ..jobs import JobRequest, JobResult
-from ..translate import plan_region_job
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, JobResult
+from ..contract.plan import plan_region_job
+from ..raster import scaling
+from . import regionjob
 
 
 def normalize(depth: np.ndarray) -> np.ndarray:
@@ -51,11 +52,11 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, 0)
     native, selection, _ = regionjob.crop(req, plan.region)
     control.set_phase("encoding", 0, 1)
-    small, _ = regionpixels.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
-    small = regionpixels.flatten_premultiplied(small)  # DPT works at 384 px anyway
+    small, _ = scaling.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
+    small = scaling.flatten_premultiplied(small)  # DPT works at 384 px anyway
     depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))   # normalised at the layer's own size
     control.set_phase("finishing", 1, 1)
-    alpha = regionpixels.feathered_alpha(selection, 0, req.image.format)
+    alpha = scaling.feathered_alpha(selection, 0, req.image.format)
     patch = regionjob.patch_of(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
     return JobResult("depth", (patch,), loaded.resolved.name, req.params, req.options, (),
                      {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple())})

@@ -3,7 +3,7 @@
 Backends: ``lama`` (the big-lama generator, when its weights are installed or given with
 ``model``) and ``opencv`` (Telea inpainting, always available).  ``auto`` takes LaMa when it is
 installed, else OpenCV.  Region, context and compositing are those of inpainting
-(``core.regionjob``): pixels outside the selection stay bit-identical.  Unlike diffusion, the fill
+(``core.pipelines.regionjob``): pixels outside the selection stay bit-identical.  Unlike diffusion, the fill
 works at the region's own resolution, downscaled only above a size limit.
 """
 
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fastfill, regionjob
-from ..control import JobControl
-from ..jobs import JobRequest, JobResult
-from ..params import ValidationError
-from ..resolver import PICKLE_SUFFIXES, ModelNotFound
-from ..translate import plan_region_job
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, JobResult
+from ..contract.params import ValidationError
+from ..contract.plan import plan_region_job
+from ..models.resolver import PICKLE_SUFFIXES, ModelNotFound
+from ..raster import fastfill
+from . import regionjob
 
 # Largest working area (pixels) per backend; larger regions are filled downscaled and scaled back.
 # LaMa costs about 0.4 TFLOP per 512×512 (a few seconds on a desktop CPU); OpenCV's time grows with

@@ -15,11 +15,12 @@ import time
 import weakref
 from dataclasses import replace
 
-from .. import regionjob, regionpixels
-from ..control import JobControl
-from ..jobs import JobRequest, JobResult
-from ..translate import plan_region_job, plan_text_job
-from ..unet_compile import size_multiple
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, JobResult
+from ..contract.plan import plan_region_job, plan_text_job
+from ..models.unet_compile import size_multiple
+from ..raster import scaling
+from . import regionjob
 from .common import choose_seed, encode_image, image_kwargs, run_pipeline
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -68,7 +69,7 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
         images, warnings = text_to_image(pipe, plan, req.params, control, device)
         control.set_phase("finishing")
         region = plan.region
-        alpha = regionpixels.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
+        alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
                                              "RGBA_U8")
         patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
     return JobResult("generate", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,

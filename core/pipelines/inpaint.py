@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 
-from .. import regionjob
-from ..control import JobControl
-from ..jobs import JobRequest, JobResult
-from ..translate import plan_region_job
-from ..unet_compile import size_multiple
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, JobResult
+from ..contract.plan import plan_region_job
+from ..models.unet_compile import size_multiple
+from . import regionjob
 from .common import choose_seed, encode_image, generators, prompt_kwargs, step_callback
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise

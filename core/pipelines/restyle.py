@@ -12,14 +12,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import imaging, regionjob
-from ..control import JobControl
-from ..jobs import JobRequest, JobResult
-from ..params import ValidationError
-from ..pixels import depth_array
-from ..translate import plan_region_job
-from ..unet_compile import size_multiple
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, JobResult
+from ..contract.params import ValidationError
+from ..contract.plan import plan_region_job
+from ..models.unet_compile import size_multiple
+from ..raster import compositing
+from ..raster.pixels import depth_array
 from . import depth as depth_job
+from . import regionjob
 from .common import choose_seed, image_kwargs, mean_encoding, run_pipeline
 
 
@@ -27,7 +28,7 @@ def given_depth(req: JobRequest, plan) -> np.ndarray:
     """The request's depth image over the plan's region, at model size, float in [0, 1]."""
     rows, cols = plan.region.slices(req.origin)
     crop = depth_array(req.depth)[rows, cols]
-    return imaging.resize(np.ascontiguousarray(crop), plan.model_size)
+    return compositing.resize(np.ascontiguousarray(crop), plan.model_size)
 
 
 def check_not_flat(depth: np.ndarray, source: str) -> None:

@@ -1,10 +1,10 @@
 """4× upscaling (stable-diffusion-x4-upscaler), tiled so that any size works in bounded memory.
 
-The image (or the selection's region with context) is cut into overlapping tiles (``core.tiling``),
+The image (or the selection's region with context) is cut into overlapping tiles (``core.raster.tiling``),
 each tile is upscaled by the diffusion model and the results are blended with feathered weights in
-output space (``core.tileblend``); the VAE decodes in tiles too.  Every tile takes its starting
+output space (``core.raster.tileblend``); the VAE decodes in tiles too.  Every tile takes its starting
 latents and the noise added to its low-res input from one image-wide noise field
-(``core.noise``), so overlapping tiles start from the same noise and join without seams or colour
+(``core.raster.noise``), so overlapping tiles start from the same noise and join without seams or colour
 jumps.  Alpha is upscaled separately (Lanczos): the model only sees RGB.  With a selection, the
 patch's alpha is 0 outside the selection scaled 4× (each pixel a 4×4 block) and feathered inward.
 
@@ -20,15 +20,16 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from .. import imaging, regionjob
-from ..control import JobControl
-from ..geometry import Rect
-from ..jobs import UPSCALE_FACTOR, JobRequest, JobResult, Patch
-from ..noise import normal_field
-from ..pixels import as_array, from_array, pack, to_working
-from ..tileblend import resize_rows, scale_tiled, selection_alpha_rows
-from ..tiling import plan_tiles
-from ..translate import upscale_region
+from ..contract.geometry import Rect
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import UPSCALE_FACTOR, JobRequest, JobResult, Patch
+from ..contract.plan import upscale_region
+from ..raster import compositing
+from ..raster.noise import normal_field
+from ..raster.pixels import as_array, from_array, pack, to_working
+from ..raster.tileblend import resize_rows, scale_tiled, selection_alpha_rows
+from ..raster.tiling import plan_tiles
+from . import regionjob
 from .common import choose_seed, legacy_step_callback, prompt_kwargs
 
 TILE_MULTIPLE = 8     # tile sides the UNet and VAE take without resizing
@@ -89,7 +90,7 @@ class TilePreview:
         h, w = rgb.shape[:2]
         self.control = control
         self.scale = min(1.0, side / max(h, w))
-        self.image = imaging.resize(rgb, (max(1, round(w * self.scale)), max(1, round(h * self.scale))))
+        self.image = compositing.resize(rgb, (max(1, round(w * self.scale)), max(1, round(h * self.scale))))
 
     def tile_done(self, rect: Rect, out: np.ndarray) -> None:
         if not self.control.wants_preview:
@@ -98,7 +99,7 @@ class TilePreview:
         x0, y0 = round(rect.x * k), round(rect.y * k)
         x1 = min(self.image.shape[1], max(x0 + 1, round(rect.right * k)))
         y1 = min(self.image.shape[0], max(y0 + 1, round(rect.bottom * k)))
-        self.image[y0:y1, x0:x1] = imaging.resize(out, (x1 - x0, y1 - y0))
+        self.image[y0:y1, x0:x1] = compositing.resize(out, (x1 - x0, y1 - y0))
         self.control.preview(np.rint(self.image * 255.0).astype(np.uint8))
 
 
@@ -148,7 +149,7 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
     s = UPSCALE_FACTOR
     h, w = rgba.shape[:2]
     out = None
-    for top, band in scale_tiled(imaging.flatten(rgba), grid, tile_fn, s):
+    for top, band in scale_tiled(compositing.flatten(rgba), grid, tile_fn, s):
         bottom = top + band.shape[0]
         alpha = resize_rows(rgba[..., 3], s, top, bottom)
         alpha[alpha < 1e-5] = 0.0  # Lanczos leaves ±1e-7 where the layer is flat: keep 0 and 1 exact
@@ -176,7 +177,7 @@ def run(req: JobRequest, models, control: JobControl) -> JobResult:
     prompts, warnings = prompt_kwargs(pipe, req.params)
     use_vae_tiling(pipe.vae)
     control.plan_total(total)
-    preview = TilePreview(imaging.flatten(rgba), control) if control.wants_preview else None
+    preview = TilePreview(compositing.flatten(rgba), control) if control.wants_preview else None
     tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
                              control, preview)
     out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, req.image.format,
@@ -205,6 +206,6 @@ def composite(req: JobRequest, patch: Patch) -> np.ndarray:
     """The plain 4× upscale of the request's image with ``patch`` stacked over it (native array)."""
     s = UPSCALE_FACTOR
     rect = Rect(patch.x - req.origin[0] * s, patch.y - req.origin[1] * s, patch.image.width, patch.image.height)
-    return imaging.composite_native(plain_upscale(req), as_array(patch.image), rect, req.image.format,
+    return compositing.composite_native(plain_upscale(req), as_array(patch.image), rect, req.image.format,
                                     req.image.linear)
 

@@ -4,9 +4,9 @@ Inside Krita, importing this package registers the plugin (docker, actions, laye
 anywhere else it only makes the package's modules importable (the standalone editor, tests).
 """
 
-from .qt import INSIDE_KRITA
+from .runtime.qt import INSIDE_KRITA
 
 if INSIDE_KRITA:
-    from . import krita_plugin
+    from .krita import plugin
 
-    krita_plugin.register()
+    plugin.register()

@@ -28,7 +28,7 @@ def editor_doc():
 def canvas(qtbot, editor_doc):
     """A canvas at zoom 2 with the image origin at widget (5, 7): widget = image * 2 + (5, 7)."""
     from plugin.diffusion_dock.editor.canvas import CanvasView
-    from plugin.diffusion_dock.qt import QPointF
+    from plugin.diffusion_dock.runtime.qt import QPointF
 
     view = CanvasView(editor_doc)
     qtbot.addWidget(view)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def spin_until(predicate, timeout: float = 120.0, what: str = "condition") -> None:
     """Process Qt events (and with them the asyncio callbacks) until ``predicate()``."""
-    from plugin.diffusion_dock.qt import QtWidgets
+    from plugin.diffusion_dock.runtime.qt import QtWidgets
 
     app = QtWidgets.QApplication.instance()
     deadline = time.monotonic() + timeout
@@ -28,7 +28,7 @@ def spin_until(predicate, timeout: float = 120.0, what: str = "condition") -> No
 
 def run_coro(coro, timeout: float = 60.0):
     """Run a coroutine on the dock's loop, spinning Qt until it is done."""
-    from plugin.diffusion_dock import aio
+    from plugin.diffusion_dock.runtime import aio
 
     task = aio.spawn(coro, "test")
     spin_until(task.done, timeout, "a coroutine")
@@ -37,10 +37,10 @@ def run_coro(coro, timeout: float = 60.0):
 
 def make_session(tiny_root: Path, results: Path, **client_options):
     """A DockSession on the tiny models, with the engine started by this Python from the checkout."""
-    from plugin.diffusion_dock import aio
-    from plugin.diffusion_dock.results_store import ResultStore
-    from plugin.diffusion_dock.session import DockSession
-    from plugin.diffusion_dock.settings import Settings
+    from plugin.diffusion_dock.runtime import aio
+    from plugin.diffusion_dock.session.dock_session import DockSession
+    from plugin.diffusion_dock.session.results_store import ResultStore
+    from plugin.diffusion_dock.session.settings import Settings
 
     aio.loop()
     return DockSession(Settings(python=sys.executable), ResultStore(results), env=engine_env(tiny_root),
@@ -48,7 +48,7 @@ def make_session(tiny_root: Path, results: Path, **client_options):
 
 
 def close_session(session) -> None:
-    from plugin.diffusion_dock import aio
+    from plugin.diffusion_dock.runtime import aio
 
     try:
         run_coro(session.stop(), 30)

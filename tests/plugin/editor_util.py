@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugin.diffusion_dock.coreapi import geometry
 from plugin.diffusion_dock.editor import pixels
-from plugin.diffusion_dock.qt import QPoint, QPointF, Qt
+from plugin.diffusion_dock.runtime.coreapi import geometry
+from plugin.diffusion_dock.runtime.qt import QPoint, QPointF, Qt
 
 
 def mask_array(mask) -> np.ndarray:

@@ -10,11 +10,11 @@ import signal
 import numpy as np
 import pytest
 
-from core.runner import run_job
+from core.pipelines.runner import run_job
 from plugin.diffusion_dock.editor import pixels
 from plugin.diffusion_dock.editor.document import EditorDocument
 from plugin.diffusion_dock.editor.window import EditorWindow
-from plugin.diffusion_dock.qt import Qt
+from plugin.diffusion_dock.runtime.qt import Qt
 
 from .dock_util import close_session, make_session, spin_until, wait_job
 from .editor_util import layer_array
@@ -231,7 +231,7 @@ def test_restart_button_starts_a_fresh_engine(qtbot, window, session):
 
 
 def test_validation_messages(qtbot, window, session):
-    from core.params import RANGES
+    from core.contract.params import RANGES
 
     doc, panel = window.document, window.panel
     # The widgets enforce the engine's ranges.
@@ -280,7 +280,7 @@ def test_fill_from_the_layer_action_and_the_results_survive_a_restart(qtbot, win
     [rec] = item.results
     assert rec.name == "[Fill] OpenCV" and rec.seed is None
     # A new session on the same results folder (the editor restarted) lists it and can apply it.
-    from plugin.diffusion_dock.session import DockSession
+    from plugin.diffusion_dock.session.dock_session import DockSession
 
     fresh = DockSession(session.settings, type(session.store)(session.store.folder))
     other = EditorWindow(EditorDocument.new(W, H, "reopened"), session=fresh)

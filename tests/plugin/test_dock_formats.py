@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from core.engine.service import in_request_layout
-from core.runner import run_job
+from core.pipelines.runner import run_job
 from plugin.diffusion_dock import host as H
-from plugin.diffusion_dock.dock import DockPanel
-from plugin.diffusion_dock.qt import Qt
+from plugin.diffusion_dock.panel.dock import DockPanel
+from plugin.diffusion_dock.runtime.qt import Qt
 
 from .dock_util import close_session, make_session, spin_until, wait_job
 from .memory_host import DTYPES, MemoryDocument, MemoryHost

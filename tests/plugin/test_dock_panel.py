@@ -10,15 +10,15 @@ import time
 import numpy as np
 import pytest
 
-from core.events import Capabilities, EngineStatus, ModelStatus
-from core.params import RANGES
+from core.contract.events import Capabilities, EngineStatus, ModelStatus
+from core.contract.params import RANGES
 from plugin.diffusion_dock import host as H
-from plugin.diffusion_dock.dock import DockPanel
-from plugin.diffusion_dock.qt import Qt, QTimer
-from plugin.diffusion_dock.results_store import ResultStore
-from plugin.diffusion_dock.session import DockSession
-from plugin.diffusion_dock.settings import Settings
-from plugin.diffusion_dock.stall import StallMeter
+from plugin.diffusion_dock.panel.dock import DockPanel
+from plugin.diffusion_dock.runtime.qt import Qt, QTimer
+from plugin.diffusion_dock.runtime.stall import StallMeter
+from plugin.diffusion_dock.session.dock_session import DockSession
+from plugin.diffusion_dock.session.results_store import ResultStore
+from plugin.diffusion_dock.session.settings import Settings
 
 from .dock_util import spin_until
 from .memory_host import MemoryDocument, MemoryHost
@@ -116,7 +116,7 @@ def test_no_engine_to_start_is_reported_on_the_job(panel, session):
 
 def test_a_missing_model_shows_its_install_line_and_the_dock_starts_in_fill(panel, session, tmp_path, policy):
     from core.engine.service import EngineService
-    from core.models import ModelManager
+    from core.models.manager import ModelManager
 
     empty = EngineService(models=ModelManager(policy, models_dir=tmp_path / "none", hub_cache=tmp_path / "hub"),
                           warm_up=False).scan_capabilities()       # what the engine says with no model at all
@@ -192,7 +192,7 @@ def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
 def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, session, tmp_path):
     """The settings dialog's Device and "Compile the UNet" reach the local engine's command line,
     and survive a save and load."""
-    from plugin.diffusion_dock.dock_widgets import EngineSettingsDialog
+    from plugin.diffusion_dock.panel.widgets import EngineSettingsDialog
 
     dialog = EngineSettingsDialog(Settings())
     qtbot.addWidget(dialog)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from plugin.diffusion_dock.editor import fileio, pixels
 from plugin.diffusion_dock.editor.document import EditorDocument, Layer
-from plugin.diffusion_dock.qt import QtGui
+from plugin.diffusion_dock.runtime.qt import QtGui
 
 from .editor_util import layer_array
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from plugin.diffusion_dock import host as H
-from plugin.diffusion_dock.coreapi import jobs
 from plugin.diffusion_dock.editor import pixels
 from plugin.diffusion_dock.editor.document import EditorDocument
 from plugin.diffusion_dock.editor.host import EditorHostDocument
+from plugin.diffusion_dock.runtime.coreapi import jobs
 
 from .editor_util import layer_array, mask_array
 

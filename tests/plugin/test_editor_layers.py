@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugin.diffusion_dock.qt import Qt, QtGui
+from plugin.diffusion_dock.runtime.qt import Qt, QtGui
 
 from .editor_util import layer_array
 

@@ -41,7 +41,7 @@ def test_a_missing_file_is_an_error(tmp_path):
 def test_switching_documents_then_exiting_is_clean():
     """Documents replaced in a window, then the interpreter exits with everything alive: no slot may
     run on a half-destroyed undo stack (PyQt aborts the process on such errors)."""
-    code = ("from plugin.diffusion_dock.qt import QtWidgets\n"
+    code = ("from plugin.diffusion_dock.runtime.qt import QtWidgets\n"
             "app = QtWidgets.QApplication([])\n"
             "from plugin.diffusion_dock.editor.window import EditorWindow\n"
             "w = EditorWindow(); w.show()\n"

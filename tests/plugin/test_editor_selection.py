@@ -9,7 +9,7 @@ import numpy as np
 from plugin.diffusion_dock.editor.canvas import Tool
 from plugin.diffusion_dock.editor.pixels import new_mask
 from plugin.diffusion_dock.editor.selection import SoftBrush
-from plugin.diffusion_dock.qt import QPointF, Qt
+from plugin.diffusion_dock.runtime.qt import QPointF, Qt
 
 from .editor_util import drag, mask_array
 
@@ -125,7 +125,7 @@ def test_select_all_invert_and_deselect(editor_doc):
     doc.invert_selection()                                  # nothing selected → everything
     assert doc.selection_bounds().as_tuple() == (0, 0, 120, 90)
     from plugin.diffusion_dock.editor.selection import Combine, rect_mask
-    from plugin.diffusion_dock.qt import QRectF
+    from plugin.diffusion_dock.runtime.qt import QRectF
 
     doc.apply_selection(rect_mask(doc.size, QRectF(0, 0, 60, 90)), Combine.SUBTRACT)
     doc.invert_selection()

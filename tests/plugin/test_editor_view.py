@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugin.diffusion_dock.editor.canvas import MAX_ZOOM, MIN_ZOOM
-from plugin.diffusion_dock.qt import QPoint, QPointF, Qt, QtGui
+from plugin.diffusion_dock.runtime.qt import QPoint, QPointF, Qt, QtGui
 
 from .editor_util import drag
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from plugin.diffusion_dock import host as H
-from plugin.diffusion_dock.coreapi import jobs
+from plugin.diffusion_dock.runtime.coreapi import jobs
 
 
 @pytest.mark.parametrize("profile, linear", [

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.jobs import JobRequest
-from core.runner import run_job
+from core.contract.jobs import JobRequest
+from core.pipelines.runner import run_job
 
 from .krita_gui import run_gui_scenario
 
@@ -53,7 +53,7 @@ def test_docker_exists(gui_run):
 
 
 def test_shortcuts_from_action_file_are_registered(gui_run):
-    from plugin.diffusion_dock.actions import ACTIONS
+    from plugin.diffusion_dock.panel.actions import ACTIONS
 
     for spec in ACTIONS:
         got = gui_run["actions"][spec.id]
@@ -79,7 +79,7 @@ def test_actions_show_the_dock_and_set_its_mode(gui_run):
 
 
 def test_layer_menu_gets_entries_and_other_menus_do_not(gui_run):
-    from plugin.diffusion_dock.actions import LAYER_MENU
+    from plugin.diffusion_dock.panel.actions import LAYER_MENU
 
     assert gui_run["layer_view_found"]
     hook = gui_run["hook"]

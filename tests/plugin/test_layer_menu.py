@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.diffusion_dock.layer_menu import LayerMenuHook, is_layer_view_viewport
-from plugin.diffusion_dock.qt import QAction, QPoint, QtCore, QtGui, QTimer, QtWidgets
+from plugin.diffusion_dock.krita.layer_menu import LayerMenuHook, is_layer_view_viewport
+from plugin.diffusion_dock.runtime.qt import QAction, QPoint, QtCore, QtGui, QTimer, QtWidgets
 
 
 class FakeLayerView(QtWidgets.QListView):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from plugin.diffusion_dock import actions as A
-from plugin.diffusion_dock import coreapi
-from plugin.diffusion_dock.controller import PanelController
-from plugin.diffusion_dock.dock import DockPanel
-from plugin.diffusion_dock.qt import Qt, QtGui, QtWidgets
+from plugin.diffusion_dock.panel import actions as A
+from plugin.diffusion_dock.panel.controller import PanelController
+from plugin.diffusion_dock.panel.dock import DockPanel
+from plugin.diffusion_dock.runtime import coreapi
+from plugin.diffusion_dock.runtime.qt import Qt, QtGui, QtWidgets
 
 from ..conftest import ROOT
 from .krita_support import install_plugin
@@ -87,9 +87,9 @@ def test_install_layout_is_self_contained(tmp_path):
     assert sorted(p.name for p in pykrita.iterdir()) == ["diffusion_dock", "diffusion_dock.desktop"]
     assert (tmp_path / "actions" / "diffusion_dock.action").exists()
     pkg = pykrita / "diffusion_dock"
-    from core import PURE_MODULES
+    from core import PURE_PACKAGES
 
-    assert {f"{m}.py" for m in PURE_MODULES} <= {p.name for p in (pkg / "_core").iterdir()}
+    assert {"__init__.py", *PURE_PACKAGES} == {p.name for p in (pkg / "_core").iterdir()}
     assert (pkg / "vendor" / "qasync" / "__init__.py").exists()
     assert not list(pkg.rglob("__pycache__"))
     assert not (pkg / "editor").exists()          # the standalone editor stays out of Krita
@@ -102,8 +102,10 @@ def test_installed_package_imports_relatively_and_puts_no_generic_names_on_the_p
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(pykrita)!r})
-        from diffusion_dock import coreapi, qt
-        from diffusion_dock import host, dock, controller, layer_menu, actions
+        from diffusion_dock.runtime import coreapi, qt
+        from diffusion_dock import host
+        from diffusion_dock.panel import dock, controller, actions
+        from diffusion_dock.krita import layer_menu
         q = coreapi.qasync()
         print(coreapi.INSTALLED, coreapi.core.__name__, q.__name__, qt.BINDING)
         print(sorted(m for m in ("core", "qasync", "plugin") if m in sys.modules))
@@ -119,7 +121,7 @@ def test_installed_package_imports_relatively_and_puts_no_generic_names_on_the_p
 def test_source_checkout_uses_the_repository_core():
     assert coreapi.INSTALLED is False
     assert Path(coreapi.core.__file__).resolve() == ROOT / "core" / "__init__.py"
-    assert coreapi.load("jobs") is coreapi.jobs
+    assert coreapi.load("contract.jobs") is coreapi.jobs
     with pytest.raises(ImportError):
         coreapi.load("no_such_module")
     assert coreapi.qasync().QtModuleName == "PyQt6"

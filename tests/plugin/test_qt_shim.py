@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.diffusion_dock import qt
+from plugin.diffusion_dock.runtime import qt
 
 from ..conftest import ROOT
 from .conftest import require
@@ -72,7 +72,7 @@ def test_fake_krita_5_with_pyqt6_installed_never_loads_pyqt6(tmp_path):
     code = textwrap.dedent("""
         import sys
         try:
-            import diffusion_dock.qt
+            import diffusion_dock.runtime.qt
         except ImportError as e:
             print("ImportError", e)
         print("PyQt6" in sys.modules)
@@ -94,16 +94,16 @@ def test_same_code_runs_on_pyqt5_from_system_python(tmp_path):
         "system python3 with PyQt5 is missing (apt-get install python3-pyqt5)")
     code = textwrap.dedent(f"""
         import sys
-        from diffusion_dock import qt
+        from diffusion_dock.runtime import qt
         assert qt.BINDING == "PyQt5" and qt.QT_MAJOR == 5, qt.BINDING
         app = qt.QtWidgets.QApplication([])
-        from diffusion_dock.dock import DockPanel
-        from diffusion_dock.layer_menu import LayerMenuHook
+        from diffusion_dock.panel.dock import DockPanel
+        from diffusion_dock.krita.layer_menu import LayerMenuHook
         from diffusion_dock.editor.document import EditorDocument
         from diffusion_dock.editor.selection import Combine, ellipse_mask, rect_mask
         from diffusion_dock.editor import fileio
         from diffusion_dock.editor.host import EditorHostDocument
-        from diffusion_dock.coreapi import jobs, qasync
+        from diffusion_dock.runtime.coreapi import jobs, qasync
         panel = DockPanel(); panel.set_mode("restyle"); assert panel.mode == "restyle"
         hook = LayerMenuHook(lambda: []); assert hook.install()
         doc = EditorDocument.new(40, 30)

@@ -48,7 +48,7 @@ def install_excepthook(window) -> None:
 
 def select_from_image(window, path) -> bool:
     """Make a grayscale image (white = selected, grey = partly) the document's selection."""
-    from ..qt import QtGui
+    from ..runtime.qt import QtGui
     from . import pixels
 
     img = QtGui.QImage(str(path))
@@ -71,9 +71,9 @@ def main(argv=None) -> int:
         return 2
     if args.check_display:
         return 0
-    from .. import aio
-    from ..qt import QTimer, QtWidgets
-    from ..session import shared_session
+    from ..runtime import aio
+    from ..runtime.qt import QTimer, QtWidgets
+    from ..session.dock_session import shared_session
     from .window import EditorWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from ..qt import QPointF, QRectF, Qt, QtCore, QtGui, QtWidgets, Signal, event_pos
+from ..runtime.qt import QPointF, QRectF, Qt, QtCore, QtGui, QtWidgets, Signal, event_pos
 from .document import EditorDocument
 from .pixels import new_mask
 from .selection import Combine, SoftBrush, combine_for, ellipse_mask, lasso_mask, rect_mask

@@ -12,8 +12,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from ..coreapi import geometry
-from ..qt import QObject, QRect, QtGui, QUndoCommand, QUndoStack, Signal
+from ..runtime.coreapi import geometry
+from ..runtime.qt import QObject, QRect, QtGui, QUndoCommand, QUndoStack, Signal
 from . import pixels
 from .selection import Combine, combine, invert
 

@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from ..coreapi import geometry
-from ..qt import QByteArray, QtCore, QtGui
+from ..runtime.coreapi import geometry
+from ..runtime.qt import QByteArray, QtCore, QtGui
 from . import pixels
 from .document import EditorDocument, Layer
 

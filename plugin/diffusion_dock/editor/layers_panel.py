@@ -3,7 +3,7 @@ buttons to add, delete, raise and lower.  Every change goes through the document
 
 from __future__ import annotations
 
-from ..qt import QAction, Qt, QtWidgets
+from ..runtime.qt import QAction, Qt, QtWidgets
 from .document import EditorDocument
 
 ID_ROLE = Qt.ItemDataRole.UserRole

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from ..coreapi import geometry
-from ..qt import QtGui, image_view, writable_image_view
+from ..runtime.coreapi import geometry
+from ..runtime.qt import QtGui, image_view, writable_image_view
 
 Rect = geometry.Rect
 LAYER_FORMAT = QtGui.QImage.Format.Format_ARGB32

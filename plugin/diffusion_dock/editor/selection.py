@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 
-from ..qt import QPointF, QRectF, Qt, QtGui
+from ..runtime.qt import QPointF, QRectF, Qt, QtGui
 from .pixels import new_mask
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import actions as A
-from ..controller import DockController, PanelController
-from ..dock import DockPanel
-from ..qt import QAction, QActionGroup, Qt, QtGui, QtWidgets
+from ..panel import actions as A
+from ..panel.controller import DockController, PanelController
+from ..panel.dock import DockPanel
+from ..runtime.qt import QAction, QActionGroup, Qt, QtGui, QtWidgets
 from .canvas import CanvasView, Tool
 from .document import EditorDocument
 from .fileio import OPEN_FILTER, SAVE_FILTER, FileError, open_document, save_document
@@ -30,7 +30,7 @@ class EditorWindow(QtWidgets.QMainWindow):
                  session=None):
         super().__init__()
         if session is None:
-            from ..session import shared_session
+            from ..session.dock_session import shared_session
 
             session = shared_session()
         self.session = session

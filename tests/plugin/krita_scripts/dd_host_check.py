@@ -41,8 +41,8 @@ def _error(fn):
 
 def run_case(k, workdir, case, out):
     from diffusion_dock import host as H
-    from diffusion_dock.coreapi import jobs
-    from diffusion_dock.krita_host import KritaHost
+    from diffusion_dock.krita.host import KritaHost
+    from diffusion_dock.runtime.coreapi import jobs
 
     w, h = case["w"], case["h"]
     doc = k.createDocument(w, h, "dd" + case["name"], "RGBA", case["depth"], case.get("profile", ""), 72.0)
@@ -97,7 +97,7 @@ def run_case(k, workdir, case, out):
 
     before = bytes(src.pixelData(0, 0, w, h))
     px, py, pw, ph = case["patch_rect"]
-    # As results from a local engine arrive: memory maps of shared-memory files (core.bulk), which PyQt5's
+    # As results from a local engine arrive: memory maps of shared-memory files (core.link.bulk), which PyQt5's
     # QByteArray does not take as they are.
     raw = _load(workdir, case["patch"])
     shared = mmap.mmap(-1, len(raw))
@@ -206,7 +206,7 @@ def run_case(k, workdir, case, out):
 
 def run_cmyk(k, workdir, spec, out):
     from diffusion_dock import host as H
-    from diffusion_dock.krita_host import KritaHost
+    from diffusion_dock.krita.host import KritaHost
 
     w, h = spec["w"], spec["h"]
     doc = k.createDocument(w, h, "ddcmyk", "CMYKA", "U8", "", 72.0)
@@ -243,7 +243,7 @@ def main(args):
     try:
         k = Krita.instance()
         import diffusion_dock
-        from diffusion_dock import coreapi, qt
+        from diffusion_dock.runtime import coreapi, qt
 
         results["package_file"] = diffusion_dock.__file__
         results["core_file"] = coreapi.core.__file__

@@ -89,7 +89,7 @@ def dump(name, data):
 
 def run_dock_job():
     """A tiny-model inpaint through the dock, from the action to the new layer, then undo."""
-    from diffusion_dock import krita_plugin
+    from diffusion_dock.krita import plugin
 
     k = Krita.instance()
     window = k.activeWindow()
@@ -106,7 +106,7 @@ def run_dock_job():
     doc.refreshProjection()
     settle(doc)
     dump("projection_before.raw", doc.pixelData(0, 0, w, h))
-    panel = krita_plugin.CONTROLLER.panel()
+    panel = plugin.CONTROLLER.panel()
     session = panel.session
     spin(lambda: session.status.state == "ready" and session.capabilities is not None, 120, "the engine")
     idle = type("Idle", (), {"max_stall_ms": 0.0})()      # the event loop's own stalls, no job running
@@ -147,7 +147,7 @@ def run_dock_job():
                          "stored": session.store.get(rec.id) is not None}
     results["preview_layers"] = layer_names(doc)
     results["preview_locked"] = [n.locked() for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
-    from diffusion_dock.krita_host import node_id
+    from diffusion_dock.krita.host import node_id
 
     def preview_ids():
         return [node_id(n) for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
@@ -173,7 +173,7 @@ def run_dock_job():
     dump("new_layer.raw", top.pixelData(0, 0, w, h))
     dump("source_after.raw", bg.pixelData(0, 0, w, h))
     dump("projection_after.raw", doc.pixelData(0, 0, w, h))
-    from diffusion_dock.krita_host import KritaHost
+    from diffusion_dock.krita.host import KritaHost
 
     results["provenance"] = KritaHost(doc).active_document().provenance(node_id(top))
     results["stored_state"] = session.store.get(rec.id).state
@@ -188,7 +188,7 @@ def run_dock_job():
 
 def run_screenshot():
     """The sample image with its mask as the selection, filled through the dock, the window grabbed."""
-    from diffusion_dock import krita_plugin
+    from diffusion_dock.krita import plugin
 
     k = Krita.instance()
     window = k.activeWindow()
@@ -221,7 +221,7 @@ def run_screenshot():
     sel.setPixelData(QByteArray(rows), 0, 0, w, h)
     doc.setSelection(sel)
     settle(doc)
-    panel = krita_plugin.CONTROLLER.panel()
+    panel = plugin.CONTROLLER.panel()
     n = len(panel.session.items)
     k.action("diffusion_dock_fill").trigger()
     settle()
@@ -245,14 +245,14 @@ def run():
     k = Krita.instance()
     step("start")
     results["plugin_loaded"] = "diffusion_dock" in sys.modules
-    from diffusion_dock import actions as A
-    from diffusion_dock import krita_plugin
-    from diffusion_dock.coreapi import jobs
-    from diffusion_dock.krita_host import KritaHost
-    from diffusion_dock.qt import BINDING
+    from diffusion_dock.krita import plugin
+    from diffusion_dock.krita.host import KritaHost
+    from diffusion_dock.panel import actions as A
+    from diffusion_dock.runtime.coreapi import jobs
+    from diffusion_dock.runtime.qt import BINDING
 
     results["binding"] = BINDING
-    results["registered"] = krita_plugin._registered
+    results["registered"] = plugin._registered
     results["generic_modules"] = sorted(m for m in ("core", "qasync", "plugin") if m in sys.modules)
     results["dockers"] = [d.objectName() for d in k.dockers()]
     window = k.activeWindow()
@@ -265,8 +265,8 @@ def run():
         action = k.action(spec.id)
         results["actions"][spec.id] = None if action is None else {
             "text": action.text(), "shortcut": action.shortcut().toString()}
-    tools = krita_plugin.tools_menu(qwin)
-    sub = tools.findChild(QMenu, krita_plugin.SUBMENU_NAME) if tools else None
+    tools = plugin.tools_menu(qwin)
+    sub = tools.findChild(QMenu, plugin.SUBMENU_NAME) if tools else None
     results["tools_submenu"] = None if sub is None else [a.objectName() for a in sub.actions()]
     results["tools_entries"] = [a.text() for a in tools.actions()] if tools else None
     step("registration checked")
@@ -285,7 +285,7 @@ def run():
     results["show_makes_visible"] = dock.isVisible()
     k.action("diffusion_dock_restyle").trigger()
     settle()
-    ctrl = krita_plugin.CONTROLLER
+    ctrl = plugin.CONTROLLER
     results["after_restyle"] = {"history": ctrl.history[-1:], "mode": ctrl.panel().mode if ctrl.panel() else None}
     step("actions checked")
 

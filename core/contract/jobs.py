@@ -1,0 +1,390 @@
+"""Job requests and results: plain data, standard library only.
+
+A request says *what* to do (mode, parameters, options, region of the canvas, pixels); the
+translation (``core.contract.plan``) turns it into a plan, and one pipeline module per mode executes it.
+The same objects travel over the wire protocol, so everything here converts to and from JSON-ready
+dicts; pixel buffers travel beside the JSON as raw bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from . import params as P
+from .params import ValidationError
+
+MODES = ("inpaint", "restyle", "depth", "upscale", "generate", "fill")
+MODE_TITLES = {
+    "inpaint": "Inpaint",
+    "restyle": "Restyle",
+    "depth": "Depth map",
+    "upscale": "Upscale x4",
+    "generate": "Generate",
+    "fill": "Fill",
+}
+MASKED_CONTENT = ("original", "fill", "noise")
+DEPTH_SOURCES = ("auto", "given")
+FILL_BACKENDS = ("auto", "opencv", "lama")
+
+# Pixel layouts.  The editor's own (Krita, little-endian): BGRA U8/U16 and RGBA F16/F32.
+# RGBA_U8/RGB_U8/GRAY_* are used for files and masks.  ``linear`` marks linear-light data.
+PIXEL_FORMATS = {
+    # name: (channels, bytes per channel)
+    "BGRA_U8": (4, 1),
+    "BGRA_U16": (4, 2),
+    "RGBA_F16": (4, 2),
+    "RGBA_F32": (4, 4),
+    "RGBA_U8": (4, 1),
+    "RGBA_U16": (4, 2),
+    "GRAY_U8": (1, 1),
+    "GRAY_U16": (1, 2),
+}
+EDITOR_FORMATS = ("BGRA_U8", "BGRA_U16", "RGBA_F16", "RGBA_F32")
+MASK_FORMATS = ("GRAY_U8",)
+DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
+# A depth map may also come as a layer in the editor's own layout (gray in R = G = B, as the depth job
+# writes it): the engine reads its red channel, decoded from linear light where the layer is linear.
+DEPTH_INPUT_FORMATS = DEPTH_FORMATS + EDITOR_FORMATS
+MAX_SIDE = 16384
+UPSCALE_FACTOR = 4  # upscale patches are in the coordinates of the canvas scaled by this
+
+
+@dataclass(frozen=True)
+class ImageBuffer:
+    """Raw pixels, rows top to bottom, no padding."""
+
+    width: int
+    height: int
+    format: str
+    data: bytes = field(repr=False)
+    linear: bool = False
+
+    @property
+    def channels(self) -> int:
+        return PIXEL_FORMATS[self.format][0]
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        c, b = PIXEL_FORMATS[self.format]
+        return c * b
+
+    def expected_nbytes(self) -> int:
+        return self.width * self.height * self.bytes_per_pixel
+
+    def header(self) -> dict:
+        return {"width": self.width, "height": self.height, "format": self.format, "linear": self.linear}
+
+    @classmethod
+    def from_header(cls, header: dict, data) -> ImageBuffer:
+        return cls(int(header["width"]), int(header["height"]), str(header["format"]), data,
+                   bool(header.get("linear", False)))
+
+    def check(self, name: str, formats=None) -> None:
+        if self.format not in PIXEL_FORMATS:
+            raise ValidationError(name, f"{name}: unknown pixel format {self.format!r}; "
+                                        f"use one of {', '.join(PIXEL_FORMATS)}")
+        if formats is not None and self.format not in formats:
+            raise ValidationError(name, f"{name} must be in format {', '.join(formats)}, got {self.format}")
+        for side, v in (("width", self.width), ("height", self.height)):
+            if not isinstance(v, int) or not (1 <= v <= MAX_SIDE):
+                raise ValidationError(name, f"{name} {side} must be in 1–{MAX_SIDE} px, got {v!r}")
+        if len(self.data) != self.expected_nbytes():
+            raise ValidationError(
+                name, f"{name}: {self.width}x{self.height} {self.format} needs {self.expected_nbytes()} bytes, "
+                      f"got {len(self.data)}")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The product's common parameters.  ``seed=None`` means random (the seed used is reported)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    num_images: int = 1
+    steps: int = 25
+    guidance: float = 7.5
+    strength: float = 0.8
+    seed: int | None = None
+    weighted: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    """Mode-specific options (see ``MODE_OPTIONS`` for which mode reads which)."""
+
+    grow: int = 8                    # px the model repaints beyond the selection
+    feather: int = 8                 # px of soft edge inside the selection
+    color_match: bool = True         # match mean/std to the ring around the selection
+    masked_content: str = "original"  # inpaint: original | fill | noise
+    depth_source: str = "auto"       # restyle: auto (DPT-hybrid) | given (request.depth)
+    noise_level: int = 20            # upscale
+    tile: int = 96                   # upscale: tile side in input px (tuned by the benchmark)
+    width: int | None = None         # generate: target size when there is no selection
+    height: int | None = None
+    backend: str = "auto"            # fill: auto | opencv | lama
+    # The layout of the patches when the request has no image (text-to-image): the editor's layer
+    # format, so that the editor never converts pixels.  None = RGBA_U8.
+    output_format: str | None = None
+    output_linear: bool = False
+
+
+MODE_OPTIONS = {
+    "inpaint": ("grow", "feather", "color_match", "masked_content"),
+    "restyle": ("grow", "feather", "color_match", "depth_source"),
+    "depth": (),
+    "upscale": ("feather", "noise_level", "tile"),
+    "generate": ("grow", "feather", "color_match", "width", "height"),
+    "fill": ("grow", "feather", "backend"),
+}
+# Which common parameters a mode uses (the dock shows only these).
+MODE_PARAMS = {
+    "inpaint": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
+    "restyle": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
+    "depth": (),
+    "upscale": ("prompt", "negative_prompt", "steps", "guidance", "seed", "weighted"),
+    "generate": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
+    "fill": (),
+}
+# Options whose default differs for a mode (the dock and the CLI start a mode from ``default_options``).
+# Fill: an inward feather would let the removed object show through its soft edge, and growing the
+# hole keeps the object's anti-aliased fringe out of what the fill copies from (docs/benchmarks.md).
+MODE_DEFAULTS = {"fill": {"grow": 4, "feather": 0}}
+
+
+def default_options(mode: str) -> Options:
+    return Options(**MODE_DEFAULTS.get(mode, {}))
+
+
+MODES_NEEDING_IMAGE = ("inpaint", "restyle", "depth", "upscale", "fill")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    mode: str
+    params: Params = field(default_factory=Params)
+    options: Options = field(default_factory=Options)
+    model: str | None = None          # folder, hub id or catalogue key; None = the mode's default
+    image: ImageBuffer | None = None  # the layer's pixels (or the part of it the region needs)
+    mask: ImageBuffer | None = None   # soft selection, GRAY_U8, same size as image; None = no selection
+    depth: ImageBuffer | None = None  # restyle with depth_source="given": GRAY_U8/U16, same size as image
+    origin: tuple[int, int] = (0, 0)  # where image's top-left pixel sits on the canvas
+    canvas: tuple[int, int] | None = None  # canvas size; None = image size
+
+    @property
+    def canvas_size(self) -> tuple[int, int]:
+        if self.canvas is not None:
+            return self.canvas
+        if self.image is not None:
+            return (self.origin[0] + self.image.width, self.origin[1] + self.image.height)
+        return (self.options.width or 512, self.options.height or 512)
+
+    def buffers(self) -> dict[str, ImageBuffer]:
+        return {k: v for k, v in (("image", self.image), ("mask", self.mask), ("depth", self.depth)) if v}
+
+    def to_dict(self) -> dict:
+        """JSON-ready description; pixel buffers are described by their headers only."""
+        return {
+            "mode": self.mode,
+            "params": asdict(self.params),
+            "options": asdict(self.options),
+            "model": self.model,
+            "origin": list(self.origin),
+            "canvas": list(self.canvas) if self.canvas else None,
+            "buffers": {k: b.header() for k, b in self.buffers().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, data: dict[str, bytes] | None = None) -> JobRequest:
+        """Inverse of ``to_dict``; ``data`` maps buffer name to its bytes.  Unknown keys are refused."""
+        if not isinstance(d, dict):
+            raise ValidationError("request", "request must be an object")
+        data = data or {}
+        params = _dataclass_from(Params, d.get("params") or {}, "params")
+        options = _dataclass_from(Options, d.get("options") or {}, "options")
+        bufs = {}
+        for name, header in (d.get("buffers") or {}).items():
+            if name not in ("image", "mask", "depth"):
+                raise ValidationError("buffers", f"unknown buffer {name!r}")
+            if name not in data:
+                raise ValidationError(name, f"buffer {name!r} is described but its bytes are missing")
+            try:
+                bufs[name] = ImageBuffer.from_header(header, data[name])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValidationError(name, f"bad header for buffer {name!r}: {e}") from None
+        origin = d.get("origin") or (0, 0)
+        canvas = d.get("canvas")
+        try:
+            origin = (int(origin[0]), int(origin[1]))
+            canvas = (int(canvas[0]), int(canvas[1])) if canvas else None
+        except (TypeError, ValueError, IndexError):
+            raise ValidationError("origin", "origin and canvas must be pairs of integers") from None
+        return cls(mode=d.get("mode"), params=params, options=options, model=d.get("model"),
+                   origin=origin, canvas=canvas, **bufs)
+
+
+def _dataclass_from(klass, d, name):
+    if not isinstance(d, dict):
+        raise ValidationError(name, f"{name} must be an object")
+    known = {f.name for f in fields(klass)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValidationError(name, f"unknown {name}: {', '.join(sorted(unknown))}")
+    return klass(**d)
+
+
+def validate(req: JobRequest) -> JobRequest:
+    """Check every parameter the mode uses; return the request with numbers normalised.
+
+    Raises ``ValidationError`` naming the first bad parameter and its allowed range.
+    """
+    P.check_choice("mode", req.mode, MODES)
+    if req.model is not None and not isinstance(req.model, str):
+        raise ValidationError("model", "model must be text: a folder, a .safetensors file, a hub id or a catalogue key")
+    p, o = req.params, req.options
+    used = MODE_PARAMS[req.mode]
+    P.check_text("prompt", p.prompt)
+    P.check_text("negative_prompt", p.negative_prompt)
+    num_images = P.check("num_images", p.num_images) if "num_images" in used else 1
+    steps = P.check("steps", p.steps)
+    guidance = P.check("guidance", p.guidance)
+    strength = P.check("strength", p.strength)
+    seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
+    uses_strength = req.mode in ("inpaint", "restyle") or (req.mode == "generate" and req.image is not None)
+    if uses_strength and int(steps * strength) < 1:
+        raise ValidationError("strength", f"strength must give at least one step: strength {strength:g} "
+                                          f"× {steps} steps is below 1 (raise strength or steps)")
+    params = replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
+                     seed=seed, weighted=bool(p.weighted))
+
+    grow = P.check("grow", o.grow)
+    feather = P.check("feather", o.feather)
+    P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
+    P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
+    P.check_choice("backend", o.backend, FILL_BACKENDS)
+    if o.output_format is not None:
+        P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
+    noise_level = P.check("noise_level", o.noise_level)
+    tile = P.check("tile", o.tile)
+    width, height = o.width, o.height
+    if req.mode == "generate" and req.image is None and req.mask is None:
+        if width is None or height is None:
+            raise ValidationError("width", "generate needs width and height (or an image/selection)")
+    if width is not None:
+        width = P.check_multiple_of("width", width, 8)
+    if height is not None:
+        height = P.check_multiple_of("height", height, 8)
+    options = replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile,
+                      width=width, height=height, color_match=bool(o.color_match),
+                      output_linear=bool(o.output_linear))
+
+    if req.mode in MODES_NEEDING_IMAGE and req.image is None:
+        raise ValidationError("image", f"{req.mode} needs an input image")
+    if req.mode == "fill" and req.mask is None:
+        raise ValidationError("mask", "fill needs a selection (mask) of what to remove")
+    if req.image is not None:
+        req.image.check("image", EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"))
+    for name, buf, formats in (("mask", req.mask, MASK_FORMATS), ("depth", req.depth, DEPTH_INPUT_FORMATS)):
+        if buf is None:
+            continue
+        buf.check(name, formats)
+        if req.image is not None and (buf.width, buf.height) != (req.image.width, req.image.height):
+            raise ValidationError(name, f"{name} must be the size of the image "
+                                        f"({req.image.width}x{req.image.height}), got {buf.width}x{buf.height}")
+    if req.image is None and req.mask is not None:
+        cw, ch = req.canvas_size
+        if req.origin[0] + req.mask.width > cw or req.origin[1] + req.mask.height > ch:
+            raise ValidationError("mask", f"the mask ({req.mask.width}x{req.mask.height}) must lie inside the "
+                                          f"canvas ({cw}x{ch})")
+    if req.mode == "upscale" and req.image is not None:
+        limit = MAX_SIDE // UPSCALE_FACTOR
+        if max(req.image.width, req.image.height) > limit:
+            raise ValidationError("image", f"upscale input must be at most {limit} px a side (the result is "
+                                           f"{UPSCALE_FACTOR}× and at most {MAX_SIDE}), got "
+                                           f"{req.image.width}x{req.image.height}")
+    if req.mode == "restyle" and options.depth_source == "given" and req.depth is None:
+        raise ValidationError("depth", "depth_source 'given' needs a depth image")
+    cw, ch = req.canvas_size
+    for side, v in (("canvas width", cw), ("canvas height", ch)):
+        if not (1 <= v <= MAX_SIDE):
+            raise ValidationError("canvas", f"{side} must be in 1–{MAX_SIDE} px, got {v}")
+    if req.image is not None:
+        ox, oy = req.origin
+        if ox < 0 or oy < 0 or ox + req.image.width > cw or oy + req.image.height > ch:
+            raise ValidationError("origin", f"the image ({req.image.width}x{req.image.height} at {ox},{oy}) "
+                                            f"must lie inside the canvas ({cw}x{ch})")
+    return replace(req, params=params, options=options)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One result: pixels to stack as a new layer at (x, y) of the canvas.
+
+    For image modes the alpha is 0 wherever the selection is 0, so stacking the patch over the
+    source leaves every pixel outside the selection bit-identical.
+    """
+
+    x: int
+    y: int
+    image: ImageBuffer
+    seed: int | None
+
+    def header(self) -> dict:
+        return {"x": self.x, "y": self.y, "seed": self.seed, "image": self.image.header()}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    mode: str
+    patches: tuple[Patch, ...]
+    model: str | None = None
+    params: Params = field(default_factory=Params)
+    options: Options = field(default_factory=Options)
+    warnings: tuple[str, ...] = ()
+    timings: dict = field(default_factory=dict)
+
+    def provenance(self, index: int) -> dict:
+        """What produced patch ``index``: enough to re-run it."""
+        patch = self.patches[index]
+        return {
+            "mode": self.mode,
+            "model": self.model,
+            "seed": patch.seed,
+            "params": {**asdict(self.params), "seed": patch.seed, "num_images": 1},
+            "options": asdict(self.options),
+        }
+
+    def header(self) -> dict:
+        return {
+            "mode": self.mode,
+            "model": self.model,
+            "params": asdict(self.params),
+            "options": asdict(self.options),
+            "warnings": list(self.warnings),
+            "timings": dict(self.timings),
+            "patches": [p.header() for p in self.patches],
+        }
+
+    @classmethod
+    def from_header(cls, h: dict, datas: list[bytes]) -> JobResult:
+        patches = tuple(
+            Patch(int(p["x"]), int(p["y"]), ImageBuffer.from_header(p["image"], d), p.get("seed"))
+            for p, d in zip(h["patches"], datas, strict=True)
+        )
+        return cls(mode=h["mode"], patches=patches, model=h.get("model"),
+                   params=_dataclass_from(Params, h.get("params") or {}, "params"),
+                   options=_dataclass_from(Options, h.get("options") or {}, "options"),
+                   warnings=tuple(h.get("warnings") or ()), timings=dict(h.get("timings") or {}))
+
+
+def layer_name(mode: str, prompt: str, seed: int | None, limit: int = 48) -> str:
+    """Name of a result layer, e.g. ``[Inpaint] red scarf (seed 1234)``."""
+    text = " ".join(prompt.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    title = MODE_TITLES.get(mode, mode)
+    parts = [f"[{title}]"]
+    if text:
+        parts.append(text)
+    if seed is not None:
+        parts.append(f"(seed {seed})")
+    return " ".join(parts)

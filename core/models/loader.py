@@ -1,0 +1,141 @@
+"""Load diffusers pipelines from disk: offline, safetensors only, in the policy's device and dtype."""
+
+from __future__ import annotations
+
+from ..engine import env
+from .device import DevicePolicy, torch_dtype
+from .resolver import ResolvedModel
+
+env.apply()
+
+
+def quiet_libraries() -> None:
+    """No progress bars or chatter from diffusers/transformers: the engine reports progress itself."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+# Components that only serve the (disabled) safety checker.
+_NO_SAFETY = dict(safety_checker=None, requires_safety_checker=False)
+SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline")
+
+
+def pipeline_class(name: str):
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise ValueError(f"unknown diffusers pipeline {name}")
+    return cls
+
+
+def load_kwargs(model: ResolvedModel, policy: DevicePolicy, *, without_depth_estimator: bool = False,
+                components: dict | None = None) -> dict:
+    """Keyword arguments for ``from_pretrained``/``from_single_file`` (pure decision, tested)."""
+    kw: dict = dict(local_files_only=True, dtype=torch_dtype(policy.dtype))
+    if not model.single_file:
+        kw["use_safetensors"] = True
+    if model.variant:
+        kw["variant"] = model.variant
+    if model.pipeline in SD_PIPELINES:
+        kw.update(_NO_SAFETY, feature_extractor=None)
+    if model.pipeline == "StableDiffusionDepth2ImgPipeline" and without_depth_estimator:
+        kw.update(depth_estimator=None, feature_extractor=None)
+    if components:
+        kw.update(components)
+    return kw
+
+
+def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_estimator: bool = False,
+                  components: dict | None = None):
+    """Load ``model`` as its diffusers pipeline, on ``policy.device`` in ``policy.dtype``.
+
+    ``components`` are already-loaded modules to reuse (shared text encoder, tokenizer, VAE).
+    Never touches the network; refuses pickle weights (``use_safetensors=True``).
+    """
+
+    quiet_libraries()
+    cls = pipeline_class(model.pipeline)
+    kw = load_kwargs(model, policy, without_depth_estimator=without_depth_estimator, components=components)
+    if model.single_file:
+        pipe = cls.from_single_file(str(model.path), config=str(model.config), **kw)
+    else:
+        pipe = cls.from_pretrained(str(model.path), **kw)
+    vae_dtype = policy.upscaler_vae_dtype if model.pipeline == "StableDiffusionUpscalePipeline" else policy.vae_dtype
+    pipe.to(policy.device)
+    if pipe.vae.dtype != torch_dtype(vae_dtype):
+        pipe.vae.to(torch_dtype(vae_dtype))
+        mixed_precision_vae(pipe.vae)
+    use_fast_scheduler(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    for m in (pipe.unet, pipe.text_encoder, pipe.vae):
+        m.eval().requires_grad_(False)
+    return pipe
+
+
+def use_fast_scheduler(pipe) -> None:
+    """DPM-Solver++ 2M (Karras sigmas) instead of PNDM/DDIM: good images in 20–25 steps.
+    The prediction type stays what the model's scheduler config says.  The x4 upscaler keeps its own."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    if type(pipe).__name__ == "StableDiffusionUpscalePipeline":
+        return
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+        pipe.scheduler.config, algorithm_type="dpmsolver++", use_karras_sigmas=True)
+
+
+def mixed_precision_vae(vae) -> None:
+    """Let a VAE kept in another dtype than the rest of the pipeline (fp32 VAE beside a fp16 UNet)
+    accept and return tensors of the pipeline's dtype: inputs are cast to the VAE's dtype and results
+    back to the dtype they came in."""
+    if getattr(vae, "_dd_mixed", False):
+        return
+    from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+    from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+    encode, decode = vae.encode, vae.decode
+
+    def encode_cast(x, *args, **kwargs):
+        out = encode(x.to(vae.dtype), *args, **kwargs)
+        dist = out.latent_dist if hasattr(out, "latent_dist") else out[0]
+        dist = DiagonalGaussianDistribution(dist.parameters.to(x.dtype))
+        return AutoencoderKLOutput(latent_dist=dist) if kwargs.get("return_dict", True) else (dist,)
+
+    def decode_cast(z, *args, **kwargs):
+        out = decode(z.to(vae.dtype), *args, **kwargs)
+        sample = out.sample if hasattr(out, "sample") else out[0]
+        sample = sample.to(z.dtype)
+        return DecoderOutput(sample=sample) if kwargs.get("return_dict", True) else (sample,)
+
+    vae.encode, vae.decode = encode_cast, decode_cast
+    vae._dd_mixed = True
+
+
+def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):
+    """Only the depth estimator (DPT-hybrid) and its image processor from a depth model's folder,
+    in float32: depth maps keep their 16-bit precision, and the rest of the model (UNet, VAE, text
+    encoder) is not read at all.  Returns an object with ``depth_estimator`` and ``feature_extractor``."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+    from .resolver import ModelNotFound
+
+    quiet_libraries()
+    folder = model.config if model.single_file else model.path
+    weights = folder / "depth_estimator"
+    if model.single_file or not weights.is_dir():
+        raise ModelNotFound(f"{model.name} ({model.path}) has no depth_estimator folder, so it cannot estimate "
+                            f"depth; give a depth image instead (depth source 'given')")
+    # ``variant``: a folder as the installer downloads it holds only model.fp16.safetensors.
+    variant = {"variant": model.variant} if model.variant else {}
+    estimator = DPTForDepthEstimation.from_pretrained(str(weights), local_files_only=True, use_safetensors=True,
+                                                      dtype=torch.float32, **variant)
+    processor = DPTImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
+    estimator.to(policy.device).eval().requires_grad_(False)
+    return SimpleNamespace(depth_estimator=estimator, feature_extractor=processor)

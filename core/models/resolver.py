@@ -1,0 +1,289 @@
+"""Find a model on disk, never on the network.
+
+Search order for a model name (catalogue key, hub id) or a mode's default:
+  1. an explicit folder or file given by the user;
+  2. the app's models folder (``core.contract.paths.models_dir``);
+  3. the standard Hugging Face cache (``$HF_HOME/hub/models--org--name/snapshots/<rev>``);
+  4. a single ``.safetensors`` file together with a config folder.
+
+Pickle files (``.ckpt``, ``.pt``, ``.bin``) are refused: loading one can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract import paths
+from ..contract.catalog import CATALOG, MODE_MODELS, ModelSpec, by_name, by_pipeline
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "depth_estimator")
+
+
+class ModelError(Exception):
+    code = "model_error"
+
+
+class ModelNotFound(ModelError):
+    code = "model_missing"
+
+
+class UnsafeModelFile(ModelError):
+    code = "unsafe_model_file"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str                   # catalogue key when known, else what the user gave
+    spec: ModelSpec | None
+    path: Path                  # diffusers folder, or the single .safetensors file
+    source: str                 # explicit | models-dir | hf-cache | single-file
+    pipeline: str               # diffusers pipeline class name
+    prediction: str             # from the scheduler config
+    config: Path | None = None  # config folder of a single file
+    variant: str | None = None  # "fp16" when only fp16 weights are present
+    native_override: int | None = None  # from the folder's diffusion_dock.json, if any
+
+    @property
+    def single_file(self) -> bool:
+        return self.config is not None
+
+    @property
+    def native(self) -> int:
+        """Native resolution: the folder's ``diffusion_dock.json`` {"native_resolution": N} if present
+        (fine-tunes at other sizes, the test models), else the catalogue's, else by prediction type."""
+        if self.native_override:
+            return self.native_override
+        if self.spec is not None:
+            return self.spec.native
+        return 768 if self.prediction == "v_prediction" else 512
+
+    def describe(self) -> str:
+        kind = "single file" if self.single_file else "folder"
+        return f"{self.name}: {self.path} ({kind}, {self.source}, {self.pipeline}, {self.prediction})"
+
+
+def pickle_refusal(path: Path) -> UnsafeModelFile:
+    return UnsafeModelFile(
+        f"{path} is a pickle file ({path.suffix}): loading it could run arbitrary code, so it is refused. "
+        f"Use the .safetensors version of the model (the SD2 repos publish one beside each .ckpt); "
+        f"`python -m installer models import FILE.safetensors` converts a single-file checkpoint.")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _weights_variant(folder: Path) -> tuple[bool, str | None]:
+    """(complete, variant) for a diffusers folder; raise UnsafeModelFile if a component has only pickles."""
+    index = _read_json(folder / "model_index.json")
+    variant = None
+    for comp in WEIGHT_COMPONENTS:
+        entry = index.get(comp)
+        if not entry or entry == [None, None] or not (isinstance(entry, list) and entry[0]):
+            continue
+        d = folder / comp
+        files = [p.name for p in d.iterdir()] if d.is_dir() else []
+        safes = [f for f in files if f.endswith(".safetensors") or f.endswith(".safetensors.index.json")]
+        if not safes:
+            if any(f.endswith(PICKLE_SUFFIXES) for f in files):
+                raise pickle_refusal(d / next(f for f in files if f.endswith(PICKLE_SUFFIXES)))
+            return False, None
+        if not any(".fp16." not in f for f in safes):
+            variant = "fp16"
+    return True, variant
+
+
+MODEL_NOTES = "diffusion_dock.json"
+
+
+def _native_override(folder: Path) -> int | None:
+    value = _read_json(folder / MODEL_NOTES).get("native_resolution")
+    return int(value) if isinstance(value, int) and 64 <= value <= 4096 and value % 8 == 0 else None
+
+
+def _prediction_of(folder: Path) -> str:
+    sched = _read_json(folder / "scheduler" / "scheduler_config.json")
+    return sched.get("prediction_type") or "epsilon"
+
+
+def identify(folder: Path) -> tuple[str, ModelSpec | None, str]:
+    """(pipeline class, catalogue spec or None, prediction type) of a diffusers folder."""
+    index = _read_json(folder / "model_index.json")
+    pipeline = index.get("_class_name", "")
+    in_ch = _read_json(folder / "unet" / "config.json").get("in_channels")
+    prediction = _prediction_of(folder)
+    candidates = by_pipeline(pipeline, in_ch)
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if c.prediction == prediction] or candidates
+    return pipeline, (candidates[0] if candidates else None), prediction
+
+
+def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec | None = None
+                  ) -> ResolvedModel | None:
+    if not (folder / "model_index.json").is_file():
+        return None
+    complete, variant = _weights_variant(folder)
+    if not complete:
+        return None
+    pipeline, spec, prediction = identify(folder)
+    if want is not None:
+        if pipeline != want.pipeline:
+            return None
+        spec = spec or want
+    return ResolvedModel(name or (spec.key if spec else folder.name), spec, folder, source, pipeline,
+                         prediction, None, variant, _native_override(folder))
+
+
+def hub_snapshots(repo_id: str, hub_cache: Path | None = None) -> list[Path]:
+    """Snapshot folders of ``repo_id`` in the HF cache, the one ``refs/main`` names first."""
+    base = (hub_cache or paths.hf_hub_cache()) / ("models--" + repo_id.replace("/", "--"))
+    snaps = base / "snapshots"
+    if not snaps.is_dir():
+        return []
+    found = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    try:
+        main = (base / "refs" / "main").read_text().strip()
+        found.sort(key=lambda p: p.name != main)
+    except OSError:
+        pass
+    return found
+
+
+def _config_folders(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> list[Path]:
+    """Folders that hold a spec's configs (model_index.json), with or without weights."""
+    cands = [models_dir / "configs" / spec.key, models_dir / spec.key,
+             models_dir / spec.repo_id.split("/")[1], *hub_snapshots(spec.repo_id, hub_cache)]
+    return [c for c in cands if (c / "model_index.json").is_file()]
+
+
+def _single_file_model(file: Path, spec: ModelSpec | None, config: Path | None, models_dir: Path,
+                       hub_cache: Path | None, source: str) -> ResolvedModel:
+    if config is None:
+        sibling = file.with_suffix("")
+        if (sibling / "model_index.json").is_file():
+            config = sibling
+        elif spec is not None:
+            found = _config_folders(spec, models_dir, hub_cache)
+            config = found[0] if found else None
+    if config is None:
+        what = spec.key if spec else "the model"
+        raise ModelNotFound(
+            f"{file} is a single-file checkpoint and needs a config folder (a diffusers folder with "
+            f"model_index.json) to load offline. Put one beside it as {file.with_suffix('')}/, pass "
+            f"--config DIR, or fetch the configs with `python -m installer models download {what} --config-only`.")
+    pipeline, cspec, prediction = identify(config)
+    return ResolvedModel(spec.key if spec else file.stem, spec or cspec, file, source, pipeline,
+                         prediction, config, None, _native_override(config))
+
+
+def _explicit(path: Path, config: Path | None, models_dir: Path, hub_cache: Path | None) -> ResolvedModel:
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise pickle_refusal(path)
+        if path.suffix.lower() != ".safetensors":
+            raise ModelNotFound(f"{path} is neither a diffusers folder nor a .safetensors file")
+        spec = next((s for s in CATALOG.values() if path.name in s.single_files), None)
+        return _single_file_model(path, spec, config, models_dir, hub_cache, "explicit")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            # A hub-cache repo folder (models--org--name) is accepted too.
+            snaps = sorted((path / "snapshots").glob("*/model_index.json")) if (path / "snapshots").is_dir() else []
+            if snaps:
+                path = snaps[-1].parent
+            else:
+                raise ModelNotFound(f"{path} is not a diffusers model folder (no model_index.json)")
+        found = _folder_model(path, None, "explicit")
+        if found is None:
+            raise ModelNotFound(f"{path} has a model_index.json but its weights are incomplete "
+                                f"(no .safetensors for every component)")
+        return found
+    raise ModelNotFound(f"{path} does not exist")
+
+
+def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> ResolvedModel | None:
+    for folder in (models_dir / spec.key, models_dir / spec.repo_id.replace("/", "--"),
+                   models_dir / spec.repo_id.split("/")[1]):
+        found = _folder_model(folder, spec.key, "models-dir", spec)
+        if found:
+            return found
+    for snap in hub_snapshots(spec.repo_id, hub_cache):
+        found = _folder_model(snap, spec.key, "hf-cache", spec)
+        if found:
+            return found
+    for fname in (f"{spec.key}.safetensors", *spec.single_files):
+        file = models_dir / fname
+        if file.is_file():
+            try:
+                return _single_file_model(file, spec, None, models_dir, hub_cache, "single-file")
+            except ModelNotFound:
+                continue
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix != "" or Path(name).exists()
+
+
+def resolve(name: str | None = None, mode: str | None = None, *, config: str | Path | None = None,
+            models_dir: Path | None = None, hub_cache: Path | None = None) -> ResolvedModel:
+    """Find a model by explicit path, catalogue key, hub id, or (``name=None``) the mode's default."""
+    models_dir = Path(models_dir) if models_dir else paths.models_dir()
+    config = Path(config).expanduser() if config else None
+    if name:
+        spec = by_name(name)
+        if spec is None and (_looks_like_path(name) or "/" not in name):
+            return _explicit(Path(name).expanduser(), config, models_dir, hub_cache)
+        if spec is None:  # an unknown hub id: look for it in the HF cache only
+            for snap in hub_snapshots(name, hub_cache):
+                found = _folder_model(snap, name, "hf-cache")
+                if found:
+                    return found
+            raise ModelNotFound(
+                f"Model {name} is not in the Hugging Face cache ({hub_cache or paths.hf_hub_cache()}) and jobs "
+                f"never download. Download it first, e.g. `huggingface-cli download {name}`.")
+        specs = [spec]
+    else:
+        if mode not in MODE_MODELS or not MODE_MODELS[mode]:
+            raise ModelNotFound(f"no model is needed or known for mode {mode!r}")
+        specs = [CATALOG[k] for k in MODE_MODELS[mode]]
+    for spec in specs:
+        found = _search_spec(spec, models_dir, hub_cache)
+        if found:
+            return found
+    spec = specs[0]
+    others = f" (or {', '.join(s.key for s in specs[1:])})" if len(specs) > 1 else ""
+    raise ModelNotFound(
+        f"Model {spec.title} ({spec.repo_id}){others} is not installed. Looked in {models_dir} and the "
+        f"Hugging Face cache {hub_cache or paths.hf_hub_cache()}. Get it with: {spec.install_hint()}")
+
+
+def find_installed(models_dir: Path | None = None, hub_cache: Path | None = None) -> list[ResolvedModel]:
+    """Every catalogue model the resolver can find, plus other diffusers folders in the models folder."""
+    models_dir = Path(models_dir) if models_dir else paths.models_dir()
+    found: list[ResolvedModel] = []
+    seen: set[Path] = set()
+    for spec in CATALOG.values():
+        try:
+            r = _search_spec(spec, models_dir, hub_cache)
+        except ModelError:
+            r = None
+        if r:
+            found.append(r)
+            seen.add(r.path.resolve())
+    if models_dir.is_dir():
+        for d in sorted(models_dir.iterdir()):
+            if d.is_dir() and d.resolve() not in seen and d.name != "configs":
+                try:
+                    r = _folder_model(d, d.name, "models-dir")
+                except ModelError:
+                    r = None
+                if r:
+                    found.append(r)
+    return found

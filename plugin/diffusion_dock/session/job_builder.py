@@ -1,0 +1,153 @@
+"""From the dock's settings and the editor's document to one ``JobRequest``.
+
+The dock reads only the pixels a job needs.  The region comes from the same pure functions the engine
+uses (``geometry.plan_region``, ``translate``'s rules), so the engine finds in the request exactly the
+region it plans: the selection's box grown by *grow* and padded with context for selection jobs, the
+layer's content without a selection, the selection's box grown by *grow* for text-to-image.  Pixels
+pass through in the layer's own layout; the engine converts.  Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .. import host as H
+from ..runtime.coreapi import geometry, jobs, params
+
+Rect = geometry.Rect
+
+MODE_LABELS = {
+    "inpaint": "Inpaint",
+    "restyle": "Restyle (depth)",
+    "depth": "Depth map",
+    "upscale": "Upscale ×4",
+    "generate": "Generate",
+    "fill": "Fill (remove object)",
+}
+SELECTION_MODES = ("inpaint", "fill")            # need a selection
+NEEDS = {"inpaint": "select the area to repaint", "fill": "select the object to remove"}
+
+
+class DockError(H.HostError):
+    """A job cannot be built: one readable line; ``parameter`` names the input at fault (or None)."""
+
+    code = "invalid_parameter"
+
+    def __init__(self, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the dock's form says."""
+
+    mode: str
+    params: jobs.Params = jobs.Params()
+    options: jobs.Options = jobs.Options()
+    depth_layer: str | None = None      # restyle: id of a layer holding the depth (None = estimate it)
+    image_to_image: bool = False        # generate: start from the layer's pixels
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    request: jobs.JobRequest
+    document: H.HostDocument
+    source: H.LayerInfo
+    region: Rect                        # the canvas area read (or painted, for text-to-image)
+    target: str                         # "layer": a new layer above the source; "document": a new document
+    summary: str
+
+
+def describe(mode: str, prompt: str, layer: str) -> str:
+    text = " ".join(prompt.split()) if "prompt" in jobs.MODE_PARAMS.get(mode, ()) else ""
+    if len(text) > 32:
+        text = text[:31].rstrip() + "…"
+    return f"{MODE_LABELS.get(mode, mode)}{f' “{text}”' if text else ''} · {layer}"
+
+
+def text_size(canvas: tuple[int, int]) -> tuple[int, int]:
+    """Default text-to-image size: the canvas, rounded down to multiples of 8 (inside the engine's range)."""
+    lo, hi = int(params.RANGES["width"].low), int(params.RANGES["width"].high)
+    return tuple(max(lo, min(hi, v - v % 8)) for v in canvas)
+
+
+def _content(doc: H.HostDocument, source: H.LayerInfo, mode: str) -> Rect:
+    canvas = Rect(0, 0, *doc.size)
+    bounds = source.bounds.intersect(canvas)
+    if bounds.empty:
+        raise DockError(f'The layer "{source.name}" is empty: nothing to {MODE_LABELS[mode].split()[0].lower()}. '
+                        f"Pick a layer with pixels or select an area.", "layer")
+    return bounds
+
+
+def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJob:
+    """The request for ``spec`` on layer ``layer_id`` (None: the active layer) of ``doc``.
+
+    Raises DockError (what to do), UnsupportedColorModel (offer a converted copy), HostError.
+    """
+    mode = spec.mode
+    if mode not in jobs.MODES:
+        raise DockError(f"unknown mode {mode!r}", "mode")
+    if layer_id is None:
+        active = doc.active_layer()
+        if active is None:
+            raise DockError("Pick a layer first.", "layer")
+        layer_id = active.id
+    source = doc.require_supported(layer_id)
+    if source.preview:
+        raise DockError("That is the dock's preview layer: pick the layer the result should go above.", "layer")
+    canvas = doc.size
+    full = Rect(0, 0, *canvas)
+    sel = doc.selection_bounds()
+    o, p = spec.options, spec.params
+    fmt, linear = source.color.pixel_format, source.color.linear
+    if mode in SELECTION_MODES and sel is None:
+        raise DockError(f"{MODE_LABELS[mode]} works on a selection: {NEEDS[mode]} first.", "selection")
+
+    mask = image = depth = None
+    target = "layer"
+    if mode == "generate" and not spec.image_to_image:
+        o = replace(o, output_format=fmt, output_linear=linear)
+        if sel is not None:
+            region = sel.pad(o.grow).intersect(full)
+            mask = doc.read_selection(region)
+            o = replace(o, width=None, height=None)
+        else:
+            w, h = (o.width, o.height) if o.width and o.height else text_size(canvas)
+            o = replace(o, width=w, height=h)
+            region = Rect(0, 0, w, h)
+            if w > canvas[0] or h > canvas[1]:
+                target = "document"
+        req = jobs.JobRequest("generate", p, o, model=spec.model, mask=mask, origin=(region.x, region.y),
+                              canvas=canvas)
+    else:
+        if mode == "upscale":
+            region = geometry.plan_region(sel, canvas) if sel is not None else _content(doc, source, mode)
+            target = "document"
+        elif sel is not None:
+            region = geometry.plan_region(sel, canvas, grow=o.grow, feather=o.feather)
+        else:
+            region = _content(doc, source, mode)
+        image = doc.read_pixels(source.id, region)
+        if sel is not None:
+            mask = doc.read_selection(region)
+        if mode == "restyle":
+            if spec.depth_layer:
+                if spec.depth_layer == source.id:
+                    raise DockError("The depth layer must be another layer than the one restyled.", "depth_source")
+                depth_info = doc.require_supported(spec.depth_layer)
+                depth = doc.read_pixels(depth_info.id, region)
+                o = replace(o, depth_source="given")
+            else:
+                o = replace(o, depth_source="auto")
+        if mode == "generate":
+            o = replace(o, width=None, height=None)
+        req = jobs.JobRequest(mode, p, o, model=spec.model, image=image, mask=mask, depth=depth,
+                              origin=(region.x, region.y), canvas=canvas)
+    try:
+        req = jobs.validate(req)
+    except params.ValidationError as e:
+        raise DockError(str(e), e.parameter) from None
+    return PreparedJob(req, doc, source, region, target, describe(mode, p.prompt, source.name))
