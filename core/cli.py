@@ -49,7 +49,9 @@ def _add_region(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .contract.jobs import MODE_DEFAULTS
+    from .contract.jobs import default_options
+
+    fill = default_options("fill")
 
     ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -68,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
                    help="auto (default): LaMa when its weights are installed, else OpenCV")
     p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
-    p.add_argument("--grow", type=int, default=MODE_DEFAULTS["fill"]["grow"],
+    p.add_argument("--grow", type=int, default=fill.grow,
                    help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
-    p.add_argument("--feather", type=int, default=MODE_DEFAULTS["fill"]["feather"],
+    p.add_argument("--feather", type=int, default=fill.feather,
                    help="px of soft edge inside the selection (default 0)")
     _add_common(p, prompt=False, images=False, strength=False, model=False)
 
@@ -118,131 +120,38 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _progress_bar(quiet: bool):
-    """A (callback, close) pair drawing a tqdm bar on stderr, created at the first report."""
-    if quiet:
-        return None, lambda: None
-    from tqdm import tqdm
-
-    state = {}
-
-    def on_progress(step, total, phase):
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=total or None, file=sys.stderr, unit="step", dynamic_ncols=True,
-                                      leave=False)
-        if total and bar.total != total:
-            bar.reset(total=total)
-        bar.set_description(phase, refresh=False)
-        bar.n = step
-        bar.refresh()
-
-    def close():
-        if "bar" in state:
-            state["bar"].close()
-
-    return on_progress, close
-
-
 def request_from_args(args, mode: str):
-    """Build a JobRequest from parsed arguments (files are read here)."""
-    from .contract.jobs import JobRequest, Options, Params
-    from .raster.files import read_depth, read_image, read_mask
+    """The job of the parsed arguments: its request (files are read here) and how to write it."""
+    from .contract.jobs import Options, Params, default_options
+    from .jobfiles import request_from_files
 
-    image = mask = depth = None
-    has_alpha = mode != "generate"  # text-to-image paints opaque pictures
-    if getattr(args, "image", None):
-        image, has_alpha = read_image(args.image, "image")
-        if mode == "depth" and image.format == "RGBA_U8":  # widen, so the depth keeps 16 bits
-            image = _widen(image)
-        if mode == "generate":
-            for name, given, own in (("width", args.width, image.width), ("height", args.height, image.height)):
-                if given is not None and given != own:
-                    raise CliError(f"--{name} {given} differs from the image's {name} {own}: image-to-image "
-                                   f"keeps the image's size; leave --{name} out")
-            args.width = args.height = None
-    size = (image.width, image.height) if image else None
-    if getattr(args, "mask", None):
-        if image is None:
-            raise CliError("--mask needs --image")
-        mask = read_mask(args.mask, size)
-    if getattr(args, "depth", None):
-        depth = read_depth(args.depth, size)
     params = Params(
         prompt=getattr(args, "prompt", "") or "", negative_prompt=getattr(args, "negative", "") or "",
         num_images=getattr(args, "num_images", 1), steps=getattr(args, "steps", 25),
         guidance=getattr(args, "guidance", 7.5),
         strength=args.strength if getattr(args, "strength", None) is not None else 0.8,
         seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False))
-    opt = {}
+    opt = dict(default_options(mode).__dict__)
     for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend"):
         if getattr(args, name, None) is not None:
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):
         opt["color_match"] = False
-    if depth is not None:
-        opt["depth_source"] = "given"
-    req = JobRequest(mode, params, Options(**opt), model=getattr(args, "model", None), image=image, mask=mask,
-                     depth=depth)
-    return req, has_alpha
+    return request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
+                              mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
+                              model=getattr(args, "model", None))
 
 
-def _widen(image):
-    """An RGBA_U8 buffer as RGBA_U16 (exact: v × 257)."""
-    import numpy as np
-
-    from .contract.jobs import ImageBuffer
-
-    a = np.frombuffer(image.data, np.uint8).astype("<u2") * 257
-    return ImageBuffer(image.width, image.height, "RGBA_U16", a.tobytes(), image.linear)
-
-
-def run_request(req, args, has_alpha: bool, models=None) -> list[Path]:
-    """Run a job in this process and write its outputs; returns the paths written."""
-    from .contract.jobcontrol import JobControl
+def make_models(args):
+    """The model manager for the device and dtype the arguments ask for."""
+    from .models.device import choose_policy, probe
     from .models.manager import ModelManager
-    from .pipelines import regionjob
-    from .pipelines.runner import run_job
-    from .raster.files import numbered, write_image
 
-    if models is None:
-        from .models.device import choose_policy, probe
-
-        try:
-            policy = choose_policy(probe(), args.device, args.dtype)
-        except ValueError as e:
-            raise CliError(str(e)) from None
-        models = ModelManager(policy, config=getattr(args, "config", None))
-    on_progress, close = _progress_bar(getattr(args, "quiet", False))
     try:
-        result = run_job(req, models, JobControl(on_progress=on_progress))
-    finally:
-        close()
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    written = []
-    for i, patch in enumerate(result.patches):
-        out = numbered(args.out, i)
-        if req.mode == "depth":
-            from .raster.pixels import as_array
-
-            write_image(out, as_array(patch.image)[..., :1], "GRAY_U16")
-        elif req.mode == "upscale":
-            from .pipelines.upscale import composite
-            from .raster.pixels import as_array
-
-            arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
-            write_image(out, arr, req.image.format, keep_alpha=has_alpha)
-        elif req.image is not None and patch.image.format != "GRAY_U16":
-            arr = regionjob.composite(req, patch)
-            write_image(out, arr, req.image.format, keep_alpha=has_alpha)
-        else:
-            from .raster.pixels import as_array
-
-            write_image(out, as_array(patch.image), patch.image.format, keep_alpha=has_alpha)
-        written.append(out)
-        print(f"seed {patch.seed}: {out}" if patch.seed is not None else f"{result.model}: {out}", file=sys.stderr)
-    return written
+        policy = choose_policy(probe(), args.device, args.dtype)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return ModelManager(policy, config=getattr(args, "config", None))
 
 
 def cmd_models(args) -> int:
@@ -294,8 +203,10 @@ def main(argv=None) -> int:
             for path in run_demo(args.out, steps=args.steps):
                 print(path)
             return 0
-        req, has_alpha = request_from_args(args, args.command)
-        for path in run_request(req, args, has_alpha):
+        from .jobfiles import run_files
+
+        job = request_from_args(args, args.command)
+        for path in run_files(job, args.out, make_models(args), quiet=args.quiet):
             print(path)
         return 0
     except ValidationError as e:

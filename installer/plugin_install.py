@@ -3,7 +3,8 @@
 Into each Krita resource folder (see ``krita_paths``):
 - ``pykrita/diffusion_dock.desktop`` and the package ``pykrita/diffusion_dock/`` (without caches and
   without the standalone editor's subpackage);
-- qasync vendored as ``pykrita/diffusion_dock/vendor/qasync/`` (unless the package already carries it);
+- the small pure-Python packages the plugin needs (``VENDORED``: qasync, platformdirs) as
+  ``pykrita/diffusion_dock/vendor/<name>/`` (unless the package already carries them);
 - the engine's standard-library-only packages (``core.PURE_PACKAGES``: ``contract`` and ``link``), whole,
   as ``pykrita/diffusion_dock/_core/``: the plugin imports them through ``runtime.coreapi``;
 - ``actions/diffusion_dock.action``;
@@ -36,6 +37,7 @@ MANIFEST = "install-manifest.json"
 ENGINE_JSON = "engine.json"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT / "plugin"
+VENDORED = ("qasync", "platformdirs")   # pure-Python packages copied into the plugin's vendor/ folder
 CACHE_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis"}
 CACHE_SUFFIXES = (".pyc", ".pyo")
 # Subpackages of plugin/diffusion_dock/ that belong to the standalone editor, not to the Krita install.
@@ -73,25 +75,25 @@ def _walk(folder: Path, skip_top: tuple[str, ...] = ()) -> list[Path]:
     return out
 
 
-def find_qasync(engine_python: Path | None = None) -> Path:
-    """The folder of the installed qasync package: this Python's, else the engine environment's."""
-    spec = importlib.util.find_spec("qasync")
+def find_package(name: str, engine_python: Path | None = None) -> Path:
+    """The folder of an installed pure-Python package: this Python's, else the engine environment's."""
+    spec = importlib.util.find_spec(name)
     if spec and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
     if engine_python and Path(engine_python).exists():
         try:
-            out = subprocess.run([str(engine_python), "-c", "import qasync, os; print(os.path.dirname(qasync.__file__))"],
+            out = subprocess.run([str(engine_python), "-c", f"import {name}, os; print(os.path.dirname({name}.__file__))"],
                                  capture_output=True, text=True, timeout=60)
             if out.returncode == 0 and out.stdout.strip():
                 return Path(out.stdout.strip().splitlines()[-1])
         except (OSError, subprocess.SubprocessError):
             pass
-    raise PluginInstallError("qasync is not installed here nor in the engine environment: "
-                             "run `python3 -m installer engine` first (or `pip install qasync`)")
+    raise PluginInstallError(f"{name} is not installed here nor in the engine environment: "
+                             f"run `python3 -m installer engine` first (or `pip install {name}`)")
 
 
-def _qasync_license(qasync_dir: Path) -> Path | None:
-    for dist in sorted(qasync_dir.parent.glob("qasync-*.dist-info")):
+def _license(package_dir: Path, name: str) -> Path | None:
+    for dist in sorted(package_dir.parent.glob(f"{name}-*.dist-info")):
         for cand in (*dist.glob("licenses/*"), *dist.glob("LICENSE*")):
             if cand.is_file():
                 return cand
@@ -122,7 +124,7 @@ def engine_modules(engine_root: Path = ROOT) -> dict[str, Path]:
     return out
 
 
-def file_map(source: Path, engine_root: Path = ROOT, qasync_dir: Path | None = None,
+def file_map(source: Path, engine_root: Path = ROOT, vendor_dirs: dict[str, Path] | None = None,
              engine_python: Path | None = None) -> dict[str, Path]:
     """Destination (relative to the Krita resource folder, "/"-separated) → source file."""
     source = Path(source)
@@ -138,13 +140,15 @@ def file_map(source: Path, engine_root: Path = ROOT, qasync_dir: Path | None = N
     out: dict[str, Path] = {f"pykrita/{desktop.name}": desktop}
     for f in _walk(package, EDITOR_SUBPACKAGES):
         out[f"pykrita/{PLUGIN_ID}/{f.relative_to(package).as_posix()}"] = f
-    if not (package / "vendor" / "qasync" / "__init__.py").is_file():
-        qdir = qasync_dir or find_qasync(engine_python)
-        for f in _walk(qdir):
-            out[f"pykrita/{PLUGIN_ID}/vendor/qasync/{f.relative_to(qdir).as_posix()}"] = f
-        lic = _qasync_license(qdir)
+    for name in VENDORED:
+        if (package / "vendor" / name / "__init__.py").is_file():
+            continue
+        folder = (vendor_dirs or {}).get(name) or find_package(name, engine_python)
+        for f in _walk(folder):
+            out[f"pykrita/{PLUGIN_ID}/vendor/{name}/{f.relative_to(folder).as_posix()}"] = f
+        lic = _license(folder, name)
         if lic is not None:
-            out[f"pykrita/{PLUGIN_ID}/vendor/qasync/LICENSE"] = lic
+            out[f"pykrita/{PLUGIN_ID}/vendor/{name}/LICENSE"] = lic
         if not (package / "vendor" / "__init__.py").is_file():
             out.setdefault(f"pykrita/{PLUGIN_ID}/vendor/__init__.py", ROOT / "installer" / "_vendor_init.py")
     for name, src in engine_modules(engine_root).items():
@@ -268,14 +272,14 @@ def krita_running() -> bool:
 
 def install(source: Path | None = None, krita_dirs: list[Path] | None = None, *, engine_python: Path | None = None,
             engine_root: Path = ROOT, system: str | None = None, home: Path | None = None, env: dict | None = None,
-            qasync_dir: Path | None = None, log=None) -> list[InstallResult]:
+            vendor_dirs: dict[str, Path] | None = None, log=None) -> list[InstallResult]:
     """Install into every Krita found (or ``krita_dirs``); callable from Python (tests, the lead's
     real-Krita test).  ``system``/``home``/``env`` default to this machine's."""
     log = log or (lambda m: print(m, file=sys.stderr))
     system = system or platform.system()
     home = Path(home) if home else Path.home()
     engine_python = Path(engine_python) if engine_python else default_engine_python()
-    files = file_map(Path(source or DEFAULT_SOURCE), engine_root, qasync_dir, engine_python)
+    files = file_map(Path(source or DEFAULT_SOURCE), engine_root, vendor_dirs, engine_python)
     record = engine_record(engine_python, engine_root)
     chosen = []
     for d in krita_dirs or [None]:

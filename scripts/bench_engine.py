@@ -84,7 +84,7 @@ async def job_times(env, repeat):
 
 def in_process_times(models_dir, repeat):
     from core.models.manager import ModelManager
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     m = ModelManager(models_dir=models_dir)
     run_job(request(), m)

@@ -29,7 +29,7 @@ from core import engine_env; engine_env.apply()
 from core.contract.jobs import ImageBuffer, JobRequest, Options, Params
 from core.models.manager import ModelManager
 from core.models.device import current_policy
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 size, tile, steps, folder = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 mm = ModelManager(current_policy(), models_dir=Path(folder), hub_cache=Path("/nonexistent"))
 mm.get("upscale")

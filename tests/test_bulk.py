@@ -150,7 +150,7 @@ def test_the_engine_agrees_to_the_directory_it_also_sees():
 
 def test_patches_made_in_shared_memory_are_sent_as_their_own_files(where, models, monkeypatch):
     """Inside ``results_in`` a job's patch is made in a bulk file, and sending it moves no bytes."""
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
     from core.raster.pixels import results_in
 
     from .helpers import inpaint_request, rect_mask, rgba_u8

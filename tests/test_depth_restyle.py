@@ -7,9 +7,8 @@ from core.contract.jobcontrol import JobControl
 from core.contract.jobs import JobRequest, Options, Params
 from core.contract.params import ValidationError
 from core.models.manager import ModelManager
-from core.pipelines import regionjob
+from core.pipelines import regionjob, run_job
 from core.pipelines.common import encode_image, mean_encoding
-from core.pipelines.runner import run_job
 from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask, rgba_u8
@@ -120,8 +119,8 @@ def test_restyle_progress_seeds_and_strength(models):
                   JobControl(lambda s, t, ph: seen.append((s, t)) if ph == "denoising" else None))
     assert [p.seed for p in res.patches] == [20, 21]
     assert seen == [(1, 2), (2, 2)]
-    alone = run_job(restyle(params=Params(prompt="x", steps=5, strength=0.5, seed=21)), models)
-    assert np.abs(pixels(alone).astype(int) - pixels(res, 1).astype(int)).max() <= 3
+    # (image i equals the one image made with seed + i: the pipeline contract checks it in float32,
+    # tests/test_pipeline_contract.py; in bfloat16 a batch of two rounds differently from one image)
     assert not np.array_equal(pixels(res, 0), pixels(res, 1))
 
 

@@ -45,7 +45,7 @@ def test_text_to_image_patches_come_back_in_the_named_layout(fmt, linear):
 
 
 def test_text_to_image_runs_into_a_linear_f32_layout(models):
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     req = text_request(output_format="RGBA_F32", output_linear=True)
     res = in_request_layout(req, run_job(req, models))

@@ -21,7 +21,7 @@ from core.contract.events import Accepted, Failed, Finished, JobCancelled, Previ
 from core.contract.jobs import MODES
 from core.link import bulk
 from core.link.client import EngineClient
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 from core.raster import pixels
 
 from .engine_helpers import ROOT, RawEngine, collect, engine_env, finals_of

@@ -415,7 +415,7 @@ def test_engine_process_refuses_a_broken_stream_cleanly(data):
 
 def test_unparseable_weighted_prompt_is_a_parameter_error(models):
     from core.contract.params import ValidationError
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
@@ -430,7 +430,7 @@ def test_a_model_that_cannot_do_the_mode_is_a_parameter_error(models, model, exp
     from dataclasses import replace
 
     from core.contract.params import ValidationError
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 

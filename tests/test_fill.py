@@ -15,8 +15,7 @@ from core.lama.weights import TINY, build_tiny
 from core.models.manager import ModelManager
 from core.models.resolver import ModelNotFound, UnsafeModelFile
 from core.pipelines import fill as fill_job
-from core.pipelines import regionjob
-from core.pipelines.runner import run_job
+from core.pipelines import regionjob, run_job
 from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask

@@ -8,9 +8,8 @@ import pytest
 
 from core.contract.jobcontrol import JobControl
 from core.contract.jobs import JobRequest, Options, Params
-from core.pipelines import regionjob
+from core.pipelines import regionjob, run_job
 from core.pipelines.generate import img2img_pipeline
-from core.pipelines.runner import run_job
 from core.raster.pixels import as_array
 
 from .helpers import buffer, rect_mask, rgba_u8

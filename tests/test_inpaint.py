@@ -7,8 +7,7 @@ import pytest
 
 from core.contract.jobcontrol import Cancelled, JobControl
 from core.contract.jobs import Options
-from core.pipelines import regionjob
-from core.pipelines.runner import run_job
+from core.pipelines import regionjob, run_job
 from core.raster.pixels import as_array
 
 from .helpers import inpaint_request, rect_mask, rgba_u8

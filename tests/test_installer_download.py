@@ -93,7 +93,7 @@ def snapshot_files(folder: Path) -> set[str]:
 def test_download_fetches_only_what_the_pipeline_needs_and_the_resolver_runs_it(hub, repo_files, tmp_path, policy):
     from core.models.manager import ModelManager
     from core.models.resolver import resolve
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 

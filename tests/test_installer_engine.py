@@ -197,7 +197,7 @@ def test_engine_creates_a_working_environment(tmp_path):
     py = engine_venv.venv_python(venv)
     found = engine_venv.installed_torch(py)
     assert found and found["version"].startswith("2.13.0")
-    check = subprocess.run([str(py), "-c", "import core.pipelines.runner, diffusers, huggingface_hub, qasync; print('ok')"],
+    check = subprocess.run([str(py), "-c", "import core.pipelines, diffusers, huggingface_hub, qasync; print('ok')"],
                            capture_output=True, text=True, cwd=tmp_path)
     assert check.stdout.strip() == "ok", check.stderr
     again = subprocess.run([sys.executable, "-m", "installer", "engine", "--venv", str(venv), "--dry-run"],

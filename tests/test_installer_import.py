@@ -46,7 +46,7 @@ def assert_same_weights(a: Path, b: Path):
 
 def test_single_file_round_trips_to_identical_weights_and_runs(single_file, tiny_root, tmp_path, policy):
     from core.models.manager import ModelManager
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 

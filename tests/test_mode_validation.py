@@ -4,7 +4,7 @@ import pytest
 
 from core.contract.jobs import JobRequest, Options, Params, validate
 from core.contract.params import ValidationError
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 
 from .helpers import buffer, rect_mask, rgba_u8
 

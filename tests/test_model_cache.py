@@ -9,7 +9,7 @@ import pytest
 from core.models import memory
 from core.models.manager import ModelManager
 from core.models.weights import FingerprintCache, estimate_weight_bytes
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 
 from .helpers import inpaint_request, rect_mask, rgba_u8
 

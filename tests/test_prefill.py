@@ -12,9 +12,8 @@ from core.contract.jobcontrol import JobControl
 from core.contract.jobs import Options, validate
 from core.contract.plan import plan_region_job
 from core.pipelines import inpaint as ip
-from core.pipelines import regionjob
+from core.pipelines import regionjob, run_job
 from core.pipelines.common import encode_image
-from core.pipelines.runner import run_job
 from core.raster.pixels import as_array
 
 from .helpers import inpaint_request, rect_mask

@@ -17,7 +17,7 @@ from core.contract.events import Failed, Finished
 from core.engine.serve import is_loopback, parse_listen, plaintext_warning
 from core.link import protocol as P
 from core.link.client import EngineClient, EngineError
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 
 from .engine_helpers import ROOT, engine_env
 from .helpers import inpaint_request, rect_mask, rgba_u8

@@ -12,7 +12,7 @@ import pytest
 from core.contract.catalog import CATALOG
 from core.models.manager import ModelManager
 from core.models.resolver import ModelNotFound, UnsafeModelFile, find_installed, resolve
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 
 from .helpers import inpaint_request, rect_mask, rgba_u8
 

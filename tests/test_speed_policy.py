@@ -14,8 +14,7 @@ import torch
 from core.contract.jobcontrol import JobControl
 from core.contract.jobs import JobRequest, Options, Params
 from core.models import latent_cache
-from core.pipelines import prompts
-from core.pipelines.runner import run_job
+from core.pipelines import prompts, run_job
 from tests.helpers import buffer, inpaint_request, rect_mask, rgba_u8
 
 

@@ -174,7 +174,7 @@ def test_a_pipeline_loaded_with_compile_runs_through_the_dispatcher(tiny_root, p
     a load; the model works at multiples of 64 px (fewer shapes to compile); the second job runs the
     compiled graph and gives the first job's (eager) result within bf16 rounding."""
     from core.models.manager import ModelManager
-    from core.pipelines.runner import run_job
+    from core.pipelines import run_job
 
     from .helpers import inpaint_request, rect_mask, rgba_u8
 

@@ -8,8 +8,7 @@ from core.contract.jobcontrol import Cancelled, JobControl
 from core.contract.jobs import JobRequest, Options, Params
 from core.models.device import HardwareFacts, choose_policy
 from core.models.manager import ModelManager
-from core.pipelines import upscale
-from core.pipelines.runner import run_job
+from core.pipelines import run_job, upscale
 from core.raster.pixels import as_array
 from core.raster.tiling import plan_tiles
 

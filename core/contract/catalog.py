@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .modes import MODE_TABLE
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -47,15 +49,8 @@ CATALOG: dict[str, ModelSpec] = {
     )
 }
 
-# The models a mode tries, best first.
-MODE_MODELS: dict[str, tuple[str, ...]] = {
-    "inpaint": ("sd2-inpainting",),
-    "restyle": ("sd2-depth",),
-    "depth": ("sd2-depth",),
-    "upscale": ("sd2-x4-upscaler",),
-    "generate": ("sd2-1", "sd2-1-base"),
-    "fill": (),
-}
+# The models a mode tries, best first (``modes.ModeSpec.models``).
+MODE_MODELS: dict[str, tuple[str, ...]] = {m.key: m.models for m in MODE_TABLE}
 
 
 def by_name(name: str) -> ModelSpec | None:

@@ -11,17 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import params as P
+from .modes import IMAGE_REQUIRED, MODE_SPECS, MODES, SELECTION_REQUIRED, spec
 from .params import ValidationError
 
-MODES = ("inpaint", "restyle", "depth", "upscale", "generate", "fill")
-MODE_TITLES = {
-    "inpaint": "Inpaint",
-    "restyle": "Restyle",
-    "depth": "Depth map",
-    "upscale": "Upscale x4",
-    "generate": "Generate",
-    "fill": "Fill",
-}
 MASKED_CONTENT = ("original", "fill", "noise")
 DEPTH_SOURCES = ("auto", "given")
 FILL_BACKENDS = ("auto", "opencv", "lama")
@@ -46,7 +38,6 @@ DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
 # writes it): the engine reads its red channel, decoded from linear light where the layer is linear.
 DEPTH_INPUT_FORMATS = DEPTH_FORMATS + EDITOR_FORMATS
 MAX_SIDE = 16384
-UPSCALE_FACTOR = 4  # upscale patches are in the coordinates of the canvas scaled by this
 
 
 @dataclass(frozen=True)
@@ -110,7 +101,7 @@ class Params:
 
 @dataclass(frozen=True)
 class Options:
-    """Mode-specific options (see ``MODE_OPTIONS`` for which mode reads which)."""
+    """Mode-specific options (``modes.ModeSpec.options`` says which mode reads which)."""
 
     grow: int = 8                    # px the model repaints beyond the selection
     feather: int = 8                 # px of soft edge inside the selection
@@ -128,34 +119,9 @@ class Options:
     output_linear: bool = False
 
 
-MODE_OPTIONS = {
-    "inpaint": ("grow", "feather", "color_match", "masked_content"),
-    "restyle": ("grow", "feather", "color_match", "depth_source"),
-    "depth": (),
-    "upscale": ("feather", "noise_level", "tile"),
-    "generate": ("grow", "feather", "color_match", "width", "height"),
-    "fill": ("grow", "feather", "backend"),
-}
-# Which common parameters a mode uses (the dock shows only these).
-MODE_PARAMS = {
-    "inpaint": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
-    "restyle": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
-    "depth": (),
-    "upscale": ("prompt", "negative_prompt", "steps", "guidance", "seed", "weighted"),
-    "generate": ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted"),
-    "fill": (),
-}
-# Options whose default differs for a mode (the dock and the CLI start a mode from ``default_options``).
-# Fill: an inward feather would let the removed object show through its soft edge, and growing the
-# hole keeps the object's anti-aliased fringe out of what the fill copies from (docs/benchmarks.md).
-MODE_DEFAULTS = {"fill": {"grow": 4, "feather": 0}}
-
-
 def default_options(mode: str) -> Options:
-    return Options(**MODE_DEFAULTS.get(mode, {}))
-
-
-MODES_NEEDING_IMAGE = ("inpaint", "restyle", "depth", "upscale", "fill")
+    """The options a mode starts from (the dock's form, the command line's defaults)."""
+    return Options(**spec(mode).option_defaults)
 
 
 @dataclass(frozen=True)
@@ -235,27 +201,37 @@ def _dataclass_from(klass, d, name):
 def validate(req: JobRequest) -> JobRequest:
     """Check every parameter the mode uses; return the request with numbers normalised.
 
-    Raises ``ValidationError`` naming the first bad parameter and its allowed range.
+    Raises ``ValidationError`` naming the first bad parameter and its allowed range.  What a mode
+    needs (image, selection, strength, size, scale) comes from its ``modes.ModeSpec``.
     """
     P.check_choice("mode", req.mode, MODES)
+    mode = MODE_SPECS[req.mode]
     if req.model is not None and not isinstance(req.model, str):
         raise ValidationError("model", "model must be text: a folder, a .safetensors file, a hub id or a catalogue key")
-    p, o = req.params, req.options
-    used = MODE_PARAMS[req.mode]
+    params = _valid_params(req, mode)
+    options = _valid_options(req, mode)
+    _check_buffers(req, mode, options)
+    return replace(req, params=params, options=options)
+
+
+def _valid_params(req: JobRequest, mode) -> Params:
+    p = req.params
     P.check_text("prompt", p.prompt)
     P.check_text("negative_prompt", p.negative_prompt)
-    num_images = P.check("num_images", p.num_images) if "num_images" in used else 1
+    num_images = P.check("num_images", p.num_images) if "num_images" in mode.params else 1
     steps = P.check("steps", p.steps)
     guidance = P.check("guidance", p.guidance)
     strength = P.check("strength", p.strength)
     seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
-    uses_strength = req.mode in ("inpaint", "restyle") or (req.mode == "generate" and req.image is not None)
-    if uses_strength and int(steps * strength) < 1:
+    if mode.uses_strength(req.image is not None) and int(steps * strength) < 1:
         raise ValidationError("strength", f"strength must give at least one step: strength {strength:g} "
                                           f"× {steps} steps is below 1 (raise strength or steps)")
-    params = replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
-                     seed=seed, weighted=bool(p.weighted))
+    return replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
+                   seed=seed, weighted=bool(p.weighted))
 
+
+def _valid_options(req: JobRequest, mode) -> Options:
+    o = req.options
     grow = P.check("grow", o.grow)
     feather = P.check("feather", o.feather)
     P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
@@ -266,21 +242,22 @@ def validate(req: JobRequest) -> JobRequest:
     noise_level = P.check("noise_level", o.noise_level)
     tile = P.check("tile", o.tile)
     width, height = o.width, o.height
-    if req.mode == "generate" and req.image is None and req.mask is None:
+    if "width" in mode.options and req.image is None and req.mask is None:
         if width is None or height is None:
-            raise ValidationError("width", "generate needs width and height (or an image/selection)")
+            raise ValidationError("width", f"{req.mode} needs width and height (or an image/selection)")
     if width is not None:
         width = P.check_multiple_of("width", width, 8)
     if height is not None:
         height = P.check_multiple_of("height", height, 8)
-    options = replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile,
-                      width=width, height=height, color_match=bool(o.color_match),
-                      output_linear=bool(o.output_linear))
+    return replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile, width=width,
+                   height=height, color_match=bool(o.color_match), output_linear=bool(o.output_linear))
 
-    if req.mode in MODES_NEEDING_IMAGE and req.image is None:
+
+def _check_buffers(req: JobRequest, mode, options: Options) -> None:
+    if mode.image == IMAGE_REQUIRED and req.image is None:
         raise ValidationError("image", f"{req.mode} needs an input image")
-    if req.mode == "fill" and req.mask is None:
-        raise ValidationError("mask", "fill needs a selection (mask) of what to remove")
+    if mode.selection == SELECTION_REQUIRED and req.mask is None:
+        raise ValidationError("mask", f"{req.mode} needs a selection (mask): {mode.selection_hint}")
     if req.image is not None:
         req.image.check("image", EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"))
     for name, buf, formats in (("mask", req.mask, MASK_FORMATS), ("depth", req.depth, DEPTH_INPUT_FORMATS)):
@@ -295,13 +272,13 @@ def validate(req: JobRequest) -> JobRequest:
         if req.origin[0] + req.mask.width > cw or req.origin[1] + req.mask.height > ch:
             raise ValidationError("mask", f"the mask ({req.mask.width}x{req.mask.height}) must lie inside the "
                                           f"canvas ({cw}x{ch})")
-    if req.mode == "upscale" and req.image is not None:
-        limit = MAX_SIDE // UPSCALE_FACTOR
+    if mode.scale > 1 and req.image is not None:
+        limit = MAX_SIDE // mode.scale
         if max(req.image.width, req.image.height) > limit:
-            raise ValidationError("image", f"upscale input must be at most {limit} px a side (the result is "
-                                           f"{UPSCALE_FACTOR}× and at most {MAX_SIDE}), got "
+            raise ValidationError("image", f"{req.mode} input must be at most {limit} px a side (the result is "
+                                           f"{mode.scale}× and at most {MAX_SIDE}), got "
                                            f"{req.image.width}x{req.image.height}")
-    if req.mode == "restyle" and options.depth_source == "given" and req.depth is None:
+    if "depth_source" in mode.options and options.depth_source == "given" and req.depth is None:
         raise ValidationError("depth", "depth_source 'given' needs a depth image")
     cw, ch = req.canvas_size
     for side, v in (("canvas width", cw), ("canvas height", ch)):
@@ -312,7 +289,6 @@ def validate(req: JobRequest) -> JobRequest:
         if ox < 0 or oy < 0 or ox + req.image.width > cw or oy + req.image.height > ch:
             raise ValidationError("origin", f"the image ({req.image.width}x{req.image.height} at {ox},{oy}) "
                                             f"must lie inside the canvas ({cw}x{ch})")
-    return replace(req, params=params, options=options)
 
 
 @dataclass(frozen=True)
@@ -376,13 +352,16 @@ class JobResult:
                    warnings=tuple(h.get("warnings") or ()), timings=dict(h.get("timings") or {}))
 
 
-def layer_name(mode: str, prompt: str, seed: int | None, limit: int = 48) -> str:
-    """Name of a result layer, e.g. ``[Inpaint] red scarf (seed 1234)``."""
+def result_name(mode: str, prompt: str, seed: int | None, model: str | None = None, limit: int = 48) -> str:
+    """The name of a result layer, e.g. ``[Inpaint] red scarf (seed 1234)``.  A mode that names its
+    backend instead of a prompt (Fill) gives ``[Fill] LaMa`` or ``[Fill] OpenCV`` and no seed."""
+    known = MODE_SPECS.get(mode)
+    if known is not None and known.names_backend:
+        prompt, seed = ("LaMa" if (model or "").startswith("lama") else "OpenCV"), None
     text = " ".join(prompt.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    title = MODE_TITLES.get(mode, mode)
-    parts = [f"[{title}]"]
+    parts = [f"[{known.title if known else mode}]"]
     if text:
         parts.append(text)
     if seed is not None:

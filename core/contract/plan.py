@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .geometry import Rect, model_size, plan_region
-from .jobs import JobRequest
+from .jobs import JobRequest, Options
+from .modes import REGION_CONTEXT, ModeSpec, spec
 from .params import SEED_MAX
 
 
@@ -50,45 +51,50 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, 
     ``bbox`` is the selection's bounding box on the canvas (None = no selection: the whole image);
     the model's width and height are multiples of ``multiple`` (64 for a compiled UNet: fewer shapes).
     """
-    available = image_rect(req)
     o, p = req.options, req.params
-    if bbox is None:
-        region = available
-    else:
-        region = plan_region(bbox, req.canvas_size, grow=o.grow, feather=o.feather).intersect(available)
+    region = image_region(req, bbox)
     size = model_size(region.w, region.h, native, multiple=multiple)
     kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
     expected = p.steps
-    if req.mode in ("inpaint", "restyle") or (req.mode == "generate" and req.image is not None):
+    if spec(req.mode).uses_strength(req.image is not None):
         kwargs["strength"] = p.strength
         expected = denoise_steps(p.steps, p.strength)
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather,
                       o.color_match, kwargs, expected)
 
 
-def text_region(req: JobRequest, bbox: Rect | None) -> Rect:
+def selection_region(mode: ModeSpec, bbox: Rect, canvas: tuple[int, int], options: Options) -> Rect:
+    """The canvas area a job on a selection with bounding box ``bbox`` reads (the dock sends exactly
+    this; the engine plans exactly this): the box grown by ``grow`` with context around it, or for a
+    mode that changes only the selection (``REGION_CONTEXT``: upscale) the box with context."""
+    if mode.region == REGION_CONTEXT:
+        return plan_region(bbox, canvas)
+    return plan_region(bbox, canvas, grow=options.grow, feather=options.feather)
+
+
+def image_region(req: JobRequest, bbox: Rect | None) -> Rect:
+    """What a job on the request's image works on: the whole image, or the selection's region."""
+    available = image_rect(req)
+    if bbox is None:
+        return available
+    return selection_region(spec(req.mode), bbox, req.canvas_size, req.options).intersect(available)
+
+
+def text_region(bbox: Rect | None, canvas: tuple[int, int], options: Options) -> Rect:
     """Where text-to-image paints: the selection's box grown by ``grow`` (inside the canvas), or
     without a selection width × height (default: the canvas) at the canvas origin."""
-    cw, ch = req.canvas_size
+    cw, ch = canvas
     if bbox is None:
-        return Rect(0, 0, req.options.width or cw, req.options.height or ch)
-    return bbox.pad(req.options.grow).intersect(Rect(0, 0, cw, ch))
+        return Rect(0, 0, options.width or cw, options.height or ch)
+    return bbox.pad(options.grow).intersect(Rect(0, 0, cw, ch))
 
 
 def plan_text_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, multiple: int = 8) -> RegionPlan:
     """Plan for text-to-image: the model works at its native area in the region's aspect ratio and
     the result is scaled to the region (no pixels to look at, so no context and no colour match)."""
-    region = text_region(req, bbox)
+    region = text_region(bbox, req.canvas_size, req.options)
     size = model_size(region.w, region.h, native, multiple=multiple)
     p, o = req.params, req.options
     kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather, False,
                       kwargs, p.steps)
-
-
-def upscale_region(req: JobRequest, bbox: Rect | None) -> Rect:
-    """What the upscaler works on: the whole image, or the selection's box with context around it."""
-    available = image_rect(req)
-    if bbox is None:
-        return available
-    return plan_region(bbox, req.canvas_size).intersect(available)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..contract import paths
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+SAMPLE, SAMPLE_MASK = RESOURCES / "sample.png", RESOURCES / "sample_mask.png"
 PROMPT = "a wooden bench in a green meadow, soft afternoon light"
 
 
@@ -33,9 +34,8 @@ def say(msg: str) -> None:
 
 
 def run_demo(out_dir: Path, steps: int | None = None) -> list[Path]:
-    from argparse import Namespace
-
-    from ..cli import request_from_args, run_request
+    from ..contract.jobs import Options, Params
+    from ..jobfiles import request_from_files, run_files
     from ..models.device import current_policy
     from ..models.manager import ModelManager
     from ..models.resolver import ModelNotFound, resolve
@@ -57,27 +57,19 @@ def run_demo(out_dir: Path, steps: int | None = None) -> list[Path]:
         say("=" * 78)
         models = ModelManager(policy, models_dir=ensure_smoke_models(), hub_cache=Path("/nonexistent"))
         steps = steps or 4
-    args = Namespace(image=str(RESOURCES / "sample.png"), mask=str(RESOURCES / "sample_mask.png"), prompt=PROMPT,
-                     negative="blurry, low quality", num_images=1, steps=steps, guidance=7.5, strength=1.0,
-                     seed=1234, weighted=False, grow=8, feather=8, masked_content=None, model=None,
-                     out=out_dir / "inpaint.png", quiet=False, device=None, dtype=None)
-    req, has_alpha = request_from_args(args, "inpaint")
-    say(f"inpainting the red ball in {RESOURCES / 'sample.png'}: \"{PROMPT}\"")
-    return written + run_request(req, args, has_alpha, models=models)
+    params = Params(prompt=PROMPT, negative_prompt="blurry, low quality", steps=steps, strength=1.0, seed=1234)
+    job = request_from_files("inpaint", params, Options(), image=SAMPLE, mask=SAMPLE_MASK)
+    say(f"inpainting the red ball in {SAMPLE}: \"{PROMPT}\"")
+    return written + run_files(job, out_dir / "inpaint.png", models)
 
 
 def run_fill_step(out_dir: Path, models) -> list[Path]:
     """Fill: remove the red ball with no prompt (auto backend: LaMa if installed, else OpenCV)."""
-    from argparse import Namespace
-
-    from ..cli import request_from_args, run_request
-    from ..contract.jobs import MODE_DEFAULTS
+    from ..contract.jobs import Params, default_options
+    from ..jobfiles import request_from_files, run_files
     from ..lama.weights import lama_installed
 
     backend = "LaMa" if lama_installed(models.models_dir) else "OpenCV (LaMa weights not installed)"
-    say(f"fill: removing the red ball in {RESOURCES / 'sample.png'} with {backend}")
-    args = Namespace(image=str(RESOURCES / "sample.png"), mask=str(RESOURCES / "sample_mask.png"),
-                     backend="auto", model=None, out=out_dir / "fill.png", quiet=False, device=None, dtype=None,
-                     **MODE_DEFAULTS["fill"])
-    req, has_alpha = request_from_args(args, "fill")
-    return run_request(req, args, has_alpha, models=models)
+    say(f"fill: removing the red ball in {SAMPLE} with {backend}")
+    job = request_from_files("fill", Params(), default_options("fill"), image=SAMPLE, mask=SAMPLE_MASK)
+    return run_files(job, out_dir / "fill.png", models)

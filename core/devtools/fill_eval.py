@@ -160,8 +160,8 @@ def job_backend():
     """The Fill job end to end with its default options (auto backend, grow 4, feather 0)."""
     from ..contract.jobs import ImageBuffer, JobRequest, default_options
     from ..models.manager import ModelManager
+    from ..pipelines import run_job
     from ..pipelines.regionjob import composite
-    from ..pipelines.runner import run_job
 
     models = ModelManager()
 

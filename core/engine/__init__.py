@@ -5,7 +5,7 @@ the editor's client (``core.link.client``); ``python -m core serve --listen HOST
 service over TCP (optionally TLS) to clients that present its token.
 
 - ``jobqueue``: first in, first out, one worker thread per device, cancel queued or running jobs;
-- ``service``: the message dispatcher, job execution through ``core.pipelines.runner.run_job``, heartbeats,
+- ``service``: the message dispatcher, job execution through ``core.pipelines.run_job``, heartbeats,
   model status, capabilities;
 - ``connection``: one peer: reads frames, writes frames from a queue so a slow reader never blocks a job;
 - ``stdio`` and ``serve``: the two ways in;

@@ -1,4 +1,4 @@
-"""The engine's dispatcher: messages in, jobs through ``core.pipelines.runner.run_job``, events out.
+"""The engine's dispatcher: messages in, jobs through ``core.pipelines.run_job``, events out.
 
 Any job mode is dispatched generically: the request is validated (``core.contract.jobs.validate``), queued,
 and run by ``run_job``, which imports ``core.pipelines.<mode>``.  A new mode needs no change here.
@@ -7,7 +7,6 @@ and run by ``run_job``, which imports ``core.pipelines.<mode>``.  A new mode nee
 from __future__ import annotations
 
 import hmac
-import importlib.util
 import logging
 import os
 import platform
@@ -15,11 +14,12 @@ import threading
 import time
 from dataclasses import replace
 
-from .. import __version__
+from .. import __version__, pipelines
 from ..contract.catalog import CATALOG, MODE_MODELS
 from ..contract.events import Capabilities
 from ..contract.jobcontrol import Cancelled, JobControl
-from ..contract.jobs import EDITOR_FORMATS, MODES, JobRequest, JobResult, validate
+from ..contract.jobs import EDITOR_FORMATS, JobRequest, JobResult, validate
+from ..contract.modes import MODES
 from ..contract.params import ValidationError
 from ..link import bulk
 from ..link.protocol import (
@@ -158,7 +158,7 @@ class EngineService:
             return None
         try:
             req = validate(request_of(msg))
-            if importlib.util.find_spec(f"core.pipelines.{req.mode}") is None:
+            if not pipelines.available(req.mode):
                 raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
                                               f"(version {__version__})")
         except ValidationError as e:
@@ -200,7 +200,6 @@ class EngineService:
     def _execute(self, job: Job, device: str) -> Outcome:
         from ..models.memory import is_out_of_memory, run_with_memory_retry
         from ..models.resolver import ModelError
-        from ..pipelines.runner import run_job
         from ..raster.pixels import results_in
 
         t0 = time.perf_counter()
@@ -210,7 +209,7 @@ class EngineService:
                 job.control.set_phase("loading")
             models = self.models()
             with results_in(self._result_maker(job)):
-                res = run_with_memory_retry(lambda: run_job(job.request, models, job.control), models)
+                res = run_with_memory_retry(lambda: pipelines.execute(job.request, models, job.control), models)
             outcome = Outcome("result", in_request_layout(job.request, res))
         except Cancelled:
             outcome = Outcome.cancelled()
@@ -296,7 +295,7 @@ class EngineService:
             found.append(entry)
         found.append(self._lama_entry(models.models_dir))
         have = {e["key"] for e in found if e["found"]}
-        modes = tuple(m for m in MODES if importlib.util.find_spec(f"core.pipelines.{m}") is not None
+        modes = tuple(m for m in MODES if pipelines.available(m)
                       and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m])))
         reason = policy.reason + (f"; UNet compile: {policy.compile_reason}" if policy.compile_reason else "")
         caps = Capabilities(PROTOCOL_VERSION, __version__, policy.device, policy.dtype, reason,

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
 from contextlib import contextmanager
 
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import Params
-from ..contract.params import SEED_MAX
 from .preview import latent_to_rgb
-
-
-def choose_seed(params: Params) -> int:
-    """The request's seed, or a random one (reported back with the result)."""
-    return params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
 
 
 def generators(seeds, device: str = "cpu"):

@@ -8,16 +8,15 @@ made gives what auto depth gives.
 
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import JobRequest, JobResult
+from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job
 from ..raster import scaling
 from . import regionjob
+from .base import Output, PipelineBase
 
 
 def normalize(depth: np.ndarray) -> np.ndarray:
@@ -46,17 +45,22 @@ def estimate(part, rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return normalize(depth)
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    loaded = models.get_part("depth", req.model, control=control)
-    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, 0)
-    native, selection, _ = regionjob.crop(req, plan.region)
-    control.set_phase("encoding", 0, 1)
-    small, _ = scaling.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
-    small = scaling.flatten_premultiplied(small)  # DPT works at 384 px anyway
-    depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))   # normalised at the layer's own size
-    control.set_phase("finishing", 1, 1)
-    alpha = scaling.feathered_alpha(selection, 0, req.image.format)
-    patch = regionjob.patch_of(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
-    return JobResult("depth", (patch,), loaded.resolved.name, req.params, req.options, (),
-                     {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple())})
+class Depth(PipelineBase):
+    mode = "depth"
+    seeded = False
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: None) -> Output:
+        loaded = models.get_part("depth", req.model, control=control)
+        plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, 0)
+        native, selection, _ = regionjob.crop(req, plan.region)
+        control.set_phase("encoding", 0, 1)
+        small, _ = scaling.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
+        small = scaling.flatten_premultiplied(small)  # DPT works at 384 px anyway
+        depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))   # normalised at the layer's own size
+        control.set_phase("finishing", 1, 1)
+        alpha = scaling.feathered_alpha(selection, 0, req.image.format)
+        patch = regionjob.patch_of(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
+        return Output([patch], loaded.resolved.name, (), {"region": list(plan.region.as_tuple())})
+
+
+PIPELINE = Depth()

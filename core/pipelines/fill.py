@@ -10,19 +10,19 @@ works at the region's own resolution, downscaled only above a size limit.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import JobRequest, JobResult
+from ..contract.jobs import JobRequest
 from ..contract.params import ValidationError
 from ..contract.plan import plan_region_job
 from ..models.resolver import PICKLE_SUFFIXES, ModelNotFound
 from ..raster import fastfill
 from . import regionjob
+from .base import Output, PipelineBase
 
 # Largest working area (pixels) per backend; larger regions are filled downscaled and scaled back.
 # LaMa costs about 0.4 TFLOP per 512×512 (a few seconds on a desktop CPU); OpenCV's time grows with
@@ -113,35 +113,42 @@ def unknown_pixels(work: regionjob.RegionWork) -> np.ndarray:
     return hole | (work.model_alpha < 0.5)
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    bbox = regionjob.selection_bbox(req)
-    if bbox is None:
-        raise ValidationError("mask", "the selection is empty: select what to remove")
-    models_dir = getattr(models, "models_dir", None)
-    choice = choose_backend(req.options.backend, req.model, models_dir)
-    warnings = list(choice.warnings)
-    plan = plan_region_job(req, bbox, 512, 0)
-    if choice.name == "lama":
-        limit = LAMA_MAX_PIXELS.get(models.policy.device, LAMA_MAX_PIXELS["cpu"])
-    else:
-        limit = OPENCV_MAX_PIXELS
-    size = work_size(plan.region.w, plan.region.h, limit)
-    if size != (plan.region.w, plan.region.h):
-        warnings.append(f"the region ({plan.region.w}x{plan.region.h}) is larger than the {choice.name} fill's "
-                        f"limit: filled at {size[0]}x{size[1]} and scaled back")
-    plan = replace(plan, model_size=size, seeds=(None,), color_match=False, pipeline_kwargs={}, expected_steps=1)
-    control.set_phase("encoding", 0, 1)
-    work = regionjob.prepare(req, plan)
-    unknown = unknown_pixels(work)
-    if unknown.all():
-        warnings.append("nothing around the selection is visible to fill from: filled with neutral grey")
-        filled = np.full_like(work.model_rgb, 0.5)
-    else:
-        filled = fill_array(work.model_rgb, unknown, choice, models, control)
-    control.set_phase("finishing")
-    patches = regionjob.finish(req, work, [filled], plan.seeds, keep_layer_alpha=False)
-    options = replace(req.options, backend=choice.name)
-    return JobResult("fill", tuple(patches), choice.label, req.params, options, tuple(warnings),
-                     {"seconds": round(time.perf_counter() - t0, 3), "backend": choice.name,
-                      "region": list(plan.region.as_tuple()), "model_size": list(size)})
+class Fill(PipelineBase):
+    mode = "fill"
+    seeded = False
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: None) -> Output:
+        bbox = regionjob.selection_bbox(req)
+        if bbox is None:
+            raise ValidationError("mask", "the selection is empty: select what to remove")
+        models_dir = getattr(models, "models_dir", None)
+        choice = choose_backend(req.options.backend, req.model, models_dir)
+        warnings = list(choice.warnings)
+        plan = plan_region_job(req, bbox, 512, 0)
+        if choice.name == "lama":
+            limit = LAMA_MAX_PIXELS.get(models.policy.device, LAMA_MAX_PIXELS["cpu"])
+        else:
+            limit = OPENCV_MAX_PIXELS
+        size = work_size(plan.region.w, plan.region.h, limit)
+        if size != (plan.region.w, plan.region.h):
+            warnings.append(f"the region ({plan.region.w}x{plan.region.h}) is larger than the {choice.name} fill's "
+                            f"limit: filled at {size[0]}x{size[1]} and scaled back")
+        plan = replace(plan, model_size=size, seeds=(None,), color_match=False, pipeline_kwargs={}, expected_steps=1)
+        control.set_phase("encoding", 0, 1)
+        work = regionjob.prepare(req, plan)
+        unknown = unknown_pixels(work)
+        if unknown.all():
+            warnings.append("nothing around the selection is visible to fill from: filled with neutral grey")
+            filled = np.full_like(work.model_rgb, 0.5)
+        else:
+            filled = fill_array(work.model_rgb, unknown, choice, models, control)
+        control.set_phase("finishing")
+        patches = regionjob.finish(req, work, [filled], plan.seeds, keep_layer_alpha=False)
+        options = replace(req.options, backend=choice.name)
+        return Output(patches, choice.label, tuple(warnings),
+                      {"backend": choice.name, "region": list(plan.region.as_tuple()), "model_size": list(size)},
+                      options)
+
+
+
+PIPELINE = Fill()

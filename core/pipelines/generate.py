@@ -11,17 +11,16 @@
 
 from __future__ import annotations
 
-import time
 import weakref
-from dataclasses import replace
 
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import JobRequest, JobResult
+from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job, plan_text_job
 from ..models.unet_compile import size_multiple
 from ..raster import scaling
 from . import regionjob
-from .common import choose_seed, encode_image, image_kwargs, run_pipeline
+from .base import Output, PipelineBase
+from .common import encode_image, image_kwargs, run_pipeline
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -50,30 +49,33 @@ def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobC
     return run_pipeline(img2img_pipeline(pipe), plan, params, control, device, image=latents, **image_kwargs(plan))
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    loaded = models.get("generate", req.model, control=control)
-    pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
-    seed = choose_seed(req.params)
-    bbox = regionjob.selection_bbox(req)
-    if req.image is not None:
-        plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
-        work = regionjob.prepare(req, plan)
-        control.set_phase("encoding", 0, plan.expected_steps)
-        images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
-        control.set_phase("finishing")
-        patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
-    else:
-        plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
-        control.set_phase("encoding", 0, plan.expected_steps)
-        images, warnings = text_to_image(pipe, plan, req.params, control, device)
-        control.set_phase("finishing")
-        region = plan.region
-        alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
-                                             "RGBA_U8")
-        patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
-    return JobResult("generate", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,
-                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple()),
-                                "model_size": list(plan.model_size),
-                                "prediction": pipe.scheduler.config.prediction_type,
-                                "image_to_image": req.image is not None})
+class Generate(PipelineBase):
+    mode = "generate"
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        loaded = models.get("generate", req.model, control=control)
+        pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
+        bbox = regionjob.selection_bbox(req)
+        if req.image is not None:
+            plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
+            work = regionjob.prepare(req, plan)
+            control.set_phase("encoding", 0, plan.expected_steps)
+            images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
+            control.set_phase("finishing")
+            patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
+        else:
+            plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
+            control.set_phase("encoding", 0, plan.expected_steps)
+            images, warnings = text_to_image(pipe, plan, req.params, control, device)
+            control.set_phase("finishing")
+            region = plan.region
+            alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
+                                            "RGBA_U8")
+            patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
+        return Output(patches, loaded.resolved.name, warnings,
+                      {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
+                       "prediction": pipe.scheduler.config.prediction_type,
+                       "image_to_image": req.image is not None})
+
+
+PIPELINE = Generate()

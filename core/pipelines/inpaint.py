@@ -7,11 +7,12 @@ import time
 import numpy as np
 
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import JobRequest, JobResult
+from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import regionjob
-from .common import choose_seed, encode_image, generators, prompt_kwargs, step_callback
+from .base import Output, PipelineBase
+from .common import encode_image, generators, prompt_kwargs, step_callback
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
@@ -87,34 +88,32 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
     return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    loaded = models.get("inpaint", req.model, control=control)
-    seed = choose_seed(req.params)
-    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
-                           size_multiple(loaded.pipe))
-    work = regionjob.prepare(req, plan)
-    content = req.options.masked_content
-    notes = []
-    if content != "original" and req.params.strength >= 1.0:
-        notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
-                     f"noise (use a strength below 1)")
-    start = None
-    if uses_start_image(req.params):
-        prefilled = prefill(req, work, models, control) if content == "fill" else None
-        start = start_latents(loaded.pipe, plan, work, content, prefilled)
-    t_model = time.perf_counter()
-    images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
-    model_seconds = time.perf_counter() - t_model
-    warnings = tuple(notes) + tuple(warnings)
-    control.set_phase("finishing")
-    patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
-    return JobResult("inpaint", tuple(patches), loaded.resolved.name, _params_with_seed(req, seed), req.options,
-                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "model_seconds": round(model_seconds, 4),
-                                "region": list(plan.region.as_tuple()), "model_size": list(plan.model_size)})
+class Inpaint(PipelineBase):
+    mode = "inpaint"
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        loaded = models.get("inpaint", req.model, control=control)
+        plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
+                               size_multiple(loaded.pipe))
+        work = regionjob.prepare(req, plan)
+        content = req.options.masked_content
+        notes = []
+        if content != "original" and req.params.strength >= 1.0:
+            notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
+                         f"noise (use a strength below 1)")
+        start = None
+        if uses_start_image(req.params):
+            prefilled = prefill(req, work, models, control) if content == "fill" else None
+            start = start_latents(loaded.pipe, plan, work, content, prefilled)
+        t_model = time.perf_counter()
+        images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+        model_seconds = time.perf_counter() - t_model
+        warnings = tuple(notes) + tuple(warnings)
+        control.set_phase("finishing")
+        patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
+        return Output(patches, loaded.resolved.name, warnings,
+                      {"model_seconds": round(model_seconds, 4), "region": list(plan.region.as_tuple()),
+                       "model_size": list(plan.model_size)})
 
 
-def _params_with_seed(req: JobRequest, seed: int):
-    from dataclasses import replace
-
-    return replace(req.params, seed=seed)
+PIPELINE = Inpaint()

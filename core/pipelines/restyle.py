@@ -7,13 +7,10 @@ is a separate model part, loaded only when the depth is "auto", so a given depth
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
-
 import numpy as np
 
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import JobRequest, JobResult
+from ..contract.jobs import JobRequest
 from ..contract.params import ValidationError
 from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
@@ -21,7 +18,8 @@ from ..raster import compositing
 from ..raster.pixels import depth_array
 from . import depth as depth_job
 from . import regionjob
-from .common import choose_seed, image_kwargs, mean_encoding, run_pipeline
+from .base import Output, PipelineBase
+from .common import image_kwargs, mean_encoding, run_pipeline
 
 
 def given_depth(req: JobRequest, plan) -> np.ndarray:
@@ -49,24 +47,28 @@ def denoise(pipe, plan, work: regionjob.RegionWork, depth: np.ndarray, params, c
                             depth_map=torch.from_numpy(depth)[None], **image_kwargs(plan))
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    given = req.options.depth_source == "given"
-    loaded = models.get("restyle", req.model, control=control, without_depth_estimator=True)
-    estimator = None if given else models.get_part("restyle", req.model, control=control)
-    seed = choose_seed(req.params)
-    plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
-                           size_multiple(loaded.pipe))
-    work = regionjob.prepare(req, plan)
-    control.set_phase("encoding", 0, plan.expected_steps)
-    if given:
-        depth = given_depth(req, plan)
-    else:
-        depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
-    check_not_flat(depth, "given" if given else "estimated")
-    images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
-    control.set_phase("finishing")
-    patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
-    return JobResult("restyle", tuple(patches), loaded.resolved.name, replace(req.params, seed=seed), req.options,
-                     warnings, {"seconds": round(time.perf_counter() - t0, 3), "region": list(plan.region.as_tuple()),
-                                "model_size": list(plan.model_size), "depth_source": req.options.depth_source})
+class Restyle(PipelineBase):
+    mode = "restyle"
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        given = req.options.depth_source == "given"
+        loaded = models.get("restyle", req.model, control=control, without_depth_estimator=True)
+        estimator = None if given else models.get_part("restyle", req.model, control=control)
+        plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
+                               size_multiple(loaded.pipe))
+        work = regionjob.prepare(req, plan)
+        control.set_phase("encoding", 0, plan.expected_steps)
+        if given:
+            depth = given_depth(req, plan)
+        else:
+            depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
+        check_not_flat(depth, "given" if given else "estimated")
+        images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
+        control.set_phase("finishing")
+        patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
+        return Output(patches, loaded.resolved.name, warnings,
+                      {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
+                       "depth_source": req.options.depth_source})
+
+
+PIPELINE = Restyle()

@@ -8,32 +8,33 @@ latents and the noise added to its low-res input from one image-wide noise field
 jumps.  Alpha is upscaled separately (Lanczos): the model only sees RGB.  With a selection, the
 patch's alpha is 0 outside the selection scaled 4× (each pixel a 4×4 block) and feathered inward.
 
-Patches are in the coordinates of the canvas scaled ``UPSCALE_FACTOR``×.
+Patches are in the coordinates of the canvas scaled ``SCALE``× (the mode's ``scale``).
 """
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
-from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from ..contract.geometry import Rect
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import UPSCALE_FACTOR, JobRequest, JobResult, Patch
-from ..contract.plan import upscale_region
+from ..contract.jobs import JobRequest, Patch
+from ..contract.modes import spec
+from ..contract.plan import image_region
 from ..raster import compositing
 from ..raster.noise import normal_field
 from ..raster.pixels import as_array, from_array, pack, to_working
 from ..raster.tileblend import resize_rows, scale_tiled, selection_alpha_rows
 from ..raster.tiling import plan_tiles
 from . import regionjob
-from .common import choose_seed, legacy_step_callback, prompt_kwargs
+from .base import Output, PipelineBase
+from .common import legacy_step_callback, prompt_kwargs
 
 TILE_MULTIPLE = 8     # tile sides the UNet and VAE take without resizing
 LATENT_STREAM, LOW_RES_STREAM = 0, 1
+SCALE = spec("upscale").scale   # 4
 VAE_TILE = 128        # latent px (512 output px) the x4 VAE decodes in one piece
 
 
@@ -133,7 +134,7 @@ def diffusion_tile(pipe, prompts: dict, params, noise_level: int, seed: int, ori
                 callback_steps=1,
             )
         control.advance_offset(steps)
-        s = UPSCALE_FACTOR
+        s = SCALE
         result = np.asarray(out.images[0], dtype=np.float32)[: rect.h * s, : rect.w * s]
         if preview is not None:
             preview.tile_done(rect, result)
@@ -146,7 +147,7 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
                  feather: int) -> np.ndarray:
     """Tile, scale and blend the RGB, add the alpha (Lanczos, times the scaled selection), and
     convert band by band into a native array of ``fmt``.  Only the output array grows with the image."""
-    s = UPSCALE_FACTOR
+    s = SCALE
     h, w = rgba.shape[:2]
     out = None
     for top, band in scale_tiled(compositing.flatten(rgba), grid, tile_fn, s):
@@ -163,39 +164,39 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
     return out
 
 
-def run(req: JobRequest, models, control: JobControl) -> JobResult:
-    t0 = time.perf_counter()
-    loaded = models.get("upscale", req.model, control=control)
-    pipe = loaded.pipe
-    seed = choose_seed(req.params)
-    region = upscale_region(req, regionjob.selection_bbox(req))
-    native, selection, has_selection = regionjob.crop(req, region)
-    rgba = to_working(native, req.image.format, req.image.linear)
-    grid = plan_tiles(region.w, region.h, req.options.tile, multiple=TILE_MULTIPLE)
-    total = req.params.steps * len(grid)
-    control.set_phase("encoding", 0, total)
-    prompts, warnings = prompt_kwargs(pipe, req.params)
-    use_vae_tiling(pipe.vae)
-    control.plan_total(total)
-    preview = TilePreview(compositing.flatten(rgba), control) if control.wants_preview else None
-    tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
-                             control, preview)
-    out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, req.image.format,
-                       req.image.linear, req.options.feather)
-    control.set_phase("finishing")
-    s = UPSCALE_FACTOR
-    patch = Patch(region.x * s, region.y * s, from_array(out, req.image.format, req.image.linear), seed)
-    return JobResult("upscale", (patch,), loaded.resolved.name, replace(req.params, seed=seed, num_images=1),
-                     req.options, warnings,
-                     {"seconds": round(time.perf_counter() - t0, 3), "region": list(region.as_tuple()),
-                      "tiles": len(grid), "tile_grid": [len(grid.rows[0]), len(grid.rows)]})
+class Upscale(PipelineBase):
+    mode = "upscale"
+    single_image = True
 
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        loaded = models.get("upscale", req.model, control=control)
+        pipe = loaded.pipe
+        region = image_region(req, regionjob.selection_bbox(req))
+        native, selection, has_selection = regionjob.crop(req, region)
+        rgba = to_working(native, req.image.format, req.image.linear)
+        grid = plan_tiles(region.w, region.h, req.options.tile, multiple=TILE_MULTIPLE)
+        total = req.params.steps * len(grid)
+        control.set_phase("encoding", 0, total)
+        prompts, warnings = prompt_kwargs(pipe, req.params)
+        use_vae_tiling(pipe.vae)
+        control.plan_total(total)
+        preview = TilePreview(compositing.flatten(rgba), control) if control.wants_preview else None
+        tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
+                                 control, preview)
+        out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, req.image.format,
+                           req.image.linear, req.options.feather)
+        control.set_phase("finishing")
+        s = SCALE
+        patch = Patch(region.x * s, region.y * s, from_array(out, req.image.format, req.image.linear), seed)
+        return Output([patch], loaded.resolved.name, warnings,
+                      {"region": list(region.as_tuple()), "tiles": len(grid),
+                       "tile_grid": [len(grid.rows[0]), len(grid.rows)]})
 
 def plain_upscale(req: JobRequest) -> np.ndarray:
     """The request's image scaled 4× by a plain filter (Lanczos), in its native format: what an editor
     shows under an upscale patch with a selection (the CLI composites over it)."""
     a = as_array(req.image)
-    s = UPSCALE_FACTOR
+    s = SCALE
     if a.dtype == np.float16:
         a = a.astype(np.float32)
     big = cv2.resize(np.ascontiguousarray(a), (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LANCZOS4)
@@ -204,8 +205,12 @@ def plain_upscale(req: JobRequest) -> np.ndarray:
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:
     """The plain 4× upscale of the request's image with ``patch`` stacked over it (native array)."""
-    s = UPSCALE_FACTOR
+    s = SCALE
     rect = Rect(patch.x - req.origin[0] * s, patch.y - req.origin[1] * s, patch.image.width, patch.image.height)
     return compositing.composite_native(plain_upscale(req), as_array(patch.image), rect, req.image.format,
                                     req.image.linear)
 
+
+
+
+PIPELINE = Upscale()

@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 from plugin.diffusion_dock.editor import pixels
 from plugin.diffusion_dock.editor.document import EditorDocument
 from plugin.diffusion_dock.editor.window import EditorWindow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.engine.service import in_request_layout
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 from plugin.diffusion_dock import host as H
 from plugin.diffusion_dock.panel.dock import DockPanel
 from plugin.diffusion_dock.runtime.qt import Qt

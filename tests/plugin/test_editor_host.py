@@ -70,7 +70,7 @@ def test_result_layer_goes_directly_above_source_at_patch_offset_and_undoes_in_o
     bg = doc.layers[1].id
     patch, arr = patch_of(rng, 17, 23, 30, 20)
     prov = {"mode": "inpaint", "model": "tiny", "seed": 99, "params": {"prompt": "red scarf"}, "options": {}}
-    name = jobs.layer_name("inpaint", "red scarf", 99)
+    name = jobs.result_name("inpaint", "red scarf", 99)
     steps = doc.undo_stack.count()
     info = hdoc.add_result_layer(bg, patch, name, prov)
     assert [la.name for la in doc.layers] == ["top", "[Inpaint] red scarf (seed 99)", "Background"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.contract.jobs import JobRequest
-from core.pipelines.runner import run_job
+from core.pipelines import run_job
 
 from .krita_gui import run_gui_scenario
 
@@ -94,9 +94,9 @@ def test_layer_menu_gets_entries_and_other_menus_do_not(gui_run):
 def test_result_layer_undo_and_redo_in_one_step(gui_run):
     assert gui_run["host_active_layer"] == "Background"
     assert gui_run["with_preview"] == ["[Preview] preview", "Background"]
-    assert gui_run["after_apply"] == ["[Fill] (seed 7)", "Background"]
+    assert gui_run["after_apply"] == ["[Fill] OpenCV", "Background"]
     assert gui_run["after_undo"] == ["Background"]
-    assert gui_run["after_redo"] == ["[Fill] (seed 7)", "Background"]
+    assert gui_run["after_redo"] == ["[Fill] OpenCV", "Background"]
     assert gui_run["provenance_after_redo"]["seed"] == 7
 
 

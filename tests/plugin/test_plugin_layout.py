@@ -55,6 +55,16 @@ def test_action_file_matches_actions_module():
     assert len(shortcuts) == len(set(shortcuts))
     for s in shortcuts:
         assert QtGui.QKeySequence(s).toString() == s              # Qt parses each one
+    assert (PLUGIN / "diffusion_dock.action").read_text(encoding="utf-8") == A.action_file()
+
+
+def test_every_mode_has_an_action_from_the_mode_table():
+    from core.contract import modes
+
+    by_mode = {a.mode: a for a in A.ACTIONS if a.mode}
+    assert list(by_mode) == list(modes.MODES)
+    for m in modes.MODE_TABLE:
+        assert by_mode[m.key].text == m.action.text and by_mode[m.key].layer_menu == m.action.layer_menu
 
 
 def _krita_default_shortcuts() -> set[str]:

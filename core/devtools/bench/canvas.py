@@ -32,7 +32,7 @@ def engine_side(models, frame: bytes, where: str | None = None) -> tuple[float, 
     from ...engine.service import in_request_layout
     from ...link import bulk
     from ...link import protocol as P
-    from ...pipelines.runner import run_job
+    from ...pipelines import run_job
 
     read = io.BytesIO(frame).read
     t0 = now()

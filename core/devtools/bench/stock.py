@@ -69,7 +69,7 @@ class PreviewMeter:
 
 def run_ours(models, req, log, label: str) -> tuple[dict, PreviewMeter, object]:
     from ...contract.jobcontrol import JobControl
-    from ...pipelines.runner import run_job
+    from ...pipelines import run_job
 
     pipe = models.get("inpaint").pipe
     with watching(pipe) as timer, PreviewMeter() as previews:

@@ -26,7 +26,7 @@ def upscale_job(size: int, tile: int, steps: int, models_dir: str, reuse: bool =
     from pathlib import Path
 
     from ...contract.jobs import ImageBuffer, JobRequest, Options, Params
-    from ...pipelines.runner import run_job
+    from ...pipelines import run_job
     from . import machine
     from .common import model_manager, noise_image, now, watch_pipe
 

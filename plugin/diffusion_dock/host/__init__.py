@@ -37,9 +37,11 @@ SUPPORTED_MODEL = "RGBA"
 MODEL_NAMES = {"RGBA": "RGB", "CMYKA": "CMYK", "LABA": "L*a*b*", "GRAYA": "grayscale", "XYZA": "XYZ",
                "YCbCrA": "YCbCr", "A": "alpha"}
 DEPTH_NAMES = {"U8": "8-bit integer", "U16": "16-bit integer", "F16": "16-bit float", "F32": "32-bit float"}
-# Profiles that a conversion to RGBA uses (Krita's defaults for integer and float depths).
-DEFAULT_PROFILES = {"U8": "sRGB-elle-V2-srgbtrc.icc", "U16": "sRGB-elle-V2-srgbtrc.icc",
-                    "F16": "sRGB-elle-V2-g10.icc", "F32": "sRGB-elle-V2-g10.icc"}
+FORMAT_DEPTHS = {fmt: depth for depth, fmt in DEPTH_FORMATS.items()}
+# Krita's own sRGB profiles: linear light (g10) and the sRGB curve; a conversion to RGBA uses Krita's
+# defaults, the curve for integer depths and linear light for float depths.
+LINEAR_PROFILE, SRGB_PROFILE = "sRGB-elle-V2-g10.icc", "sRGB-elle-V2-srgbtrc.icc"
+DEFAULT_PROFILES = {"U8": SRGB_PROFILE, "U16": SRGB_PROFILE, "F16": LINEAR_PROFILE, "F32": LINEAR_PROFILE}
 PREVIEW_PREFIX = "[Preview] "
 PROVENANCE_VERSION = 1
 
@@ -194,7 +196,8 @@ def decode_provenance_store(data: bytes | None) -> dict[str, dict]:
 def result_layer_name(provenance: dict) -> str:
     """``[Inpaint] red scarf (seed 1234)`` from a provenance record."""
     params = provenance.get("params") or {}
-    return jobs.layer_name(provenance.get("mode", ""), params.get("prompt", ""), provenance.get("seed"))
+    return jobs.result_name(provenance.get("mode", ""), params.get("prompt", ""), provenance.get("seed"),
+                            provenance.get("model"))
 
 
 # ---------------------------------------------------------------------------------------------- interface

@@ -1,13 +1,17 @@
 """The plugin's actions: ids, texts, default shortcuts and what each one asks the dock for.
 
+One action shows the dock; every mode of the mode table (``core.contract.modes``) has one more.
 ``plugin/diffusion_dock.action`` (Krita's shortcut file) lists the same ids and shortcuts; a test
-keeps the two in step.  Shortcuts use Ctrl+Alt+Shift, which Krita's default shortcut schemes leave
+keeps the two in step, and ``python -m plugin.diffusion_dock.panel.actions > plugin/diffusion_dock.action``
+writes it anew after a mode was added.  Shortcuts use Ctrl+Alt+Shift, which Krita's default shortcut schemes leave
 free except for C and I.  (Ctrl+Enter, which runs the job, belongs to the dock panel itself.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..runtime.coreapi import modes
 
 DOCK_ID = "diffusion_dock"          # Krita docker id (and objectName of its dock window)
 DOCK_TITLE = "Diffusion Dock"
@@ -26,23 +30,41 @@ class ActionSpec:
     activation: str = "100000"
 
 
-ACTIONS: tuple[ActionSpec, ...] = (
-    ActionSpec("diffusion_dock_show", "Diffusion Dock", "Ctrl+Alt+Shift+D", None,
-               "Show the Diffusion Dock panel", activation="0"),
-    ActionSpec("diffusion_dock_inpaint", "Inpaint selection…", "Ctrl+Alt+Shift+P", "inpaint",
-               "Repaint the selected part of the layer from a prompt, on a new layer", layer_menu=True),
-    ActionSpec("diffusion_dock_restyle", "Restyle layer…", "Ctrl+Alt+Shift+R", "restyle",
-               "Repaint the layer (or the selection) keeping its depth, on a new layer", layer_menu=True),
-    ActionSpec("diffusion_dock_depth", "Depth map of layer", "", "depth",
-               "Estimate a depth map of the layer, on a new layer"),
-    ActionSpec("diffusion_dock_upscale", "Upscale layer ×4", "Ctrl+Alt+Shift+U", "upscale",
-               "Upscale the layer four times with the Stable Diffusion x4 upscaler", layer_menu=True),
-    ActionSpec("diffusion_dock_generate", "Generate image…", "Ctrl+Alt+Shift+G", "generate",
-               "Generate an image from a prompt, on a new layer", activation="1"),
-    ActionSpec("diffusion_dock_fill", "Fill selection", "Ctrl+Alt+Shift+F", "fill",
-               "Fill the selection from its surroundings (removes objects), on a new layer",
-               layer_menu=True),
-)
+SHOW = ActionSpec("diffusion_dock_show", "Diffusion Dock", "Ctrl+Alt+Shift+D", None,
+                  "Show the Diffusion Dock panel", activation="0")
+# One action per mode, from the mode table (``core.contract.modes``).
+ACTIONS: tuple[ActionSpec, ...] = (SHOW, *(
+    ActionSpec(f"diffusion_dock_{m.key}", m.action.text, m.action.shortcut, m.key, m.action.tooltip,
+               m.action.layer_menu, m.action.activation) for m in modes.MODE_TABLE))
 
 BY_ID = {a.id: a for a in ACTIONS}
 LAYER_MENU = tuple(a for a in ACTIONS if a.layer_menu)
+
+
+def action_file() -> str:
+    """Krita's action file for ``ACTIONS`` (the text of ``plugin/diffusion_dock.action``)."""
+    from xml.sax.saxutils import escape
+
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           "<!-- Diffusion Dock: actions and default shortcuts.  Installed into Krita's resource folder as",
+           "     actions/diffusion_dock.action (beside pykrita/).  Written by",
+           "     `python -m plugin.diffusion_dock.panel.actions` from diffusion_dock/panel/actions.py (a test",
+           "     checks).  activationFlags are binary: 0 always, 1 a document is open, 100000 the active",
+           "     node is a layer. -->",
+           '<ActionCollection version="2" name="Scripts">',
+           '  <Actions category="Scripts">',
+           f"    <text>{DOCK_TITLE}</text>"]
+    for a in ACTIONS:
+        out += [f'    <Action name="{a.id}">', "      <icon></icon>", f"      <text>{escape(a.text)}</text>",
+                "      <whatsThis></whatsThis>", f"      <toolTip>{escape(a.tooltip)}</toolTip>",
+                "      <iconText></iconText>", f"      <activationFlags>{a.activation}</activationFlags>",
+                "      <activationConditions>0</activationConditions>", f"      <shortcut>{a.shortcut}</shortcut>",
+                "      <isCheckable>false</isCheckable>", "      <statusTip></statusTip>", "    </Action>"]
+    out += ["  </Actions>", "</ActionCollection>", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(action_file())

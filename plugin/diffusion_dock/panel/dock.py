@@ -19,9 +19,9 @@ from dataclasses import asdict, fields, replace
 
 from .. import host as H
 from ..runtime import qimages
-from ..runtime.coreapi import jobs, params
+from ..runtime.coreapi import jobs, modes, params
 from ..runtime.qt import QShortcut, QtCore, QtGui, QTimer, QtWidgets, Signal
-from ..session.job_builder import MODE_LABELS, DockError, JobSpec, build, text_size
+from ..session.job_builder import DockError, JobSpec, build, mode_label, text_size
 from .widgets import (
     ID_ROLE,
     EngineSettingsDialog,
@@ -40,7 +40,8 @@ from .widgets import (
 
 log = logging.getLogger(__name__)
 
-RUN_AT_ONCE = ("fill", "depth", "upscale")       # actions of these modes start the job right away
+FIRST_MODE = "inpaint"       # the dock starts here ...
+NO_MODEL_MODE = "fill"       # ... or here, when the first mode's model is not installed (this one needs none)
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
 BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "opencv": "OpenCV (fast, smooth)", "lama": "LaMa"}
 STYLE = """
@@ -63,8 +64,8 @@ class DockPanel(QtWidgets.QWidget):
 
             session = shared_session()
         self.session = session
-        self._mode = "inpaint"
-        self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in jobs.MODES}
+        self._mode = FIRST_MODE
+        self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
         self._invalid: list[QtWidgets.QWidget] = []
         self._previewing = None            # (HostDocument, result id) shown on the canvas
         self._own_jobs: set[str] = set()    # jobs this panel started (it previews their results)
@@ -74,7 +75,7 @@ class DockPanel(QtWidgets.QWidget):
         self._build()
         self._load_form()
         self._connect_session()
-        self.set_mode("inpaint", force=True)
+        self.set_mode(FIRST_MODE, force=True)
         self._refresh_engine()
         self._load_history()
 
@@ -109,9 +110,9 @@ class DockPanel(QtWidgets.QWidget):
         layout.addWidget(self.model_hint)
 
         self.mode_box = compact_combo("mode")
-        for mode in jobs.MODES:
-            self.mode_box.addItem(MODE_LABELS[mode], mode)
-        self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(jobs.MODES[i]))
+        for m in modes.MODE_TABLE:
+            self.mode_box.addItem(m.label, m.key)
+        self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(modes.MODES[i]))
         self.context = QtWidgets.QLabel()
         self.context.setObjectName("context")
         self.context.setWordWrap(True)
@@ -312,17 +313,17 @@ class DockPanel(QtWidgets.QWidget):
         return self._mode
 
     def set_mode(self, mode: str, force: bool = False) -> None:
-        if mode not in jobs.MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(jobs.MODES)}")
+        if mode not in modes.MODE_SPECS:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(modes.MODES)}")
         if mode == self._mode and not force:
             return
         if not force:
             self._mode_options[self._mode] = self._read_options()
         old = self._mode
         self._mode = mode
-        if self.mode_box.currentIndex() != jobs.MODES.index(mode):
+        if self.mode_box.currentIndex() != modes.MODES.index(mode):
             self.mode_box.blockSignals(True)
-            self.mode_box.setCurrentIndex(jobs.MODES.index(mode))
+            self.mode_box.setCurrentIndex(modes.MODES.index(mode))
             self.mode_box.blockSignals(False)
         self._write_options(self._mode_options[mode])
         self._update_rows()
@@ -333,18 +334,18 @@ class DockPanel(QtWidgets.QWidget):
             self.mode_changed.emit(mode)
 
     def _update_rows(self) -> None:
-        mode = self._mode
-        used = set(jobs.MODE_PARAMS[mode])
-        opts = set(jobs.MODE_OPTIONS[mode])
+        ms = modes.spec(self._mode)
+        used, opts = set(ms.params), set(ms.options)
         self.prompt_box.setVisible("prompt" in used)
-        t2i = mode == "generate" and not self.image_to_image.isChecked()
+        optional_image = ms.image == modes.IMAGE_OPTIONAL
+        t2i = optional_image and not self.image_to_image.isChecked()
         visible = {
             "num_images": "num_images" in used, "steps": "steps" in used, "guidance": "guidance" in used,
-            "strength": "strength" in used and not t2i, "seed": "seed" in used,
+            "strength": "strength" in used and ms.uses_strength(not t2i), "seed": "seed" in used,
             "grow": "grow" in opts, "feather": "feather" in opts, "masked_content": "masked_content" in opts,
-            "depth_source": mode == "restyle", "noise_level": "noise_level" in opts, "tile": "tile" in opts,
-            "image_to_image": mode == "generate", "size": mode == "generate" and t2i,
-            "backend": mode == "fill", "color_match": "color_match" in opts,
+            "depth_source": "depth_source" in opts, "noise_level": "noise_level" in opts, "tile": "tile" in opts,
+            "image_to_image": optional_image, "size": "width" in opts and t2i,
+            "backend": "backend" in opts, "color_match": "color_match" in opts,
         }
         for key, show in visible.items():
             lab, widget = self.rows[key]
@@ -353,17 +354,17 @@ class DockPanel(QtWidgets.QWidget):
                 lab.setVisible(show)
         self.options_group.setVisible(any(visible[k] for k in ("grow", "feather", "masked_content", "depth_source",
                                                                "noise_level", "tile", "image_to_image", "backend")))
-        self.options_group.setTitle(f"{MODE_LABELS[mode]} options")
-        self.generate_button.setText({"depth": "Make depth map", "upscale": "Upscale ×4",
-                                      "fill": "Fill selection"}.get(mode, "Generate"))
+        self.options_group.setTitle(f"{ms.label} options")
+        self.generate_button.setText(ms.run_label)
 
     def _read_options(self) -> jobs.Options:
         base = self._mode_options.get(self._mode, jobs.Options())
+        sized = "width" in modes.spec(self._mode).options
         return replace(base, grow=self.grow.value(), feather=self.feather.value(),
                        color_match=self.color_match.isChecked(), masked_content=self.masked_content.currentData(),
                        noise_level=self.noise_level.value(), tile=self.tile.value(),
-                       width=self.width_box.value() if self._mode == "generate" else base.width,
-                       height=self.height_box.value() if self._mode == "generate" else base.height,
+                       width=self.width_box.value() if sized else base.width,
+                       height=self.height_box.value() if sized else base.height,
                        backend=self.backend.currentData())
 
     def _write_options(self, o: jobs.Options) -> None:
@@ -391,9 +392,10 @@ class DockPanel(QtWidgets.QWidget):
 
     def spec(self) -> JobSpec:
         """What the form asks for, as a JobSpec (raises DockError)."""
+        ms = modes.spec(self._mode)
         return JobSpec(self._mode, self.read_params(), self._read_options(),
-                       depth_layer=self.depth_source.currentData() if self._mode == "restyle" else None,
-                       image_to_image=self._mode == "generate" and self.image_to_image.isChecked())
+                       depth_layer=self.depth_source.currentData() if "depth_source" in ms.options else None,
+                       image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked())
 
     def load_spec(self, mode: str, p: dict, o: dict) -> None:
         """Put a provenance record's (or saved) settings into the form."""
@@ -505,14 +507,14 @@ class DockPanel(QtWidgets.QWidget):
         parts = [f"Layer: {layer.name} ({layer.color.describe(profile=False)})" if layer else "No layer selected"]
         if sel is not None:
             parts.append(f"selection {sel.w}×{sel.h} at {sel.x},{sel.y}")
-        elif self._mode in ("inpaint", "fill"):
+        elif modes.spec(self._mode).selection != modes.SELECTION_OPTIONAL:
             parts.append("no selection: select an area first")
         else:
             parts.append("no selection: the whole layer")
-        if self._mode == "upscale":
+        if modes.spec(self._mode).target == modes.TARGET_DOCUMENT:
             parts.append("the result opens as a new document")
         self.context.setText(" · ".join(parts))
-        if self._mode == "generate" and not self._mode_options["generate"].width:
+        if "width" in modes.spec(self._mode).options and not self._mode_options[self._mode].width:
             self.size_from_canvas()
 
     def size_from_canvas(self) -> None:
@@ -523,7 +525,8 @@ class DockPanel(QtWidgets.QWidget):
         w, h = text_size(doc.size)
         self.width_box.setValue(w)
         self.height_box.setValue(h)
-        self._mode_options["generate"] = replace(self._mode_options["generate"], width=w, height=h)
+        if "width" in modes.spec(self._mode).options:
+            self._mode_options[self._mode] = replace(self._mode_options[self._mode], width=w, height=h)
 
     def canvas_changed(self) -> None:
         """The editor's active document or view changed (Krita: DockWidget.canvasChanged)."""
@@ -559,10 +562,10 @@ class DockPanel(QtWidgets.QWidget):
         """The engine's first word on its models: without SD2 inpainting, an untouched dock starts in
         Fill (remove object), the mode that gives a real result with no model at all."""
         caps = self.session.capabilities
-        if self._mode != "inpaint" or self._own_jobs or "fill" not in (caps.modes or ()):
+        if self._mode != FIRST_MODE or self._own_jobs or NO_MODEL_MODE not in (caps.modes or ()):
             return
-        if self.session.missing_models("inpaint"):
-            self.set_mode("fill")
+        if self.session.missing_models(FIRST_MODE):
+            self.set_mode(NO_MODEL_MODE)
             self.show_message("Stable Diffusion 2 inpainting is not installed, so the dock starts in Fill (remove "
                               "object): it needs no model. Select something and press Fill selection.", "info")
 
@@ -603,7 +606,7 @@ class DockPanel(QtWidgets.QWidget):
         """An action asked for ``mode``: set it, then run at once (fill, depth, upscale) or wait for the
         prompt (inpaint, restyle, generate: the prompt gets the focus; Ctrl+Enter runs)."""
         self.set_mode(mode)
-        if mode in RUN_AT_ONCE:
+        if modes.spec(mode).run_at_once:
             self.generate()
         else:
             self.prompt.setFocus()
@@ -850,7 +853,7 @@ class DockPanel(QtWidgets.QWidget):
                 patch = self.session.patch(rec)
                 if rec.target == "document":
                     color = self._color_of(rec)
-                    title = f"{rec.document.rsplit('.', 1)[0]} {MODE_LABELS.get(rec.mode, rec.mode)}"
+                    title = f"{rec.document.rsplit('.', 1)[0]} {mode_label(rec.mode)}"
                     prov = {**rec.provenance, "source_layer": rec.source_layer, "source_document": rec.document}
                     new_doc = self.host.open_result_document(title, patch, rec.name, prov, color)
                     where = f'document "{new_doc.name}"'
@@ -880,7 +883,7 @@ class DockPanel(QtWidgets.QWidget):
         return created
 
     def _color_of(self, rec) -> H.ColorInfo:
-        depth = {"BGRA_U8": "U8", "BGRA_U16": "U16", "RGBA_F16": "F16", "RGBA_F32": "F32"}.get(rec.format)
+        depth = H.FORMAT_DEPTHS.get(rec.format)
         if depth is None:
             raise H.HostError(f"a {rec.format} result cannot become a document")
         color = rec.source_layer.get("color")
@@ -888,7 +891,7 @@ class DockPanel(QtWidgets.QWidget):
             info = H.ColorInfo(*color)
             if info.linear == bool(rec.linear):
                 return info
-        return H.ColorInfo("RGBA", depth, "sRGB-elle-V2-g10.icc" if rec.linear else "sRGB-elle-V2-srgbtrc.icc")
+        return H.ColorInfo("RGBA", depth, H.LINEAR_PROFILE if rec.linear else H.SRGB_PROFILE)
 
     def apply_all(self) -> list:
         """Every result of one job not applied yet: the selected result's job, else the latest job."""

@@ -66,10 +66,11 @@ def load(name: str):
 
 
 if TYPE_CHECKING:
-    from core.contract import catalog, events, geometry, jobcontrol, jobs, params, paths, plan
+    from core.contract import catalog, events, geometry, jobcontrol, jobs, modes, params, paths, plan
 else:
     params = load("contract.params")
     jobs = load("contract.jobs")
+    modes = load("contract.modes")
     geometry = load("contract.geometry")
     events = load("contract.events")
     catalog = load("contract.catalog")

@@ -16,34 +16,23 @@ import time
 from dataclasses import dataclass, field
 
 from .. import host as H
-from ..runtime import aio, appdirs, qimages
-from ..runtime.coreapi import events, jobs, load
+from ..runtime import aio, qimages
+from ..runtime.coreapi import events, jobs, load, modes, paths
 from ..runtime.qt import QObject, QtGui, Signal
 from ..runtime.stall import StallMeter
-from .job_builder import MODE_LABELS, JobSpec, PreparedJob
+from .job_builder import JobSpec, PreparedJob, mode_label
 from .results_store import ResultStore, StoredResult, new_id
 from .settings import EngineNotFound, Settings, find_local_engine
 
 log = logging.getLogger(__name__)
 
-# What the dock calls each phase (the engine's phases: core.contract.jobcontrol.PHASES).
-PHASE_LABELS = {"queued": "Queued", "loading": "Loading the model", "encoding": "Preparing",
-                "denoising": "Denoising", "decoding": "Decoding", "finishing": "Finishing"}
-MODE_PHASE_LABELS = {("fill", "denoising"): "Filling", ("upscale", "denoising"): "Upscaling",
-                     ("depth", "encoding"): "Estimating depth"}
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def phase_label(mode: str, phase: str) -> str:
-    return MODE_PHASE_LABELS.get((mode, phase)) or PHASE_LABELS.get(phase, phase.capitalize())
-
-
-def result_name(mode: str, prompt: str, seed: int | None, model: str | None) -> str:
-    """The layer name of a result: ``[Inpaint] red scarf (seed 1234)``; Fill names its backend
-    (``[Fill] LaMa``, ``[Fill] OpenCV``) and has no seed."""
-    if mode == "fill":
-        return jobs.layer_name("fill", "LaMa" if (model or "").startswith("lama") else "OpenCV", None)
-    return jobs.layer_name(mode, prompt, seed)
+    """What the dock calls a job's phase (a mode may rename some: ``ModeSpec.phase_labels``)."""
+    known = modes.MODE_SPECS.get(mode)
+    return known.phase_label(phase) if known else modes.PHASE_LABELS.get(phase, phase.capitalize())
 
 
 @dataclass(eq=False)
@@ -126,7 +115,7 @@ class DockSession(QObject):
                  parent=None):
         super().__init__(parent)
         self.settings = settings if settings is not None else Settings.load()
-        self.store = store if store is not None else ResultStore(appdirs.results_dir())
+        self.store = store if store is not None else ResultStore(paths.results_dir())
         self.env = env
         self.client_options = dict(client_options or {})
         self.autostart = autostart
@@ -343,7 +332,7 @@ class DockSession(QObject):
         now = time.time()
         for i, patch in enumerate(result.patches):
             prov = result.provenance(i)
-            name = result_name(result.mode, result.params.prompt, patch.seed, result.model)
+            name = jobs.result_name(result.mode, result.params.prompt, patch.seed, result.model)
             rec = StoredResult(
                 id=new_id(item.id, i, now), job_id=item.id, index=i, mode=result.mode, name=name,
                 x=patch.x, y=patch.y, width=patch.image.width, height=patch.image.height,
@@ -409,7 +398,7 @@ class DockSession(QObject):
         self.result_changed.emit(None)
 
     def mode_label(self, mode: str) -> str:
-        return MODE_LABELS.get(mode, mode)
+        return mode_label(mode)
 
 
 _shared: DockSession | None = None

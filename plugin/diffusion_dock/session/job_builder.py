@@ -1,7 +1,7 @@
 """From the dock's settings and the editor's document to one ``JobRequest``.
 
 The dock reads only the pixels a job needs.  The region comes from the same pure functions the engine
-uses (``geometry.plan_region``, ``translate``'s rules), so the engine finds in the request exactly the
+uses (``plan.selection_region`` and ``plan.text_region``, driven by the mode's ``ModeSpec``), so the engine finds in the request exactly the
 region it plans: the selection's box grown by *grow* and padded with context for selection jobs, the
 layer's content without a selection, the selection's box grown by *grow* for text-to-image.  Pixels
 pass through in the layer's own layout; the engine converts.  Standard library only.
@@ -12,20 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import host as H
-from ..runtime.coreapi import geometry, jobs, params
+from ..runtime.coreapi import geometry, jobs, modes, params, plan
 
 Rect = geometry.Rect
-
-MODE_LABELS = {
-    "inpaint": "Inpaint",
-    "restyle": "Restyle (depth)",
-    "depth": "Depth map",
-    "upscale": "Upscale ×4",
-    "generate": "Generate",
-    "fill": "Fill (remove object)",
-}
-SELECTION_MODES = ("inpaint", "fill")            # need a selection
-NEEDS = {"inpaint": "select the area to repaint", "fill": "select the object to remove"}
 
 
 class DockError(H.HostError):
@@ -45,8 +34,8 @@ class JobSpec:
     mode: str
     params: jobs.Params = jobs.Params()
     options: jobs.Options = jobs.Options()
-    depth_layer: str | None = None      # restyle: id of a layer holding the depth (None = estimate it)
-    image_to_image: bool = False        # generate: start from the layer's pixels
+    depth_layer: str | None = None      # modes with depth_source: a layer holding the depth (None = estimate it)
+    image_to_image: bool = False        # modes whose image is optional: start from the layer's pixels
     model: str | None = None
 
 
@@ -60,11 +49,17 @@ class PreparedJob:
     summary: str
 
 
+def mode_label(mode: str) -> str:
+    known = modes.MODE_SPECS.get(mode)
+    return known.label if known else mode
+
+
 def describe(mode: str, prompt: str, layer: str) -> str:
-    text = " ".join(prompt.split()) if "prompt" in jobs.MODE_PARAMS.get(mode, ()) else ""
+    known = modes.MODE_SPECS.get(mode)
+    text = " ".join(prompt.split()) if known and known.uses_prompt else ""
     if len(text) > 32:
         text = text[:31].rstrip() + "…"
-    return f"{MODE_LABELS.get(mode, mode)}{f' “{text}”' if text else ''} · {layer}"
+    return f"{mode_label(mode)}{f' “{text}”' if text else ''} · {layer}"
 
 
 def text_size(canvas: tuple[int, int]) -> tuple[int, int]:
@@ -77,7 +72,7 @@ def _content(doc: H.HostDocument, source: H.LayerInfo, mode: str) -> Rect:
     canvas = Rect(0, 0, *doc.size)
     bounds = source.bounds.intersect(canvas)
     if bounds.empty:
-        raise DockError(f'The layer "{source.name}" is empty: nothing to {MODE_LABELS[mode].split()[0].lower()}. '
+        raise DockError(f'The layer "{source.name}" is empty: nothing to {mode_label(mode).split()[0].lower()}. '
                         f"Pick a layer with pixels or select an area.", "layer")
     return bounds
 
@@ -88,8 +83,9 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
     Raises DockError (what to do), UnsupportedColorModel (offer a converted copy), HostError.
     """
     mode = spec.mode
-    if mode not in jobs.MODES:
+    if mode not in modes.MODE_SPECS:
         raise DockError(f"unknown mode {mode!r}", "mode")
+    ms = modes.MODE_SPECS[mode]
     if layer_id is None:
         active = doc.active_layer()
         if active is None:
@@ -99,41 +95,37 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
     if source.preview:
         raise DockError("That is the dock's preview layer: pick the layer the result should go above.", "layer")
     canvas = doc.size
-    full = Rect(0, 0, *canvas)
     sel = doc.selection_bounds()
     o, p = spec.options, spec.params
     fmt, linear = source.color.pixel_format, source.color.linear
-    if mode in SELECTION_MODES and sel is None:
-        raise DockError(f"{MODE_LABELS[mode]} works on a selection: {NEEDS[mode]} first.", "selection")
+    if ms.selection != modes.SELECTION_OPTIONAL and sel is None:
+        raise DockError(f"{ms.label} works on a selection: {ms.selection_hint} first.", "selection")
 
     mask = image = depth = None
-    target = "layer"
-    if mode == "generate" and not spec.image_to_image:
+    target = ms.target
+    if ms.image == modes.IMAGE_OPTIONAL and not spec.image_to_image:
+        # No pixels to read: the result is painted in the layer's own format.
         o = replace(o, output_format=fmt, output_linear=linear)
-        if sel is not None:
-            region = sel.pad(o.grow).intersect(full)
-            mask = doc.read_selection(region)
-            o = replace(o, width=None, height=None)
-        else:
+        if sel is None:
             w, h = (o.width, o.height) if o.width and o.height else text_size(canvas)
             o = replace(o, width=w, height=h)
-            region = Rect(0, 0, w, h)
-            if w > canvas[0] or h > canvas[1]:
-                target = "document"
-        req = jobs.JobRequest("generate", p, o, model=spec.model, mask=mask, origin=(region.x, region.y),
+        region = plan.text_region(sel, canvas, o)
+        if sel is not None:
+            mask = doc.read_selection(region)
+            o = replace(o, width=None, height=None)
+        elif region.w > canvas[0] or region.h > canvas[1]:
+            target = modes.TARGET_DOCUMENT
+        req = jobs.JobRequest(mode, p, o, model=spec.model, mask=mask, origin=(region.x, region.y),
                               canvas=canvas)
     else:
-        if mode == "upscale":
-            region = geometry.plan_region(sel, canvas) if sel is not None else _content(doc, source, mode)
-            target = "document"
-        elif sel is not None:
-            region = geometry.plan_region(sel, canvas, grow=o.grow, feather=o.feather)
+        if sel is not None:
+            region = plan.selection_region(ms, sel, canvas, o)
         else:
             region = _content(doc, source, mode)
         image = doc.read_pixels(source.id, region)
         if sel is not None:
             mask = doc.read_selection(region)
-        if mode == "restyle":
+        if "depth_source" in ms.options:
             if spec.depth_layer:
                 if spec.depth_layer == source.id:
                     raise DockError("The depth layer must be another layer than the one restyled.", "depth_source")
@@ -142,7 +134,7 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
                 o = replace(o, depth_source="given")
             else:
                 o = replace(o, depth_source="auto")
-        if mode == "generate":
+        if "width" in ms.options:      # the image's own size
             o = replace(o, width=None, height=None)
         req = jobs.JobRequest(mode, p, o, model=spec.model, image=image, mask=mask, depth=depth,
                               origin=(region.x, region.y), canvas=canvas)

@@ -2,7 +2,7 @@
 editor or of the engine never loses one; the dock's results strip reloads them after a restart.
 Standard library only.
 
-One result = three files in the results folder (``appdirs.results_dir()``), named by its id:
+One result = three files in the results folder (``paths.results_dir()``), named by its id:
 
 - ``<id>.raw``: the patch's pixels, exactly as the engine sent them (the layer's own layout);
 - ``<id>.png``: a small thumbnail for the strip (optional; made by the caller with Qt);

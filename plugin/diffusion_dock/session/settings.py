@@ -1,5 +1,5 @@
 """The dock's settings: which engine to use (local or remote) and the form's last values per mode.
-A JSON file in the config folder (``appdirs.config_dir()/dock.json``).  Standard library only.
+A JSON file in the config folder (``paths.config_dir()/dock.json``).  Standard library only.
 
 Engine choice, in order:
 1. remote, when ``engine`` is ``"remote"``: ``url`` (tcp://host:port or tls://host:port), ``token``,
@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..runtime import appdirs
+from ..runtime.coreapi import paths
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Settings:
 
     @classmethod
     def path(cls) -> Path:
-        return appdirs.config_dir() / FILE_NAME
+        return paths.config_dir() / FILE_NAME
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:

@@ -124,7 +124,7 @@ def run_case(k, workdir, case, out):
     }
     out["layers_after_refusals"] = len(d.layers())
 
-    name = jobs.layer_name("inpaint", "red scarf", 1234)
+    name = jobs.result_name("inpaint", "red scarf", 1234)
     result = d.add_result_layer(src_id, patch, name, prov)
     doc.waitForDone()
     out["result"] = _info(result)

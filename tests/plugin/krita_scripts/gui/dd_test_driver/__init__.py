@@ -342,7 +342,7 @@ def run():
     results["with_preview"] = layer_names(doc)
     d.clear_preview()
     settle(doc)
-    info = d.add_result_layer(src.id, patch, jobs.layer_name("fill", "", 7), prov)
+    info = d.add_result_layer(src.id, patch, jobs.result_name("fill", "", 7), prov)
     settle(doc)
     results["after_apply"] = layer_names(doc)
     k.action("edit_undo").trigger()

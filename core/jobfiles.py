@@ -1,0 +1,132 @@
+"""Jobs on image files: a request from files on disk, and a result's images written back to disk.
+
+The command line (``core.cli``) and the headless demo (``core.devtools.demo``) both use it.  How a
+mode's result is written comes from its ``ModeSpec.output``: the input with the patch stacked over it,
+16-bit grey (depth maps), or the plain upscale with the patch over it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params
+from .contract.modes import IMAGE_OPTIONAL, OUTPUT_GRAY16, OUTPUT_SCALED, spec
+from .contract.params import ValidationError
+from .raster.files import numbered, read_depth, read_image, read_mask, write_image
+from .raster.pixels import as_array
+
+
+@dataclass(frozen=True)
+class FileRequest:
+    """A request and how its outputs are written (``keep_alpha``: the input had transparency)."""
+
+    request: JobRequest
+    keep_alpha: bool
+
+
+def request_from_files(mode: str, params: Params, options: Options, *, image: str | Path | None = None,
+                       mask: str | Path | None = None, depth: str | Path | None = None,
+                       model: str | None = None) -> FileRequest:
+    """Read the files a job needs and build its request.  Raises ValidationError naming the file."""
+    ms = spec(mode)
+    buf = mask_buf = depth_buf = None
+    keep_alpha = ms.image != IMAGE_OPTIONAL   # text-to-image paints opaque pictures
+    if image is not None:
+        buf, keep_alpha = read_image(image, "image")
+        if ms.output == OUTPUT_GRAY16 and buf.format == "RGBA_U8":   # widen, so the depth keeps 16 bits
+            buf = widen(buf)
+        if "width" in ms.options:     # image-to-image keeps the image's size
+            for name, given, own in (("width", options.width, buf.width), ("height", options.height, buf.height)):
+                if given is not None and given != own:
+                    raise ValidationError(name, f"--{name} {given} differs from the image's {name} {own}: "
+                                                f"image-to-image keeps the image's size; leave --{name} out")
+            options = replace(options, width=None, height=None)
+    size = (buf.width, buf.height) if buf else None
+    if mask is not None:
+        if buf is None:
+            raise ValidationError("mask", "--mask needs --image")
+        mask_buf = read_mask(mask, size)
+    if depth is not None:
+        depth_buf = read_depth(depth, size)
+        options = replace(options, depth_source="given")
+    req = JobRequest(mode, params, options, model=model, image=buf, mask=mask_buf, depth=depth_buf)
+    return FileRequest(req, keep_alpha)
+
+
+def widen(image: ImageBuffer) -> ImageBuffer:
+    """An RGBA_U8 buffer as RGBA_U16 (exact: v × 257)."""
+    a = np.frombuffer(image.data, np.uint8).astype("<u2") * 257
+    return ImageBuffer(image.width, image.height, "RGBA_U16", a.tobytes(), image.linear)
+
+
+def write_outputs(job: FileRequest, result: JobResult, out: Path) -> list[Path]:
+    """Write every image of ``result``: ``out`` for the first, ``out_2``... for the others (image i
+    was made with seed + i).  Returns the paths written."""
+    from .pipelines import regionjob
+
+    req, ms = job.request, spec(job.request.mode)
+    written = []
+    for i, patch in enumerate(result.patches):
+        path = numbered(Path(out), i)
+        if ms.output == OUTPUT_GRAY16:
+            write_image(path, as_array(patch.image)[..., :1], "GRAY_U16")
+        elif ms.output == OUTPUT_SCALED:
+            from .pipelines.upscale import composite
+
+            arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
+            write_image(path, arr, req.image.format, keep_alpha=job.keep_alpha)
+        elif req.image is not None:
+            write_image(path, regionjob.composite(req, patch), req.image.format, keep_alpha=job.keep_alpha)
+        else:
+            write_image(path, as_array(patch.image), patch.image.format, keep_alpha=job.keep_alpha)
+        written.append(path)
+    return written
+
+
+def run_files(job, out: Path, models, *, quiet: bool = False) -> list[Path]:
+    """Run a job in this process with a progress bar on stderr and write its outputs; returns the
+    paths written (each also reported on stderr with its seed)."""
+    from .contract.jobcontrol import JobControl
+    from .pipelines import run_job
+
+    on_progress, close = _progress_bar(quiet)
+    try:
+        result = run_job(job.request, models, JobControl(on_progress=on_progress))
+    finally:
+        close()
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    written = write_outputs(job, result, out)
+    for patch, path in zip(result.patches, written):
+        print(f"seed {patch.seed}: {path}" if patch.seed is not None else f"{result.model}: {path}", file=sys.stderr)
+    return written
+
+
+def _progress_bar(quiet: bool):
+    """A (callback, close) pair drawing a tqdm bar on stderr, created at the first report."""
+    if quiet:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    state = {}
+
+    def on_progress(step, total, phase):
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total or None, file=sys.stderr, unit="step", dynamic_ncols=True,
+                                      leave=False)
+        if total and bar.total != total:
+            bar.reset(total=total)
+        bar.set_description(phase, refresh=False)
+        bar.n = step
+        bar.refresh()
+
+    def close():
+        if "bar" in state:
+            state["bar"].close()
+
+    return on_progress, close

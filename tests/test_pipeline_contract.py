@@ -1,0 +1,100 @@
+"""Every job kind keeps the shared pipeline contract (``tests/pipeline_contract.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.contract import modes
+from core.contract.jobs import JobRequest, Options
+from core.pipelines import PIPELINES
+
+from .helpers import buffer, rect_mask, rgba_u8
+from .pipeline_contract import PipelineContract, params
+
+H, W = 72, 88
+IMG = rgba_u8(H, W, seed=9)
+MASK = rect_mask(H, W, 30, 20, 60, 50)
+
+
+def image_request(mode: str, options: Options | None = None, **kw) -> JobRequest:
+    return JobRequest(mode, params(**kw), options or modes_default(mode), image=buffer(IMG),
+                      mask=buffer(MASK, "GRAY_U8"))
+
+
+def modes_default(mode: str) -> Options:
+    from core.contract.jobs import default_options
+
+    return default_options(mode)
+
+
+def test_every_mode_has_a_pipeline_and_a_contract_class():
+    assert set(PIPELINES) == set(modes.MODES)
+    tested = {c.mode for c in globals().values() if isinstance(c, type) and issubclass(c, PipelineContract)
+              and c is not PipelineContract}
+    assert tested == set(modes.MODES)
+
+
+class TestInpaint(PipelineContract):
+    mode = "inpaint"
+
+    def request(self, **kw):
+        return image_request("inpaint", **{"strength": 1.0, **kw})
+
+
+class TestRestyle(PipelineContract):
+    mode = "restyle"
+
+    def request(self, **kw):
+        return image_request("restyle", **{"strength": 0.7, **kw})
+
+
+class TestGenerateImageToImage(PipelineContract):
+    mode = "generate"
+
+    def request(self, **kw):
+        return image_request("generate", **{"strength": 0.7, **kw})
+
+
+class TestGenerateTextToImage(PipelineContract):
+    mode = "generate"
+
+    def request(self, **kw):
+        """Text-to-image into a selection of a 72×88 canvas (no image: the selection limits it)."""
+        return JobRequest("generate", params(**kw), Options(), mask=buffer(MASK, "GRAY_U8"), canvas=(W, H))
+
+    @staticmethod
+    def outside_selection(req, patch):
+        from core.raster.pixels import as_array, mask_array
+
+        sel = mask_array(req.mask)
+        alpha = as_array(patch.image)[..., 3]
+        return alpha[sel[patch.y:patch.y + patch.image.height, patch.x:patch.x + patch.image.width] == 0]
+
+
+class TestDepth(PipelineContract):
+    mode = "depth"
+    seeded = False
+    cancel_phase = "encoding"
+
+    def request(self, **kw):
+        return image_request("depth", **kw)
+
+
+class TestUpscale(PipelineContract):
+    mode = "upscale"
+    batch = False
+
+    def request(self, **kw):
+        small = IMG[:36, :44].copy()
+        mask = np.zeros((36, 44, 1), np.uint8)
+        mask[10:26, 12:30] = 255
+        return JobRequest("upscale", params(**{"steps": 2, **kw}), Options(tile=64), image=buffer(small),
+                          mask=buffer(mask, "GRAY_U8"))
+
+
+class TestFill(PipelineContract):
+    mode = "fill"
+    seeded = False
+
+    def request(self, **kw):
+        return image_request("fill", Options(grow=4, feather=0, backend="opencv"), **kw)
