@@ -182,7 +182,7 @@ def cmd_models(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .engine import env
+    from .models import env
 
     env.apply()
     args = build_parser().parse_args(argv)

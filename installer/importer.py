@@ -161,7 +161,7 @@ def find_config(file: Path, spec, config: Path | None, models_dir: Path) -> Path
 
 def import_single_file(file: Path, *, name: str | None, config: Path | None, models_dir: Path, force: bool,
                        log=None) -> Path:
-    from core.engine import env
+    from core.models import env
 
     spec = by_name(name) if name else None
     spec = spec or next((s for s in CATALOG.values() if file.name in s.single_files), None)

@@ -25,7 +25,7 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 from pathlib import Path
-from core import engine_env; engine_env.apply()
+from core.models import env; env.apply()
 from core.contract.jobs import ImageBuffer, JobRequest, Options, Params
 from core.models.manager import ModelManager
 from core.models.device import current_policy

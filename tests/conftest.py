@@ -17,7 +17,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from core.engine import env as engine_env  # noqa: E402
+from core.models import env as engine_env  # noqa: E402
 
 engine_env.apply()
 

@@ -10,8 +10,7 @@ import os
 import pytest
 import torch
 
-from core.engine import env
-from core.models import unet_compile
+from core.models import env, unet_compile
 
 # A shape whose compile takes long enough to be seen under way, and short enough for CI.
 WAIT = 600

@@ -184,7 +184,7 @@ class JobRequest:
             canvas = (int(canvas[0]), int(canvas[1])) if canvas else None
         except (TypeError, ValueError, IndexError):
             raise ValidationError("origin", "origin and canvas must be pairs of integers") from None
-        return cls(mode=d.get("mode"), params=params, options=options, model=d.get("model"),
+        return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
                    origin=origin, canvas=canvas, **bufs)
 
 

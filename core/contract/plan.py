@@ -16,7 +16,7 @@ class RegionPlan:
     mode: str
     region: Rect                    # canvas coordinates of the pixels the model works on
     model_size: tuple[int, int]     # (w, h) the model works at, multiples of 8
-    seeds: tuple[int, ...]          # one per image: seed, seed + 1, ...
+    seeds: tuple[int | None, ...]   # one per image: seed, seed + 1, ... (None: the job draws no noise)
     grow: int
     feather: int
     color_match: bool

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..lama import infer as lama_infer
 from ..raster import fastfill
 from .maskgen import random_mask
 
@@ -153,7 +154,7 @@ def lama_backend(weights: str | None):
         label = "LaMa, tiny random weights (not a quality figure)"
         meaningful = False
     model = load_generator(path)
-    return label, (lambda rgb, hole: fastfill.lama_fill(model, rgb, hole)), meaningful
+    return label, (lambda rgb, hole: lama_infer.fill(model, rgb, hole)), meaningful
 
 
 def job_backend():

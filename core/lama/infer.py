@@ -33,3 +33,13 @@ def inpaint(model, rgb: np.ndarray, hole: np.ndarray, *, device: str = "cpu", on
         out = model(t, on_layer=on_layer)
     out = out[0, :, :h, :w].float().cpu().numpy().transpose(1, 2, 0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def fill(model, rgb: np.ndarray, hole: np.ndarray, *, device: str = "cpu", on_layer=None) -> np.ndarray:
+    """Fill ``hole`` with a loaded LaMa generator (``core.lama.weights.load_generator``); pixels outside
+    the hole are kept exactly."""
+    from ..raster.fastfill import keep_known
+
+    if not hole.any():
+        return rgb.astype(np.float32, copy=True)
+    return keep_known(rgb, inpaint(model, rgb, hole, device=device, on_layer=on_layer), hole)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine import env
+from . import env
 from .device import DevicePolicy, torch_dtype
 from .resolver import ResolvedModel
 
@@ -92,7 +92,7 @@ def mixed_precision_vae(vae) -> None:
     """Let a VAE kept in another dtype than the rest of the pipeline (fp32 VAE beside a fp16 UNet)
     accept and return tensors of the pipeline's dtype: inputs are cast to the VAE's dtype and results
     back to the dtype they came in."""
-    if getattr(vae, "_dd_mixed", False):
+    if getattr(vae, "dd_mixed_precision", False):
         return
     from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
     from diffusers.models.modeling_outputs import AutoencoderKLOutput
@@ -112,7 +112,7 @@ def mixed_precision_vae(vae) -> None:
         return DecoderOutput(sample=sample) if kwargs.get("return_dict", True) else (sample,)
 
     vae.encode, vae.decode = encode_cast, decode_cast
-    vae._dd_mixed = True
+    vae.dd_mixed_precision = True
 
 
 def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):

@@ -73,7 +73,7 @@ class PipelineBase:
 
     def run(self, req: JobRequest, models: Models, control: JobControl) -> JobResult:
         t0 = time.perf_counter()
-        seed = choose_seed(req.params) if self.seeded else None
+        seed = choose_seed(req.params) if self.seeded else 0   # an unseeded job ignores it
         out = self.work(req, models, control, seed)
         params = req.params
         if self.seeded:
@@ -84,5 +84,5 @@ class PipelineBase:
         return JobResult(self.mode, tuple(out.patches), out.model, params, out.options or req.options,
                          tuple(out.warnings), timings)
 
-    def work(self, req: JobRequest, models: Models, control: JobControl, seed: int | None) -> Output:
+    def work(self, req: JobRequest, models: Models, control: JobControl, seed: int) -> Output:
         raise NotImplementedError

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import Params
 from .preview import latent_to_rgb
+
+if TYPE_CHECKING:
+    import torch
 
 
 def generators(seeds, device: str = "cpu"):
@@ -76,7 +80,7 @@ def legacy_step_callback(control: JobControl, total: int, *, previews: bool = Tr
     return callback
 
 
-def encode_image(pipe, rgb) -> object:
+def encode_image(pipe, rgb) -> torch.Tensor:
     """Latents of an RGB float image (H×W×3 in [0, 1]), deterministic: the mean of the VAE posterior.
 
     Diffusers samples the posterior with the first generator, which would tie every image of a batch

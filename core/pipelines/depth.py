@@ -49,16 +49,17 @@ class Depth(PipelineBase):
     mode = "depth"
     seeded = False
 
-    def work(self, req: JobRequest, models, control: JobControl, seed: None) -> Output:
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        image = regionjob.source(req)
         loaded = models.get_part("depth", req.model, control=control)
         plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, 0)
         native, selection, _ = regionjob.crop(req, plan.region)
         control.set_phase("encoding", 0, 1)
-        small, _ = scaling.premultiplied_at(native, req.image.format, req.image.linear, plan.model_size)
+        small, _ = scaling.premultiplied_at(native, image.format, image.linear, plan.model_size)
         small = scaling.flatten_premultiplied(small)  # DPT works at 384 px anyway
         depth = estimate(loaded.pipe, small, (plan.region.w, plan.region.h))   # normalised at the layer's own size
         control.set_phase("finishing", 1, 1)
-        alpha = scaling.feathered_alpha(selection, 0, req.image.format)
+        alpha = scaling.feathered_alpha(selection, 0, image.format)
         patch = regionjob.patch_of(req, plan.region, np.repeat(depth[..., None], 3, axis=-1), alpha, None)
         return Output([patch], loaded.resolved.name, (), {"region": list(plan.region.as_tuple())})
 

@@ -19,6 +19,7 @@ from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest
 from ..contract.params import ValidationError
 from ..contract.plan import plan_region_job
+from ..lama import infer as lama_infer
 from ..models.resolver import PICKLE_SUFFIXES, ModelNotFound
 from ..raster import fastfill
 from . import regionjob
@@ -39,7 +40,7 @@ class BackendChoice:
 
     @property
     def label(self) -> str:
-        return f"lama:{self.weights.name}" if self.name == "lama" else "opencv-telea"
+        return f"lama:{self.weights.name}" if self.weights is not None else "opencv-telea"
 
 
 def choose_backend(requested: str, model: str | None, models_dir: Path | None) -> BackendChoice:
@@ -90,18 +91,18 @@ def work_size(w: int, h: int, max_pixels: int) -> tuple[int, int]:
     return max(1, int(w * s)), max(1, int(h * s))
 
 
-def fill_array(rgb: np.ndarray, hole: np.ndarray, choice: BackendChoice, models, control: JobControl
-               ) -> np.ndarray:
+def fill_array(rgb: np.ndarray, hole: np.ndarray, choice: BackendChoice, models,
+               control: JobControl | CancelOnly) -> np.ndarray:
     """Run the chosen backend on float RGB with a boolean hole, reporting steps to ``control``."""
-    if choice.name == "lama":
+    path = choice.weights
+    if path is not None:     # LaMa
         from ..lama.weights import load_generator
 
         device = models.policy.device
-        path = choice.weights
         model = models.get_other(("lama", str(path.resolve()), path.stat().st_mtime_ns, device),
                                  lambda: load_generator(path, device), control=control)
         control.set_phase("denoising", 0, len(model.model))
-        return fastfill.lama_fill(model, rgb, hole, device=device, on_layer=control.report_step)
+        return lama_infer.fill(model, rgb, hole, device=device, on_layer=control.report_step)
     control.set_phase("denoising", 0, rgb.shape[2])
     return fastfill.fill_opencv(rgb, hole, on_channel=control.report_step)
 
@@ -117,7 +118,7 @@ class Fill(PipelineBase):
     mode = "fill"
     seeded = False
 
-    def work(self, req: JobRequest, models, control: JobControl, seed: None) -> Output:
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
         bbox = regionjob.selection_bbox(req)
         if bbox is None:
             raise ValidationError("mask", "the selection is empty: select what to remove")

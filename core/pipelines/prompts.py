@@ -82,7 +82,7 @@ def encode(tokenizer, text_encoder, prompt: str, negative: str, *, weighted: boo
             pos, neg = compel.pad_conditioning_tensors_to_same_length([pos, neg])
     limit = tokenizer.model_max_length - 2
     n = max(count_tokens(tokenizer, prompt), count_tokens(tokenizer, negative) if guidance else 0)
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if n > limit:
         warnings = (f"prompt has {n} tokens, more than the model's {limit}: it was encoded in "
                     f"{(n + limit - 1) // limit} chunks of {limit} tokens, not cut",)

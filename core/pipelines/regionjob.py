@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract.geometry import Rect
-from ..contract.jobs import JobRequest, Patch
+from ..contract.jobs import ImageBuffer, JobRequest, Patch
+from ..contract.params import ValidationError
 from ..contract.plan import RegionPlan
 from ..raster import compositing, masks, scaling
 from ..raster.pixels import as_array, from_array, mask_array
@@ -38,6 +39,13 @@ class RegionWork:
         return self.plan.region
 
 
+def source(req: JobRequest) -> ImageBuffer:
+    """The request's image (validation guarantees one to the modes that read pixels)."""
+    if req.image is None:
+        raise ValidationError("image", f"{req.mode} needs an input image")
+    return req.image
+
+
 def selection_bbox(req: JobRequest) -> Rect | None:
     """Bounding box (canvas coordinates) of the request's selection, or None without one."""
     if req.mask is None:
@@ -48,7 +56,7 @@ def selection_bbox(req: JobRequest) -> Rect | None:
 def crop(req: JobRequest, region: Rect) -> tuple[np.ndarray, np.ndarray, bool]:
     """(native pixels, uint8 selection, has_selection) of ``region`` from the request's buffers."""
     rows, cols = region.slices(req.origin)
-    native = as_array(req.image)[rows, cols]
+    native = as_array(source(req))[rows, cols]
     return native, selection_crop(req, region), req.mask is not None
 
 
@@ -65,8 +73,9 @@ def prepare(req: JobRequest, plan: RegionPlan) -> RegionWork:
     The masks are made at the smaller of the two resolutions: the model's when the region is larger
     (a pixel there is selected when it covers any selected pixel), the region's otherwise."""
     native, sel, has_sel = crop(req, plan.region)
-    fmt, size, region = req.image.format, plan.model_size, (plan.region.w, plan.region.h)
-    small, opaque = scaling.premultiplied_at(native, fmt, req.image.linear, size)
+    image = source(req)
+    fmt, size, region = image.format, plan.model_size, (plan.region.w, plan.region.h)
+    small, opaque = scaling.premultiplied_at(native, fmt, image.linear, size)
     binary, grow, ring = sel > 0, plan.grow, ring_width(plan)
     shrinking = size[0] * size[1] < region[0] * region[1]
     if shrinking:
@@ -89,7 +98,7 @@ def ring_width(plan: RegionPlan) -> int:
 def finish(req: JobRequest, work: RegionWork, outputs, seeds, *, keep_layer_alpha: bool) -> list[Patch]:
     """Model outputs (float RGB at model size) → patches in the request's pixel format."""
     plan = work.plan
-    fmt = req.image.format
+    fmt = source(req).format
     layer = work.native[..., 3] if keep_layer_alpha and not work.opaque else None
     alpha = scaling.feathered_alpha(work.selection, plan.feather, fmt, layer)
     ring = None
@@ -114,7 +123,7 @@ def patch_of(req: JobRequest, region: Rect, rgb: np.ndarray, alpha: np.ndarray, 
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:
     """The request's image with ``patch`` stacked over it (native array, same format and size)."""
-    original = as_array(req.image)
+    image = source(req)
     p = as_array(patch.image)
     rect = Rect(patch.x - req.origin[0], patch.y - req.origin[1], patch.image.width, patch.image.height)
-    return compositing.composite_native(original, p, rect, req.image.format, req.image.linear)
+    return compositing.composite_native(as_array(image), p, rect, image.format, image.linear)

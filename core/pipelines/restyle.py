@@ -24,6 +24,8 @@ from .common import image_kwargs, mean_encoding, run_pipeline
 
 def given_depth(req: JobRequest, plan) -> np.ndarray:
     """The request's depth image over the plan's region, at model size, float in [0, 1]."""
+    if req.depth is None:
+        raise ValidationError("depth", "depth_source 'given' needs a depth image")
     rows, cols = plan.region.slices(req.origin)
     crop = depth_array(req.depth)[rows, cols]
     return compositing.resize(np.ascontiguousarray(crop), plan.model_size)
@@ -58,7 +60,7 @@ class Restyle(PipelineBase):
                                size_multiple(loaded.pipe))
         work = regionjob.prepare(req, plan)
         control.set_phase("encoding", 0, plan.expected_steps)
-        if given:
+        if estimator is None:
             depth = given_depth(req, plan)
         else:
             depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)

@@ -161,6 +161,8 @@ def upscale_rgba(rgba: np.ndarray, selection: np.ndarray | None, grid, tile_fn, 
         if out is None:
             out = np.empty((h * s, w * s, native.shape[2]), native.dtype)
         out[top:bottom] = native
+    if out is None:
+        raise ValueError("upscale_rgba: the image has no rows")
     return out
 
 
@@ -169,11 +171,12 @@ class Upscale(PipelineBase):
     single_image = True
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        image = regionjob.source(req)
         loaded = models.get("upscale", req.model, control=control)
         pipe = loaded.pipe
         region = image_region(req, regionjob.selection_bbox(req))
         native, selection, has_selection = regionjob.crop(req, region)
-        rgba = to_working(native, req.image.format, req.image.linear)
+        rgba = to_working(native, image.format, image.linear)
         grid = plan_tiles(region.w, region.h, req.options.tile, multiple=TILE_MULTIPLE)
         total = req.params.steps * len(grid)
         control.set_phase("encoding", 0, total)
@@ -183,11 +186,11 @@ class Upscale(PipelineBase):
         preview = TilePreview(compositing.flatten(rgba), control) if control.wants_preview else None
         tile_fn = diffusion_tile(pipe, prompts, req.params, req.options.noise_level, seed, (region.x, region.y),
                                  control, preview)
-        out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, req.image.format,
-                           req.image.linear, req.options.feather)
+        out = upscale_rgba(rgba, selection if has_selection else None, grid, tile_fn, image.format,
+                           image.linear, req.options.feather)
         control.set_phase("finishing")
         s = SCALE
-        patch = Patch(region.x * s, region.y * s, from_array(out, req.image.format, req.image.linear), seed)
+        patch = Patch(region.x * s, region.y * s, from_array(out, image.format, image.linear), seed)
         return Output([patch], loaded.resolved.name, warnings,
                       {"region": list(region.as_tuple()), "tiles": len(grid),
                        "tile_grid": [len(grid.rows[0]), len(grid.rows)]})
@@ -195,20 +198,20 @@ class Upscale(PipelineBase):
 def plain_upscale(req: JobRequest) -> np.ndarray:
     """The request's image scaled 4× by a plain filter (Lanczos), in its native format: what an editor
     shows under an upscale patch with a selection (the CLI composites over it)."""
-    a = as_array(req.image)
+    image = regionjob.source(req)
+    a = as_array(image)
     s = SCALE
     if a.dtype == np.float16:
         a = a.astype(np.float32)
     big = cv2.resize(np.ascontiguousarray(a), (a.shape[1] * s, a.shape[0] * s), interpolation=cv2.INTER_LANCZOS4)
-    return big.astype(as_array(req.image).dtype)
+    return big.astype(as_array(image).dtype)
 
 
 def composite(req: JobRequest, patch: Patch) -> np.ndarray:
     """The plain 4× upscale of the request's image with ``patch`` stacked over it (native array)."""
-    s = SCALE
+    s, image = SCALE, regionjob.source(req)
     rect = Rect(patch.x - req.origin[0] * s, patch.y - req.origin[1] * s, patch.image.width, patch.image.height)
-    return compositing.composite_native(plain_upscale(req), as_array(patch.image), rect, req.image.format,
-                                    req.image.linear)
+    return compositing.composite_native(plain_upscale(req), as_array(patch.image), rect, image.format, image.linear)
 
 
 

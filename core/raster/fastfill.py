@@ -5,7 +5,7 @@ returns a float32 RGB image of the same size whose pixels outside the hole are t
 
 - ``opencv``: OpenCV's Telea (fast marching) or Navier–Stokes inpainting, per channel in float32 so
   16-bit and float layers keep their precision.  Needs no weights.
-- ``lama``: the big-lama generator (``core.lama``); see ``lama_fill``.
+- ``lama``: the big-lama generator (``core.lama.infer.fill``).
 - ``mean``: the mean colour of the known pixels, the baseline of the evaluation.
 """
 
@@ -19,7 +19,7 @@ OPENCV_RADIUS = 5  # px of known neighbourhood each filled pixel looks at
 TELEA_SCALE = 65535.0
 
 
-def _keep_known(rgb: np.ndarray, filled: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def keep_known(rgb: np.ndarray, filled: np.ndarray, hole: np.ndarray) -> np.ndarray:
     out = np.clip(filled, 0.0, 1.0).astype(np.float32)
     out[~hole] = rgb[~hole]
     return out
@@ -44,7 +44,7 @@ def fill_opencv(rgb: np.ndarray, hole: np.ndarray, method: str = "telea", radius
         chans.append(cv2.inpaint(np.ascontiguousarray(rgb[..., c] * scale, dtype=np.float32), mask, radius, flag))
         if on_channel is not None:
             on_channel(c + 1, rgb.shape[2])
-    return _keep_known(rgb, np.stack(chans, axis=-1) / scale, hole)
+    return keep_known(rgb, np.stack(chans, axis=-1) / scale, hole)
 
 
 def fill_mean(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -52,13 +52,4 @@ def fill_mean(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
     known = ~hole
     colour = rgb[known].mean(axis=0) if known.any() else np.full(rgb.shape[2], 0.5, np.float32)
     filled = np.broadcast_to(colour.astype(np.float32), rgb.shape)
-    return _keep_known(rgb, filled, hole)
-
-
-def lama_fill(model, rgb: np.ndarray, hole: np.ndarray, *, device: str = "cpu", on_layer=None) -> np.ndarray:
-    """Fill with a loaded LaMa generator (``core.lama.weights.load_generator``)."""
-    from ..lama.infer import inpaint
-
-    if not hole.any():
-        return rgb.astype(np.float32, copy=True)
-    return _keep_known(rgb, inpaint(model, rgb, hole, device=device, on_layer=on_layer), hole)
+    return keep_known(rgb, filled, hole)

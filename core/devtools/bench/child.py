@@ -43,7 +43,7 @@ def run_child(target: str, kwargs: dict, *, timeout: float | None = None, env: d
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     target, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
-    from ...engine import env as engine_env
+    from ...models import env as engine_env
 
     engine_env.apply()
     module, name = target.split(":")

@@ -11,7 +11,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from ...engine import env
+from ...models import env
 from . import machine
 from .common import Row, models_root
 from .profiles import SMOKE

@@ -42,12 +42,11 @@ class PreviewMeter:
 
         self._module = common
         self._orig = common.latent_to_rgb
-        meter = self
 
         def timed(latent):
             t = now()
-            rgb = meter._orig(latent)
-            meter._pending = now() - t
+            rgb = self._orig(latent)
+            self._pending = now() - t
             return rgb
 
         common.latent_to_rgb = timed

@@ -111,13 +111,13 @@ class EditorDocument(QObject):
     def modified(self) -> bool:
         return not self.undo_stack.isClean()
 
-    # -- raw changes (used by the undo commands; not undoable themselves)
-    def _insert(self, layer: Layer, index: int) -> None:
+    # -- raw changes (what the undo commands do and undo; not undoable themselves)
+    def place_layer(self, layer: Layer, index: int) -> None:
         self.layers.insert(index, layer)
         self.layers_changed.emit()
         self.pixels_changed.emit(self.canvas_rect)
 
-    def _remove(self, layer: Layer) -> int:
+    def take_layer(self, layer: Layer) -> int:
         index = self.layers.index(layer)
         del self.layers[index]
         if self.active_id == layer.id:
@@ -128,7 +128,7 @@ class EditorDocument(QObject):
         self.pixels_changed.emit(self.canvas_rect)
         return index
 
-    def _set_selection(self, mask: QtGui.QImage | None) -> None:
+    def put_selection(self, mask: QtGui.QImage | None) -> None:
         self.selection = mask
         self.selection_changed.emit()
 
@@ -257,10 +257,10 @@ class _InsertLayer(QUndoCommand):
         self.doc, self.layer, self.index = doc, layer, index
 
     def redo(self):
-        self.doc._insert(self.layer, self.index)
+        self.doc.place_layer(self.layer, self.index)
 
     def undo(self):
-        self.doc._remove(self.layer)
+        self.doc.take_layer(self.layer)
 
 
 class _RemoveLayer(QUndoCommand):
@@ -269,10 +269,10 @@ class _RemoveLayer(QUndoCommand):
         self.doc, self.layer, self.index = doc, layer, doc.layers.index(layer)
 
     def redo(self):
-        self.index = self.doc._remove(self.layer)
+        self.index = self.doc.take_layer(self.layer)
 
     def undo(self):
-        self.doc._insert(self.layer, self.index)
+        self.doc.place_layer(self.layer, self.index)
         self.doc.set_active(self.layer.id)
 
 
@@ -318,7 +318,7 @@ class _SetSelection(QUndoCommand):
         self.doc, self.new, self.old = doc, mask, doc.selection
 
     def redo(self):
-        self.doc._set_selection(self.new)
+        self.doc.put_selection(self.new)
 
     def undo(self):
-        self.doc._set_selection(self.old)
+        self.doc.put_selection(self.old)

@@ -20,10 +20,10 @@ class LayersPanel(QtWidgets.QWidget):
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.currentItemChanged.connect(self._on_current)
         bar = QtWidgets.QToolBar()
-        self.add_action = QAction("Add", self, triggered=self._add)
-        self.delete_action = QAction("Delete", self, triggered=self._delete)
-        self.raise_action = QAction("Up", self, triggered=self._raise)
-        self.lower_action = QAction("Down", self, triggered=self._lower)
+        self.add_action = QAction("Add", self, triggered=self.add_layer)
+        self.delete_action = QAction("Delete", self, triggered=self.delete_layer)
+        self.raise_action = QAction("Up", self, triggered=self.raise_layer)
+        self.lower_action = QAction("Down", self, triggered=self.lower_layer)
         for action, tip in ((self.add_action, "New layer above the active one"),
                             (self.delete_action, "Delete the active layer"),
                             (self.raise_action, "Move the active layer up"),
@@ -97,18 +97,18 @@ class LayersPanel(QtWidgets.QWidget):
         layer = self.doc.active_layer() if self.doc else None
         return layer.id if layer else None
 
-    def _add(self) -> None:
+    def add_layer(self) -> None:
         if self.doc is not None:
             self.doc.add_layer()
 
-    def _delete(self) -> None:
+    def delete_layer(self) -> None:
         if self.doc is not None and len(self.doc.layers) > 1 and self._active_id():
             self.doc.remove_layer(self._active_id())
 
-    def _raise(self) -> None:
+    def raise_layer(self) -> None:
         if self._active_id():
             self.doc.raise_layer(self._active_id())
 
-    def _lower(self) -> None:
+    def lower_layer(self) -> None:
         if self._active_id():
             self.doc.lower_layer(self._active_id())

@@ -209,10 +209,10 @@ class EditorWindow(QtWidgets.QMainWindow):
         self._action(m, "&Actual Size", self.canvas.actual_size, "Ctrl+1")
 
         m = bar.addMenu("&Layer")
-        self._action(m, "&New Layer", self.layers_panel._add, "Ctrl+Shift+N")
-        self._action(m, "&Delete Layer", self.layers_panel._delete)
-        self._action(m, "&Raise Layer", self.layers_panel._raise, "Ctrl+]")
-        self._action(m, "&Lower Layer", self.layers_panel._lower, "Ctrl+[")
+        self._action(m, "&New Layer", self.layers_panel.add_layer, "Ctrl+Shift+N")
+        self._action(m, "&Delete Layer", self.layers_panel.delete_layer)
+        self._action(m, "&Raise Layer", self.layers_panel.raise_layer, "Ctrl+]")
+        self._action(m, "&Lower Layer", self.layers_panel.lower_layer, "Ctrl+[")
 
         tools = self.addToolBar("Tools")
         tools.setObjectName("tools")

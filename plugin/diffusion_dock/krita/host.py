@@ -182,7 +182,7 @@ class KritaDocument(H.HostDocument):
         node, level, parent_id = self._new_layer_above(source_id, patch, name)
         records = self._records()
         records[node_id(node)] = H.provenance_record(provenance, source, patch)
-        self._save_records(records)
+        self.save_records(records)
         self.doc.refreshProjection()
         return self._info(node, level, parent_id)
 
@@ -191,7 +191,7 @@ class KritaDocument(H.HostDocument):
             return {}
         return H.decode_provenance_store(bytes(self.doc.annotation(ANNOTATION_TYPE)))
 
-    def _save_records(self, records: dict[str, dict]) -> None:
+    def save_records(self, records: dict[str, dict]) -> None:
         self.doc.setAnnotation(ANNOTATION_TYPE, ANNOTATION_DESCRIPTION,
                                QByteArray(H.encode_provenance_store(records)))
 
@@ -259,7 +259,7 @@ class KritaDocument(H.HostDocument):
         node.setName(name)
         records = self._records()
         records[node_id(node)] = H.provenance_record(provenance, source, patch)
-        self._save_records(records)
+        self.save_records(records)
         self.doc.refreshProjection()
         return self.layer(node_id(node))
 
@@ -314,7 +314,7 @@ class KritaHost(H.Host):
         record = {**provenance, "patch": {"x": 0, "y": 0, "width": img.width, "height": img.height,
                                           "format": img.format, "linear": img.linear},
                   "version": H.PROVENANCE_VERSION}
-        wrapped._save_records({node_id(node): record})
+        wrapped.save_records({node_id(node): record})
         doc.refreshProjection()
         doc.waitForDone()
         window = app.activeWindow()

@@ -5,6 +5,7 @@ only when it runs inside Krita."""
 from __future__ import annotations
 
 import logging
+import weakref
 from functools import partial
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
@@ -21,6 +22,7 @@ from .layer_menu import LayerMenuHook
 log = logging.getLogger(__name__)
 
 SUBMENU_NAME = "diffusion_dock_menu"
+_EXIT_HOOKED: weakref.WeakSet = weakref.WeakSet()   # sessions whose engine is killed when Krita quits
 
 # One controller for the whole application: the actions of every window reach the active window's dock.
 CONTROLLER = DockController()
@@ -31,11 +33,11 @@ def session():
     engine starts when a dock is first shown; qasync's loop rides on Krita's own Qt event loop."""
     aio.loop()
     s = shared_session(autostart=True)
-    if not getattr(s, "_krita_exit_hooked", False):
+    if s not in _EXIT_HOOKED:
         app = QtWidgets.QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(s.kill_engine_now)
-        s._krita_exit_hooked = True
+        _EXIT_HOOKED.add(s)
     return s
 
 

@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 BINDINGS = ("PyQt6", "PyQt5")
 ENV_OVERRIDE = "DD_QT_API"
@@ -71,28 +72,36 @@ def choose_binding(inside_krita: bool, krita_qt_major: int | None,
 INSIDE_KRITA, KRITA_QT_MAJOR = krita_qt_major()
 BINDING = choose_binding(INSIDE_KRITA, KRITA_QT_MAJOR, installed, os.environ.get(ENV_OVERRIDE))
 
-QtCore = importlib.import_module(BINDING + ".QtCore")
-QtGui = importlib.import_module(BINDING + ".QtGui")
-QtWidgets = importlib.import_module(BINDING + ".QtWidgets")
+if TYPE_CHECKING:   # type checkers read the Qt 6 API, which the code is written to
+    from PyQt6 import QtCore, QtGui, QtWidgets
+    from PyQt6.QtCore import QByteArray, QEvent, QObject, QPoint, QPointF, QRect, QRectF, QSize, Qt, QTimer
+    from PyQt6.QtCore import pyqtSignal as Signal
+    from PyQt6.QtCore import pyqtSlot as Slot
+    from PyQt6.QtGui import QAction, QActionGroup, QShortcut, QUndoCommand, QUndoStack
+else:
+    QtCore = importlib.import_module(BINDING + ".QtCore")
+    QtGui = importlib.import_module(BINDING + ".QtGui")
+    QtWidgets = importlib.import_module(BINDING + ".QtWidgets")
+
+    Qt = QtCore.Qt
+    QObject = QtCore.QObject
+    QEvent = QtCore.QEvent
+    QTimer = QtCore.QTimer
+    QPoint, QPointF, QRect, QRectF, QSize = QtCore.QPoint, QtCore.QPointF, QtCore.QRect, QtCore.QRectF, QtCore.QSize
+    QByteArray = QtCore.QByteArray
+    Signal = QtCore.pyqtSignal
+    Slot = QtCore.pyqtSlot
+
+    # Moved from QtWidgets to QtGui in Qt 6.
+    _moved = QtGui if int(QtCore.QT_VERSION_STR.split(".")[0]) >= 6 else QtWidgets
+    QAction = _moved.QAction
+    QActionGroup = _moved.QActionGroup
+    QShortcut = _moved.QShortcut
+    QUndoStack = _moved.QUndoStack
+    QUndoCommand = _moved.QUndoCommand
+
 QT_MAJOR = int(QtCore.QT_VERSION_STR.split(".")[0])
 QT_VERSION = QtCore.QT_VERSION_STR
-
-Qt = QtCore.Qt
-QObject = QtCore.QObject
-QEvent = QtCore.QEvent
-QTimer = QtCore.QTimer
-QPoint, QPointF, QRect, QRectF, QSize = QtCore.QPoint, QtCore.QPointF, QtCore.QRect, QtCore.QRectF, QtCore.QSize
-QByteArray = QtCore.QByteArray
-Signal = QtCore.pyqtSignal
-Slot = QtCore.pyqtSlot
-
-# Moved from QtWidgets to QtGui in Qt 6.
-_moved = QtGui if QT_MAJOR >= 6 else QtWidgets
-QAction = _moved.QAction
-QActionGroup = _moved.QActionGroup
-QShortcut = _moved.QShortcut
-QUndoStack = _moved.QUndoStack
-QUndoCommand = _moved.QUndoCommand
 
 
 def to_bytes(data) -> bytes:
