@@ -75,12 +75,6 @@ class EditorWindow(QtWidgets.QMainWindow):
         window.show()
         return window
 
-    # -- the dock area (part 2 mounts the real panel here)
-    def mount_dock(self, widget: QtWidgets.QWidget) -> None:
-        """Put ``widget`` in the Diffusion Dock area, replacing what is there."""
-        self.dock.setWidget(widget)
-        self.panel = widget
-
     # -- documents
     def set_document(self, doc: EditorDocument) -> None:
         old = self.document
@@ -219,7 +213,8 @@ class EditorWindow(QtWidgets.QMainWindow):
         group = QActionGroup(self)
         self.tool_actions = {}
         for tool, (text, key) in TOOL_KEYS.items():
-            action = QAction(text, self, checkable=True)
+            action = QAction(text, self)
+            action.setCheckable(True)
             action.setShortcut(QtGui.QKeySequence(key))
             action.setToolTip(f"{text} ({key})" + ("" if tool is Tool.PAN else
                               ": Shift adds, Alt subtracts" + (", Shift+Alt intersects" if tool is not Tool.BRUSH
@@ -231,12 +226,10 @@ class EditorWindow(QtWidgets.QMainWindow):
         self.tool_actions[Tool.RECT].setChecked(True)
         tools.addSeparator()
         tools.addWidget(QtWidgets.QLabel(" Brush "))
-        self.brush_size = QtWidgets.QSpinBox(minimum=1, maximum=1000, value=int(self.canvas.brush_radius * 2),
-                                             suffix=" px")
+        self.brush_size = spin_box(1, 1000, int(self.canvas.brush_radius * 2), " px")
         self.brush_size.valueChanged.connect(lambda v: setattr(self.canvas, "brush_radius", v / 2))
         tools.addWidget(self.brush_size)
-        self.brush_hardness = QtWidgets.QSpinBox(minimum=0, maximum=100, value=int(self.canvas.brush_hardness * 100),
-                                                 suffix=" % hard")
+        self.brush_hardness = spin_box(0, 100, int(self.canvas.brush_hardness * 100), " % hard")
         self.brush_hardness.valueChanged.connect(lambda v: setattr(self.canvas, "brush_hardness", v / 100))
         tools.addWidget(self.brush_hardness)
 
@@ -297,3 +290,11 @@ class EditorWindow(QtWidgets.QMainWindow):
                 EditorWindow.windows.remove(self)
         else:
             event.ignore()
+
+
+def spin_box(low: int, high: int, value: int, suffix: str) -> QtWidgets.QSpinBox:
+    box = QtWidgets.QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setSuffix(suffix)
+    return box

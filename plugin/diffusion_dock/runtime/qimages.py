@@ -100,7 +100,7 @@ def png_bytes(img: QImage) -> bytes:
     buffer.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
     img.save(buffer, "PNG")
     buffer.close()
-    return bytes(ba)
+    return ba.data()
 
 
 def placeholder(text: str, side: int = 96) -> QImage:

@@ -65,7 +65,8 @@ def describe(mode: str, prompt: str, layer: str) -> str:
 def text_size(canvas: tuple[int, int]) -> tuple[int, int]:
     """Default text-to-image size: the canvas, rounded down to multiples of 8 (inside the engine's range)."""
     lo, hi = int(params.RANGES["width"].low), int(params.RANGES["width"].high)
-    return tuple(max(lo, min(hi, v - v % 8)) for v in canvas)
+    w, h = (max(lo, min(hi, v - v % 8)) for v in canvas)
+    return w, h
 
 
 def _content(doc: H.HostDocument, source: H.LayerInfo, mode: str) -> Rect:
