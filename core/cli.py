@@ -157,11 +157,12 @@ def make_models(args):
 def cmd_models(args) -> int:
     from .contract import paths
     from .contract.catalog import CATALOG
+    from .models.hub import hf_hub_cache
     from .models.resolver import ModelError, find_installed, resolve
 
     models_dir = args.models_dir or paths.models_dir()
     print(f"models folder: {models_dir}")
-    print(f"Hugging Face cache: {paths.hf_hub_cache()}")
+    print(f"Hugging Face cache: {hf_hub_cache()}")
     for spec in CATALOG.values():
         try:
             r = resolve(spec.key, models_dir=models_dir)

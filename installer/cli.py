@@ -140,9 +140,10 @@ def cmd_models_list(args) -> int:
     if lama:
         table.append(lama)
     from core.contract import paths
+    from core.models.hub import hf_hub_cache
 
     print(f"models folder: {_models_dir_arg(args.models_dir) or paths.models_dir()}")
-    print(f"Hugging Face cache: {paths.hf_hub_cache()}")
+    print(f"Hugging Face cache: {hf_hub_cache()}")
     print(format_table(table))
     return EXIT_OK
 

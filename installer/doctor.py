@@ -75,13 +75,14 @@ def _torch_section(f: Findings):
 def _models_section(f: Findings, models_dir: Path | None, load: bool, policy) -> bool:
     from core.contract import paths
     from core.contract.catalog import CATALOG, MODE_MODELS
+    from core.models.hub import hf_hub_cache
     from core.models.resolver import ModelError, resolve
 
     from .model_list import disk_use
 
     md = Path(models_dir) if models_dir else paths.models_dir()
     f.add("models dir", f"{md}" + ("" if md.exists() else " (does not exist yet)"))
-    f.add("HF cache", str(paths.hf_hub_cache()))
+    f.add("HF cache", str(hf_hub_cache()))
     main_ok = False
     main_key = MODE_MODELS["inpaint"][0]
     for spec in CATALOG.values():

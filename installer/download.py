@@ -308,7 +308,7 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
                    config_only: bool = False, endpoint: str | None = None, token=None, revision: str = "main",
                    log=None, disk_usage=shutil.disk_usage) -> DownloadReport:
     """Download ``spec`` into the HF cache (default) or ``models_dir/<key>``; see the module doc."""
-    from core.contract import paths
+    from core.models.hub import hf_hub_cache
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     endpoint = endpoint if endpoint is not None else hub_endpoint()
@@ -322,7 +322,7 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
         folder = Path(models_dir) / ("configs/" + spec.key if config_only else spec.key)
         target = FolderTarget(folder, spec.repo_id, commit, endpoint, token)
     else:
-        target = CacheTarget(Path(cache_dir or paths.hf_hub_cache()), spec.repo_id, commit, endpoint, token)
+        target = CacheTarget(Path(cache_dir or hf_hub_cache()), spec.repo_id, commit, endpoint, token)
     report = DownloadReport(spec.key, spec.repo_id, commit, target.folder)
 
     # What is already here: verified files are kept, the rest is (re)fetched.

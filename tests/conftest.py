@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# huggingface_hub fixes its cache folder when first imported (core.models.hub reads it from there): point
+# it into a temporary folder before any test module imports it, so no test ever sees the user's cache.
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="dd-test-hf-")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from core.models import env as engine_env  # noqa: E402
@@ -56,12 +62,10 @@ def isolated_app_dirs(tmp_path_factory):
         "DD_CACHE_DIR": str(base / "cache"),
         "DD_RESULTS_DIR": str(base / "results"),
         "DD_CONFIG_DIR": str(base / "config"),
-        "HF_HOME": str(base / "hf"),
         "TORCHINDUCTOR_CACHE_DIR": str(base / "cache" / "inductor"),
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    os.environ.pop("HF_HUB_CACHE", None)
     yield base
     for k, v in old.items():
         if v is None:

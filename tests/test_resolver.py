@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -54,12 +55,9 @@ def test_hf_cache_layout_found_and_runs(tiny_root, tmp_path, policy):
     assert r.source == "hf-cache" and r.path == snap
     r2 = resolve(None, "inpaint", models_dir=tmp_path / "empty", hub_cache=hub)
     assert r2.path == snap
-    # the HF_HOME environment variable is honoured when no cache is passed
-    os.environ["HF_HOME"], old = str(tmp_path), os.environ.get("HF_HOME")
-    try:
+    # without a cache passed, the one huggingface_hub finds is searched (tests/test_hub_cache.py: its variables)
+    with mock.patch("huggingface_hub.constants.HF_HUB_CACHE", str(hub)):
         assert resolve("stabilityai/stable-diffusion-2-inpainting", models_dir=tmp_path / "empty").path == snap
-    finally:
-        os.environ["HF_HOME"] = old
     mm = ModelManager(policy, models_dir=tmp_path / "empty", hub_cache=hub)
     img, mask = rgba_u8(64, 64), rect_mask(64, 64, 16, 16, 40, 40)
     res = run_job(inpaint_request(img, mask, steps=2), mm)

@@ -73,12 +73,3 @@ def cache_dir() -> Path:
 def results_dir() -> Path:
     env = os.environ.get("DD_RESULTS_DIR")
     return Path(env) if env else Path(_dirs().user_data_dir) / "results"
-
-
-def hf_hub_cache() -> Path:
-    """The standard Hugging Face hub cache: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    return Path(home) / "hub"

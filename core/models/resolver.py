@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..contract import paths
 from ..contract.catalog import CATALOG, MODE_MODELS, ModelSpec, by_name, by_pipeline
+from .hub import hf_hub_cache
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder", "depth_estimator")
@@ -143,7 +144,7 @@ def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec |
 
 def hub_snapshots(repo_id: str, hub_cache: Path | None = None) -> list[Path]:
     """Snapshot folders of ``repo_id`` in the HF cache, the one ``refs/main`` names first."""
-    base = (hub_cache or paths.hf_hub_cache()) / ("models--" + repo_id.replace("/", "--"))
+    base = (hub_cache or hf_hub_cache()) / ("models--" + repo_id.replace("/", "--"))
     snaps = base / "snapshots"
     if not snaps.is_dir():
         return []
@@ -246,7 +247,7 @@ def resolve(name: str | None = None, mode: str | None = None, *, config: str | P
                 if found:
                     return found
             raise ModelNotFound(
-                f"Model {name} is not in the Hugging Face cache ({hub_cache or paths.hf_hub_cache()}) and jobs "
+                f"Model {name} is not in the Hugging Face cache ({hub_cache or hf_hub_cache()}) and jobs "
                 f"never download. Download it first, e.g. `huggingface-cli download {name}`.")
         specs = [spec]
     else:
@@ -261,7 +262,7 @@ def resolve(name: str | None = None, mode: str | None = None, *, config: str | P
     others = f" (or {', '.join(s.key for s in specs[1:])})" if len(specs) > 1 else ""
     raise ModelNotFound(
         f"Model {spec.title} ({spec.repo_id}){others} is not installed. Looked in {models_dir} and the "
-        f"Hugging Face cache {hub_cache or paths.hf_hub_cache()}. Get it with: {spec.install_hint()}")
+        f"Hugging Face cache {hub_cache or hf_hub_cache()}. Get it with: {spec.install_hint()}")
 
 
 def find_installed(models_dir: Path | None = None, hub_cache: Path | None = None) -> list[ResolvedModel]:
