@@ -101,7 +101,7 @@ def test_inpaint_over_the_protocol_matches_in_process_byte_for_byte(engine, loop
 def test_a_large_layer_goes_both_ways_through_shared_memory(engine, loop, models, monkeypatch):
     """A 4 MiB layer and its patch travel as files in /dev/shm (agreed in the hello), give the very
     result of the in-process job, and leave no file behind."""
-    assert engine._link.bulk == bulk.directory()
+    assert engine.link.bulk == bulk.directory()
     taken = []
     restore = bulk.restore
     monkeypatch.setattr(bulk, "restore", lambda msg, *a, **k: taken.append(msg.header["bulk"]) or restore(msg, *a, **k))

@@ -144,7 +144,7 @@ def test_stuck_jobs_time_out_and_the_engine_is_replaced(loop, tiny_root, tmp_pat
         assert isinstance(warm[-1], Finished)
         pids = [client.engine_pid]
         # 1. the artist cancels a job that cannot stop
-        client.cancel_timeout = 2
+        client.options.cancel_timeout = 2
         blocked = Watch(client.submit(replace(small(1), model=str(stuck))))
         queued = Watch(client.submit(small(2)))
         while not [e for e in blocked.events if isinstance(e, Progress) and e.phase == "loading"]:
@@ -154,17 +154,17 @@ def test_stuck_jobs_time_out_and_the_engine_is_replaced(loop, tiny_root, tmp_pat
         blocked.handle.cancel()
         await blocked.task
         cancel_seconds = blocked.final_at - t0
-        client.cancel_timeout = 600
+        client.options.cancel_timeout = 600
         await queued.task
         pids.append(client.engine_pid)
         # 2. a job that makes no progress at all
-        client.job_timeout = 3
+        client.options.job_timeout = 3
         t0 = time.monotonic()
         stuck_job = Watch(client.submit(replace(small(3), model=str(stuck))))
         queued2 = Watch(client.submit(small(4)))
         await stuck_job.task
         stuck_seconds = stuck_job.final_at - t0
-        client.job_timeout = 600  # the restarted engine imports its libraries again for the queued job
+        client.options.job_timeout = 600  # the restarted engine imports its libraries again for the queued job
         await queued2.task
         pids.append(client.engine_pid)
         await client.stop()
@@ -244,9 +244,9 @@ def test_an_engine_that_never_says_hello_times_out_and_is_killed(loop, fake_engi
 
     async def go():
         handle = client.submit(small())
-        while client._starting is None or client._starting.proc is None:
+        while client.starting_pid is None:
             await asyncio.sleep(0.01)
-        pids.append(client._starting.proc.pid)
+        pids.append(client.starting_pid)
         t0 = time.monotonic()
         events = await collect(handle, timeout=60)
         return events, time.monotonic() - t0
@@ -280,9 +280,9 @@ def test_jobs_waiting_for_a_starting_engine_can_be_cancelled_and_stop_ends_the_r
 
     async def go():
         a, b, c = (client.submit(small(i)) for i in range(3))
-        while client._starting is None or client._starting.proc is None:
+        while client.starting_pid is None:
             await asyncio.sleep(0.01)
-        pid = client._starting.proc.pid
+        pid = client.starting_pid
         assert client.status.state == "starting"
         a.cancel()
         first = await a.wait()

@@ -261,7 +261,7 @@ def test_a_large_payload_cut_short_is_a_framing_error():
 def test_the_client_writes_a_large_frame_in_slices_and_keeps_the_order():
     import socket
 
-    from core.link.client import WRITE_SLICE, _Link
+    from core.link.client import WRITE_SLICE, EngineLink
 
     big = bytes(range(251)) * (3 * WRITE_SLICE // 251 + 1)
 
@@ -269,7 +269,7 @@ def test_the_client_writes_a_large_frame_in_slices_and_keeps_the_order():
         a, b = socket.socketpair()
         reader_b, writer_b = await asyncio.open_connection(sock=b)
         reader_a, writer_a = await asyncio.open_connection(sock=a)
-        link = _Link(reader_a, writer_a, where="test")
+        link = EngineLink(reader_a, writer_a, where="test")
         assert link.send(P.message("submit", [big], job_id="big"))
         for _ in range(5):          # let the flusher take the frame and block on the unread socket
             await asyncio.sleep(0)
@@ -292,7 +292,7 @@ def test_a_large_frame_gives_the_event_loop_a_turn_between_slices_even_when_the_
     the writer must yield by itself: the editor's UI runs between every two slices."""
     import socket
 
-    from core.link.client import WRITE_SLICE, _Link
+    from core.link.client import WRITE_SLICE, EngineLink
 
     big = bytes(4 * WRITE_SLICE)
 
@@ -302,7 +302,7 @@ def test_a_large_frame_gives_the_event_loop_a_turn_between_slices_even_when_the_
             s.setsockopt(socket.SOL_SOCKET, opt, 16 * WRITE_SLICE)   # the kernel takes every slice at once
         reader_b, writer_b = await asyncio.open_connection(sock=b)
         reader_a, writer_a = await asyncio.open_connection(sock=a)
-        link = _Link(reader_a, writer_a, where="test")
+        link = EngineLink(reader_a, writer_a, where="test")
         ticks, seen = [0], []
         write = writer_a.write
         writer_a.write = lambda data: (seen.append(ticks[0]), write(data))[1]

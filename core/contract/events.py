@@ -7,6 +7,7 @@ editor.  Every job ends with exactly one final event: ``Finished``, ``Failed`` o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .jobs import JobResult
 
@@ -56,6 +57,27 @@ class JobCancelled:
 
 
 FINAL_EVENTS = (Finished, Failed, JobCancelled)
+
+
+class JobState(str, Enum):
+    """Where a job stands, for the client that sent it and the dock that shows it (one set of names).
+    A job is ``queued`` until the engine runs it (whether or not it was sent yet), then ``running``,
+    and ends in exactly one of the three final states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    @classmethod
+    def of_final(cls, event) -> JobState:
+        """The final state a final event puts a job in."""
+        return {Finished: cls.DONE, Failed: cls.FAILED, JobCancelled: cls.CANCELLED}[type(event)]
 Event = Accepted | Progress | Preview | Finished | Failed | JobCancelled
 
 

@@ -150,7 +150,8 @@ def tls_context(cert: str, key: str):
 
 def run(args) -> int:
     """Entry point of ``python -m core serve``."""
-    from . import env, logs
+    from ..models import env
+    from . import logs
     from .stdio import service_kwargs
 
     try:

@@ -76,7 +76,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     args = build_parser().parse_args(argv)
     proto_in, proto_out = take_stdio()
-    from . import env, logs
+    from ..models import env
+    from . import logs
 
     env.apply()
     faulthandler.enable(sys.stderr)

@@ -207,6 +207,6 @@ def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, s
     assert EngineSettingsDialog(loaded).compile.isChecked()
     session.settings = loaded
     client = session._make_client()
-    assert client.engine_args == ["--device", "cpu", "--compile"]
+    assert list(client.options.engine_args) == ["--device", "cpu", "--compile"]
     session.settings.compile = False
     assert session._make_client().engine_args == ["--device", "cpu"]

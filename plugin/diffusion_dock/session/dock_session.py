@@ -26,9 +26,6 @@ from .settings import EngineNotFound, Settings, find_local_engine
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("done", "failed", "cancelled")
-
-
 def phase_label(mode: str, phase: str) -> str:
     """What the dock calls a job's phase (a mode may rename some: ``ModeSpec.phase_labels``)."""
     known = modes.MODE_SPECS.get(mode)
@@ -43,7 +40,7 @@ class JobItem:
     spec: JobSpec
     prepared: PreparedJob
     handle: object = None
-    state: str = "queued"         # queued | running | done | failed | cancelled
+    state: events.JobState = events.JobState.QUEUED
     position: int | None = None   # place in the engine's queue (0 = running)
     step: int = 0
     total: int = 0
@@ -68,7 +65,7 @@ class JobItem:
 
     @property
     def final(self) -> bool:
-        return self.state in FINAL_STATES
+        return self.state.final
 
     @property
     def phase_text(self) -> str:
@@ -86,15 +83,15 @@ class JobItem:
                 f"stall while it ran {s['max_stall_ms']:.0f} ms")
 
     def status_text(self) -> str:
-        if self.state == "queued":
+        if self.state is events.JobState.QUEUED:
             return f"queued ({self.position})" if self.position else "queued"
-        if self.state == "running":
+        if self.state is events.JobState.RUNNING:
             step = f" {self.step}/{self.total}" if self.total else ""
             return f"{self.phase_text}{step}"
-        if self.state == "done":
+        if self.state is events.JobState.DONE:
             n = len(self.results)
             return f"done: {n} result{'s' if n != 1 else ''}"
-        if self.state == "cancelled":
+        if self.state is events.JobState.CANCELLED:
             return "cancelled"
         return f"failed: {self.message}"
 
@@ -263,14 +260,14 @@ class DockSession(QObject):
         item = JobItem(id="", spec=spec, prepared=prepared, prepare_ms=prepare_ms)
         if client is None:
             item.id = f"local-{len(self.items)}"
-            item.state, item.code, item.message = "failed", "engine_not_found", self.setup_error
+            item.state, item.code, item.message = events.JobState.FAILED, "engine_not_found", self.setup_error
             item.finished = time.monotonic()
             self.items.append(item)
             self.job_added.emit(item)
             self.job_finished.emit(item)
             return item
         self.meter.watch(item)
-        item.handle = client.submit(prepared.request)
+        item.handle = client.submit(prepared.request, validated=True)   # job_builder validated it
         item.id = item.handle.job_id
         self._documents[item.id] = prepared.document
         self.items.append(item)
@@ -302,9 +299,9 @@ class DockSession(QObject):
             async for ev in item.handle.events():
                 if isinstance(ev, events.Accepted):
                     item.position = ev.position
-                    item.state = "running" if ev.position == 0 else "queued"
+                    item.state = item.handle.state
                 elif isinstance(ev, events.Progress):
-                    item.state, item.step, item.total, item.phase = "running", ev.step, ev.total, ev.phase
+                    item.state, item.step, item.total, item.phase = item.handle.state, ev.step, ev.total, ev.phase
                 elif isinstance(ev, events.Preview):
                     item.preview = qimages.qimage(ev.width, ev.height, "RGB_U8", ev.data)
                     self.job_preview.emit(item)
@@ -312,13 +309,15 @@ class DockSession(QObject):
                 elif isinstance(ev, events.Finished):
                     await self._finished(item, ev.result)
                 elif isinstance(ev, events.Failed):
-                    item.state, item.code, item.message, item.parameter = "failed", ev.code, ev.message, ev.parameter
+                    item.state, item.code, item.message, item.parameter = item.handle.state, ev.code, ev.message, \
+                        ev.parameter
                 elif isinstance(ev, events.JobCancelled):
-                    item.state = "cancelled"
+                    item.state = item.handle.state
                 self.job_changed.emit(item)
-        except Exception as e:     # never leave a job hanging in the dock
+        except Exception:     # never leave a job hanging in the dock
             log.exception("following job %s failed", item.id)
-            item.state, item.code, item.message = "failed", "dock_error", f"{type(e).__name__}: {e}"
+            item.state, item.code = events.JobState.FAILED, "dock_error"
+            item.message = "The dock could not follow this job; its log has the details."
             self.job_changed.emit(item)
         finally:
             item.finished = time.monotonic()
@@ -361,7 +360,7 @@ class DockSession(QObject):
         for rec, patch in records:
             self._remember(rec.id, patch)
         item.results = saved
-        item.state = "done"
+        item.state = events.JobState.DONE
         item.message = "; ".join(result.warnings)
         seeds = [p.seed for p in result.patches if p.seed is not None]
         if seeds:
