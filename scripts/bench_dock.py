@@ -88,13 +88,13 @@ def run(models: Path, sizes: list[int], steps: int) -> list[dict]:
                 jobs.append((f"upscale x4, {steps} steps", "upscale", {"steps": steps}))
             for label, mode, form in jobs:
                 panel.set_mode(mode)
-                panel.prompt.setPlainText("a red ball")
-                panel.seed.setText("1")
+                panel.form.prompt.setPlainText("a red ball")
+                panel.form.seed.setText("1")
                 if "steps" in form:
-                    panel.steps.setValue(form["steps"])
+                    panel.form.steps.setValue(form["steps"])
                 if mode == "upscale":
                     doc.deselect()
-                    panel.tile.setValue(128)
+                    panel.form.tile.setValue(128)
                 item = wait_job(panel.generate(), 600)
                 if item.state != "done":
                     raise SystemExit(f"{label} on {size}: {item.state} {item.message}")

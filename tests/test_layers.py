@@ -33,7 +33,7 @@ CORE_LAYERS = {
 P = "diffusion_dock"
 PLUGIN_LAYERS = {
     P: {f"{P}.runtime", f"{P}.krita"},
-    f"{P}.runtime": {"core.contract"},              # runtime.coreapi loads the contract
+    f"{P}.runtime": {"core.contract", "core.link"},   # runtime.coreapi loads them (and gives their types)
     f"{P}.host": {f"{P}.runtime"},
     f"{P}.session": {f"{P}.runtime", f"{P}.host"},
     f"{P}.panel": {f"{P}.runtime", f"{P}.host", f"{P}.session"},
@@ -124,3 +124,26 @@ def test_no_module_is_over_500_lines():
     long = [f"{p.relative_to(ROOT)}: {n}" for p, _ in modules().values()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500]
     assert not long, "modules over 500 lines:\n" + "\n".join(long)
+
+
+# Private names of other libraries the code has reason to use: qasync's loop integration, os._exit in a
+# child that must not run atexit handlers, torch's weights-only unpickler's allow-list.
+FOREIGN_PRIVATE = {"asyncio.events._get_running_loop", "asyncio.events._set_running_loop", "os._exit",
+                   "wou._get_allowed_globals"}
+
+
+def test_no_private_attribute_of_another_object_is_touched():
+    """``x._name`` only for ``self``, ``cls`` and ``super()``: a class's private state is its own."""
+    found = []
+    for path, _ in modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+                continue
+            v = node.value
+            if isinstance(v, ast.Name) and v.id in ("self", "cls"):
+                continue
+            if isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super":
+                continue
+            if ast.unparse(node) not in FOREIGN_PRIVATE:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "private attributes of other objects:\n" + "\n".join(found)

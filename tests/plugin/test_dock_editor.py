@@ -58,9 +58,9 @@ def select_rect(doc, x, y, w, h, value=255):
 
 def fill_form(panel, mode="inpaint", prompt="red scarf", steps=2, seed="1234"):
     panel.set_mode(mode)
-    panel.prompt.setPlainText(prompt)
-    panel.steps.setValue(steps)
-    panel.seed.setText(seed)
+    panel.form.prompt.setPlainText(prompt)
+    panel.form.steps.setValue(steps)
+    panel.form.seed.setText(seed)
 
 
 def watch_panel(panel, session):
@@ -144,15 +144,15 @@ def test_random_seed_reuse_apply_all_and_discard(qtbot, window, session):
     doc, panel = window.document, window.panel
     select_rect(doc, 8, 8, 20, 16)
     fill_form(panel, seed="")
-    panel.num_images.setValue(2)
+    panel.form.num_images.setValue(2)
     item = wait_job(panel.generate())
     assert item.state == "done", item.message
     first, second = sorted(item.results, key=lambda r: r.index)
     assert first.seed is not None and second.seed == first.seed + 1          # random, reported, image i = seed + i
     assert first.name == f"[Inpaint] red scarf (seed {first.seed})"
-    assert panel.seed.text() == ""                                           # still random for the next job
-    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
-    assert panel.seed.text() == str(first.seed)
+    assert panel.form.seed.text() == ""                                           # still random for the next job
+    qtbot.mouseClick(panel.form.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.form.seed.text() == str(first.seed)
     # The first result is selected and previewed on the canvas; selecting the other previews that one.
     assert panel.results.selected_records() == [first] and doc.preview is not None
     panel.results.clearSelection()
@@ -179,11 +179,11 @@ def test_ctrl_enter_queue_and_cancel(qtbot, window, session):
     doc, panel = window.document, window.panel
     select_rect(doc, 10, 10, 20, 20)
     fill_form(panel, steps=400, seed="7")
-    panel.prompt.setFocus()
-    qtbot.keyClick(panel.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-    assert panel.prompt.toPlainText() == "red scarf"            # Ctrl+Enter ran the job, added no line
+    panel.form.prompt.setFocus()
+    qtbot.keyClick(panel.form.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert panel.form.prompt.toPlainText() == "red scarf"            # Ctrl+Enter ran the job, added no line
     long = session.items[-1]
-    panel.steps.setValue(2)
+    panel.form.steps.setValue(2)
     second = panel.generate()
     assert second is not None and second is session.items[-1] and second is not long
     spin_until(lambda: long.state == "running" and long.step >= 1, 120, "the long job to run")
@@ -212,7 +212,7 @@ def test_engine_crash_during_a_job_is_reported_and_the_next_job_works(qtbot, win
     assert kind == "error" and "engine stopped" in text.lower()
     assert window.isVisible()
     spin_until(lambda: session.status.state in ("dead", "restarting", "ready"), 30, "the status")
-    panel.steps.setValue(2)
+    panel.form.steps.setValue(2)
     again = wait_job(panel.generate())
     assert again.state == "done", again.message
     assert session.client.engine_pid != pid
@@ -235,11 +235,11 @@ def test_validation_messages(qtbot, window, session):
 
     doc, panel = window.document, window.panel
     # The widgets enforce the engine's ranges.
-    for name, box in (("steps", panel.steps), ("num_images", panel.num_images), ("guidance", panel.guidance),
-                      ("strength", panel.strength), ("grow", panel.grow), ("noise_level", panel.noise_level)):
+    for name, box in (("steps", panel.form.steps), ("num_images", panel.form.num_images), ("guidance", panel.form.guidance),
+                      ("strength", panel.form.strength), ("grow", panel.form.grow), ("noise_level", panel.form.noise_level)):
         assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
-    panel.steps.setValue(10_000)
-    assert panel.steps.value() == 512
+    panel.form.steps.setValue(10_000)
+    assert panel.form.steps.value() == 512
     n = len(session.items)
     # Inpainting without a selection.
     fill_form(panel)
@@ -247,26 +247,26 @@ def test_validation_messages(qtbot, window, session):
     assert "select the area to repaint" in panel.last_message[1]
     # A strength that gives no step, named with its range.
     select_rect(doc, 10, 10, 20, 20)
-    panel.strength.setValue(0.01)
-    panel.steps.setValue(25)
+    panel.form.strength.setValue(0.01)
+    panel.form.steps.setValue(25)
     assert panel.generate() is None
     assert panel.last_message[0] == "error" and "strength" in panel.last_message[1]
-    assert panel.invalid_widgets() == [panel.strength]
+    assert panel.invalid_widgets() == [panel.form.strength]
     # A seed out of range.
-    panel.strength.setValue(0.8)
-    panel.seed.setText("9999999999")
+    panel.form.strength.setValue(0.8)
+    panel.form.seed.setText("9999999999")
     assert panel.generate() is None and "seed must be in 0–4294967295" in panel.last_message[1]
-    assert panel.invalid_widgets() == [panel.seed]
+    assert panel.invalid_widgets() == [panel.form.seed]
     # The engine's own refusal: a flat depth layer for restyle.
-    panel.seed.setText("1")
+    panel.form.seed.setText("1")
     flat = doc.add_layer("flat depth")
     pixels.write_rect(flat.image, 0, 0, W, H, bytes([128, 128, 128, 255]) * (W * H))
     doc.set_active(doc.layers[1].id)
     fill_form(panel, mode="restyle", steps=2, seed="1")
-    panel.depth_source.select_layer(flat.id)
+    panel.form.depth_source.select_layer(flat.id)
     item = wait_job(panel.generate())
     assert item.state == "failed" and item.code == "invalid_parameter" and item.parameter == "depth"
-    assert "flat" in panel.last_message[1] and panel.invalid_widgets() == [panel.depth_source]
+    assert "flat" in panel.last_message[1] and panel.invalid_widgets() == [panel.form.depth_source]
 
 
 def test_fill_from_the_layer_action_and_the_results_survive_a_restart(qtbot, window, session, tmp_path):
@@ -300,7 +300,7 @@ def test_fill_from_the_layer_action_and_the_results_survive_a_restart(qtbot, win
 def test_upscale_opens_a_new_window_with_the_4x_result(qtbot, window, session):
     doc, panel = window.document, window.panel
     fill_form(panel, mode="upscale", prompt="", steps=2, seed="3")
-    panel.tile.setValue(64)
+    panel.form.tile.setValue(64)
     item = wait_job(panel.generate())
     assert item.state == "done", item.message
     [rec] = item.results

@@ -60,9 +60,9 @@ def panel_on(qtbot, session, color, select=(12, 10, 20, 16), size=(W, H_)):
 
 def run_panel(panel, mode, **form):
     panel.set_mode(mode)
-    panel.prompt.setPlainText(form.pop("prompt", "a red ball"))
-    panel.steps.setValue(form.pop("steps", 2))
-    panel.seed.setText(str(form.pop("seed", 11)))
+    panel.form.prompt.setPlainText(form.pop("prompt", "a red ball"))
+    panel.form.steps.setValue(form.pop("steps", 2))
+    panel.form.seed.setText(str(form.pop("seed", 11)))
     item = panel.generate()
     assert item is not None, panel.last_message
     return wait_job(item)
@@ -98,8 +98,8 @@ def test_linear_f32_inpaint_comes_back_linear_f32_and_lands_above_the_source(qtb
 def test_text_to_image_on_a_16_bit_layer_comes_back_16_bit(qtbot, session, models):
     panel, doc, _ = panel_on(qtbot, session, U16, select=None, size=(84, 72))
     panel.set_mode("generate")
-    qtbot.mouseClick(panel.canvas_size_button, Qt.MouseButton.LeftButton)
-    assert (panel.width_box.value(), panel.height_box.value()) == (80, 72)    # multiples of 8 inside the canvas
+    qtbot.mouseClick(panel.form.canvas_size_button, Qt.MouseButton.LeftButton)
+    assert (panel.form.width_box.value(), panel.form.height_box.value()) == (80, 72)    # multiples of 8 inside the canvas
     item = run_panel(panel, "generate", prompt="a lighthouse")
     assert item.state == "done", item.message
     req = item.prepared.request
@@ -119,7 +119,7 @@ def test_restyle_with_a_depth_layer_in_the_layer_layout(qtbot, session, models):
     depth = doc.add("Depth", np.concatenate([ramp, ramp, ramp, np.ones_like(ramp)], axis=-1), F16)
     doc.active_id = paint.id
     panel.set_mode("restyle")
-    panel.depth_source.select_layer(depth.id)
+    panel.form.depth_source.select_layer(depth.id)
     item = run_panel(panel, "restyle")
     assert item.state == "done", item.message
     req = item.prepared.request
@@ -128,15 +128,15 @@ def test_restyle_with_a_depth_layer_in_the_layer_layout(qtbot, session, models):
     assert session.store.pixels(item.results[0].id) == local.image.data
     # Restyling the depth layer with itself as depth is refused before anything is sent.
     doc.active_id = depth.id
-    panel.depth_source.select_layer(depth.id)
+    panel.form.depth_source.select_layer(depth.id)
     assert panel.generate() is None and "another layer" in panel.last_message[1]
 
 
 def test_a_result_larger_than_the_canvas_opens_as_a_new_document(qtbot, session):
     panel, doc, _ = panel_on(qtbot, session, U16, select=None)
     panel.set_mode("generate")
-    panel.width_box.setValue(64)
-    panel.height_box.setValue(64)
+    panel.form.width_box.setValue(64)
+    panel.form.height_box.setValue(64)
     item = run_panel(panel, "generate", prompt="tall")
     assert item.state == "done", item.message
     [rec] = item.results
@@ -149,7 +149,7 @@ def test_a_result_larger_than_the_canvas_opens_as_a_new_document(qtbot, session)
 def test_upscale_of_a_linear_layer_opens_a_4x_document_in_its_colour_space(qtbot, session):
     panel, doc, _ = panel_on(qtbot, session, F32_LINEAR, select=None)
     panel.set_mode("upscale")
-    panel.tile.setValue(64)
+    panel.form.tile.setValue(64)
     item = run_panel(panel, "upscale", prompt="")
     assert item.state == "done", item.message
     [rec] = item.results

@@ -144,27 +144,27 @@ def test_a_dock_in_use_keeps_its_mode_when_models_are_missing(panel, session, tm
 
 
 def test_seed_field_and_reuse_last_seed(qtbot, panel, session):
-    assert panel.seed.text() == "" and panel.seed.placeholderText() == "random"
-    assert panel.read_params().seed is None                     # empty = random
-    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
-    assert panel.seed.text() == "" and "No result yet" in panel.last_message[1]
+    assert panel.form.seed.text() == "" and panel.form.seed.placeholderText() == "random"
+    assert panel.form.read_params().seed is None                     # empty = random
+    qtbot.mouseClick(panel.form.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.form.seed.text() == "" and "No result yet" in panel.last_message[1]
     session.last_seed = 4242
-    qtbot.mouseClick(panel.reuse_seed, Qt.MouseButton.LeftButton)
-    assert panel.seed.text() == "4242" and panel.read_params().seed == 4242
-    qtbot.keyClicks(panel.seed, "x-1")                          # digits only
-    assert panel.seed.text() == "42421"
+    qtbot.mouseClick(panel.form.reuse_seed, Qt.MouseButton.LeftButton)
+    assert panel.form.seed.text() == "4242" and panel.form.read_params().seed == 4242
+    qtbot.keyClicks(panel.form.seed, "x-1")                          # digits only
+    assert panel.form.seed.text() == "42421"
 
 
 def test_every_input_takes_its_range_from_the_engine(panel):
     for name in ("num_images", "steps", "grow", "feather", "noise_level", "tile", "width", "height"):
-        box = panel.findChild(type(panel.steps), name) or getattr(panel, f"{name}_box", None)
+        box = panel.findChild(type(panel.form.steps), name) or getattr(panel.form, f"{name}_box", None)
         assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
     for name in ("guidance", "strength"):
-        box = getattr(panel, name)
+        box = getattr(panel.form, name)
         assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
-    panel.width_box.setValue(101)
-    panel.width_box.editingFinished.emit()
-    assert panel.width_box.value() == 96                        # multiples of 8
+    panel.form.width_box.setValue(101)
+    panel.form.width_box.editingFinished.emit()
+    assert panel.form.width_box.value() == 96                        # multiples of 8
 
 
 @pytest.mark.parametrize("mode,shown,hidden", [
@@ -181,12 +181,12 @@ def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
 
     def visible(key):
         if key == "prompt":
-            return panel.prompt_box.isVisibleTo(panel)
-        return panel.rows[key][1].isVisibleTo(panel)
+            return panel.form.prompt_box.isVisibleTo(panel)
+        return panel.form.rows[key][1].isVisibleTo(panel)
 
     assert [k for k in shown if not visible(k)] == []
     assert [k for k in hidden if visible(k)] == []
-    assert panel.mode_box.currentData() == mode
+    assert panel.form.mode_box.currentData() == mode
 
 
 def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, session, tmp_path):
@@ -209,4 +209,4 @@ def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, s
     client = session._make_client()
     assert list(client.options.engine_args) == ["--device", "cpu", "--compile"]
     session.settings.compile = False
-    assert session._make_client().engine_args == ["--device", "cpu"]
+    assert list(session._make_client().options.engine_args) == ["--device", "cpu"]

@@ -104,7 +104,7 @@ def test_layer_panel_drives_the_document(qtbot, editor_window):
 def test_last_layer_cannot_be_deleted(qtbot, editor_window):
     panel = editor_window.layers_panel
     assert not panel.delete_action.isEnabled()
-    panel._delete()
+    panel.delete_layer()
     assert names(editor_window.document) == ["Background"]
 
 

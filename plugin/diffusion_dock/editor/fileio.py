@@ -48,7 +48,7 @@ def _png_bytes(image: QtGui.QImage) -> bytes:
     buf.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
     if not image.save(buf, "PNG"):
         raise FileError("could not encode a PNG")
-    return bytes(buf.data())
+    return buf.data().data()
 
 
 def _image_from_bytes(data: bytes, what: str) -> QtGui.QImage:

@@ -80,13 +80,13 @@ class KritaDocument(H.HostDocument):
             return True
 
     # -- layers
-    def _walk(self, parent, level, parent_id):
+    def walk(self, parent, level, parent_id):
         for node in reversed(parent.childNodes()):   # Krita lists bottom to top
             if is_mask(node):
                 continue
             yield node, level, parent_id
             if node.type() == "grouplayer":
-                yield from self._walk(node, level + 1, node_id(node))
+                yield from self.walk(node, level + 1, node_id(node))
 
     def _canvas(self) -> H.Rect:
         w, h = self.size
@@ -102,7 +102,7 @@ class KritaDocument(H.HostDocument):
                            preview=name.startswith(H.PREVIEW_PREFIX) and node.locked())
 
     def _find(self, layer_id: str):
-        for node, level, parent_id in self._walk(self._root(), 0, None):
+        for node, level, parent_id in self.walk(self._root(), 0, None):
             if node_id(node) == layer_id:
                 return node, level, parent_id
         raise H.LayerNotFound(layer_id)
@@ -112,7 +112,7 @@ class KritaDocument(H.HostDocument):
         return self._find(layer_id)[0]
 
     def layers(self) -> list[H.LayerInfo]:
-        return [self._info(n, level, pid) for n, level, pid in self._walk(self._root(), 0, None)]
+        return [self._info(n, level, pid) for n, level, pid in self.walk(self._root(), 0, None)]
 
     def layer(self, layer_id: str) -> H.LayerInfo:
         return self._info(*self._find(layer_id))
@@ -203,7 +203,7 @@ class KritaDocument(H.HostDocument):
     # preview costs as few steps as possible: one preview layer per source, whose pixels are replaced
     # while the artist browses results, and which Apply turns into the result layer itself.
     def _previews(self) -> list:
-        return [n for n, _, _ in self._walk(self._root(), 0, None)
+        return [n for n, _, _ in self.walk(self._root(), 0, None)
                 if n.name().startswith(H.PREVIEW_PREFIX) and n.locked()]
 
     def _preview_above(self, source_id: str):
@@ -334,7 +334,7 @@ class KritaHost(H.Host):
                 raise H.HostError(f"Krita could not convert the copy to {target.describe()}")
         copy.waitForDone()
         # Layers can have their own colour space, unlike the document's: convert those too.
-        for node, _, _ in KritaDocument(copy)._walk(copy.rootNode(), 0, None):
+        for node, _, _ in KritaDocument(copy).walk(copy.rootNode(), 0, None):
             color = node_color(node)
             if not color.supported:
                 c = color.converted()

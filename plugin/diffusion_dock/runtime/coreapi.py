@@ -65,8 +65,9 @@ def load(name: str):
     return importlib.import_module(f"{core.__name__}.{name}")
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # type checkers read the repository's modules (and the client's types)
     from core.contract import catalog, events, geometry, jobcontrol, jobs, modes, params, paths, plan
+    from core.link.client import EngineClient, JobHandle  # noqa: F401
 else:
     params = load("contract.params")
     jobs = load("contract.jobs")

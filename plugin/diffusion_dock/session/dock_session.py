@@ -9,11 +9,13 @@ run.  Nothing here waits synchronously: jobs are followed by coroutines on qasyn
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import host as H
 from ..runtime import aio, qimages
@@ -23,6 +25,9 @@ from ..runtime.stall import StallMeter
 from .job_builder import JobSpec, PreparedJob, mode_label
 from .results_store import ResultStore, StoredResult, new_id
 from .settings import EngineNotFound, Settings, find_local_engine
+
+if TYPE_CHECKING:
+    from ..runtime.coreapi import JobHandle
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ class JobItem:
     id: str
     spec: JobSpec
     prepared: PreparedJob
-    handle: object = None
+    handle: JobHandle | None = None
     state: events.JobState = events.JobState.QUEUED
     position: int | None = None   # place in the engine's queue (0 = running)
     step: int = 0
@@ -126,7 +131,7 @@ class DockSession(QObject):
         self.last_seed: int | None = None
         self._patches: collections.OrderedDict[str, jobs.Patch] = collections.OrderedDict()
         self._documents: dict[str, H.HostDocument] = {}   # job id → the document it ran on
-        self._starting = None
+        self._starting: asyncio.Task | None = None
 
     # --- the engine -------------------------------------------------------------------------------
 
@@ -336,7 +341,7 @@ class DockSession(QObject):
                 id=new_id(item.id, i, now), job_id=item.id, index=i, mode=result.mode, name=name,
                 x=patch.x, y=patch.y, width=patch.image.width, height=patch.image.height,
                 format=patch.image.format, linear=patch.image.linear, seed=patch.seed, model=result.model,
-                provenance=prov, document=prepared.document.name, canvas=tuple(prepared.document.size),
+                provenance=prov, document=prepared.document.name, canvas=(prepared.document.size[0], prepared.document.size[1]),
                 source_layer={"id": prepared.source.id, "name": prepared.source.name,
                               "color": [prepared.source.color.model, prepared.source.color.depth,
                                         prepared.source.color.profile]},

@@ -122,13 +122,13 @@ def run_dock_job():
     k.action("diffusion_dock_inpaint").trigger()
     settle()
     results["after_inpaint_action"] = {"mode": panel.mode,
-                                       "prompt_focus": panel.prompt.window().focusWidget() is panel.prompt}
-    panel.prompt.setPlainText("red scarf")
-    panel.steps.setValue(2)
-    panel.num_images.setValue(2)
-    panel.seed.setText("1234")
+                                       "prompt_focus": panel.form.prompt.window().focusWidget() is panel.form.prompt}
+    panel.form.prompt.setPlainText("red scarf")
+    panel.form.steps.setValue(2)
+    panel.form.num_images.setValue(2)
+    panel.form.seed.setText("1234")
     n = len(session.items)
-    QTest.keyClick(panel.prompt, Qt.Key_Return, Qt.ControlModifier)
+    QTest.keyClick(panel.form.prompt, Qt.Key_Return, Qt.ControlModifier)
     results["ctrl_enter_submitted"] = len(session.items) == n + 1
     item = session.items[-1]
     spin(lambda: item.final and item.finished is not None, 180, "the inpaint job")
@@ -233,7 +233,7 @@ def run_screenshot():
     k.action("deselect").trigger()      # the selection outline would hide the result
     settle(doc)
     panel.set_mode("inpaint")                # the full form, with the fill's result in the strip
-    panel.prompt.setPlainText("a wooden bench in a green meadow, soft afternoon light")
+    panel.form.prompt.setPlainText("a wooden bench in a green meadow, soft afternoon light")
     for _ in range(40):
         settle(doc)
         time.sleep(0.05)
