@@ -1,4 +1,4 @@
-"""The compiled UNet's dispatcher (core/unet_compile.py) on a real tiny UNet, compiled by real inductor:
+"""The compiled UNet's dispatcher (core/models/unet_compile.py) on a real tiny UNet, compiled by real inductor:
 eager until the shape's graph is ready, the same numbers after, failures and unsupported calls stay
 eager, and a pipeline loaded with ``compile`` in its policy runs through it."""
 

@@ -37,7 +37,7 @@ class DevicePolicy:
     vae_dtype: str                # dtype of the SD VAE
     upscaler_vae_dtype: str       # the x4 VAE overflows in half precision: always decoded in fp32
     reason: str
-    compile: bool = False         # compile the UNet with torch.compile (core/unet_compile.py)
+    compile: bool = False         # compile the UNet with torch.compile (core/models/unet_compile.py)
     compile_reason: str = ""
 
     @property

@@ -197,7 +197,7 @@ class ModelManager:
         return loaded
 
     def _compile_unet(self, resolved: ResolvedModel, unet) -> None:
-        """The UNet's calls go through a background-compiling dispatcher (core/unet_compile.py); its
+        """The UNet's calls go through a background-compiling dispatcher (core/models/unet_compile.py); its
         progress is reported like loads: compiling, compiled, compile_failed, compile_skipped.  A shape
         is compiled only when its compiled copy of the weights fits beside ``reserve``: unloading other
         models would not help, torch keeps a compiled graph's memory (``_warn_if_compiled``)."""

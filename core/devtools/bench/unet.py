@@ -70,7 +70,7 @@ def time_step(unet, batch: int, size: int, repeats: int, channels_last: bool = F
 
 
 def time_compiled(unet, batch: int, size: int, repeats: int) -> dict:
-    """The step through the engine's compiled UNet (core/unet_compile.py), called as the pipelines call
+    """The step through the engine's compiled UNet (core/models/unet_compile.py), called as the pipelines call
     it (no_grad): the first call runs eagerly and starts the background compilation, which is waited
     for and timed; then the compiled steps, best of ``repeats``."""
     import torch
@@ -215,7 +215,7 @@ def run(profile: Profile, models, log) -> tuple[Row, dict]:
                      f"({MATMUL_SIDE}² {policy_dtype} matmul, same run; {rate_bf16_end / 1e9:.0f} GFLOP/s bf16 "
                      f"measured again after the steps); the step reached {flops_guided / best / 1e9:.0f} GFLOP/s")
     if compiled:
-        row.notes.append(f"compiled UNet (the engine's `--compile`, core/unet_compile.py: inductor, weights frozen "
+        row.notes.append(f"compiled UNet (the engine's `--compile`, core/models/unet_compile.py: inductor, weights frozen "
                          f"and prepacked): the first call ran eagerly and the compilation beside it took "
                          f"{fmt_s(compiled['compile_s'])}; then {fmt_s(best)} per step against {fmt_s(guided)} "
                          f"eager ({guided / best:.2f}×)")
