@@ -99,15 +99,18 @@ def models(tiny_root, policy):
     return ModelManager(policy, models_dir=tiny_root, hub_cache=tiny_root / "no-hub-cache", capacity=8)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def exact_models(tiny_root):
     """The tiny models in float32 on the CPU: results that do not depend on the batch (bfloat16 matmuls
-    round differently for a batch of two than for one image)."""
+    round differently for a batch of two than for one image).  Unloaded after the module, so no other
+    test finds their files still mapped."""
     from core.models.device import choose_policy, probe
     from core.models.manager import ModelManager
 
-    return ModelManager(choose_policy(probe(), "cpu", "float32"), models_dir=tiny_root,
-                        hub_cache=tiny_root / "no-hub-cache", capacity=8)
+    mm = ModelManager(choose_policy(probe(), "cpu", "float32"), models_dir=tiny_root,
+                      hub_cache=tiny_root / "no-hub-cache", capacity=8)
+    yield mm
+    mm.unload_all()
 
 
 @pytest.fixture(scope="module")
