@@ -61,7 +61,7 @@ def test_random_seed_is_reported(models):
     assert isinstance(res.patches[0].seed, int) and 0 <= res.patches[0].seed < 2**32
 
 
-@pytest.mark.parametrize("steps,strength,expected", [(6, 1.0, 6), (10, 0.5, 5), (4, 0.8, 3)])
+@pytest.mark.parametrize("steps,strength,expected", [(6, 1.0, 6), (10, 0.5, 10), (4, 0.8, 4), (1, 0.3, 1)])
 def test_progress_counts_the_denoising_steps(models, steps, strength, expected):
     seen, phases = [], []
 

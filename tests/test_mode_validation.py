@@ -22,7 +22,6 @@ IMG = buffer(rgba_u8(24, 32))
     ("generate", {}, {"width": 516, "height": 512}, None, "width"),
     ("generate", {}, {"width": 512}, None, "width"),
     ("generate", {"strength": 1.2}, {}, IMG, "strength"),
-    ("generate", {"strength": 0.05, "steps": 10}, {}, IMG, "strength"),  # less than one step
     ("restyle", {"strength": -0.5}, {}, IMG, "strength"),
     ("restyle", {}, {"depth_source": "given"}, IMG, "depth"),            # given, but no depth image
     ("depth", {}, {}, None, "image"),

@@ -1,9 +1,12 @@
 """Every parameter is validated; errors name the parameter and its range."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.contract.jobs import JobRequest, Options, Params, validate
 from core.contract.params import RANGES, ValidationError
+from core.contract.plan import TRAIN_TIMESTEPS, Schedule
 
 from .helpers import buffer, rect_mask, rgba_u8
 
@@ -67,10 +70,22 @@ def test_choices(name, value):
     assert e.value.parameter == name
 
 
-def test_strength_times_steps_must_give_a_step():
-    with pytest.raises(ValidationError) as e:
-        validate(req(strength=0.01, steps=10))
-    assert e.value.parameter == "strength"
+@given(st.integers(1, 512), st.floats(0.0, 1.0))
+def test_steps_are_the_steps_that_run_at_any_strength(steps, strength):
+    """Every valid steps × strength runs exactly ``steps`` steps: diffusers runs
+    min(int(total × strength), total) of a ``total``-step schedule, starting near the asked noise level."""
+    s = Schedule.of(steps, strength)
+    assert min(int(s.total * s.strength), s.total) == steps
+    assert steps <= s.total <= TRAIN_TIMESTEPS and 0.0 < s.strength <= 1.0
+    effective = steps / s.total                          # the noise level the first step starts at
+    if strength >= steps / TRAIN_TIMESTEPS:
+        assert abs(effective - strength) <= strength / steps + 1e-9   # within one schedule step
+    validate(req(strength=strength, steps=steps))        # never refused
+
+
+def test_the_schedule_of_familiar_settings():
+    assert (Schedule.of(25, 1.0).total, Schedule.of(25, 0.8).total, Schedule.of(1, 0.5).total) == (25, 32, 2)
+    assert Schedule.of(10, 0.0).total == TRAIN_TIMESTEPS
 
 
 def test_mask_size_and_buffer_length_are_checked():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -31,8 +29,8 @@ def scene():
     return img
 
 
-def prepared(models, content, strength=0.5, seeds=(3,)):
-    req = validate(inpaint_request(scene(), MASK, steps=10, seed=seeds[0], strength=strength,
+def prepared(models, content, strength=0.5, seeds=(3,), steps=10):
+    req = validate(inpaint_request(scene(), MASK, steps=steps, seed=seeds[0], strength=strength,
                                    num_images=len(seeds), options=Options(masked_content=content, color_match=False)))
     pipe = models.get("inpaint").pipe
     plan = plan_region_job(req, regionjob.selection_bbox(req), 128, seeds[0])
@@ -97,8 +95,9 @@ def test_fill_counts_only_below_strength_1_and_more_as_strength_falls(models):
 
 def test_fill_pulls_the_result_toward_the_filled_image(models):
     """At low strength, the result is closer to (the VAE's rendering of) the filled image than the
-    result of starting from the original is: measured 0.14 against 0.18 mean abs difference."""
-    req, pipe, plan, work = prepared(models, "fill", strength=0.15)
+    result of starting from the original is: measured 0.14 against 0.18 mean abs difference.  One step
+    (the tiny models' random UNet moves the image away from its start at every step)."""
+    req, pipe, plan, work = prepared(models, "fill", strength=0.15, steps=1)
     filled = ip.prefill(req, work, models, JobControl())
     lat = encode_image(pipe, filled)
     with torch.inference_mode():
@@ -108,8 +107,7 @@ def test_fill_pulls_the_result_toward_the_filled_image(models):
     out = {}
     for content in ("original", "fill"):
         start = ip.start_latents(pipe, plan, work, content, filled)
-        images, _ = ip.denoise(pipe, replace(plan, pipeline_kwargs={**plan.pipeline_kwargs, "strength": 0.15}),
-                               work, req.params, JobControl(), "cpu", start)
+        images, _ = ip.denoise(pipe, plan, work, req.params, JobControl(), "cpu", start)
         out[content] = np.abs(images[0] - rendered)[hole].mean()
     assert out["fill"] < out["original"] - 0.02, out
 

@@ -223,9 +223,6 @@ def _valid_params(req: JobRequest, mode) -> Params:
     guidance = P.check("guidance", p.guidance)
     strength = P.check("strength", p.strength)
     seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
-    if mode.uses_strength(req.image is not None) and int(steps * strength) < 1:
-        raise ValidationError("strength", f"strength must give at least one step: strength {strength:g} "
-                                          f"× {steps} steps is below 1 (raise strength or steps)")
     return replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
                    seed=seed, weighted=bool(p.weighted))
 

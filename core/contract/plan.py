@@ -3,6 +3,7 @@ which pipeline arguments.  Pure (standard library only) and therefore easy to te
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .geometry import Rect, model_size, plan_region
@@ -32,9 +33,27 @@ def seeds_for(seed: int, count: int) -> tuple[int, ...]:
     return tuple((seed + i) % (SEED_MAX + 1) for i in range(count))
 
 
-def denoise_steps(steps: int, strength: float) -> int:
-    """Denoising steps diffusers runs for ``steps`` at ``strength`` (image-to-image style)."""
-    return min(int(steps * strength), steps)
+TRAIN_TIMESTEPS = 1000   # the SD2 schedulers' training timesteps: no schedule is longer
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a job with a strength runs: ``steps`` means the denoising steps that RUN (as in the leading
+    Krita plugin), whatever the strength.  The schedule has ``total`` steps and its last ``steps`` run,
+    starting at the noise level ``strength`` asks for (to the nearest schedule step), so at least one
+    step always runs and 25 steps at strength 0.5 are 25 steps, not 12.  Below ``steps / 1000`` the
+    schedule cannot be longer: the steps run at its lowest noise levels."""
+
+    steps: int                # steps that run
+    total: int                # num_inference_steps for diffusers
+    strength: float           # the strength to give diffusers so that exactly ``steps`` run
+
+    @classmethod
+    def of(cls, steps: int, strength: float) -> Schedule:
+        wanted = max(float(strength), steps / TRAIN_TIMESTEPS)
+        total = min(TRAIN_TIMESTEPS, max(steps, math.ceil(steps / wanted - 1e-9)))
+        # diffusers runs min(int(total * strength), total) steps: half a step more keeps int() exact
+        return cls(steps, total, min(1.0, (steps + 0.5) / total))
 
 
 def image_rect(req: JobRequest) -> Rect:
@@ -57,8 +76,8 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, 
     kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
     expected = p.steps
     if spec(req.mode).uses_strength(req.image is not None):
-        kwargs["strength"] = p.strength
-        expected = denoise_steps(p.steps, p.strength)
+        sched = Schedule.of(p.steps, p.strength)
+        kwargs.update(num_inference_steps=sched.total, strength=sched.strength)
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather,
                       o.color_match, kwargs, expected)
 
