@@ -746,6 +746,9 @@ class DockPanel(QtWidgets.QWidget):
             log.warning("cannot read the results folder: %s", e)
             return
         self.results.add_records(records, self._thumbnail, at_top=False)
+        broken = self.session.store.broken_summary()
+        if broken:
+            self.show_message(broken, "warning")
 
     def _on_results(self, records) -> None:
         self.results.add_records(records, self._thumbnail, at_top=True)
