@@ -7,6 +7,7 @@ and bad input exits non-zero with one clear line.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,33 @@ class CliError(Exception):
         self.code = code
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``error: ...``, exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number (one clear line when it is not one)."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {_shown(text)}") from None
+
+
+def number(text: str) -> float:
+    """An argparse type: a number (its range is checked with the other parameters; NaN fails there)."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
+
+
 def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool = True,
                 strength: bool = True, model: bool = True) -> None:
     if model:
@@ -29,13 +57,13 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
         p.add_argument("--prompt", default="", help="what to paint")
         p.add_argument("--negative", default="", help="negative prompt")
         p.add_argument("--weighted", action="store_true", help="parse compel weights: (word)1.3, word++")
-        p.add_argument("--steps", type=int, default=25, help="denoising steps, 1–512 (default 25)")
-        p.add_argument("--guidance", type=float, default=7.5, help="guidance scale, 1–20 (default 7.5)")
-        p.add_argument("--seed", type=int, default=None, help="seed ≥ 0 (default: random, reported)")
+        p.add_argument("--steps", type=whole_number, default=25, help="denoising steps, 1–512 (default 25)")
+        p.add_argument("--guidance", type=number, default=7.5, help="guidance scale, 1–20 (default 7.5)")
+        p.add_argument("--seed", type=whole_number, default=None, help="seed ≥ 0 (default: random, reported)")
     if images:
-        p.add_argument("--num-images", type=int, default=1, help="images to make, 1–4 (image i uses seed + i)")
+        p.add_argument("--num-images", type=whole_number, default=1, help="images to make, 1–4 (image i uses seed + i)")
     if strength:
-        p.add_argument("--strength", type=float, default=None, help="0–1: how much to change (default 0.8)")
+        p.add_argument("--strength", type=number, default=None, help="0–1: how much to change (default 0.8)")
     p.add_argument("--out", required=True, type=Path, help="output image (extra images: OUT_2.png, ...)")
     p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
@@ -43,8 +71,8 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
 
 
 def _add_region(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grow", type=int, default=8, help="px the model repaints beyond the selection (default 8)")
-    p.add_argument("--feather", type=int, default=8, help="px of soft edge inside the selection (default 8)")
+    p.add_argument("--grow", type=whole_number, default=8, help="px the model repaints beyond the selection (default 8)")
+    p.add_argument("--feather", type=whole_number, default=8, help="px of soft edge inside the selection (default 8)")
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
 
 
@@ -53,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fill = default_options("fill")
 
-    ap = argparse.ArgumentParser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
+    ap = Parser(prog="python -m core", description="Diffusion Dock engine: SD2 jobs on images.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inpaint", help="repaint the selected part of an image (stable-diffusion-2-inpainting)")
@@ -70,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
                    help="auto (default): LaMa when its weights are installed, else OpenCV")
     p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
-    p.add_argument("--grow", type=int, default=fill.grow,
+    p.add_argument("--grow", type=whole_number, default=fill.grow,
                    help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
-    p.add_argument("--feather", type=int, default=fill.feather,
+    p.add_argument("--feather", type=whole_number, default=fill.feather,
                    help="px of soft edge inside the selection (default 0)")
     _add_common(p, prompt=False, images=False, strength=False, model=False)
 
@@ -92,14 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="selection mask, same size: only the selection is upscaled by the model, the "
                                   "rest is a plain Lanczos 4x")
     _add_common(p, images=False, strength=False)
-    p.add_argument("--noise-level", type=int, default=20, help="noise added to the input, 0–350 (default 20)")
-    p.add_argument("--tile", type=int, default=128, help="tile side in input px, 64–512 (default 128)")
-    p.add_argument("--feather", type=int, default=8, help="input px of soft edge inside the selection (default 8)")
+    p.add_argument("--noise-level", type=whole_number, default=20, help="noise added to the input, 0–350 (default 20)")
+    p.add_argument("--tile", type=whole_number, default=128, help="tile side in input px, 64–512 (default 128)")
+    p.add_argument("--feather", type=whole_number, default=8, help="input px of soft edge inside the selection (default 8)")
 
     p = sub.add_parser("generate", help="text-to-image, or image-to-image with --image "
                                         "(stable-diffusion-2-1 or 2-1-base)")
-    p.add_argument("--width", type=int, help="width in px, a multiple of 8 in 64–8192 (default with --image: its)")
-    p.add_argument("--height", type=int, help="height in px, a multiple of 8 in 64–8192 (default with --image: its)")
+    p.add_argument("--width", type=whole_number, help="width in px, a multiple of 8 in 64–8192 (default with --image: its)")
+    p.add_argument("--height", type=whole_number, help="height in px, a multiple of 8 in 64–8192 (default with --image: its)")
     p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
     _add_common(p)
 
@@ -116,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="inpaint the sample image in resources/ (tiny smoke models if SD2 is absent)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 25, 4 with smoke models)")
+    p.add_argument("--steps", type=whole_number, default=None, help="denoising steps (default 25, 4 with smoke models)")
     return ap
 
 
@@ -182,11 +210,90 @@ def cmd_models(args) -> int:
     return 0
 
 
+def check_text_args(args) -> None:
+    """Text given on the command line must be UTF-8: Python keeps the bytes of any other encoding as
+    lone surrogates, which the tokenizer cannot take."""
+    for flag in ("prompt", "negative"):
+        value = getattr(args, flag, None)
+        if not value:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise CliError(f"--{flag} is not valid UTF-8 text (an undecodable byte at character {e.start + 1}); "
+                           f"expected UTF-8 text (set a UTF-8 locale, or convert the text)") from None
+
+
+def check_config(args) -> None:
+    """``--config`` names a diffusers config folder: a folder holding model_index.json."""
+    config = getattr(args, "config", None)
+    if config is None:
+        return
+    folder = Path(config).expanduser()
+    if not folder.exists():
+        problem = "it does not exist"
+    elif not folder.is_dir():
+        problem = "it is a file"
+    elif not (folder / "model_index.json").is_file():
+        problem = "it has no model_index.json"
+    else:
+        return
+    raise CliError(f"--config {config}: {problem}; expected a diffusers config folder (with model_index.json), "
+                   f"e.g. from `python -m installer models download KEY --config-only`")
+
+
+def check_outputs(args) -> list[Path]:
+    """Before any work: every output name has an image type, none is one of the inputs, and each can be
+    created.  Returns the output paths."""
+    from .contract import atomic
+    from .raster.files import numbered, output_format
+
+    out = Path(args.out)
+    count = getattr(args, "num_images", 1) or 1
+    outs = [numbered(out, i) for i in range(max(1, min(count, 4)))]
+    inputs = {flag: Path(getattr(args, flag)) for flag in ("image", "mask", "depth") if getattr(args, flag, None)}
+    for path in outs:
+        if path.is_dir():
+            raise atomic.WriteError(path, "it is a folder; give a file name such as out.png")
+        output_format(path)
+        for flag, given in inputs.items():
+            if _same_file(path, given):
+                raise CliError(f"--out {path} is the --{flag} file: choose another output file (inputs are "
+                               f"never overwritten)")
+        atomic.check_writable(path)
+    return outs
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def say_path(path) -> None:
+    """A written path on stdout, byte for byte even when it is not UTF-8."""
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        print(os.fsencode(path).decode("utf-8", "replace"))
+        return
+    out.flush()
+    buffer.write(os.fsencode(path) + b"\n")
+    buffer.flush()
+
+
 def main(argv=None) -> int:
     from .models import env
 
     env.apply()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:           # --help, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    from .contract.atomic import WriteError
     from .contract.jobcontrol import Cancelled
     from .contract.params import ValidationError
     from .models.resolver import ModelError
@@ -202,15 +309,21 @@ def main(argv=None) -> int:
             from .devtools.demo import run_demo
 
             for path in run_demo(args.out, steps=args.steps):
-                print(path)
+                say_path(path)
             return 0
         from .jobfiles import run_files
 
+        check_text_args(args)
+        check_config(args)
+        check_outputs(args)
         job = request_from_args(args, args.command)
         for path in run_files(job, args.out, make_models(args), quiet=args.quiet):
-            print(path)
+            say_path(path)
         return 0
     except ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except WriteError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ModelError as e:

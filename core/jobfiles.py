@@ -7,16 +7,18 @@ mode's result is written comes from its ``ModeSpec.output``: the input with the 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from .contract import atomic
 from .contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params
 from .contract.modes import IMAGE_OPTIONAL, OUTPUT_GRAY16, OUTPUT_SCALED, spec
 from .contract.params import ValidationError
-from .raster.files import numbered, read_depth, read_image, read_mask, write_image
+from .raster.files import encode_image, numbered, output_format, read_depth, read_image, read_mask
 from .raster.pixels import as_array
 
 
@@ -65,25 +67,29 @@ def widen(image: ImageBuffer) -> ImageBuffer:
 
 def write_outputs(job: FileRequest, result: JobResult, out: Path) -> list[Path]:
     """Write every image of ``result``: ``out`` for the first, ``out_2``... for the others (image i
-    was made with seed + i).  Returns the paths written."""
+    was made with seed + i).  All or nothing: each is encoded into a temporary file beside its name and
+    they are renamed into place once every one is complete (``contract.atomic``).  Returns the paths."""
     from .pipelines import regionjob
 
     req, ms = job.request, spec(job.request.mode)
     written = []
-    for i, patch in enumerate(result.patches):
-        path = numbered(Path(out), i)
-        if ms.output == OUTPUT_GRAY16:
-            write_image(path, as_array(patch.image)[..., :1], "GRAY_U16")
-        elif ms.output == OUTPUT_SCALED:
-            from .pipelines.upscale import composite
+    with contextlib.ExitStack() as files:
+        for i, patch in enumerate(result.patches):
+            path = numbered(Path(out), i)
+            kind = output_format(path)
+            f = files.enter_context(atomic.open_atomic(path, parents=True))
+            if ms.output == OUTPUT_GRAY16:
+                encode_image(f, kind, as_array(patch.image)[..., :1], "GRAY_U16")
+            elif ms.output == OUTPUT_SCALED:
+                from .pipelines.upscale import composite
 
-            arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
-            write_image(path, arr, req.image.format, keep_alpha=job.keep_alpha)
-        elif req.image is not None:
-            write_image(path, regionjob.composite(req, patch), req.image.format, keep_alpha=job.keep_alpha)
-        else:
-            write_image(path, as_array(patch.image), patch.image.format, keep_alpha=job.keep_alpha)
-        written.append(path)
+                arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
+                encode_image(f, kind, arr, req.image.format, keep_alpha=job.keep_alpha)
+            elif req.image is not None:
+                encode_image(f, kind, regionjob.composite(req, patch), req.image.format, keep_alpha=job.keep_alpha)
+            else:
+                encode_image(f, kind, as_array(patch.image), patch.image.format, keep_alpha=job.keep_alpha)
+            written.append(path)
     return written
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.contract import atomic
 from core.contract.catalog import ModelSpec
 
 from .hub_plan import PlanError, RemoteFile, human, plan_files, total_size
@@ -48,6 +50,17 @@ class NotEnoughSpace(DownloadError):
 
 class ChecksumError(DownloadError):
     code = 6
+
+
+class WriteFailed(DownloadError):
+    """A file could not be written here (a full disk, a read-only folder...): the message names it."""
+
+    code = 2
+
+
+# What a write on this machine fails with (as opposed to the network): these end the download at once.
+LOCAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                      getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 @dataclass
@@ -201,8 +214,7 @@ class CacheTarget:
 
     def install_blob(self, rf: RemoteFile, verified: Path) -> None:
         """Move a verified weight into ``blobs/<sha256>`` and let huggingface_hub link it into the snapshot."""
-        blob = self.blob(rf)
-        os.replace(verified, blob)
+        atomic.publish(verified, self.blob(rf))
         self.link(rf)
 
     def link(self, rf: RemoteFile) -> None:
@@ -212,11 +224,7 @@ class CacheTarget:
                         endpoint=self.endpoint, token=self.token)
 
     def finish(self) -> None:
-        refs = self.storage / "refs"
-        refs.mkdir(parents=True, exist_ok=True)
-        tmp = refs / ".main.tmp"
-        tmp.write_text(self.commit)
-        os.replace(tmp, refs / "main")
+        atomic.write_text(self.storage / "refs" / "main", self.commit, parents=True)
 
 
 class FolderTarget:
@@ -246,15 +254,14 @@ class FolderTarget:
 
     def install_blob(self, rf: RemoteFile, verified: Path) -> None:
         dst = self.path(rf)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(verified, dst)
+        atomic.make_parents(dst)
+        atomic.publish(verified, dst)
 
     def link(self, rf: RemoteFile) -> None:  # pragma: no cover - folders have no shared blobs
         raise AssertionError
 
     def finish(self) -> None:
-        self.work.mkdir(parents=True, exist_ok=True)
-        (self.work / "commit").write_text(self.commit)
+        atomic.write_text(self.work / "commit", self.commit, parents=True)
 
 
 # --- fetching ---------------------------------------------------------------------------------------
@@ -280,11 +287,18 @@ def fetch_resumable(target, rf: RemoteFile, label: str, *, endpoint, token) -> i
     have = partial.stat().st_size if partial.exists() else 0
     if rf.size is not None and have > rf.size:
         have = 0
-    with open(partial, "r+b" if partial.exists() else "wb") as f:
+    with _open_partial(partial, "r+b" if partial.exists() else "wb") as f:
         f.truncate(have)
         f.seek(have)
         http_get(location, f, resume_size=have, headers=headers, expected_size=rf.size, displayed_filename=label)
+        f.flush()
+        os.fsync(f.fileno())   # on disk before it is checked and renamed into place
     return have
+
+
+def _open_partial(path: Path, mode: str):
+    """The partial file of a weight (tests put a full disk in between)."""
+    return open(path, mode)
 
 
 def _existing_ancestor(p: Path) -> Path:
@@ -367,7 +381,10 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
         with _quiet_bars(not rf.lfs):
             outcome = _fetch_verified(target, rf, label, have, endpoint=endpoint, token=token, log=log)
         report.files.append(outcome)
-    target.finish()
+    try:
+        target.finish()
+    except atomic.WriteError as e:
+        raise WriteFailed(f"{e}. Every file is in place: run the same command again to finish.") from None
     report.seconds = time.monotonic() - t0
     return report
 
@@ -417,6 +434,11 @@ def _fetch_verified(target, rf: RemoteFile, label: str, have: int, *, endpoint, 
             kept = target.partial(rf) if rf.lfs and target.partial(rf).exists() else None
             more = (f" {human(kept.stat().st_size)} of it are kept: running the same command again continues "
                     f"from there." if kept and kept.stat().st_size else " Run the same command again.")
+            if isinstance(e, atomic.WriteError):
+                raise WriteFailed(f"{e}.{more}") from None
+            if isinstance(e, OSError) and e.errno in LOCAL_WRITE_ERRNOS:
+                where = e.filename or (kept or target.partial(rf) if rf.lfs else target.path(rf))
+                raise WriteFailed(f"cannot write {where}: {atomic.reason_of(e)}.{more}") from None
             if isinstance(e, HfHubHTTPError):
                 status = getattr(getattr(e, "response", None), "status_code", "?")
                 raise DownloadError(f"the hub {_hub_name(endpoint)} answered HTTP {status} while sending {rf.path}; "

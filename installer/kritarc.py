@@ -6,9 +6,10 @@ this edits lines: the ``[python]`` group's ``enable_<plugin>`` key is replaced i
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from core.contract import atomic
 
 GROUP = "python"
 
@@ -76,8 +77,5 @@ def write_key(path: Path, key: str, value: str, group: str = GROUP) -> str | Non
             lines.insert(group_end, f"{key}={value}")
     out = newline.join(lines) + newline
     if out != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".dd-tmp")
-        tmp.write_text(out, encoding="utf-8", errors="surrogateescape", newline="")
-        os.replace(tmp, path)
+        atomic.write_text(path, out, encoding="utf-8", errors="surrogateescape", newline="", parents=True)
     return previous

@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.contract import atomic
+
 from . import kritarc
 from .krita_paths import KritaTarget, targets
 
@@ -210,10 +212,7 @@ def _write_if_changed(dst: Path, data: bytes) -> bool:
             return False
     except OSError:
         pass
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".dd-tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dst)
+    atomic.write_bytes(dst, data, parents=True)
     return True
 
 

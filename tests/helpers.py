@@ -46,3 +46,60 @@ def write_image_and_mask(folder, h: int, w: int, seed: int, rect: tuple[int, int
     mask[y0:y1, x0:x1] = 255
     Image.fromarray(mask, "L").save(folder / "mask.png")
     return folder, img, mask
+
+
+class _FillingFile:
+    """A file object of the atomic writer on a disk that fills up: writes fail with ENOSPC once the
+    budget shared by every file opened through the patch is spent (the bytes that fit are written)."""
+
+    def __init__(self, f, budget: dict):
+        self._f, self._budget = f, budget
+
+    def write(self, data):
+        import errno
+
+        room = self._budget["left"]
+        if len(data) > room:
+            if room:
+                self._f.write(data[:room])
+            self._budget["left"] = 0
+            self._budget["failures"] += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._budget["left"] -= len(data)
+        return self._f.write(data)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def disk_full_after(monkeypatch, limit: int) -> dict:
+    """Make every file the atomic writer (``core.contract.atomic``) opens fail with ENOSPC after ``limit``
+    bytes in total.  Returns the budget: ``left`` bytes, ``failures`` so far."""
+    from core.contract import atomic
+
+    budget = {"left": limit, "failures": 0}
+    real = atomic._fdopen
+    monkeypatch.setattr(atomic, "_fdopen", lambda fd, *a, **kw: _FillingFile(real(fd, *a, **kw), budget))
+    return budget
+
+
+def leftovers(folder) -> list[str]:
+    """The atomic writer's temporary files in ``folder`` (recursively)."""
+    from pathlib import Path
+
+    from core.contract import atomic
+
+    return sorted(str(p) for p in Path(folder).rglob("*") if atomic.temp_target(p.name) is not None)

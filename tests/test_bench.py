@@ -78,6 +78,34 @@ def test_a_second_write_replaces_the_section(tmp_path):
     assert text.count(report.START) == 1
 
 
+@pytest.mark.parametrize("limit", [0, 30, 200])
+def test_the_report_files_on_a_full_disk_stay_as_they_were(tmp_path, monkeypatch, limit):
+    """Both report files go through the atomic writer: a disk that fills up leaves the old file whole."""
+    from core.contract.atomic import WriteError
+
+    from .helpers import disk_full_after, leftovers
+
+    md, js = tmp_path / "b.md", tmp_path / "b.json"
+    md.write_text("# Benchmarks\n\nsomeone else's section\n")
+    js.write_text("{}\n")
+    disk_full_after(monkeypatch, limit)
+    with pytest.raises(WriteError, match=f"cannot write {md}: No space left on device"):
+        report.write_section(md, "x" * 500)
+    with pytest.raises(WriteError, match=f"cannot write {js}: No space left on device"):
+        report.write_json(js, {"rows": ["y" * 500]})
+    assert md.read_text() == "# Benchmarks\n\nsomeone else's section\n" and js.read_text() == "{}\n"
+    assert not leftovers(tmp_path)
+
+
+def test_an_unwritable_report_is_refused_before_the_run(tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = subprocess.run([sys.executable, "-m", "core.devtools.bench", "--quick", "--smoke", "--rows", "5", "--docs",
+                        str(tmp_path / "file" / "b.md")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"python -m core.devtools.bench: error: cannot write {tmp_path / 'file' / 'b.md'}: "
+                                     f"{tmp_path / 'file'} is not a folder"]
+
+
 def test_smoke_goes_with_quick():
     r = subprocess.run([sys.executable, "-m", "core.devtools.bench", "--smoke"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)

@@ -326,3 +326,72 @@ def test_plan_refuses_a_repo_with_only_pickles_for_a_component():
         plan_files("StableDiffusionPipeline", files)
     with pytest.raises(PlanError, match="not a diffusers pipeline"):
         plan_files("StableDiffusionPipeline", _files("v2-1_512-ema-pruned.safetensors"))
+
+
+class _FullDisk:
+    """A partial file on a disk that fills up after ``room`` bytes."""
+
+    def __init__(self, f, room: int):
+        self._f, self.room = f, room
+
+    def write(self, data):
+        import errno
+
+        if len(data) > self.room:
+            self._f.write(data[:self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self._f.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def test_a_full_disk_while_a_weight_arrives_stops_with_one_line_and_the_next_run_continues(
+        hub, repo_files, tmp_path, monkeypatch):
+    from .helpers import leftovers
+
+    data = repo_files[UNET16]
+    room = len(data) // 2 // CHUNK * CHUNK + 1000
+    real = download._open_partial
+    monkeypatch.setattr(download, "_open_partial", lambda p, mode: _FullDisk(real(p, mode), room))
+    cache = tmp_path / "hf"
+    with pytest.raises(download.WriteFailed) as err:
+        download_model(SPEC, cache_dir=cache, log=lambda m: None)
+    partial = cache / f"models--{REPO.replace('/', '--')}" / "blobs" / (hashlib.sha256(data).hexdigest() + ".dd-partial")
+    assert err.value.code == 2
+    assert str(err.value).startswith(f"cannot write {partial}: No space left on device.")
+    assert "of it are kept: running the same command again continues" in str(err.value)
+    assert "Errno" not in str(err.value) and "OSError" not in str(err.value)
+    storage = cache / f"models--{REPO.replace('/', '--')}"
+    assert not (storage / "blobs" / hashlib.sha256(data).hexdigest()).exists()     # no final file
+    assert not [p for p in storage.rglob("*") if p.as_posix().endswith(UNET16)]
+    assert not (storage / "refs" / "main").exists() and not leftovers(cache)
+    kept = partial.stat().st_size
+    assert 0 < kept <= room
+    monkeypatch.setattr(download, "_open_partial", real)      # space again
+    rep = download_model(SPEC, cache_dir=cache, log=lambda m: None)
+    unet = next(f for f in rep.files if f.path == UNET16)
+    assert unet.action == "resumed" and unet.resumed_from == kept
+    assert (rep.folder / UNET16).read_bytes() == data and not partial.exists()
+
+
+@pytest.mark.parametrize("layout", ["cache", "folder"])
+def test_a_full_disk_at_the_last_file_leaves_no_half_file_and_names_it(hub, tmp_path, monkeypatch, layout):
+    from .helpers import disk_full_after, leftovers
+
+    kw = {"cache_dir": tmp_path / "hf"} if layout == "cache" else {"models_dir": tmp_path / "models"}
+    disk_full_after(monkeypatch, 3)        # the commit id (40 characters) does not fit
+    with pytest.raises(download.WriteFailed) as err:
+        download_model(SPEC, log=lambda m: None, **kw)
+    final = (tmp_path / "hf" / f"models--{REPO.replace('/', '--')}" / "refs" / "main" if layout == "cache"
+             else tmp_path / "models" / "sd2-inpainting" / ".cache" / "diffusion-dock" / "commit")
+    assert str(err.value).startswith(f"cannot write {final}: No space left on device.") and err.value.code == 2
+    assert not final.exists() and not leftovers(tmp_path)

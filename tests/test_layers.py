@@ -22,7 +22,7 @@ CORE_LAYERS = {
     "core.engine": {"core", "core.contract", "core.link", "core.models", "core.raster", "core.lama",
                     "core.pipelines"},
     "core.jobfiles": {"core.contract", "core.raster", "core.pipelines"},
-    "core.cli": {"core", "core.contract", "core.models", "core.lama", "core.jobfiles", "core.engine",
+    "core.cli": {"core", "core.contract", "core.models", "core.raster", "core.lama", "core.jobfiles", "core.engine",
                  "core.devtools"},
     "core.__main__": {"core.cli"},
     "core.bench": {"core.devtools"},

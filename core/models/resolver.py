@@ -166,6 +166,9 @@ def _config_folders(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -
 
 def _single_file_model(file: Path, spec: ModelSpec | None, config: Path | None, models_dir: Path,
                        hub_cache: Path | None, source: str) -> ResolvedModel:
+    if config is not None and not (config / "model_index.json").is_file():
+        raise ModelNotFound(f"the config folder {config} has no model_index.json: expected a diffusers config "
+                            f"folder, e.g. from `python -m installer models download KEY --config-only`")
     if config is None:
         sibling = file.with_suffix("")
         if (sibling / "model_index.json").is_file():

@@ -12,6 +12,7 @@ import struct
 import threading
 from pathlib import Path
 
+from ..contract import atomic
 from .device import DevicePolicy
 from .resolver import ResolvedModel
 
@@ -157,9 +158,6 @@ class FingerprintCache:
             data = json.dumps(self._entries)
             self._dirty = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(data)
-            os.replace(tmp, self.path)
+            atomic.write_text(self.path, data, parents=True)
         except OSError as e:
             log.warning("could not save the fingerprint cache %s: %s", self.path, e)

@@ -207,3 +207,31 @@ def test_window_open_and_save_as_ora_marks_clean(qtbot, tmp_path, editor_window,
     assert not editor_window.open_path(tmp_path / "nope.ora")       # error shown, document kept
     assert "nope.ora" in editor_window.last_error
     assert editor_window.document is opened
+
+
+@pytest.mark.parametrize("name", ["x.ora", "x.png", "x.jpg"])
+@pytest.mark.parametrize("limit", [0, 100, 3000])
+def test_save_and_export_on_a_full_disk_keep_the_old_file(tmp_path, monkeypatch, layered_doc, name, limit):
+    """Save (.ora) and Export (.png, .jpg) through the atomic writer: a disk that fills up after ``limit``
+    bytes leaves the file that was there, no temporary file, and one message naming the file and why."""
+    from ..helpers import disk_full_after
+
+    doc, _ = layered_doc
+    target = tmp_path / name
+    target.write_bytes(b"the previous save")
+    disk_full_after(monkeypatch, limit)
+    with pytest.raises(fileio.FileError) as e:
+        fileio.save_document(doc, target)
+    assert str(e.value) == f"cannot write {target}: No space left on device"
+    assert target.read_bytes() == b"the previous save" and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_the_window_reports_a_full_disk_and_keeps_the_document_modified(tmp_path, monkeypatch, editor_window):
+    from ..helpers import disk_full_after
+
+    doc = editor_window.document
+    doc.add_layer("new")
+    disk_full_after(monkeypatch, 10)
+    assert not editor_window.save_path(tmp_path / "a.ora")
+    assert editor_window.last_error == f"cannot write {tmp_path / 'a.ora'}: No space left on device"
+    assert doc.modified and not (tmp_path / "a.ora").exists() and list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ import pytest
 from plugin.diffusion_dock import host as H
 from plugin.diffusion_dock.session.dock_session import DockSession
 from plugin.diffusion_dock.session.results import ResultActions, color_of
-from plugin.diffusion_dock.session.results_store import ResultStore, StoredResult
+from plugin.diffusion_dock.session.results_store import ResultStore, StoredResult, new_id
 from plugin.diffusion_dock.session.settings import Settings
 
 from .memory_host import MemoryDocument, MemoryHost
@@ -39,7 +39,7 @@ def saved(session, doc, index=0, job="job1", target="layer", value=99, fmt="BGRA
     """A result of 8×6 px at (4, 5), saved in the store the way the session saves one."""
     src = doc.stack[-1]
     pixels = np.full((6, 8, 4), value, np.uint8)
-    rec = StoredResult(id=f"{job}-{index}", job_id=job, index=index, mode="inpaint", name=f"[Inpaint] r{index}",
+    rec = StoredResult(id=new_id(job, index, 1000.0 + index), job_id=job, index=index, mode="inpaint", name=f"[Inpaint] r{index}",
                        x=4, y=5, width=8, height=6, format=fmt, linear=linear, seed=index,
                        provenance={"mode": "inpaint", "params": {"prompt": "r"}}, document=doc.name,
                        canvas=(W, H_), source_layer={"id": src.id, "name": src.name,

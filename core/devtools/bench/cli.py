@@ -11,6 +11,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from ...contract import atomic
 from ...models import env
 from . import machine
 from .common import Row, models_root
@@ -51,6 +52,13 @@ def main(argv=None) -> int:
         return 2
     if args.compile and not profile.tiny:
         profile = replace(profile, compiled_step=True)
+    for report in (args.docs, args.json):       # before the run, not after an hour of it
+        try:
+            if report:
+                atomic.check_writable(report)
+        except atomic.WriteError as e:
+            print(f"python -m core.devtools.bench: error: {e}", file=sys.stderr)
+            return 2
     env.apply()
     if profile.tiny:
         # Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads waiting
@@ -159,12 +167,16 @@ def main(argv=None) -> int:
     js = args.json or (None if profile.tiny else ROOT / "docs" / "benchmarks.json")
     data = {"profile": profile.as_dict(), "machine": facts, "load_average": loads, "seconds": seconds,
             "rows": [r.as_dict() for r in sorted(rows, key=lambda r: r.number)], "policy": policy}
-    if docs:
-        write_section(docs, text)
-        log(f"wrote {docs}")
-    if js:
-        write_json(js, data)
-        log(f"wrote {js}")
+    try:
+        if docs:
+            write_section(docs, text)
+            log(f"wrote {docs}")
+        if js:
+            write_json(js, data)
+            log(f"wrote {js}")
+    except atomic.WriteError as e:      # the table is on stdout above: the figures are not lost
+        print(f"python -m core.devtools.bench: error: {e}", file=sys.stderr)
+        return 2
     log(f"done in {seconds:.0f} s; load {loads['end']}")
     # A goal missed is a finding, not a failure of the command; a row that could not run is.
     return 1 if any(r.measured.startswith("error") for r in rows) else 0

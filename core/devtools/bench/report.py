@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from ...contract import atomic
 from .common import Row, fmt_s, gib
 from .machine import describe
 
@@ -121,14 +122,14 @@ def markdown(profile, machine: dict, loads: dict, rows: list[Row], policy: dict,
 def write_section(path: Path, text: str) -> None:
     """Put ``text`` between this benchmark's markers in ``path``, leaving every other section alone."""
     path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     block = f"{START}\n{text.rstrip()}\n{END}"
     if START in old and END in old:
         new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _m: block, old, count=1, flags=re.S)
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
-    path.write_text(new)
+    atomic.write_text(path, new)
 
 
 def write_json(path: Path, data: dict) -> None:
-    Path(path).write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")

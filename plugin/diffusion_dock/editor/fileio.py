@@ -10,14 +10,14 @@ are stored cropped to their content.  A result layer's provenance travels in a n
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import posixpath
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
-from ..runtime.coreapi import geometry
+from ..runtime.coreapi import atomic, geometry
 from ..runtime.qt import QByteArray, QtCore, QtGui
 from . import pixels
 from .document import EditorDocument, Layer
@@ -43,12 +43,16 @@ def _suffix(path) -> str:
 
 # ---------------------------------------------------------------------------------------------- PNG / JPEG
 
-def _png_bytes(image: QtGui.QImage) -> bytes:
+def _encoded(image: QtGui.QImage, fmt: str = "PNG", quality: int = -1) -> bytes:
     buf = QtCore.QBuffer()
     buf.open(QtCore.QIODevice.OpenModeFlag.WriteOnly)
-    if not image.save(buf, "PNG"):
-        raise FileError("could not encode a PNG")
+    if not image.save(buf, fmt, quality):
+        raise FileError(f"could not encode a {fmt}")
     return buf.data().data()
+
+
+def _png_bytes(image: QtGui.QImage) -> bytes:
+    return _encoded(image, "PNG")
 
 
 def _image_from_bytes(data: bytes, what: str) -> QtGui.QImage:
@@ -87,23 +91,21 @@ def write_flat(doc: EditorDocument, path) -> None:
     flat = flattened(doc, QtGui.QColor(255, 255, 255) if jpeg else None)
     if jpeg:
         flat = flat.convertToFormat(QtGui.QImage.Format.Format_RGB32)
-    _atomic_write(path, lambda tmp: flat.save(tmp, "JPEG" if jpeg else "PNG", 95 if jpeg else -1))
+    data = _encoded(flat, "JPEG" if jpeg else "PNG", 95 if jpeg else -1)
+    with _writing(path) as f:
+        f.write(data)
 
 
-def _atomic_write(path, write) -> None:
-    """Write to a temporary file beside ``path`` then rename, so a failure never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+@contextlib.contextmanager
+def _writing(path):
+    """The project's atomic writer (temporary file beside ``path``, fsync, rename): a failure never leaves
+    half a file, and the message names the file and the reason."""
     try:
-        ok = write(str(tmp))
-        if ok is False:
-            raise FileError(f"cannot write {path}")
-        os.replace(tmp, path)
+        with atomic.open_atomic(path) as f:
+            yield f
     except OSError as e:
-        raise FileError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise FileError(str(e) if isinstance(e, atomic.WriteError) else
+                        f"cannot write {path}: {atomic.reason_of(e)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- OpenRaster
@@ -131,17 +133,13 @@ def write_ora(doc: EditorDocument, path) -> None:
                               QtCore.Qt.TransformationMode.SmoothTransformation)
     stack_xml = ET.tostring(image_el, encoding="utf-8", xml_declaration=True)
 
-    def write(tmp: str) -> bool:
-        with zipfile.ZipFile(tmp, "w") as z:
-            z.writestr(zipfile.ZipInfo("mimetype"), ORA_MIME, compress_type=zipfile.ZIP_STORED)
-            z.writestr("stack.xml", stack_xml, compress_type=zipfile.ZIP_DEFLATED)
-            for name, data in files:      # PNGs are compressed already
-                z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
-            z.writestr("mergedimage.png", _png_bytes(merged), compress_type=zipfile.ZIP_STORED)
-            z.writestr("Thumbnails/thumbnail.png", _png_bytes(thumb), compress_type=zipfile.ZIP_STORED)
-        return True
-
-    _atomic_write(path, write)
+    with _writing(path) as f, zipfile.ZipFile(f, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), ORA_MIME, compress_type=zipfile.ZIP_STORED)
+        z.writestr("stack.xml", stack_xml, compress_type=zipfile.ZIP_DEFLATED)
+        for name, data in files:      # PNGs are compressed already
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+        z.writestr("mergedimage.png", _png_bytes(merged), compress_type=zipfile.ZIP_STORED)
+        z.writestr("Thumbnails/thumbnail.png", _png_bytes(thumb), compress_type=zipfile.ZIP_STORED)
 
 
 def read_ora(path) -> EditorDocument:

@@ -59,6 +59,7 @@ class DockPanel(QtWidgets.QWidget):
         self._connect_session()
         self.set_mode(FIRST_MODE, force=True)
         self._refresh_engine()
+        self.results_view.load_history()
 
     # ------------------------------------------------------------------------------------ building
 

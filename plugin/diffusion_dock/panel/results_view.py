@@ -56,7 +56,6 @@ class ResultsView(QtWidgets.QWidget):
         layout.addWidget(self.info)
         session.results_added.connect(lambda records: self.strip.add_records(records, self._thumbnail, at_top=True))
         session.result_changed.connect(self._on_changed)
-        self._load_history()
         self._update_buttons()
 
     def _thumbnail(self, rec):
@@ -66,13 +65,18 @@ class ResultsView(QtWidgets.QWidget):
         img = QtGui.QImage(str(path))
         return None if img.isNull() else img
 
-    def _load_history(self) -> None:
+    def load_history(self) -> None:
+        """The saved results, newest first; result files that cannot be read are skipped and named."""
         try:
             records = self.session.history()
         except OSError as e:
             log.warning("cannot read the results folder: %s", e)
             return
         self.strip.add_records(records, self._thumbnail, at_top=False)
+        self._update_buttons()
+        broken = self.session.store.broken_summary()
+        if broken:
+            self._say(broken, "warning")
 
     def _on_changed(self, rec) -> None:
         if rec is not None:

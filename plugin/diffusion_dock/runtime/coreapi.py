@@ -7,7 +7,7 @@ relatively, so no generic top-level name (``core``, ``qasync``) is put on Krita'
 source checkout neither folder exists and this module falls back to the repository's ``core`` package
 and the virtual environment's qasync.
 
-    from ..runtime.coreapi import core, jobs, geometry, events, modes, load, qasync
+    from ..runtime.coreapi import core, jobs, geometry, events, modes, atomic, load, qasync
 
 Type checkers see these names as the modules of ``core.contract`` (the ``TYPE_CHECKING`` block).
 """
@@ -66,7 +66,7 @@ def load(name: str):
 
 
 if TYPE_CHECKING:   # type checkers read the repository's modules (and the client's types)
-    from core.contract import catalog, events, geometry, jobcontrol, jobs, modes, params, paths, plan
+    from core.contract import atomic, catalog, events, geometry, jobcontrol, jobs, modes, params, paths, plan
     from core.link.client import EngineClient, JobHandle  # noqa: F401
 else:
     params = load("contract.params")
@@ -78,6 +78,7 @@ else:
     jobcontrol = load("contract.jobcontrol")
     plan = load("contract.plan")
     paths = load("contract.paths")
+    atomic = load("contract.atomic")
 
 
 _qasync = None

@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..runtime.coreapi import paths
+from ..runtime.coreapi import atomic, paths
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,8 @@ class Settings:
 
     def save(self, path: Path | None = None) -> None:
         path = path or self.path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         data = json.dumps(asdict(self), indent=1, ensure_ascii=False)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # it may hold a token
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic.write_text(path, data, permissions=0o600, parents=True)    # it may hold a token
 
 
 class EngineNotFound(Exception):
