@@ -188,6 +188,23 @@ def cmd_uninstall(args) -> int:
     return EXIT_OK
 
 
+# --- package ------------------------------------------------------------------------------------------
+
+def cmd_package(args) -> int:
+    from core.contract import atomic
+
+    from . import package, plugin_install
+
+    try:
+        path = package.build(Path(args.out).expanduser(), source=Path(args.source) if args.source
+                             else package.DEFAULT_SOURCE)
+    except (plugin_install.PluginInstallError, atomic.WriteError) as e:
+        raise InstallerError(str(e)) from None
+    say(f"release zip for Krita's Tools ▸ Scripts ▸ Import Python Plugin from File…: {path}")
+    print(path)
+    return EXIT_OK
+
+
 # --- doctor -------------------------------------------------------------------------------------------
 
 def cmd_doctor(args) -> int:
@@ -272,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help=argparse.SUPPRESS)  # plugin source folder (tests)
     p.add_argument("--engine-python", help="Python of the engine environment (default: the engine's .venv)")
 
+    p = sub.add_parser("package", help="build the release zip that Krita's Import Python Plugin from File takes")
+    p.add_argument("--out", default="dist", help="folder for diffusion_dock-<version>.zip (default dist)")
+    p.add_argument("--source", help=argparse.SUPPRESS)  # plugin source folder (tests)
+
     p = sub.add_parser("uninstall", help="remove exactly what `plugin` installed and disable it in kritarc")
     p.add_argument("--krita-dir", help="this Krita resource folder only")
 
@@ -282,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"engine": cmd_engine, "plugin": cmd_plugin, "uninstall": cmd_uninstall, "doctor": cmd_doctor,
-            "all": cmd_all}
+            "all": cmd_all, "package": cmd_package}
 MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import}
 # What each command imports from the engine's environment.
 NEEDS = {"models": ("huggingface_hub", "safetensors"), "doctor": ("torch",), "plugin": ()}

@@ -14,17 +14,18 @@ DRIVER = Path(__file__).parent / "krita_scripts" / "gui"
 
 
 def run_gui_scenario(home: Path, models_dir: Path | None = None, screenshot: Path | None = None,
-                     timeout: float = 300) -> tuple[dict, Path, object]:
-    """Install, run Krita, return (the driver's results, the folder of its raw dumps, the process)."""
+                     timeout: float = 300, install=install_plugin_cli, **env) -> tuple[dict, Path, object]:
+    """Install (``install(home)`` returns the pykrita folder), run Krita, return (the driver's results,
+    the folder of its raw dumps, the process).  ``env``: more variables for Krita and the driver."""
     home.mkdir(parents=True, exist_ok=True)
-    pykrita = install_plugin_cli(home)
+    pykrita = install(home)
     shutil.copytree(DRIVER / "dd_test_driver", pykrita / "dd_test_driver", dirs_exist_ok=True)
     shutil.copy2(DRIVER / "dd_test_driver.desktop", pykrita / "dd_test_driver.desktop")
     enable_plugin(home, "dd_test_driver")
     out_dir = home / "out"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / "results.json"
-    extra = {"DD_LOG_DIR": home / "logs"}
+    extra = {"DD_LOG_DIR": home / "logs", **env}
     if models_dir is not None:
         extra["DD_MODELS_DIR"] = models_dir
     if screenshot is not None:
