@@ -105,7 +105,10 @@ def _models_section(f: Findings, models_dir: Path | None, load: bool, policy) ->
             f.add("  load test", f"{main_key} loads on {policy.device}")
         except Exception as e:
             main_ok = False
-            f.problems.append((f"{main_key} is installed but does not load: {type(e).__name__}: {e}",
+            from core.models.resolver import ModelError
+
+            why = str(e) if isinstance(e, ModelError) else "its files are damaged or incomplete"
+            f.problems.append((f"{main_key} is installed but does not load: {why}",
                                f"{CATALOG[main_key].install_hint()} (fetches it again, verified)"))
     try:
         from core.lama import weights as lama  # type: ignore[import-not-found]

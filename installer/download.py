@@ -34,6 +34,9 @@ SPACE_MARGIN = 200 * 1000 * 1000   # bytes kept free beyond what the download ne
 MAX_ATTEMPTS = 3                    # per file, when the content does not match the hub's checksum
 
 
+DROPPED_RESUMES = 5   # a dropped connection is continued with a Range request this many times per fetch
+
+
 class DownloadError(Exception):
     """One clear line for the user; ``code`` is the process exit status."""
 
@@ -135,6 +138,19 @@ def hub_endpoint() -> str | None:
     return value or None
 
 
+def connection_problem(e: Exception) -> str:
+    """What went wrong with the connection, in words (the exception's own text goes to the log only)."""
+    import logging
+
+    logging.getLogger(__name__).info("connection problem: %s: %s", type(e).__name__, e)
+    names = " ".join(c.__name__ for c in type(e).__mro__)
+    if "Timeout" in names:
+        return "the connection timed out"
+    if "Connect" in names or isinstance(e, ConnectionRefusedError):
+        return "no connection could be made"
+    return "the connection was dropped"
+
+
 def _hub_name(endpoint: str | None) -> str:
     return endpoint or "https://huggingface.co"
 
@@ -151,8 +167,7 @@ def _explain_hub_error(e: Exception, repo_id: str, endpoint: str | None) -> Down
         status = getattr(getattr(e, "response", None), "status_code", "?")
         return DownloadError(f"the hub {_hub_name(endpoint)} answered HTTP {status} for {repo_id}; "
                              f"try again later. Nothing was changed.")
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return HubUnreachable(f"cannot reach the model hub at {_hub_name(endpoint)} ({type(e).__name__}: {first}). "
+    return HubUnreachable(f"cannot reach the model hub at {_hub_name(endpoint)} ({connection_problem(e)}). "
                           f"Check the internet connection (and HF_ENDPOINT / proxy settings), then run the "
                           f"command again; nothing was changed.")
 
@@ -268,9 +283,11 @@ class FolderTarget:
 
 def fetch_resumable(target, rf: RemoteFile, label: str, *, endpoint, token) -> int:
     """Fetch an LFS file into its partial file, continuing what an earlier run left; returns the bytes
-    that were already there.  The partial file is kept when the transfer fails."""
+    that were already there.  The partial file is kept when the transfer fails.  huggingface_hub's
+    public API only: its metadata call, its HTTP session and its error checks; a ``Range`` request
+    continues the partial file."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import build_hf_headers
 
     partial = target.partial(rf)
@@ -290,10 +307,55 @@ def fetch_resumable(target, rf: RemoteFile, label: str, *, endpoint, token) -> i
     with _open_partial(partial, "r+b" if partial.exists() else "wb") as f:
         f.truncate(have)
         f.seek(have)
-        http_get(location, f, resume_size=have, headers=headers, expected_size=rf.size, displayed_filename=label)
+        resumes = 0
+        while rf.size is None or f.tell() < rf.size:
+            try:
+                have = _stream_into(f, location, dict(headers), rf.size, label)
+                break
+            except (HfHubHTTPError, OSError):
+                raise
+            except Exception as e:   # the connection dropped: continue from where it stopped
+                resumes += 1
+                if resumes > DROPPED_RESUMES:
+                    raise
+                log_dropped(rf.path, f.tell(), e)
         f.flush()
         os.fsync(f.fileno())   # on disk before it is checked and renamed into place
     return have
+
+
+def _stream_into(f, location: str, headers: dict, size: int | None, label: str) -> int:
+    """GET ``location`` from the position of ``f`` on (a ``Range`` request when it is not 0), writing
+    into ``f``; returns the position it started from (0 when the server sent the whole file again)."""
+    from huggingface_hub import constants, get_session
+    from huggingface_hub.utils import are_progress_bars_disabled, hf_raise_for_status
+    from tqdm import tqdm
+
+    have = f.tell()
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    with get_session().stream("GET", location, headers=headers, follow_redirects=True,
+                              timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as response:
+        if response.status_code >= 400:
+            response.read()
+        hf_raise_for_status(response)
+        if have and response.status_code != 206:     # the server sent the whole file again
+            f.seek(0)
+            f.truncate(0)
+            have = 0
+        with tqdm(total=size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                  disable=are_progress_bars_disabled(), file=sys.stderr, leave=False) as bar:
+            for chunk in response.iter_bytes():    # as it arrives: a dropped connection loses nothing received
+                f.write(chunk)
+                bar.update(len(chunk))
+    return have
+
+
+def log_dropped(path: str, at: int, e: Exception) -> None:
+    import logging
+
+    logging.getLogger(__name__).info("%s: the connection dropped after %d bytes (%s); continuing", path, at,
+                                     type(e).__name__)
 
 
 def _open_partial(path: Path, mode: str):
@@ -443,9 +505,8 @@ def _fetch_verified(target, rf: RemoteFile, label: str, have: int, *, endpoint, 
                 status = getattr(getattr(e, "response", None), "status_code", "?")
                 raise DownloadError(f"the hub {_hub_name(endpoint)} answered HTTP {status} while sending {rf.path}; "
                                     f"try again later.{more}") from None
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise HubUnreachable(f"the download of {rf.path} from {_hub_name(endpoint)} was interrupted "
-                                 f"({type(e).__name__}: {first}).{more}") from None
+                                 f"({connection_problem(e)}).{more}") from None
         log(f"  {rf.path}: checksum mismatch ({problem}); fetching it again")
     raise ChecksumError(f"{rf.path}: still does not match the hub's checksum after {MAX_ATTEMPTS} downloads; "
                         f"the hub or a proxy may be serving damaged data. Try again later.")

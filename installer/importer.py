@@ -195,8 +195,11 @@ def import_single_file(file: Path, *, name: str | None, config: Path | None, mod
     try:
         pipe = cls.from_single_file(str(file), **kw)
     except Exception as e:
-        raise ImportRefused(f"{file.name} could not be converted with the configs of {cfg}: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 3) from None
+        import logging
+
+        logging.getLogger(__name__).info("converting %s failed: %s: %s", file, type(e).__name__, e)
+        raise ImportRefused(f"{file.name} could not be converted with the configs of {cfg}: its tensors do not "
+                            f"fit that model (another base model or a damaged file?)", 3) from None
     tmp = _tmp_beside(dst)
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     from core.devtools.tiny_models import _fix_model_index
