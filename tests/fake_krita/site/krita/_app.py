@@ -313,10 +313,7 @@ class Window(QObject):
         self._views.remove(view)
         _app()._notifier.viewClosed.emit(view)
         if view is self._active:
-            self._active = None
             self.showView(self._views[-1] if self._views else None)
-            if not self._views:
-                self.activeViewChanged.emit()
 
     def _add_docker(self, factory) -> None:
         dock = factory.createDockWidget()
