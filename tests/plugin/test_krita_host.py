@@ -234,6 +234,7 @@ def test_result_follows_a_layer_with_its_own_colour_space(krita_run):
 
 UUID = re.compile(r"\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}")
 VOLATILE = {"python", "package_file", "core_file", "qasync_file", "binding", "fake", "api_calls", "krita_version", "created",
+            "krita_api",
             "host_name"}
 # Where the Krita 6 stand-in differs from Krita 5.1.5 on purpose: Node.setPixelData returns bool in
 # the Qt 6 tree's Node.sip (void in 5.1's), so the fake posing as Krita 6 returns it.
@@ -290,3 +291,38 @@ def test_fake_records_the_api_calls(krita_run, place):
     else:
         calls = {(c, m) for c, m, _ in results["api_calls"]}
         assert {("Node", "setPixelData"), ("Document", "createNode"), ("Krita", "createDocument")} <= calls
+
+
+def doc_arities(doc: str) -> set[tuple[int, int]]:
+    """(min, max) arguments of each overload in a sip docstring ("name(self, a: int, b: str = '') -> T")."""
+    from tests.fake_krita.sip_signatures import split_top
+
+    out = set()
+    for line in doc.splitlines():
+        m = re.match(r"^\w+\((.*)\)(\s*->.*)?$", line.strip())
+        if not m:
+            continue
+        params = [p for p in split_top(m.group(1)) if p and p not in ("self", "*")]
+        out.add((sum("=" not in p for p in params), len(params)))
+    return out
+
+
+@pytest.mark.krita
+def test_sip_data_matches_the_real_krita_module(real_run):
+    """The .sip data (read from Krita 5.1.5's sources) against the krita module of the installed Krita
+    5.1.5: the same methods, with the argument counts of the module's own signatures."""
+    from tests.fake_krita import load_api
+
+    api = load_api("5.1")["classes"]
+    real = real_run[1]["krita_api"]
+    assert len(real) == 13
+    for cls, methods in real.items():
+        sip = dict(api[cls]["methods"])
+        for base in api[cls]["bases"]:
+            sip.update(api.get(base, {}).get("methods", {}))
+        mine = {m for m, o in api[cls]["methods"].items() if all("protected" not in x[3] for x in o)}
+        assert mine <= set(methods) | {"property", "setProperty"}, (cls, mine - set(methods))   # QObject's names
+        for meth, doc in methods.items():
+            if meth not in sip or not doc_arities(doc):
+                continue
+            assert doc_arities(doc) == {(o[0], o[1]) for o in sip[meth]}, (cls, meth, doc, sip[meth])

@@ -312,6 +312,28 @@ def run_cmyk(k, workdir, spec, out):
     doc.close()
 
 
+API_CLASSES = ("Krita", "Window", "View", "Canvas", "Document", "Node", "GroupLayer", "Selection", "DockWidget",
+               "DockWidgetFactoryBase", "Extension", "InfoObject", "Notifier")
+
+
+def api_dump():
+    """The krita module's classes as sip made them: each method's docstring (its Python signatures)."""
+    import krita
+    from diffusion_dock.runtime.qt import QObject, QtWidgets
+
+    out = {}
+    for name in API_CLASSES:
+        cls = getattr(krita, name, None)
+        if cls is None:
+            continue
+        base = QtWidgets.QDockWidget if issubclass(cls, QtWidgets.QDockWidget) else \
+            QObject if issubclass(cls, QObject) else object
+        names = sorted(set(dir(cls)) - set(dir(base)))      # sip adds methods lazily: not in vars(cls)
+        out[name] = {attr: (getattr(getattr(cls, attr), "__doc__", None) or "") for attr in names
+                     if not attr.startswith("_") and callable(getattr(cls, attr))}
+    return out
+
+
 def main(args):
     global QByteArray
     workdir = args[0]
@@ -323,6 +345,8 @@ def main(args):
 
         QByteArray = qt.QByteArray
         results["fake"] = bool(getattr(sys.modules["krita"], "FAKE", False))
+        if not results["fake"]:
+            results["krita_api"] = api_dump()
         results["krita_version"] = k.version()
         results["package_file"] = diffusion_dock.__file__
         results["core_file"] = coreapi.core.__file__

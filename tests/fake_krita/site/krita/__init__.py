@@ -14,10 +14,11 @@ import builtins
 import sys
 
 from . import _qt
-from ._app import Canvas, Document, Krita, Notifier, View, Window, boot
+from ._app import Document, Krita, Notifier, boot
 from ._docker import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension
 from ._document import GroupLayer, InfoObject, Node, Selection
 from ._log import CALLS, KRITA_VERSION
+from ._views import Canvas, View, Window
 
 __all__ = ["CALLS", "KRITA_VERSION", "Canvas", "DockWidget", "DockWidgetFactory", "DockWidgetFactoryBase",
            "Document", "Extension", "GroupLayer", "InfoObject", "Krita", "Node", "Notifier", "Selection", "View",
