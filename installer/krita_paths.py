@@ -7,6 +7,13 @@ Krita documents them (QStandardPaths AppDataLocation / GenericConfigLocation):
 - Windows: ``%APPDATA%\\krita`` and ``%LOCALAPPDATA%\\kritarc``; the Microsoft Store build keeps both
   under ``%LOCALAPPDATA%\\Packages\\49800Krita_*\\LocalCache\\`` (``Roaming\\krita``, ``Local\\kritarc``);
 - macOS: ``~/Library/Application Support/krita`` and ``~/Library/Preferences/kritarc``.
+
+Krita 6 (Qt 6) uses the same folders as Krita 5 where it could be checked: Krita 6.0.2.1 on Arch
+loads plugins from ``~/.local/share/krita/pykrita`` and the Krita 6 Flatpak from
+``~/.var/app/org.kde.krita/data/krita/pykrita`` (tracebacks in public bug reports, 2026).  Krita 6's
+own path code (KoResourcePaths, 6.x branch) could not be read on the machine this was written on, so
+Windows and macOS are assumed unchanged: one installation serves a Krita 5 and a Krita 6 sharing a
+resource folder, which is why the plugin picks its Qt binding at run time (runtime/qt.py).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 configparser would rewrite the whole file (lower-cased keys, lost ``[$i]`` markers and comments), so
 this edits lines: the ``[python]`` group's ``enable_<plugin>`` key is replaced in place or appended.
+The group and key are those of Krita 5.1.5's PythonPluginManager (``KConfigGroup(..., "python")``,
+``"enable_" + module name``); Krita 6's could not be read here and are assumed the same.
 """
 
 from __future__ import annotations

@@ -50,3 +50,21 @@ def editor_window(qtbot):
     window.show()
     qtbot.waitExposed(window)
     return window
+
+
+@pytest.fixture(scope="session")
+def fake6_run(tmp_path_factory):
+    """The Krita host suite's script on the fake Krita under PyQt6 (one run per session: the host tests
+    and the .sip check of the calls it made share it)."""
+    from .host_runs import run_place
+
+    return run_place("fake-qt6", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def fake_krita_plugin(qapp):
+    """The plugin registered in the fake Krita in this process, after a scenario of views, selections,
+    actions and undo (tests/plugin/fake_plugin_run.py): its observations."""
+    from .fake_plugin_run import run
+
+    return run(qapp)

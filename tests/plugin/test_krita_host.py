@@ -1,94 +1,52 @@
-"""The Krita host adapter on real Krita (kritarunner, headless), through the installed plugin.
+"""The Krita host adapter through the installed plugin, on real Krita and on the fake ``krita`` module.
 
-One kritarunner session builds documents at each depth from bytes made here, and the adapter reads
-layers and soft selections, writes patches as new layers, shows/clears a preview, refuses CMYK and
-makes an RGB copy; the assertions compare its outputs with the known bytes.
+One run of ``krita_scripts/dd_host_check.py`` per place builds documents at each depth from bytes made
+here, and the adapter reads layers and soft selections, writes patches as new layers, shows/clears a
+preview, refuses CMYK and makes an RGB copy; the assertions compare its outputs with the known bytes.
+The same script and the same assertions run in three places:
+
+- ``krita``: real Krita 5.1.5 (kritarunner, PyQt5; ``@pytest.mark.krita``);
+- ``fake-qt6``: the fake Krita (tests/fake_krita) on PyQt6 in this venv, posing as Krita 6;
+- ``fake-qt5``: the fake on PyQt5 under the system Python, posing as Krita 5.1.5.
+
+``test_fake_matches_real_krita`` then compares the fakes' results and dumped pixels with real Krita's:
+where they disagree, the fake is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from .krita_support import install_plugin, run_kritarunner
-
-pytestmark = pytest.mark.krita
-
-SCRIPTS = __import__("pathlib").Path(__file__).parent / "krita_scripts"
-
-DEPTHS = {  # name: (depth, numpy dtype of one channel)
-    "u8": ("U8", np.uint8),
-    "u16": ("U16", np.uint16),
-    "f16": ("F16", np.float16),
-    "f32": ("F32", np.float32),
-}
-
-
-def make_pixels(rng, h, w, dtype):
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        px = rng.integers(0, int(info.max) + 1, (h, w, 4), dtype=np.int64).astype(dtype)
-        px[..., 3] = np.maximum(px[..., 3], 1)       # no fully transparent pixel: exact bounds = rect
-        return px
-    px = rng.random((h, w, 4)).astype(dtype)
-    px[..., 3] = np.maximum(px[..., 3], dtype(0.05))
-    return px
-
-
-CASES = {
-    "u8": dict(w=40, h=30, read_rect=[3, 4, 20, 15], selection_rect=[5, 6, 12, 10], patch_rect=[7, 5, 10, 8],
-               preview=True, extras=True, save_kra=True),
-    "u16": dict(w=24, h=20, read_rect=[2, 3, 17, 11], selection_rect=[4, 4, 9, 7], patch_rect=[1, 9, 12, 6]),
-    "f16": dict(w=24, h=20, read_rect=[0, 0, 24, 20], selection_rect=[10, 2, 8, 9], patch_rect=[0, 0, 5, 5]),
-    "f32": dict(w=24, h=20, read_rect=[5, 1, 9, 18], selection_rect=[0, 0, 24, 20], patch_rect=[19, 15, 5, 5]),
-}
-
-
-def soft_mask(h, w):
-    """Soft selection: a ramp 0..255 with a zero border (so the bounds are inside the rect)."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    m = ((xx + 1) * 255 // w + (yy * 7)) % 256
-    m = m.astype(np.uint8)
-    m[0, :] = 0
-    m[:, -1] = 0
-    m[h // 2, w // 2] = 255
-    return m
+from .conftest import require
+from .host_runs import CASES, DEPTHS, PLACES, SCRIPTS, run_place, system_pyqt5  # noqa: F401  (SCRIPTS: used by other tests)
 
 
 @pytest.fixture(scope="module")
-def krita_run(tmp_path_factory, krita_home):
-    work = tmp_path_factory.mktemp("krita-host")
-    plugins = install_plugin(tmp_path_factory.mktemp("krita-res"))
-    rng = np.random.default_rng(7)
-    data = {}
-    cases = []
-    for name, case in CASES.items():
-        depth, dtype = DEPTHS[name]
-        w, h = case["w"], case["h"]
-        src = make_pixels(rng, h, w, dtype)
-        sx, sy, sw, sh = case["selection_rect"]
-        sel = soft_mask(sh, sw)
-        px, py, pw, ph = case["patch_rect"]
-        patch = make_pixels(rng, ph, pw, dtype)
-        for suffix, arr in (("source", src), ("sel", sel), ("patch", patch)):
-            (work / f"{name}_{suffix}.in").write_bytes(np.ascontiguousarray(arr).tobytes())
-        data[name] = dict(source=src, sel=sel, patch=patch, dtype=dtype)
-        cases.append(dict(name=name, depth=depth, source=f"{name}_source.in", selection=f"{name}_sel.in",
-                          patch=f"{name}_patch.in", **case))
-    cmyk = rng.integers(0, 256, (12, 10, 5), dtype=np.uint8)
-    cmyk[..., 4] = 255
-    (work / "cmyk_source.in").write_bytes(cmyk.tobytes())
-    spec = {"cases": cases, "cmyk": {"w": 10, "h": 12, "source": "cmyk_source.in"}}
-    (work / "spec.json").write_text(json.dumps(spec))
-    proc = run_kritarunner(krita_home, [plugins, SCRIPTS], "dd_host_check", [str(work)])
-    results_file = work / "results.json"
-    assert results_file.exists(), f"kritarunner wrote no results (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n" \
-                                  f"{proc.stderr[-3000:]}"
-    results = json.loads(results_file.read_text())
-    assert "crash" not in results, results["crash"]
-    return work, results, data
+def real_run(tmp_path_factory, krita_home):
+    return run_place("krita", tmp_path_factory, krita_home)
+
+
+@pytest.fixture(scope="module")
+def fake5_run(tmp_path_factory):
+    require(system_pyqt5(), "system python3 with PyQt5 is missing (apt-get install python3-pyqt5)")
+    return run_place("fake-qt5", tmp_path_factory)
+
+
+FIXTURES = {"krita": "real_run", "fake-qt6": "fake6_run", "fake-qt5": "fake5_run"}
+
+
+@pytest.fixture(scope="module", params=[pytest.param("krita", marks=pytest.mark.krita), "fake-qt6", "fake-qt5"])
+def place(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def krita_run(request, place):
+    return request.getfixturevalue(FIXTURES[place])
 
 
 def case_out(krita_run, name):
@@ -102,10 +60,10 @@ def raw(work, name, dtype, shape):
     return np.frombuffer((work / name).read_bytes(), dtype=dtype).reshape(shape)
 
 
-def test_installed_plugin_is_self_contained(krita_run):
+def test_installed_plugin_is_self_contained(krita_run, place):
     _, results, _ = krita_run
     assert results["inside_krita"] is True
-    assert results["binding"] == "PyQt5"               # Krita 5.1.5 has no qt_major_version: assume 5
+    assert results["binding"] == PLACES[place][0]       # Krita 5.1.5 has no qt_major_version: assume 5
     assert results["core_installed"] is True
     assert "/pykrita/diffusion_dock/_core/" in results["core_file"]
     assert "/pykrita/diffusion_dock/vendor/qasync/" in results["qasync_file"]
@@ -241,11 +199,11 @@ def test_groups_levels_and_bounds_clamped_to_canvas(krita_run):
     assert group.tobytes() == d["source"].tobytes()     # a group is read through its projection
 
 
-def test_active_layer_and_closed_document_without_a_view(krita_run):
+def test_active_layer_and_closed_document_without_a_view(krita_run, place):
     _, out, _ = case_out(krita_run, "u16")
     assert out["active_layer"] is None                   # no view: Krita has no active node
     assert out["closed_detected"] is True
-    assert out["host_name"].startswith("Krita 5.")
+    assert out["host_name"].startswith("Krita " + PLACES[place][1])
 
 
 def test_cmyk_is_refused_and_converted_copy_leaves_original_untouched(krita_run):
@@ -272,3 +230,99 @@ def test_result_follows_a_layer_with_its_own_colour_space(krita_run):
     assert out["mixed_result_color"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"]   # not the U8 document's
     assert out["mixed_read_format"] == "RGBA_F32"
     assert (work / out["mixed_result_pixels"]).read_bytes() == (work / "f32_patch.in").read_bytes()[:4 * 2 * 16]
+
+
+UUID = re.compile(r"\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}")
+VOLATILE = {"python", "package_file", "core_file", "qasync_file", "binding", "fake", "api_calls", "krita_version", "created",
+            "krita_api",
+            "host_name"}
+# Where the Krita 6 stand-in differs from Krita 5.1.5 on purpose: Node.setPixelData returns bool in
+# the Qt 6 tree's Node.sip (void in 5.1's), so the fake posing as Krita 6 returns it.
+KRITA6_DIFFERENCES = {"cases.u8.probes.set_short", "cases.u8.probes.set_full"}
+
+
+def normalized(results: dict) -> dict:
+    """Results without what differs by place (paths, binding, versions), UUIDs numbered by appearance."""
+    def drop(v):
+        if isinstance(v, dict):
+            return {k: drop(x) for k, x in v.items() if k not in VOLATILE}
+        if isinstance(v, list):
+            return [drop(x) for x in v]
+        return v
+
+    ids: dict[str, str] = {}
+    text = UUID.sub(lambda m: ids.setdefault(m.group(0), f"uuid-{len(ids)}"), json.dumps(drop(results)))
+    return json.loads(text)
+
+
+def differences(a, b, path="") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            p = f"{path}.{k}" if path else k
+            out += differences(a.get(k), b.get(k), p) if k in a and k in b else [f"{p}: only in one"]
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+@pytest.mark.krita
+@pytest.mark.parametrize("fake", ["fake-qt6", "fake-qt5"])
+def test_fake_matches_real_krita(request, real_run, fake):
+    """Everything the check script saw and dumped is the same on the fake as on real Krita 5.1.5."""
+    real_work, real, _ = real_run
+    fake_work, faked, _ = request.getfixturevalue(FIXTURES[fake])
+    diff = differences(normalized(real), normalized(faked))
+    allowed = KRITA6_DIFFERENCES if fake == "fake-qt6" else set()
+    assert [d for d in diff if d.split(":")[0] not in allowed] == [], "the fake differs from Krita 5.1.5"
+    assert {d.split(":")[0] for d in diff} == allowed
+    dumped = sorted(p.name for p in real_work.glob("*.raw"))
+    assert dumped == sorted(p.name for p in fake_work.glob("*.raw"))
+    assert [n for n in dumped if (real_work / n).read_bytes() != (fake_work / n).read_bytes()] == []
+
+
+def test_fake_records_the_api_calls(krita_run, place):
+    """The fake logs which Krita methods the plugin and the script called (checked against the .sip
+    files in test_fake_krita_api.py)."""
+    _, results, _ = krita_run
+    if place == "krita":
+        assert "api_calls" not in results and results["fake"] is False
+    else:
+        calls = {(c, m) for c, m, _ in results["api_calls"]}
+        assert {("Node", "setPixelData"), ("Document", "createNode"), ("Krita", "createDocument")} <= calls
+
+
+def doc_arities(doc: str) -> set[tuple[int, int]]:
+    """(min, max) arguments of each overload in a sip docstring ("name(self, a: int, b: str = '') -> T")."""
+    from tests.fake_krita.sip_signatures import split_top
+
+    out = set()
+    for line in doc.splitlines():
+        m = re.match(r"^\w+\((.*)\)(\s*->.*)?$", line.strip())
+        if not m:
+            continue
+        params = [p for p in split_top(m.group(1)) if p and p not in ("self", "*")]
+        out.add((sum("=" not in p for p in params), len(params)))
+    return out
+
+
+@pytest.mark.krita
+def test_sip_data_matches_the_real_krita_module(real_run):
+    """The .sip data (read from Krita 5.1.5's sources) against the krita module of the installed Krita
+    5.1.5: the same methods, with the argument counts of the module's own signatures."""
+    from tests.fake_krita import load_api
+
+    api = load_api("5.1")["classes"]
+    real = real_run[1]["krita_api"]
+    assert len(real) == 13
+    for cls, methods in real.items():
+        sip = dict(api[cls]["methods"])
+        for base in api[cls]["bases"]:
+            sip.update(api.get(base, {}).get("methods", {}))
+        mine = {m for m, o in api[cls]["methods"].items() if all("protected" not in x[3] for x in o)}
+        assert mine <= set(methods) | {"property", "setProperty"}, (cls, mine - set(methods))   # QObject's names
+        for meth, doc in methods.items():
+            if meth not in sip or not doc_arities(doc):
+                continue
+            assert doc_arities(doc) == {(o[0], o[1]) for o in sip[meth]}, (cls, meth, doc, sip[meth])

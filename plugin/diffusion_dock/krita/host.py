@@ -4,9 +4,12 @@ Facts this relies on (checked on Krita 5.1.5, see docs in the repository's refer
 
 - ``Node.pixelData`` returns a copy in image coordinates (transparent zeros outside the layer's
   content), in the layer's own colour space: U8/U16 as B,G,R,A and F16/F32 as R,G,B,A.
-- ``setPixelData`` is not undoable on an existing layer and, in 5.1.5, does not check the buffer
-  length.  So results always go into a NEW layer, its pixels are written BEFORE it is inserted,
-  and the buffer length is checked here first.  Inserting (``addChildNode``) is one undo step.
+- ``setPixelData`` is not undoable on an existing layer, and a buffer that is too short is silently
+  ignored (seen on 5.1.5: nothing written; it returns None there, a bool in the Qt 6 tree's API).
+  So results always go into a NEW layer, its pixels are written BEFORE it is inserted, and the
+  buffer length is checked here first.  Inserting (``addChildNode``) is one undo step.
+- Krita 5.1 to 6.x: the calls made here have the same names and argument counts (the .sip check of
+  tests/plugin/test_fake_krita_api.py); PyQt5's ``QByteArray`` takes bytes only (``pixel_bytes``).
 - ``Node.bounds()`` can reach past the canvas: it is clamped.  Selection masks appear among a
   layer's children after ``setSelection``: masks are filtered out by ``type()``.
 - Without a view (kritarunner, scripts) ``activeDocument``/``activeNode`` return None: the

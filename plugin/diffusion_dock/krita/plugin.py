@@ -41,8 +41,26 @@ def session():
     return s
 
 
+def context_key(app=None):
+    """What the dock shows about the editor's state: the active document, its selection's bounds and
+    its active layer.  Krita's API has no signal for a changed selection or active layer (5.1 to 6.x),
+    so the docker compares this key on a timer."""
+    doc = (app or Krita.instance()).activeDocument()
+    if doc is None:
+        return None
+    sel = doc.selection()
+    node = doc.activeNode()
+    return (doc.rootNode() is None, doc.fileName(), doc.name(),
+            None if sel is None else (sel.x(), sel.y(), sel.width(), sel.height()),
+            None if node is None else node.uniqueId().toString())
+
+
 class DiffusionDockWidget(DockWidget):
-    """Krita's dock window for the Diffusion Dock: it hosts the shared ``DockPanel``."""
+    """Krita's dock window for the Diffusion Dock: it hosts the shared ``DockPanel``.  The panel's
+    context follows Krita: ``canvasChanged`` (another view or document), and a look every
+    ``WATCH_MS`` while the dock is visible (the selection and the active layer, which have no signal)."""
+
+    WATCH_MS = 300
 
     def __init__(self):
         super().__init__()
@@ -50,9 +68,32 @@ class DiffusionDockWidget(DockWidget):
         self.panel = DockPanel(self, host=KritaHost(), session=session())
         self.setWidget(self.panel)
         CONTROLLER.register(self.panel)
+        self._context = None
+        self.watch = QTimer(self)
+        self.watch.setInterval(self.WATCH_MS)
+        self.watch.timeout.connect(self.look)
+        self.watch.start()
 
     def canvasChanged(self, canvas):
+        self._context = self._key()
         self.panel.canvas_changed()
+
+    def _key(self):
+        try:
+            return context_key()
+        except RuntimeError:          # a wrapper deleted under us (a closing document)
+            return None
+
+    def look(self) -> bool:
+        """Refresh the panel when the selection, the active layer or the document changed; True if it did."""
+        if not self.isVisible():
+            return False
+        key = self._key()
+        if key == self._context:
+            return False
+        self._context = key
+        self.panel.canvas_changed()
+        return True
 
 
 def window_action(action_id: str):

@@ -1,6 +1,9 @@
-"""Runs inside kritarunner (Krita's own Python, PyQt5): exercises the installed plugin's Krita host
-adapter on real documents and dumps what it saw to files; the pytest side makes the inputs and
-judges the outputs.  Usage: kritarunner -s dd_host_check -f main WORKDIR
+"""Runs inside kritarunner (Krita's own Python, PyQt5), or on the fake ``krita`` module
+(tests/fake_krita, PyQt5 or PyQt6) through ``tests/fake_krita/kritarunner.py``: exercises the
+installed plugin's Krita host adapter on documents and dumps what it saw to files; the pytest side
+makes the inputs, judges the outputs and compares the fake's with real Krita's.  It imports Qt only
+through the plugin's shim, so the same script runs on both bindings.
+Usage: kritarunner -s dd_host_check -f main WORKDIR
 """
 
 import json
@@ -10,7 +13,8 @@ import sys
 import traceback
 
 from krita import Krita, Selection
-from PyQt5.QtCore import QByteArray
+
+QByteArray = None     # Krita's binding's, from the plugin's shim (imported in main: importing the plugin registers it)
 
 
 def _load(workdir, name):
@@ -47,7 +51,15 @@ def run_case(k, workdir, case, out):
     w, h = case["w"], case["h"]
     doc = k.createDocument(w, h, "dd" + case["name"], "RGBA", case["depth"], case.get("profile", ""), 72.0)
     doc.setBatchmode(True)
+    probes = out.setdefault("probes", {})
+    probes["selection_before"] = doc.selection() is None
+    probes["doc_name"] = doc.name()
+    probes["file_name"] = doc.fileName()
     root = doc.rootNode()
+    probes["root"] = [root.type(), root.parentNode() is None, type(root).__name__]
+    bg = root.childNodes()[0]
+    probes["background"] = {"name": bg.name(), "bounds": list(bg.bounds().getRect()),
+                            "pixels": _dump(workdir, case["name"] + "_bg.raw", bg.pixelData(w - 1, h - 1, 2, 2))}
     src = doc.createNode("source", "paintlayer")
     src.setPixelData(QByteArray(_load(workdir, case["source"])), 0, 0, w, h)
     root.addChildNode(src, None)
@@ -63,6 +75,10 @@ def run_case(k, workdir, case, out):
         doc.waitForDone()
     out["raw_child_types"] = [n.type() for n in root.childNodes()] + [
         c.type() for n in root.childNodes() for c in n.childNodes()]
+    probes["masks"] = [[n.name(), "root"] for n in root.childNodes() if n.type().endswith("mask")] + [
+        [c.name(), n.name()] for n in root.childNodes() for c in n.childNodes() if c.type().endswith("mask")]
+    probes["selection_after"] = None if doc.selection() is None else [
+        doc.selection().x(), doc.selection().y(), doc.selection().width(), doc.selection().height()]
 
     hst = KritaHost(doc)
     d = hst.active_document()
@@ -173,6 +189,9 @@ def run_case(k, workdir, case, out):
         out["extras_layers"] = [_info(i) for i in d.layers()]
         out["group_read"] = _dump(workdir, case["name"] + "_group.raw",
                                   d.read_pixels(grp.uniqueId().toString(), H.Rect(0, 0, w, h)).data)
+        probes["group"] = {"pixel_data_len": len(grp.pixelData(0, 0, 2, 2)), "class": type(grp).__name__,
+                           "child_class": type(root.childNodes()[-2]).__name__,
+                           "bounds": list(grp.bounds().getRect()), "position": [off.position().x(), off.position().y()]}
         # A layer in its own colour space (F32 linear in a U8 document): results follow the layer.
         mixed = doc.createNode("mixed", "paintlayer")
         root.addChildNode(mixed, None)
@@ -189,6 +208,9 @@ def run_case(k, workdir, case, out):
         out["mixed_result_pixels"] = _dump(workdir, "mixed_result.raw", mnode.pixelData(2, 3, 4, 2))
         out["mixed_read_format"] = d.read_pixels(mres.id, H.Rect(2, 3, 4, 2)).format
 
+    if case.get("probes"):
+        run_probes(k, out["probes"])
+
     if case.get("save_kra"):
         path = os.path.join(workdir, case["name"] + ".kra")
         out["saved"] = bool(doc.saveAs(path))
@@ -202,6 +224,57 @@ def run_case(k, workdir, case, out):
     else:
         doc.close()
     out["closed_detected"] = d.closed
+
+
+def run_probes(k, probes):
+    """Krita's behaviour where the plugin depends on it and the fake must match: short buffers,
+    exact bounds, when the projection changes, what setPixelData returns (on a white 8x8 document,
+    with opaque pixels only: partial-alpha blending is Krita's own rounding)."""
+    doc = k.createDocument(8, 8, "ddprobes", "RGBA", "U8", "", 72.0)
+    doc.setBatchmode(True)
+    root = doc.rootNode()
+    scratch = doc.createNode("scratch", "paintlayer")
+    probes["set_short"] = repr(scratch.setPixelData(QByteArray(b"\x05" * 7), 0, 0, 2, 2))
+    probes["after_short"] = list(bytes(scratch.pixelData(0, 0, 2, 2)))
+    probes["set_full"] = repr(scratch.setPixelData(QByteArray(bytes([0, 0, 0, 0, 1, 2, 3, 0]) + bytes(8)), 4, 4, 2, 2))
+    probes["alpha0_bounds"] = list(scratch.bounds().getRect())      # a pixel of alpha 0 that is not all zeros
+    probes["scratch_parent"] = scratch.parentNode() is None
+    red = bytes([0, 0, 255, 255])
+    top = doc.createNode("top", "paintlayer")
+    root.addChildNode(top, None)
+    doc.waitForDone()
+    top.setPixelData(QByteArray(red * 4), 0, 0, 2, 2)
+    doc.waitForDone()
+    projection = {"written": bytes(doc.pixelData(0, 0, 1, 1)).hex()}
+    empty = doc.createNode("empty", "paintlayer")
+    root.addChildNode(empty, None)
+    doc.waitForDone()
+    projection["after_adding_an_empty_layer"] = bytes(doc.pixelData(0, 0, 1, 1)).hex()
+    other = doc.createNode("other", "paintlayer")
+    other.setPixelData(QByteArray(red * 4), 1, 1, 2, 2)
+    root.addChildNode(other, None)
+    doc.waitForDone()
+    projection["after_adding_a_layer_over_it"] = bytes(doc.pixelData(0, 0, 1, 1)).hex()
+    doc.refreshProjection()
+    doc.waitForDone()
+    projection["after_refresh"] = bytes(doc.pixelData(0, 0, 1, 1)).hex()
+    top.remove()
+    doc.waitForDone()
+    projection["after_removing_it"] = bytes(doc.pixelData(0, 0, 1, 1)).hex()
+    other.move(3, 3)
+    doc.waitForDone()
+    projection["after_move"] = bytes(doc.pixelData(2, 2, 1, 1)).hex()
+    doc.refreshProjection()
+    doc.waitForDone()
+    projection["after_move_refresh"] = bytes(doc.pixelData(2, 2, 1, 1)).hex() + bytes(doc.pixelData(4, 4, 1, 1)).hex()
+    probes["projection"] = projection
+    probes["removed_parent"] = top.parentNode() is None
+    for n in (empty, other):
+        n.remove()
+    doc.refreshProjection()
+    doc.waitForDone()
+    probes["same_wrapper"] = [root.childNodes()[0] == root.childNodes()[0], root.childNodes()[0] is root.childNodes()[0]]
+    doc.close()
 
 
 def run_cmyk(k, workdir, spec, out):
@@ -228,6 +301,8 @@ def run_cmyk(k, workdir, spec, out):
         out["copy_layers"] = [_info(i) for i in copy.layers()]
         copy_src = [i for i in copy.layers() if i.name == "cmyk source"][0]
         out["copy_read_format"] = copy.read_pixels(copy_src.id, H.Rect(0, 0, w, h)).format
+        out["copy_keeps_ids"] = sorted(i.id for i in copy.layers()) == sorted(
+            n.uniqueId().toString() for n in doc.rootNode().childNodes())
     except Exception as e:
         out["copy_error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     out["original_color_after"] = [doc.colorModel(), doc.colorDepth()]
@@ -237,7 +312,30 @@ def run_cmyk(k, workdir, spec, out):
     doc.close()
 
 
+API_CLASSES = ("Krita", "Window", "View", "Canvas", "Document", "Node", "GroupLayer", "Selection", "DockWidget",
+               "DockWidgetFactoryBase", "Extension", "InfoObject", "Notifier")
+
+
+def api_dump():
+    """The krita module's classes as sip made them: each method's docstring (its Python signatures)."""
+    import krita
+    from diffusion_dock.runtime.qt import QObject, QtWidgets
+
+    out = {}
+    for name in API_CLASSES:
+        cls = getattr(krita, name, None)
+        if cls is None:
+            continue
+        base = QtWidgets.QDockWidget if issubclass(cls, QtWidgets.QDockWidget) else \
+            QObject if issubclass(cls, QObject) else object
+        names = sorted(set(dir(cls)) - set(dir(base)))      # sip adds methods lazily: not in vars(cls)
+        out[name] = {attr: (getattr(getattr(cls, attr), "__doc__", None) or "") for attr in names
+                     if not attr.startswith("_") and callable(getattr(cls, attr))}
+    return out
+
+
 def main(args):
+    global QByteArray
     workdir = args[0]
     results = {"python": sys.version, "cases": {}}
     try:
@@ -245,6 +343,11 @@ def main(args):
         import diffusion_dock
         from diffusion_dock.runtime import coreapi, qt
 
+        QByteArray = qt.QByteArray
+        results["fake"] = bool(getattr(sys.modules["krita"], "FAKE", False))
+        if not results["fake"]:
+            results["krita_api"] = api_dump()
+        results["krita_version"] = k.version()
         results["package_file"] = diffusion_dock.__file__
         results["core_file"] = coreapi.core.__file__
         results["core_installed"] = coreapi.INSTALLED
@@ -268,5 +371,8 @@ def main(args):
                 results["cmyk"]["crash"] = traceback.format_exc()
     except Exception:
         results["crash"] = traceback.format_exc()
+    calls = getattr(sys.modules.get("krita"), "CALLS", None)
+    if calls is not None:
+        results["api_calls"] = sorted(calls)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
