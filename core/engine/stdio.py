@@ -74,6 +74,7 @@ def writer_for(fd: int):
 
 def main(argv=None) -> int:
     t0 = time.perf_counter()
+    editor_pid = os.getppid()     # the editor's client started us (before it can die and leave us to init)
     args = build_parser().parse_args(argv)
     proto_in, proto_out = take_stdio()
     from ..models import env
@@ -101,6 +102,10 @@ def main(argv=None) -> int:
         reason = "interrupted"
     stopped = service.close(timeout=3.0)
     log.info("engine stops: %s%s", reason, "" if stopped else " (a job was still running)")
+    if conn.bulk:      # the editor that started us is gone: the payload files it left behind go too
+        left = bulk.sweep_writer(conn.bulk, editor_pid)
+        if left:
+            log.info("removed %d shared-memory files of the editor (pid %d), which is gone", left, editor_pid)
     logging.shutdown()
     # os._exit: a job stuck inside a C call must not keep the process alive.
     os._exit(EXIT_OK if reason in ("eof", "shutdown", "interrupted") else EXIT_PROTOCOL)

@@ -179,6 +179,24 @@ def sweep(where: str | None) -> int:
     return removed
 
 
+def sweep_writer(where: str | None, pid: int | None) -> int:
+    """Delete the bulk files ``pid`` wrote, once it is gone (the other side of a connection that died):
+    only files of our naming, only that process's, never while it lives.  Returns how many."""
+    if where is None or not pid or _alive(pid):
+        return 0
+    prefix = f"dd-{int(pid)}-"
+    removed = 0
+    try:
+        entries = os.listdir(where)
+    except OSError:
+        return 0
+    for name in entries:
+        if name.startswith(prefix) and NAME.match(name):
+            _unlink(where, name)
+            removed += 1
+    return removed
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

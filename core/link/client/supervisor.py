@@ -220,6 +220,10 @@ class Supervisor:
         if link.proc is not None and code in ("engine_died", "engine_stopped"):
             reason = await link.exit_reason("", reason)
         await link.close()
+        if link.proc is not None:      # reaped now: the result files the engine wrote and we never took
+            left = bulk.sweep_writer(link.bulk, link.proc.pid)
+            if left:
+                log.info("removed %d shared-memory files of the engine (pid %d), which is gone", left, link.proc.pid)
         self.last_output = list(link.stderr_tail)
         if code == "engine_stopped" or self._stopping:
             return
