@@ -70,8 +70,8 @@ def fake_signals(cls) -> dict:
 
 def signal_args(sig) -> int:
     """Arguments of a PyQt signal from its signature, ``name(type, type)`` or ``(type, type)``."""
-    text = sig.signatures[0]
-    inside = text[text.index("(") + 1:text.rindex(")")] if "(" in text else text
+    text = sig.signatures[0]      # PyQt6 gives "name(types)", "(types)" or, after some uses, just ")"
+    inside = (text.split("(", 1)[1] if "(" in text else text).rstrip(")")
     return 0 if not inside.strip() else len(inside.split(","))
 
 
