@@ -48,9 +48,9 @@ def write_image_and_mask(folder, h: int, w: int, seed: int, rect: tuple[int, int
     return folder, img, mask
 
 
-class _FillingFile:
-    """A file object of the atomic writer on a disk that fills up: writes fail with ENOSPC once the
-    budget shared by every file opened through the patch is spent (the bytes that fit are written)."""
+class FillingFile:
+    """A file object on a disk that fills up: writes fail with ENOSPC once the budget (shared by every
+    file given the same dict: ``{"left": bytes, "failures": 0}``) is spent; the bytes that fit are written."""
 
     def __init__(self, f, budget: dict):
         self._f, self._budget = f, budget
@@ -92,7 +92,7 @@ def disk_full_after(monkeypatch, limit: int) -> dict:
 
     budget = {"left": limit, "failures": 0}
     real = atomic._fdopen
-    monkeypatch.setattr(atomic, "_fdopen", lambda fd, *a, **kw: _FillingFile(real(fd, *a, **kw), budget))
+    monkeypatch.setattr(atomic, "_fdopen", lambda fd, *a, **kw: FillingFile(real(fd, *a, **kw), budget))
     return budget
 
 

@@ -328,40 +328,14 @@ def test_plan_refuses_a_repo_with_only_pickles_for_a_component():
         plan_files("StableDiffusionPipeline", _files("v2-1_512-ema-pruned.safetensors"))
 
 
-class _FullDisk:
-    """A partial file on a disk that fills up after ``room`` bytes."""
-
-    def __init__(self, f, room: int):
-        self._f, self.room = f, room
-
-    def write(self, data):
-        import errno
-
-        if len(data) > self.room:
-            self._f.write(data[:self.room])
-            self.room = 0
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.room -= len(data)
-        return self._f.write(data)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-
 def test_a_full_disk_while_a_weight_arrives_stops_with_one_line_and_the_next_run_continues(
         hub, repo_files, tmp_path, monkeypatch):
-    from .helpers import leftovers
+    from .helpers import FillingFile, leftovers
 
     data = repo_files[UNET16]
     room = len(data) // 2 // CHUNK * CHUNK + 1000
     real = download._open_partial
-    monkeypatch.setattr(download, "_open_partial", lambda p, mode: _FullDisk(real(p, mode), room))
+    monkeypatch.setattr(download, "_open_partial", lambda p, mode: FillingFile(real(p, mode), {"left": room, "failures": 0}))
     cache = tmp_path / "hf"
     with pytest.raises(download.WriteFailed) as err:
         download_model(SPEC, cache_dir=cache, log=lambda m: None)

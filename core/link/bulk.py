@@ -164,6 +164,17 @@ def discard(where: str | None, names: set) -> None:
 
 def sweep(where: str | None) -> int:
     """Delete bulk files whose writer process is gone; returns how many."""
+    return _remove_dead(where, None)
+
+
+def sweep_writer(where: str | None, pid: int | None) -> int:
+    """Delete the bulk files ``pid`` wrote, once it is gone (the other side of a connection that died):
+    only files of our naming, only that process's, never while it lives.  Returns how many."""
+    return _remove_dead(where, int(pid)) if pid else 0
+
+
+def _remove_dead(where: str | None, writer: int | None) -> int:
+    """Delete the bulk files of dead writers (only ``writer``'s when given); returns how many."""
     if where is None:
         return 0
     removed = 0
@@ -173,25 +184,7 @@ def sweep(where: str | None) -> int:
         return 0
     for name in entries:
         m = NAME.match(name)
-        if m and not _alive(int(m.group(1))):
-            _unlink(where, name)
-            removed += 1
-    return removed
-
-
-def sweep_writer(where: str | None, pid: int | None) -> int:
-    """Delete the bulk files ``pid`` wrote, once it is gone (the other side of a connection that died):
-    only files of our naming, only that process's, never while it lives.  Returns how many."""
-    if where is None or not pid or _alive(pid):
-        return 0
-    prefix = f"dd-{int(pid)}-"
-    removed = 0
-    try:
-        entries = os.listdir(where)
-    except OSError:
-        return 0
-    for name in entries:
-        if name.startswith(prefix) and NAME.match(name):
+        if m and (writer is None or int(m.group(1)) == writer) and not _alive(int(m.group(1))):
             _unlink(where, name)
             removed += 1
     return removed
