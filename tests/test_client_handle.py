@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from core.contract.events import Accepted, Failed, Finished, JobCancelled, JobState, Preview, Progress
@@ -22,11 +20,7 @@ async def drained(h: JobHandle) -> list:
     return out
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-def test_a_new_job_is_queued_and_pending_until_sent():
+def test_a_new_job_is_queued_and_pending_until_sent(loop):
     async def go():
         h = handle()
         assert h.state is JobState.QUEUED and h.pending and h.sent_on is None and h.attempts == 0
@@ -35,10 +29,10 @@ def test_a_new_job_is_queued_and_pending_until_sent():
         assert h.state is JobState.QUEUED and not h.pending and h.sent_on is link and h.attempts == 1
         return await drained(h)
 
-    assert run(go()) == []
+    assert loop.run(go()) == []
 
 
-def test_positions_are_announced_when_they_change_and_position_0_means_running():
+def test_positions_are_announced_when_they_change_and_position_0_means_running(loop):
     async def go():
         h = handle()
         h.mark_sent(object())
@@ -46,12 +40,12 @@ def test_positions_are_announced_when_they_change_and_position_0_means_running()
             h.at_position(pos)
         return h, await drained(h)
 
-    h, seen = run(go())
+    h, seen = loop.run(go())
     assert seen == [Accepted("j1", 3), Accepted("j1", 2), Accepted("j1", 0)]
     assert h.state is JobState.RUNNING and h.position == 0
 
 
-def test_a_step_makes_a_queued_job_running_and_is_passed_on():
+def test_a_step_makes_a_queued_job_running_and_is_passed_on(loop):
     async def go():
         h = handle()
         h.mark_sent(object())
@@ -59,7 +53,7 @@ def test_a_step_makes_a_queued_job_running_and_is_passed_on():
         h.report(Preview("j1", 1, 1, b"\0\0\0"))
         return h, await drained(h)
 
-    h, seen = run(go())
+    h, seen = loop.run(go())
     assert h.state is JobState.RUNNING
     assert [type(e).__name__ for e in seen] == ["Accepted", "Progress", "Preview"]
 
@@ -69,7 +63,7 @@ def test_a_step_makes_a_queued_job_running_and_is_passed_on():
     (Failed("j1", "engine_died", "gone"), JobState.FAILED),
     (JobCancelled("j1"), JobState.CANCELLED),
 ])
-def test_one_final_event_ends_it_and_late_events_are_dropped(final, state):
+def test_one_final_event_ends_it_and_late_events_are_dropped(loop, final, state):
     async def go():
         h = handle()
         h.mark_sent(object())
@@ -80,11 +74,11 @@ def test_one_final_event_ends_it_and_late_events_are_dropped(final, state):
         h.requeue()
         return h, await drained(h), await h.wait()
 
-    h, seen, waited = run(go())
+    h, seen, waited = loop.run(go())
     assert seen == [final] and waited == final and h.final == final and h.state is state and h.done
 
 
-def test_requeue_after_a_lost_engine_makes_it_pending_again_and_counts_attempts():
+def test_requeue_after_a_lost_engine_makes_it_pending_again_and_counts_attempts(loop):
     async def go():
         h = handle()
         first = object()
@@ -95,15 +89,15 @@ def test_requeue_after_a_lost_engine_makes_it_pending_again_and_counts_attempts(
         h.mark_sent(object())
         return h
 
-    h = run(go())
+    h = loop.run(go())
     assert h.attempts == 2 and not h.pending
 
 
-def test_cancel_is_remembered_once_with_its_time():
+def test_cancel_is_remembered_once_with_its_time(loop):
     async def go():
         h = handle()
         assert h.request_cancel(now=10.0) is True and h.request_cancel(now=20.0) is False
         return h
 
-    h = run(go())
+    h = loop.run(go())
     assert h.cancel_requested and h.cancel_age(15.0) == 5.0
