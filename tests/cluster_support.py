@@ -60,6 +60,7 @@ class RayHead:
         self.proc = subprocess.Popen(
             [str(ray), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}",
              f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+             "--object-store-memory=268435456",
              f"--temp-dir={self.temp}"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.address = f"127.0.0.1:{self.port}"

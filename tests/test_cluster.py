@@ -16,7 +16,7 @@ import pytest
 
 from core.cluster import have_ray
 from core.cluster.tokens import TokenStore
-from core.contract.events import Failed, Finished, JobCancelled, Progress
+from core.contract.events import Failed, Finished, JobCancelled, Preview, Progress
 from core.contract.jobs import JobRequest, Options, Params
 from core.link import protocol as P
 from core.link.client import EngineClient, EngineError
@@ -271,6 +271,7 @@ def test_cancel_reaches_the_replica(cluster):
     assert isinstance(h.final, JobCancelled)
     steps = [e.step for e in h.seen if isinstance(e, Progress) and e.phase == "denoising"]
     assert max(steps) < 200
+    assert any(isinstance(e, Preview) and e.width > 0 for e in h.seen)    # previews streamed while it ran
     # The engine in the replica stopped the job (it says so in its report, which comes with its next job:
     # two jobs at once reach both replicas), and the replica is free again.
     nxt = [submit(c, ann, small(602 + i), f"next{i}") for i in range(2)]

@@ -145,3 +145,13 @@ def test_the_documented_example_config_loads():
     cfg = config.load(example)
     assert cfg.num_gpus == 1 and cfg.models
 
+
+
+def test_tokens_through_python_m_core_serve(tmp_path, capsys):
+    from core.cli import main
+
+    f = str(tmp_path / "t.json")
+    assert main(["serve", "tokens", "--file", f, "add", "ann"]) == 0
+    assert "token for ann: dd1_" in capsys.readouterr().out
+    assert main(["serve", "tokens", "--file", f, "list"]) == 0
+    assert capsys.readouterr().out.startswith("ann")

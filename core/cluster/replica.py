@@ -65,6 +65,13 @@ def to_item(msg: Message) -> dict:
     return {"h": msg.header, "p": [np.frombuffer(p, np.uint8) for p in msg.payloads]}
 
 
+def torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
 def load_for_jobs(models, key: str) -> None:
     """Load model ``key`` as the jobs that name it will use it (so the job itself finds it loaded)."""
     spec = CATALOG[key]
@@ -133,7 +140,7 @@ class ReplicaEngine:
         policy = self.models.policy
         return {"replica": self.replica, "pid": self.pid, "node": self.node, "models": self.loaded_models(),
                 "device": policy.device, "dtype": policy.dtype, "jobs_done": self.jobs_done,
-                "loads": self.models.loads, "cancelled": list(self.cancelled)}
+                "loads": self.models.loads, "cancelled": list(self.cancelled), "threads": torch_threads()}
 
     async def load(self, key: str):
         await asyncio.get_running_loop().run_in_executor(None, load_for_jobs, self.models, key)

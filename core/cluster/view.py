@@ -41,7 +41,7 @@ def cluster_view(gateway, conn) -> dict:
                          "position": 0 if j.state == "running" else order.get(j.key), "replica": j.replica,
                          "attempts": j.attempts} for j in jobs if j.state != "done"]
         view["replica_list"] = [{k: r.get(k) for k in ("replica", "pid", "node", "models", "device", "jobs_done",
-                                                       "loads", "cancelled")} for r in replicas]
+                                                       "loads", "cancelled", "threads")} for r in replicas]
         view["dispatched"] = [list(k) for k in dispatched]
         view["routing"] = dict(gateway.routing)
     return view
