@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on, e.g. 127.0.0.1:7860")
     p.add_argument("--cert", help="TLS certificate (PEM); with --key the connection is encrypted")
     p.add_argument("--key", help="TLS private key (PEM)")
+    p.add_argument("--cluster", metavar="ADDRESS|auto",
+                   help="run the jobs on a Ray Serve cluster (the 'cluster' extra): its address, or 'auto' for "
+                        "the one this machine belongs to; clients then use per-artist tokens (serve tokens ...)")
+    p.add_argument("--cluster-config", metavar="cluster.yaml", help="replicas, GPUs, models, limits (docs/cluster.md)")
+    p.add_argument("--tokens", metavar="FILE", help="the per-artist tokens file (default: tokens.json in the "
+                                                    "app's config folder)")
     from .engine.stdio import add_engine_options
 
     add_engine_options(p)
@@ -289,6 +295,11 @@ def main(argv=None) -> int:
     from .models import env
 
     env.apply()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["serve", "tokens"]:     # per-artist tokens of the cluster gateway
+        from .cluster.tokens import main as tokens_main
+
+        return tokens_main(argv[2:])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:           # --help, or a usage error already printed on one line
@@ -301,6 +312,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "serve" and (args.cluster or args.cluster_config):
+            from .cluster.main import run as run_gateway
+
+            return run_gateway(args)
         if args.command == "serve":
             from .engine.serve import run
 

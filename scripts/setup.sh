@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Idempotent setup shared by both README commands: a virtual environment at .venv/ with torch and
 # the project (editable) plus its test tools.  `--system` also installs the Debian packages the
-# real-Krita tests need (krita, python3-pyqt5, xvfb) when apt-get can run.
+# real-Krita tests need (krita, python3-pyqt5, xvfb) when apt-get can run; `--cluster` also installs
+# the optional `cluster` extra (Ray Serve: `python -m core serve --cluster` and its tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+SYSTEM=0
+EXTRAS=test
+for arg in "$@"; do
+    case "$arg" in
+        --system) SYSTEM=1 ;;
+        --cluster) EXTRAS=test,cluster ;;
+        *) echo "setup: unknown option $arg (known: --system --cluster)" >&2; exit 2 ;;
+    esac
+done
 
 PY=${PYTHON:-python3}
 TORCH_VERSION=${DD_TORCH_VERSION:-2.13.0}   # see DEVELOPERS.md: CI must stay satisfiable by 2.13.0
 
-if [[ "${1:-}" == "--system" ]]; then
+if ((SYSTEM)); then
     missing=()
     command -v krita >/dev/null 2>&1 || missing+=(krita)
     command -v xvfb-run >/dev/null 2>&1 || missing+=(xvfb xauth)
@@ -31,12 +42,14 @@ if [[ ! -x .venv/bin/python ]]; then
     echo "setup: creating .venv" >&2
     $PY -m venv .venv
 fi
-stamp=".venv/.setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
-if [[ ! -f "$stamp" ]]; then
+key=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+stamp=".venv/.setup-$key-${EXTRAS/,/-}"
+# a venv set up with the cluster extra also serves the plain setup
+if [[ ! -f "$stamp" && ! ( "$EXTRAS" == test && -f ".venv/.setup-$key-test-cluster" ) ]]; then
     echo "setup: installing torch==$TORCH_VERSION and the project into .venv (a few minutes the first time)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" >&2
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" >&2
     rm -f .venv/.setup-*
     touch "$stamp"
 fi

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-PHASES = ("queued", "loading", "encoding", "denoising", "decoding", "finishing")
+# retrying: a cluster gateway runs the job again from the start after losing its GPU worker
+PHASES = ("queued", "loading", "encoding", "denoising", "decoding", "finishing", "retrying")
 
 
 class Cancelled(Exception):

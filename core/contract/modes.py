@@ -33,7 +33,8 @@ COMMON_PARAMS = ("prompt", "negative_prompt", "num_images", "steps", "guidance",
 # What the dock calls each phase of a job (the engine's phases: ``jobcontrol.PHASES``); a mode may
 # rename some (``ModeSpec.phase_labels``).
 PHASE_LABELS = {"queued": "Queued", "loading": "Loading the model", "encoding": "Preparing",
-                "denoising": "Denoising", "decoding": "Decoding", "finishing": "Finishing"}
+                "denoising": "Denoising", "decoding": "Decoding", "finishing": "Finishing",
+                "retrying": "Retrying on another GPU"}
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,10 @@ def tls_context(cert: str, key: str):
     return ctx
 
 
-def run(args) -> int:
-    """Entry point of ``python -m core serve``."""
+def run(args, make_service=None) -> int:
+    """Entry point of ``python -m core serve``.  ``make_service(args)``: another service behind the same
+    front, which authenticates its clients itself (``core.cluster``: a Ray Serve cluster, per-artist
+    tokens); None when it could not start (it said why)."""
     from ..models import env
     from . import logs
     from .stdio import service_kwargs
@@ -164,11 +166,16 @@ def run(args) -> int:
         return 2
     env.apply()
     logs.setup("engine-serve", getattr(logging, args.log_level))
-    from .service import EngineService
+    if make_service is not None:
+        service, token = make_service(args), None
+        if service is None:
+            return 2
+    else:
+        from .service import EngineService
 
-    service = EngineService(allow_shutdown=False, **service_kwargs(args))
-    token = secrets.token_urlsafe(32)
-    service.token = token
+        service = EngineService(allow_shutdown=False, **service_kwargs(args))
+        token = secrets.token_urlsafe(32)
+        service.token = token
     try:
         return asyncio.run(_serve(service, host, port, ctx, token))
     except KeyboardInterrupt:
@@ -177,7 +184,7 @@ def run(args) -> int:
         service.close(timeout=3.0)
 
 
-async def _serve(service, host: str, port: int, ctx, token: str) -> int:
+async def _serve(service, host: str, port: int, ctx, token: str | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     active: set = set()
@@ -216,8 +223,11 @@ async def _serve(service, host: str, port: int, ctx, token: str) -> int:
     shown = f"[{host}]" if ":" in host else host
     url = f"{'tls' if ctx else 'tcp'}://{shown}:{bound}"
     print(f"Diffusion Dock engine serving on {url}", flush=True)
-    print(f"token: {token}", flush=True)
-    print("Give the URL and the token to the dock. The token is shown only this once.", flush=True)
+    if token is not None:
+        print(f"token: {token}", flush=True)
+        print("Give the URL and the token to the dock. The token is shown only this once.", flush=True)
+    else:
+        print("clients: per-artist tokens (python -m core serve tokens add NAME)", flush=True)
     log.info("serving on %s (TLS %s)", url, "on" if ctx else "off")
     warning = plaintext_warning(host, ctx is not None)
     if warning:

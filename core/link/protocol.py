@@ -50,6 +50,10 @@ ENGINE_ERRORS = (
     "out_of_memory",         # even after unloading every cached model
     "job_failed",            # an unexpected error inside the job (details in the engine log)
     "engine_shutting_down",  # submitted while the engine stops
+    # from a cluster gateway (python -m core serve --cluster; older clients show the message as it is)
+    "queue_full",            # the artist already has as many jobs waiting as the gateway allows
+    "worker_lost",           # the GPU worker running the job died, and again on the retry
+    "cluster_unavailable",   # the Ray cluster behind the gateway did not answer
 )
 CLIENT_ERRORS = (
     "engine_died",           # the local engine exited or closed its pipes while the job ran

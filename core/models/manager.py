@@ -257,6 +257,22 @@ class ModelManager:
             self._status(loaded.resolved, "unloaded")
         free_memory(self.policy.device)
 
+    def unload(self, mode: str, name: str | None = None) -> int:
+        """Unload every pipeline and part of the model ``name`` resolves to (a cluster replica does when
+        Serve's model multiplexing drops it); returns how many were loaded."""
+        path = str(self.resolve(mode, name).path)
+        with self._lock:
+            gone = [k for k in self._loaded if k[0] == path]
+            for k in gone:
+                loaded = self._loaded.pop(k)
+                _warn_if_compiled(loaded)
+                if loaded.resolved is not None:
+                    self._status(loaded.resolved, "unloaded")
+            if gone:
+                self._forget_unused_components()
+                free_memory(self.policy.device)
+            return len(gone)
+
     def _forget_unused_components(self) -> None:
         used = {id(getattr(lm.pipe, c, None)) for lm in self._loaded.values() for c in SHARED_COMPONENTS}
         for k in [k for k, m in self._components.items() if id(m) not in used]:

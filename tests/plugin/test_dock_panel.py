@@ -104,6 +104,21 @@ def test_engine_status_line(panel, session):
     assert panel.engine_bar.restart.isEnabled()
 
 
+def test_a_cluster_gateway_shows_replicas_models_and_queue_place(panel, session):
+    session._on_status(EngineStatus("ready"))
+    session._on_capabilities(caps())
+    session._on_cluster({"replicas": {"running": 2, "starting": 1}, "models": {"sd2-inpainting": 2, "sd2-depth": 1},
+                         "queued": 7, "mine": {"running": 1, "queued": 2, "next": 3}, "artist": "ann",
+                         "admin": False})
+    assert status_line(panel) == "Ready · cpu bfloat16 · cluster of 2 GPU workers (+1 starting)"
+    tip = panel.engine_bar.label.toolTip().splitlines()
+    assert "Models loaded: sd2-depth ×1, sd2-inpainting ×2" in tip
+    assert "Your jobs: 1 running, 2 queued (next at place 3 of 7); 7 waiting in all" in tip
+    assert tip[-1] == "Signed in as ann"
+    session._on_cluster({"replicas": {"running": 1, "starting": 0}, "models": {}, "queued": 0, "mine": {}})
+    assert status_line(panel) == "Ready · cpu bfloat16 · cluster of 1 GPU worker"
+
+
 def test_no_engine_to_start_is_reported_on_the_job(panel, session):
     session.settings.engine = "remote"                   # remote, but no URL set
     panel.set_mode("fill")

@@ -37,7 +37,8 @@ class EngineClient:
     process's environment).  Remote engine: ``url`` ("tcp://host:port" or "tls://host:port"),
     ``token``, and for a self-signed certificate ``cafile``.
 
-    Callbacks: ``on_status(EngineStatus)``, ``on_capabilities(Capabilities)``, ``on_model_status(ModelStatus)``.
+    Callbacks: ``on_status(EngineStatus)``, ``on_capabilities(Capabilities)``, ``on_model_status(ModelStatus)``,
+    ``on_cluster(dict)`` (a cluster gateway's view: replicas, models loaded, the queue; when it changes).
     Timeouts (seconds): ``start_timeout`` (until the engine's hello), ``heartbeat_timeout`` (silence
     before the engine counts as frozen), ``job_timeout`` (a running job without progress counts as
     stuck), ``cancel_timeout`` (a cancelled running job that has not ended by then is reported cancelled
@@ -49,7 +50,7 @@ class EngineClient:
     def __init__(self, python: str | None = None, cwd: str | os.PathLike | None = None, *,
                  url: str | None = None, token: str | None = None, cafile: str | None = None,
                  engine_args=(), env: dict | None = None,
-                 on_status=None, on_capabilities=None, on_model_status=None,
+                 on_status=None, on_capabilities=None, on_model_status=None, on_cluster=None,
                  start_timeout: float = 60.0, heartbeat_interval: float = 1.0, heartbeat_timeout: float = 20.0,
                  job_timeout: float = 600.0, cancel_timeout: float = 120.0, stuck_grace: float = 5.0,
                  stop_timeout: float = 5.0, max_resubmits: int = 2):
@@ -64,7 +65,9 @@ class EngineClient:
         self.on_status = on_status
         self.on_capabilities = on_capabilities
         self.on_model_status = on_model_status
+        self.on_cluster = on_cluster
         self.capabilities: Capabilities | None = None
+        self.cluster: dict | None = None      # the last view a cluster gateway sent (None: a single engine)
         self._jobs = JobTable()
         self._supervisor = Supervisor(self.options, self._jobs, self._read_from,
                                       lambda status: self._call(self.on_status, status))
@@ -220,6 +223,7 @@ class EngineClient:
             running = msg.get("running")
             if isinstance(running, list):
                 link.running_ids = {j for j in running if isinstance(j, str)}
+            self._cluster_view(msg.get("cluster"))
             return
         if kind == "capabilities":
             link.capabilities = True
@@ -239,6 +243,7 @@ class EngineClient:
                     handle = self._jobs.get(job_id)
                     if handle is not None and handle.sent_on is link and type(pos) is int:
                         handle.at_position(pos)
+            self._cluster_view(msg.get("cluster"))
             return
         if kind in ("bye", "hello"):
             return
@@ -258,6 +263,12 @@ class EngineClient:
             handle.report(event)
         else:
             self._jobs.end(handle, event)
+
+    def _cluster_view(self, view) -> None:
+        """A gateway's ``cluster`` field (heartbeats and queue messages): kept, and told when it changes."""
+        if isinstance(view, dict) and view != self.cluster:
+            self.cluster = view
+            self._call(self.on_cluster, view)
 
     @staticmethod
     def _call(callback, value) -> None:

@@ -195,6 +195,11 @@ def engine_text(session) -> tuple[str, str, str]:
             tip = f"{where}, engine {caps.engine_version}: {caps.device} {caps.dtype} ({caps.device_reason})"
         tip = "\n".join([tip, *(f"UNet of {model}: {COMPILE_WORDS[state]} {message}"
                                 for model, state, message in outcomes)]).strip()
+        view = getattr(session, "cluster", None)
+        if isinstance(view, dict):
+            lines = cluster_lines(view)
+            text += f" · {lines[0]}"
+            tip = "\n".join([tip, *lines]).strip()
         return "ready", text, tip
     if st.state == "starting":
         return "starting", f"Starting the {where}…", ""
@@ -203,6 +208,27 @@ def engine_text(session) -> tuple[str, str, str]:
     if st.state == "dead":
         return "dead", f"Engine stopped: {st.reason}", st.reason
     return "stopped", "Engine: starts with the first job", ""
+
+
+def cluster_lines(view: dict) -> list[str]:
+    """A cluster gateway's view in words: the first line fits the status bar, the rest the tooltip."""
+    reps = view.get("replicas") if isinstance(view.get("replicas"), dict) else {}
+    running, starting = reps.get("running") or 0, reps.get("starting") or 0
+    first = f"cluster of {running} GPU worker{'s' if running != 1 else ''}" + (f" (+{starting} starting)"
+                                                                                  if starting else "")
+    lines = [first]
+    models = view.get("models") if isinstance(view.get("models"), dict) else {}
+    if models:
+        lines.append("Models loaded: " + ", ".join(f"{name} ×{n}" for name, n in sorted(models.items())))
+    mine = view.get("mine") if isinstance(view.get("mine"), dict) else {}
+    queued_all = view.get("queued") or 0
+    own = f"Your jobs: {mine.get('running') or 0} running, {mine.get('queued') or 0} queued"
+    if mine.get("next"):
+        own += f" (next at place {mine['next']} of {queued_all})"
+    lines.append(own + f"; {queued_all} waiting in all")
+    if view.get("artist"):
+        lines.append(f"Signed in as {view['artist']}{' (admin)' if view.get('admin') else ''}")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- queue

@@ -125,6 +125,7 @@ class DockSession(QObject):
         self.client = None
         self.status = events.EngineStatus("stopped")
         self.capabilities = None
+        self.cluster: dict | None = None   # a cluster gateway's view (replicas, models, queue), else None
         self.model_states: dict[str, events.ModelStatus] = {}
         self.setup_error = ""              # why no engine could be set up (EngineNotFound)
         self.items: list[JobItem] = []     # newest last; finished ones are kept (the queue view trims)
@@ -144,7 +145,7 @@ class DockSession(QObject):
     def _make_client(self):
         client_mod = load("link.client")
         common = dict(on_status=self._on_status, on_capabilities=self._on_capabilities,
-                      on_model_status=self._on_model_status, **self.client_options)
+                      on_model_status=self._on_model_status, on_cluster=self._on_cluster, **self.client_options)
         s = self.settings
         if s.engine == "remote":
             if not s.url:
@@ -190,6 +191,7 @@ class DockSession(QObject):
         old = self.client
         self.client = None
         self.capabilities = None
+        self.cluster = None
         self.model_states.clear()
         if old is not None:
             await old.stop()
@@ -228,6 +230,10 @@ class DockSession(QObject):
 
     def _on_capabilities(self, caps) -> None:
         self.capabilities = caps
+        self.engine_changed.emit()
+
+    def _on_cluster(self, view) -> None:
+        self.cluster = view
         self.engine_changed.emit()
 
     def _on_model_status(self, status) -> None:
