@@ -338,7 +338,6 @@ def run_expand(k, workdir, spec, out):
     """Expand on a real document: the dock's requests with a selection hanging over the canvas's edge
     (Expand does not use it; Inpaint keeps it inside the canvas), then the tiny model's expand result
     applied through the host: the canvas grows, every layer and the selection move by the growth."""
-    from diffusion_dock import host as H
     from diffusion_dock.krita.host import KritaHost
     from diffusion_dock.runtime.coreapi import expand, jobs
     from diffusion_dock.session.job_builder import JobSpec, build
