@@ -104,6 +104,11 @@ def test_expand_undo_in_krita_takes_two_steps_layer_then_canvas(gui_run):
     """Krita 5's scripting API has no undo macro: the canvas resize ("Resize Image") and the result layer
     are two undo steps.  The first Ctrl+Z removes the layer (the canvas stays grown), the second restores
     the old size with the old pixels back at their place; redo does both again."""
+    check_expand_undo(gui_run)
+
+
+def check_expand_undo(gui_run):
+    """The expand undo scenario's observations (real Krita's test driver, the fake's scenario)."""
     grown, old = [96, 48], [64, 48]
     layers = ["[Fill] OpenCV", "[Expand] more (seed 5)", "Background"]
     assert gui_run["expand_applied"] == {"size": grown, "layers": layers, "corner_at_8": True, "corner_at_0": False}
