@@ -47,6 +47,18 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
 
 
+def aspect_ratio(text: str) -> tuple[int, int]:
+    """An argparse type: W:H, two whole numbers above 0."""
+    parts = text.strip().split(":")
+    try:
+        w, h = (int(v) for v in parts)
+    except ValueError:
+        w = h = 0
+    if len(parts) != 2 or w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"expected W:H with two whole numbers above 0 (e.g. 16:9), got {_shown(text)}")
+    return w, h
+
+
 def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool = True,
                 strength: bool = True, model: bool = True) -> None:
     if model:
@@ -131,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
     _add_common(p)
 
+    p = sub.add_parser("expand", help="grow the canvas and paint the new border (stable-diffusion-2-inpainting)",
+                       description="Grow the image's canvas and paint the new border from the prompt, "
+                                   "continuing the scene. The original pixels are kept bit for bit.")
+    p.add_argument("--image", required=True, help="input image")
+    sizes = p.add_argument_group("how far (px per side, or --to-aspect)")
+    for side in ("left", "right", "top", "bottom"):
+        sizes.add_argument(f"--{side}", type=whole_number, default=None, metavar="PX",
+                           help=f"px added on the {side}, 0–8192 (default 0)")
+    sizes.add_argument("--to-aspect", type=aspect_ratio, metavar="W:H",
+                       help="grow the shorter way to this aspect ratio, evenly on both sides (e.g. 16:9)")
+    _add_common(p)
+    p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
+
     p = sub.add_parser("models", help="list the models the resolver finds")
     p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")
 
@@ -171,9 +196,34 @@ def request_from_args(args, mode: str):
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):
         opt["color_match"] = False
-    return request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
-                              mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
-                              model=getattr(args, "model", None))
+    if mode == "expand":
+        opt.update({f"expand_{side}": getattr(args, side) or 0 for side in ("left", "top", "right", "bottom")})
+    job = request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
+                             mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
+                             model=getattr(args, "model", None))
+    if mode == "expand":
+        job = expand_to_aspect(args, job)
+    return job
+
+
+def expand_to_aspect(args, job):
+    """``--to-aspect W:H``: the growth that brings the image to that aspect (instead of the sizes)."""
+    from dataclasses import replace
+
+    from .contract.expand import FIELDS, to_aspect
+
+    if args.to_aspect is None:
+        return job
+    if any(getattr(args, side) is not None for side in ("left", "top", "right", "bottom")):
+        raise CliError("--to-aspect and --left/--right/--top/--bottom exclude each other: give one or the other")
+    req = job.request
+    growth = to_aspect((req.image.width, req.image.height), args.to_aspect)
+    if growth.empty:
+        w, h = args.to_aspect
+        raise CliError(f"--to-aspect {w}:{h}: the image ({req.image.width}x{req.image.height}) already has "
+                       f"that aspect ratio; nothing to expand")
+    options = replace(req.options, **dict(zip(FIELDS, growth.as_tuple())))
+    return replace(job, request=replace(req, options=options))
 
 
 def make_models(args):

@@ -2,7 +2,8 @@
 
 The command line (``core.cli``) and the headless demo (``core.devtools.demo``) both use it.  How a
 mode's result is written comes from its ``ModeSpec.output``: the input with the patch stacked over it,
-16-bit grey (depth maps), or the plain upscale with the patch over it.
+16-bit grey (depth maps), the plain upscale with the patch over it, or the input on the grown canvas
+with the patch over it (expand).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from .contract import atomic
 from .contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params
-from .contract.modes import IMAGE_OPTIONAL, OUTPUT_GRAY16, OUTPUT_SCALED, spec
+from .contract.modes import IMAGE_OPTIONAL, OUTPUT_EXPANDED, OUTPUT_GRAY16, OUTPUT_SCALED, spec
 from .contract.params import ValidationError
 from .raster.files import encode_image, numbered, output_format, read_depth, read_image, read_mask
 from .raster.pixels import as_array
@@ -85,6 +86,10 @@ def write_outputs(job: FileRequest, result: JobResult, out: Path) -> list[Path]:
 
                 arr = composite(req, patch) if req.mask is not None else as_array(patch.image)
                 encode_image(f, kind, arr, req.image.format, keep_alpha=job.keep_alpha)
+            elif ms.output == OUTPUT_EXPANDED:
+                from .pipelines import expand
+
+                encode_image(f, kind, expand.composite(req, patch), req.image.format, keep_alpha=job.keep_alpha)
             elif req.image is not None:
                 encode_image(f, kind, regionjob.composite(req, patch), req.image.format, keep_alpha=job.keep_alpha)
             else:

@@ -3,7 +3,7 @@ diffusers' ``PipelineTesterMixin``).  A class sets ``mode`` and ``request(**para
 on the tiny models through the real pipeline:
 
 - pixels outside the selection are unchanged (the patch's alpha is 0 there, so stacking it as a layer
-  leaves them bit-identical);
+  leaves them bit-identical); a mode without a selection names what it must leave (``untouched``);
 - image i uses seed + i (the second image of a batch of two equals the first of a batch of one made
   with seed + 1), and the seed is reported;
 - progress is reported, in order, up to the total;
@@ -84,13 +84,18 @@ class PipelineContract:
         assert self.mode in modes.MODE_SPECS
         assert pipeline(self.mode).mode == self.mode
 
+    def untouched(self, req: JobRequest, patch) -> np.ndarray:
+        """Alpha of ``patch`` over the pixels the job must leave as they are: outside the selection (a
+        mode that works without one, Expand, names its own)."""
+        assert req.mask is not None and (mask_array(req.mask) == 0).any()
+        return self.outside_selection(req, patch)
+
     def test_outside_the_selection_is_unchanged(self, exact_models):
         req = self.request(seed=11)
-        assert req.mask is not None and (mask_array(req.mask) == 0).any()
         res = run_job(req, exact_models)
         assert res.patches and res.mode == self.mode
         for patch in res.patches:
-            outside = self.outside_selection(req, patch)
+            outside = self.untouched(req, patch)
             assert outside.size and not outside.any()
             assert as_array(patch.image)[..., 3].any()        # and something was painted inside
 

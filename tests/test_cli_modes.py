@@ -72,7 +72,32 @@ def test_generate_text_and_image_to_image(tiny_root, files, capsys):
     assert Image.open(d / "i2i.png").size == (61, 45)
 
 
+def test_expand_writes_the_grown_canvas_with_the_input_at_its_new_place(tiny_root, files, capsys):
+    """The input is 61×45; the output holds it bit for bit at (left, top), the new border painted."""
+    d, img, _ = files
+    model = tiny_root / "sd2-inpainting"
+    code, out, err = cli(capsys, "expand", "--model", model, "--image", d / "in.png", "--right", 40, "--top", 8,
+                         "--prompt", "more meadow", "--steps", 1, "--seed", 5, "--out", d / "wide.png", "--quiet")
+    assert code == 0, err
+    assert out.split() == [str(d / "wide.png")] and "seed 5" in err
+    wide = np.asarray(Image.open(d / "wide.png"))
+    assert wide.shape == (53, 101, 3) and np.array_equal(wide[8:, :61], img)
+    assert wide[:8].std() > 0 and wide[8:, 61:].std() > 0
+    # --to-aspect 16:9: 45 px high wants 80 px wide: 19 more, 9 on the left and 10 on the right.
+    code, out, err = cli(capsys, "expand", "--model", model, "--image", d / "in.png", "--to-aspect", "16:9",
+                         "--prompt", "more meadow", "--steps", 1, "--seed", 5, "--out", d / "169.png", "--quiet")
+    assert code == 0, err
+    wide = np.asarray(Image.open(d / "169.png"))
+    assert wide.shape == (45, 80, 3) and np.array_equal(wide[:, 9:70], img)
+
+
 @pytest.mark.parametrize("args,needle", [
+    (["expand", "--image", "{d}/in.png"], "expand needs at least one of expand_left"),
+    (["expand", "--image", "{d}/in.png", "--left", "9000"], "expand_left must be in 0–8192 px"),
+    (["expand", "--image", "{d}/in.png", "--to-aspect", "16x9"], "expected W:H with two whole numbers"),
+    (["expand", "--image", "{d}/in.png", "--to-aspect", "0:1"], "expected W:H with two whole numbers"),
+    (["expand", "--image", "{d}/in.png", "--to-aspect", "61:45"], "already has that aspect ratio"),
+    (["expand", "--image", "{d}/in.png", "--to-aspect", "2:1", "--left", "4"], "exclude each other"),
     (["upscale", "--noise-level", "351"], "noise_level must be in 0–350"),
     (["upscale", "--noise-level", "-1"], "noise_level must be in 0–350"),
     (["upscale", "--tile", "32"], "tile must be in 64–512"),

@@ -136,6 +136,8 @@ def mode_request(mode):
         "generate": JobRequest("generate", Params(prompt="a lighthouse", steps=2, seed=9), Options(width=64, height=64),
                                model="sd2-1-base"),
         "fill": JobRequest("fill", options=Options(backend="opencv"), image=image, mask=mask),
+        "expand": JobRequest("expand", Params(prompt="a meadow", steps=1, seed=4), Options(expand_right=16),
+                             image=small),
     }[mode]
 
 

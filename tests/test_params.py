@@ -30,6 +30,7 @@ BAD = [
     ("noise_level", -1), ("noise_level", 351),
     ("tile", 63), ("tile", 513),
     ("width", 63), ("width", 8200), ("width", 100), ("height", 60), ("height", 8200), ("height", 516),
+    ("expand_left", -1), ("expand_top", 8193), ("expand_right", 2.5), ("expand_bottom", None),
 ]
 
 

@@ -98,3 +98,22 @@ class TestFill(PipelineContract):
 
     def request(self, **kw):
         return image_request("fill", Options(grow=4, feather=0, backend="opencv"), **kw)
+
+
+class TestExpand(PipelineContract):
+    """Expand has no selection: what it must leave as it is are the old pixels, at their place on the
+    grown canvas (the patch is in the grown canvas's coordinates)."""
+
+    mode = "expand"
+
+    def request(self, **kw):
+        return JobRequest("expand", params(**{"steps": 2, "strength": 0.7, **kw}),
+                          Options(expand_left=0, expand_top=0, expand_right=24, expand_bottom=6), image=buffer(IMG))
+
+    def untouched(self, req, patch):
+        from core.raster.pixels import as_array
+
+        alpha = np.zeros((H + 6, W + 24), as_array(patch.image).dtype)
+        alpha[patch.y:patch.y + patch.image.height, patch.x:patch.x + patch.image.width] = \
+            as_array(patch.image)[..., 3]
+        return alpha[:H, :W]

@@ -32,7 +32,7 @@ CATALOG: dict[str, ModelSpec] = {
     s.key: s
     for s in (
         ModelSpec("sd2-inpainting", "stabilityai/stable-diffusion-2-inpainting",
-                  "StableDiffusionInpaintPipeline", 512, "epsilon", ("inpaint",), 9,
+                  "StableDiffusionInpaintPipeline", 512, "epsilon", ("inpaint", "expand"), 9,
                   "Stable Diffusion 2 inpainting", ("512-inpainting-ema.safetensors",)),
         ModelSpec("sd2-depth", "stabilityai/stable-diffusion-2-depth",
                   "StableDiffusionDepth2ImgPipeline", 512, "epsilon", ("restyle", "depth"), 5,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from . import expand as E
 from . import params as P
+from .geometry import Rect
 from .modes import IMAGE_REQUIRED, MODE_SPECS, MODES, SELECTION_REQUIRED, spec
 from .params import ValidationError
 
@@ -113,6 +115,10 @@ class Options:
     width: int | None = None         # generate: target size when there is no selection
     height: int | None = None
     backend: str = "auto"            # fill: auto | opencv | lama
+    expand_left: int = 0             # expand: px the canvas grows on each side (contract.expand)
+    expand_top: int = 0
+    expand_right: int = 0
+    expand_bottom: int = 0
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
     output_format: str | None = None
@@ -238,6 +244,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)
     tile = P.check("tile", o.tile)
+    sides = {f: P.check(f, getattr(o, f)) for f in E.FIELDS}
     width, height = o.width, o.height
     if "width" in mode.options and req.image is None and req.mask is None:
         if width is None or height is None:
@@ -247,7 +254,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
     if height is not None:
         height = P.check_multiple_of("height", height, 8)
     return replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile, width=width,
-                   height=height, color_match=bool(o.color_match), output_linear=bool(o.output_linear))
+                   height=height, color_match=bool(o.color_match), output_linear=bool(o.output_linear), **sides)
 
 
 def _check_buffers(req: JobRequest, mode, options: Options) -> None:
@@ -286,6 +293,28 @@ def _check_buffers(req: JobRequest, mode, options: Options) -> None:
         if ox < 0 or oy < 0 or ox + req.image.width > cw or oy + req.image.height > ch:
             raise ValidationError("origin", f"the image ({req.image.width}x{req.image.height} at {ox},{oy}) "
                                             f"must lie inside the canvas ({cw}x{ch})")
+    if mode.grows_canvas:
+        _check_growth(req, options)
+
+
+def _check_growth(req: JobRequest, options: Options) -> None:
+    """Expand: something grows, the new canvas stays within MAX_SIDE, and the image holds the context
+    the job reads beside each grown side (``expand.context_rect``: what the dock sends)."""
+    growth = E.Growth.of(options)
+    if growth.empty:
+        raise ValidationError("expand", E.NOTHING)
+    size = req.canvas_size
+    nw, nh = growth.canvas(size)
+    if nw > MAX_SIDE or nh > MAX_SIDE:
+        raise ValidationError("expand", f"the expanded canvas would be {nw}x{nh} px; it must be at most "
+                                        f"{MAX_SIDE} px a side")
+    need = E.context_rect(size, growth)
+    if req.image is not None:
+        have = Rect(req.origin[0], req.origin[1], req.image.width, req.image.height)
+        if not have.contains(need):
+            raise ValidationError("image", f"expand needs the image over {need.w}x{need.h} at {need.x},{need.y} "
+                                           f"(the context beside each grown side), got {have.w}x{have.h} at "
+                                           f"{have.x},{have.y}")
 
 
 @dataclass(frozen=True)

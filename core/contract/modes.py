@@ -22,8 +22,9 @@ STRENGTH_ALWAYS, STRENGTH_WITH_IMAGE, STRENGTH_NEVER = "always", "with_image", "
 # Where a result goes in the editor: a new layer above its source, or a new document.
 TARGET_LAYER, TARGET_DOCUMENT = "layer", "document"
 # What the command line writes: the input with the patch stacked over it; the patch alone as 16-bit
-# grey (depth); the plain ``scale``× resize of the input with the patch over it (upscale).
-OUTPUT_COMPOSITE, OUTPUT_GRAY16, OUTPUT_SCALED = "composite", "gray16", "scaled"
+# grey (depth); the plain ``scale``× resize of the input with the patch over it (upscale); the input on
+# the grown canvas with the patch over it (expand).
+OUTPUT_COMPOSITE, OUTPUT_GRAY16, OUTPUT_SCALED, OUTPUT_EXPANDED = "composite", "gray16", "scaled", "expanded"
 # What a selection's job reads around the selection: its box grown by ``grow`` plus context (the model
 # repaints beyond the selection), or its box plus context only (the model changes only the selection).
 REGION_GROWN, REGION_CONTEXT = "grown", "context"
@@ -70,6 +71,9 @@ class ModeSpec:
     models: tuple[str, ...] = ()    # catalogue keys the mode tries, best first (none: needs no model)
     phase_labels: tuple[tuple[str, str], ...] = ()
     names_backend: bool = False     # the result is named after the backend used, not the prompt
+    # The result needs the canvas grown by the ``expand_*`` options (``contract.expand``): its patch is in
+    # the grown canvas's coordinates, and applying it resizes the canvas before adding the layer.
+    grows_canvas: bool = False
 
     @property
     def option_defaults(self) -> dict:
@@ -134,6 +138,16 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         defaults=(("grow", 4), ("feather", 0)),
         selection=SELECTION_REQUIRED, selection_hint="select the object to remove",
         run_at_once=True, names_backend=True, phase_labels=(("denoising", "Filling"),)),
+    ModeSpec(
+        "expand", "Expand", "Expand (outpaint)", "Expand",
+        ModeAction("Expand canvas…", "Ctrl+Alt+Shift+E",
+                   "Grow the canvas and paint the new border from a prompt, on a new layer", layer_menu=True),
+        params=_IMAGE_PARAMS,
+        options=("expand_left", "expand_top", "expand_right", "expand_bottom", "color_match"),
+        defaults=(("expand_right", 256),),
+        selection_hint="the selection is not used: the sizes say how far each side grows",
+        strength=STRENGTH_ALWAYS, output=OUTPUT_EXPANDED, grows_canvas=True, models=("sd2-inpainting",),
+        phase_labels=(("encoding", "Pre-filling the border"),)),
 )
 
 MODE_SPECS: dict[str, ModeSpec] = {m.key: m for m in MODE_TABLE}

@@ -64,6 +64,7 @@ RANGES: dict[str, Range] = {
         Range("width", 64, 8192, default=512, unit="px"),
         Range("height", 64, 8192, default=512, unit="px"),
         Range("tile", 64, 512, default=96, unit="px"),
+        *(Range(f"expand_{side}", 0, 8192, default=0, unit="px") for side in ("left", "top", "right", "bottom")),
     )
 }
 

@@ -22,6 +22,7 @@ PIPELINES: dict[str, str] = {
     "upscale": f"{__name__}.upscale",
     "generate": f"{__name__}.generate",
     "fill": f"{__name__}.fill",
+    "expand": f"{__name__}.expand",
 }
 
 

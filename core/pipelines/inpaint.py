@@ -59,13 +59,15 @@ def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobCon
 
 
 def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
-            image_latents=None):
+            image_latents=None, *, announce: bool = True):
     """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings).
     ``image_latents``: where the denoising starts (None: the region as it is, encoded only when the
-    strength is below 1)."""
+    strength is below 1).  ``announce``: report the encoding phase with this run's steps (False for a
+    job of several runs, which announced its own total: Expand's passes)."""
     import torch
 
-    control.set_phase("encoding", 0, plan.expected_steps)
+    if announce:
+        control.set_phase("encoding", 0, plan.expected_steps)
     prompts, warnings = prompt_kwargs(pipe, params)
     repaint = work.model_mask >= 0.5  # diffusers binarises the mask at 0.5 too
     if image_latents is None and uses_start_image(params):

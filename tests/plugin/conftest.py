@@ -53,12 +53,12 @@ def editor_window(qtbot):
 
 
 @pytest.fixture(scope="session")
-def fake6_run(tmp_path_factory):
+def fake6_run(tmp_path_factory, models):
     """The Krita host suite's script on the fake Krita under PyQt6 (one run per session: the host tests
     and the .sip check of the calls it made share it)."""
     from .host_runs import run_place
 
-    return run_place("fake-qt6", tmp_path_factory)
+    return run_place("fake-qt6", tmp_path_factory, models)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,37 @@ def layer_names(doc) -> list[str]:
     return [n.name() for n in reversed(doc.rootNode().childNodes()) if not n.type().endswith("mask")]
 
 
+def expand_undo(app, doc, d, src) -> dict:
+    """An expand result through the host, then Krita's own undo and redo: the canvas size, the layers
+    and where the old top-left corner is (the same scenario as the real Krita's test driver)."""
+    from plugin.diffusion_dock.runtime.coreapi import expand, jobs
+    from plugin.diffusion_dock.runtime.qt import QByteArray
+
+    w, h = doc.width(), doc.height()
+    marker = bytes([10, 20, 30, 255]) * 4
+    d.node(src.id).setPixelData(QByteArray(marker), 0, 0, 2, 2)
+    growth = expand.Growth(8, 0, 24, 0)
+    nw, nh = growth.canvas((w, h))
+    pixels = bytearray(bytes([0, 160, 0, 255]) * (nw * nh))
+    for y in range(nh):                                       # all zero over the old canvas
+        pixels[(y * nw + 8) * 4:(y * nw + 8 + w) * 4] = bytes(w * 4)
+    patch = jobs.Patch(0, 0, jobs.ImageBuffer(nw, nh, "BGRA_U8", bytes(pixels)), 5)
+    prov = {"mode": "expand", "model": None, "seed": 5, "params": {"prompt": "more"},
+            "options": {"expand_left": 8, "expand_right": 24}}
+    d.add_expanded_layer(src.id, growth, patch, "[Expand] more (seed 5)", prov)
+
+    def state():
+        return {"size": [doc.width(), doc.height()], "layers": layer_names(doc),
+                "corner_at_8": bytes(d.node(src.id).pixelData(8, 0, 2, 2)) == marker,
+                "corner_at_0": bytes(d.node(src.id).pixelData(0, 0, 2, 2)) == marker}
+
+    out = {"expand_applied": state(), "expand_undo_redo": []}
+    for action in ("edit_undo", "edit_undo", "edit_redo", "edit_redo"):
+        app.action(action).trigger()
+        out["expand_undo_redo"].append(state())
+    return out
+
+
 def run(qapp) -> dict:
     K = load_in_process()
     from plugin.diffusion_dock.krita import plugin as P
@@ -109,6 +140,7 @@ def run(qapp) -> dict:
         app.action("edit_redo").trigger()
         out["after_redo"] = layer_names(doc)
         out["provenance_after_redo"] = d.provenance(info.id)
+        out.update(expand_undo(app, doc, d, src))
 
         app.action("diffusion_dock_restyle").trigger()
         settle(qapp)

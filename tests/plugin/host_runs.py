@@ -63,7 +63,31 @@ def soft_mask(h, w):
     return m
 
 
-def make_inputs(work: Path) -> dict:
+EXPAND = dict(w=40, h=30, growth=[6, 4, 20, 0], selection_rect=[30, 22, 20, 16])
+_EXPAND_PATCH: dict = {}
+
+
+def expand_inputs(work: Path, rng, models) -> dict:
+    """The expand part of the run: a layer, and the tiny model's expand result for it (made once per
+    session, so every place gets the same bytes)."""
+    from core.contract.jobs import ImageBuffer, JobRequest, Options, Params
+    from core.pipelines import run_job
+
+    w, h = EXPAND["w"], EXPAND["h"]
+    src = make_pixels(rng, h, w, np.uint8)
+    if not _EXPAND_PATCH:
+        options = Options(**dict(zip(("expand_left", "expand_top", "expand_right", "expand_bottom"), EXPAND["growth"])))
+        req = JobRequest("expand", Params(prompt="more", steps=1, seed=3), options,
+                         image=ImageBuffer(w, h, "BGRA_U8", src.tobytes()))
+        patch = run_job(req, models).patches[0]
+        _EXPAND_PATCH.update(rect=[patch.x, patch.y, patch.image.width, patch.image.height],
+                             data=bytes(patch.image.data))
+    (work / "expand_source.in").write_bytes(src.tobytes())
+    (work / "expand_patch.in").write_bytes(_EXPAND_PATCH["data"])
+    return {**EXPAND, "source": "expand_source.in", "patch": "expand_patch.in", "patch_rect": _EXPAND_PATCH["rect"]}
+
+
+def make_inputs(work: Path, models) -> dict:
     """The input files of one run (the same bytes for every place: seeded)."""
     rng = np.random.default_rng(7)
     data = {}
@@ -84,7 +108,9 @@ def make_inputs(work: Path) -> dict:
     cmyk = rng.integers(0, 256, (12, 10, 5), dtype=np.uint8)
     cmyk[..., 4] = 255
     (work / "cmyk_source.in").write_bytes(cmyk.tobytes())
-    spec = {"cases": cases, "cmyk": {"w": 10, "h": 12, "source": "cmyk_source.in"}}
+    spec = {"cases": cases, "cmyk": {"w": 10, "h": 12, "source": "cmyk_source.in"},
+            "expand": expand_inputs(work, rng, models)}
+    data["expand"] = spec["expand"]
     (work / "spec.json").write_text(json.dumps(spec))
     return data
 
@@ -105,10 +131,10 @@ def system_pyqt5() -> bool:
         [SYSTEM_PYTHON, "-c", "import PyQt5.QtWidgets"], capture_output=True).returncode == 0
 
 
-def run_place(place: str, tmp_path_factory, krita_home=None):
+def run_place(place: str, tmp_path_factory, models, krita_home=None):
     work = tmp_path_factory.mktemp(f"host-{place}")
     plugins = install_plugin(tmp_path_factory.mktemp(f"res-{place}"))
-    data = make_inputs(work)
+    data = make_inputs(work, models)
     if place == "krita":
         proc = run_kritarunner(krita_home, [plugins, SCRIPTS], "dd_host_check", [str(work)])
     elif place == "fake-qt6":

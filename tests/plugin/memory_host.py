@@ -47,9 +47,15 @@ class MemoryDocument(H.HostDocument):
         self.selection = None if mask is None or not mask.any() else np.ascontiguousarray(mask, np.uint8)
 
     def undo_last(self) -> None:
-        kind, layer = self.undo.pop()
-        assert kind == "add"
-        self.stack.remove(layer)
+        """Krita's Ctrl+Z: removes the last added layer, or restores the size and pixels a resize changed."""
+        kind, what = self.undo.pop()
+        if kind == "add":
+            self.stack.remove(what)
+        else:
+            assert kind == "resize"
+            (self.width, self.height), pixels, self.selection = what
+            for layer in self.stack:
+                layer.pixels = pixels[layer.id]
 
     # -- HostDocument
     @property
@@ -132,6 +138,28 @@ class MemoryDocument(H.HostDocument):
         self.stack.insert(self.stack.index(self._find(source_id)), layer)
         self.undo.append(("add", layer))
         return self._info(layer)
+
+    def add_expanded_layer(self, source_id, growth, patch, name, provenance):
+        """As Krita 5 does it (no undo macro there): the canvas resize is one undo step, the new layer
+        another."""
+        source = self.require_supported(source_id)
+        size = growth.canvas(self.size)
+        self.check_canvas(size)
+        self.check_patch(source, patch, size)
+        self.undo.append(("resize", ((self.width, self.height), {la.id: la.pixels for la in self.stack},
+                                     self.selection)))
+        left, top = growth.offset
+        w, h = self.width, self.height
+        for layer in self.stack:
+            grown = np.zeros((size[1], size[0], 4), layer.pixels.dtype)
+            grown[top:top + h, left:left + w] = layer.pixels
+            layer.pixels = grown
+        if self.selection is not None:
+            sel = np.zeros((size[1], size[0]), np.uint8)
+            sel[top:top + h, left:left + w] = self.selection
+            self.selection = sel
+        self.width, self.height = size
+        return self.add_result_layer(source_id, patch, name, provenance)
 
     def provenance(self, layer_id):
         return self._find(layer_id).provenance

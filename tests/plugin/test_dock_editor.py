@@ -306,3 +306,47 @@ def test_upscale_opens_a_new_window_with_the_4x_result(qtbot, window, session):
     assert [la.name for la in new_window.document.layers] == ["[Upscale x4] (seed 3)"]
     assert [la.name for la in doc.layers] == ["Background"]        # the source document is untouched
     assert created.name.startswith("dock-test")
+
+
+def test_expand_from_the_layer_action_to_a_grown_canvas_undone_in_one_step(qtbot, window, session, models):
+    """The Expand action opens the mode (it waits for the prompt); the job paints the new border in
+    several passes; Apply grows the canvas (the old pixels shifted bit for bit) and adds the layer; one
+    undo step restores the old canvas; the preview waits for the grown canvas."""
+    doc, panel = window.document, window.panel
+    select_rect(doc, 80, 40, 16, 24)                       # touching two edges: Expand does not use it
+    window.controller.trigger("diffusion_dock_expand", "layer_menu")
+    assert panel.mode == "expand" and panel.form.prompt.hasFocus()
+    for name, value in (("expand_left", 0), ("expand_top", 20), ("expand_right", 60), ("expand_bottom", 0)):
+        panel.form.expand_boxes[name].setValue(value)
+    fill_form(panel, mode="expand", prompt="more city", steps=1, seed="8")
+    panel.form.num_images.setValue(2)
+    item = wait_job(panel.generate())
+    assert item.state == "done", item.message
+    req = item.prepared.request
+    assert req.mask is None and req.canvas == (W, H)
+    first, second = sorted(item.results, key=lambda r: r.index)
+    assert (first.x, first.y, first.width, first.height) == (0, 0, W + 60, H + 20)
+    assert doc.preview is None and "Apply grows the canvas to 156×84" in panel.result_info.text()
+    local = run_job(req, models)
+    assert local.timings["passes"] > 1
+    assert session.store.pixels(first.id) == local.patches[0].image.data
+    steps = doc.undo_stack.count()
+    qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert doc.size == (W + 60, H + 20)
+    assert [la.name for la in doc.layers] == ["[Expand] more city (seed 8)", "Background"]
+    assert layer_array(doc.layers[1].image)[20:, :W].tobytes() == window.source.tobytes()
+    assert np.array_equal(layer_array(doc.layers[0].image),
+                          np.frombuffer(local.patches[0].image.data, np.uint8).reshape(H + 20, W + 60, 4))
+    assert doc.undo_stack.count() == steps + 1
+    # The other image of the job previews on the grown canvas and goes on it without growing it again.
+    panel.results.clearSelection()
+    panel.results.item_of(second.id).setSelected(True)
+    assert doc.preview is not None
+    qtbot.mouseClick(panel.apply_button, Qt.MouseButton.LeftButton)
+    assert doc.size == (W + 60, H + 20) and len(doc.layers) == 3 and doc.undo_stack.count() == steps + 2
+    doc.undo_stack.undo()
+    doc.undo_stack.undo()
+    assert doc.size == (W, H) and [la.name for la in doc.layers] == ["Background"]
+    assert np.array_equal(layer_array(doc.layers[0].image), window.source)
+    doc.undo_stack.redo()
+    assert doc.size == (W + 60, H + 20) and len(doc.layers) == 2

@@ -183,3 +183,64 @@ def test_a_cmyk_layer_gets_the_converted_copy_offer_and_stays_untouched(qtbot, s
     assert host.active.stack[0].color.model == "RGBA"
     assert np.array_equal(doc.stack[0].pixels, original) and doc.stack[0].color == cmyk   # never touched
     assert "RGB copy" in panel.last_message[1]
+
+
+def test_expand_of_a_linear_f32_layer_grows_the_canvas_and_ignores_a_selection_at_the_edge(qtbot, session, models):
+    """Through the dock and the engine on a host with Krita's layouts: the request holds the strip beside
+    the grown side and no mask, whatever is selected (here a selection touching two canvas edges); the
+    result comes back linear F32 in the grown canvas's coordinates; applying grows the canvas with every
+    old pixel shifted bit for bit, and undo goes as in Krita: the layer, then the canvas."""
+    panel, doc, layer = panel_on(qtbot, session, F32_LINEAR, select=(30, 22, 18, 18))
+    panel.set_mode("expand")
+    for name, value in (("expand_left", 8), ("expand_top", 0), ("expand_right", 0), ("expand_bottom", 24)):
+        panel.form.expand_boxes[name].setValue(value)
+    assert "canvas 48×40 → 56×64" in panel.form.context.text() and "selection is not used" in panel.form.context.text()
+    item = run_panel(panel, "expand", prompt="more sky", steps=1)
+    assert item.state == "done", item.message
+    req = item.prepared.request
+    assert req.mask is None and (req.image.format, req.image.linear) == ("RGBA_F32", True)
+    assert (req.origin, req.image.width, req.image.height, req.canvas) == ((0, 0), W, H_, (W, H_))
+    [rec] = item.results
+    assert (rec.x, rec.y, rec.width, rec.height, rec.canvas) == (0, 0, 56, 64, (W, H_))
+    local = run_job(req, models).patches[0]
+    assert session.store.pixels(rec.id) == local.image.data
+    [info] = panel.apply_results([rec])
+    assert doc.size == (56, 64) and [la.name for la in doc.stack] == ["[Expand] more sky (seed 11)", "Paint"]
+    old = layer_pixels(F32_LINEAR)
+    assert doc.stack[1].pixels[:40, 8:].tobytes() == old.tobytes()
+    assert not doc.stack[1].pixels[40:].any() and not doc.stack[1].pixels[:, :8].any()
+    new = doc.stack[0].pixels
+    assert np.array_equal(new, as_array(local, F32_LINEAR)) and (new[40:, :, 3] == 1).all()
+    assert not new[:40, 8:].any()                                   # nothing over the old pixels
+    assert "canvas 56×64" in panel.form.context.text()
+    doc.undo_last()
+    assert doc.size == (56, 64) and [la.name for la in doc.stack] == ["Paint"]
+    doc.undo_last()
+    assert doc.size == (W, H_) and doc.stack[0].pixels.tobytes() == old.tobytes()
+
+
+def test_an_empty_growth_is_refused_naming_the_sizes(qtbot, session):
+    panel, _doc, _ = panel_on(qtbot, session, U16, select=None)
+    panel.set_mode("expand")
+    for box in panel.form.expand_boxes.values():
+        box.setValue(0)
+    n = len(session.items)
+    assert panel.generate() is None and len(session.items) == n
+    assert "set how many px to add" in panel.last_message[1]
+    assert panel.invalid_widgets() == [panel.form.bindings["expand"].widget]
+
+
+def test_inpaint_with_a_selection_touching_the_canvas_edge_keeps_working(qtbot, session, models):
+    """A selection running off the right and bottom edges: the region stays inside the canvas, every
+    pixel outside the selection stays as it was."""
+    panel, doc, layer = panel_on(qtbot, session, U16, select=(30, 26, 18, 14))
+    item = run_panel(panel, "inpaint", steps=1)
+    assert item.state == "done", item.message
+    req = item.prepared.request
+    assert req.origin[0] + req.image.width == W and req.origin[1] + req.image.height == H_
+    [rec] = item.results
+    panel.apply_results([rec])
+    new = doc.stack[0].pixels
+    outside = np.ones((H_, W), bool)
+    outside[26:, 30:] = False
+    assert not new[outside].any() and new[26:, 30:, 3].all()

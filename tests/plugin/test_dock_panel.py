@@ -171,7 +171,8 @@ def test_seed_field_and_reuse_last_seed(qtbot, panel, session):
 
 
 def test_every_input_takes_its_range_from_the_engine(panel):
-    for name in ("num_images", "steps", "grow", "feather", "noise_level", "tile", "width", "height"):
+    for name in ("num_images", "steps", "grow", "feather", "noise_level", "tile", "width", "height", "expand_left",
+                 "expand_top", "expand_right", "expand_bottom"):
         box = panel.findChild(type(panel.form.steps), name) or getattr(panel.form, f"{name}_box", None)
         assert (box.minimum(), box.maximum()) == (RANGES[name].low, RANGES[name].high), name
     for name in ("guidance", "strength"):
@@ -189,6 +190,7 @@ def test_every_input_takes_its_range_from_the_engine(panel):
     ("upscale", ["prompt", "noise_level", "tile"], ["strength", "depth_source", "size"]),
     ("generate", ["prompt", "size", "image_to_image"], ["strength", "depth_source", "noise_level"]),
     ("fill", ["backend", "grow", "feather"], ["prompt", "steps", "seed", "guidance"]),
+    ("expand", ["prompt", "expand", "strength", "color_match"], ["grow", "feather", "masked_content", "size", "backend"]),
 ])
 def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
     panel.set_mode(mode)

@@ -144,3 +144,42 @@ def test_host_document_needs_no_window():
     doc = EditorDocument.new(8, 8)
     hdoc = EditorHostDocument(doc)
     assert hdoc.read_pixels(doc.layers[0].id, H.Rect(0, 0, 1, 1)).data == b"\xff\xff\xff\xff"
+
+
+def test_an_expanded_layer_grows_the_canvas_and_one_undo_step_restores_it(setup):
+    """Every layer and the selection keep their bytes, shifted by the left and top growth; the result
+    layer comes above the source; ONE undo step (a macro) restores the old canvas, redo grows it again."""
+    from plugin.diffusion_dock.runtime.coreapi import expand
+
+    window, doc, hdoc, src_arr, top = setup
+    pixels.write_rect(top.image, 0, 0, 4, 1, bytes([1, 2, 3, 4]) * 4)
+    mask = pixels.new_mask(120, 90)
+    pixels.write_rect(mask, 100, 70, 20, 20, bytes([200]) * 400)          # touching the right and bottom edges
+    doc.set_selection(mask)
+    steps = doc.undo_stack.count()
+    growth = expand.Growth(10, 4, 30, 0)
+    rng = np.random.default_rng(5)
+    patch, arr = patch_of(rng, 0, 0, 160, 94)
+    bad, _ = patch_of(rng, 1, 0, 160, 94)
+    with pytest.raises(H.HostError, match="does not fit the canvas"):
+        hdoc.add_expanded_layer(doc.layers[1].id, growth, bad, "x", {"mode": "expand"})
+    assert doc.size == (120, 90) and doc.undo_stack.count() == steps      # nothing changed
+    info = hdoc.add_expanded_layer(doc.layers[1].id, growth, patch, "[Expand] more", {"mode": "expand", "seed": 3})
+    assert doc.size == (160, 94) and hdoc.size == (160, 94)
+    assert [la.name for la in doc.layers] == ["top", "[Expand] more", "Background"]
+    bg = layer_array(doc.layers[2].image)
+    assert bg[4:, 10:130].tobytes() == src_arr.tobytes() and not bg[:4].any() and not bg[:, 130:].any()
+    assert layer_array(doc.layers[0].image)[4, 10:14].tobytes() == bytes([1, 2, 3, 4]) * 4
+    assert np.array_equal(layer_array(doc.layers[1].image), arr)
+    sel = mask_array(doc.selection)
+    assert hdoc.selection_bounds().as_tuple() == (110, 74, 20, 20) and (sel[74:, 110:130] == 200).all()
+    assert hdoc.provenance(info.id)["seed"] == 3
+    assert doc.undo_stack.count() == steps + 1
+    doc.undo_stack.undo()
+    assert doc.size == (120, 90) and [la.name for la in doc.layers] == ["top", "Background"]
+    assert layer_array(doc.layers[1].image).tobytes() == src_arr.tobytes()
+    assert hdoc.selection_bounds().as_tuple() == (100, 70, 20, 20)
+    doc.undo_stack.redo()
+    assert doc.size == (160, 94) and [la.name for la in doc.layers] == ["top", "[Expand] more", "Background"]
+    assert layer_array(doc.layers[2].image)[4:, 10:130].tobytes() == src_arr.tobytes()
+    assert window.canvas.composite().size().width() == 160

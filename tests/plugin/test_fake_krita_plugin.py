@@ -58,6 +58,13 @@ def test_result_layer_undo_and_redo_in_one_step(fake_krita_plugin):
     assert r["provenance_after_redo"]["seed"] == 7
 
 
+def test_expand_undo_takes_two_steps_layer_then_canvas(fake_krita_plugin):
+    """As in real Krita 5.1.5 (test_krita_plugin.py): the resize and the result layer are two undo steps."""
+    from .test_krita_plugin import check_expand_undo
+
+    check_expand_undo(fake_krita_plugin)
+
+
 def test_same_scenario_on_pyqt5(fake_krita_plugin, tmp_path):
     """The registration scenario again on PyQt5 (the system Python, the fake posing as Krita 5.1.5):
     the same observations as on PyQt6."""

@@ -26,14 +26,14 @@ from .host_runs import CASES, DEPTHS, PLACES, SCRIPTS, run_place, system_pyqt5  
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory, krita_home):
-    return run_place("krita", tmp_path_factory, krita_home)
+def real_run(tmp_path_factory, krita_home, models):
+    return run_place("krita", tmp_path_factory, models, krita_home)
 
 
 @pytest.fixture(scope="module")
-def fake5_run(tmp_path_factory):
+def fake5_run(tmp_path_factory, models):
     require(system_pyqt5(), "system python3 with PyQt5 is missing (apt-get install python3-pyqt5)")
-    return run_place("fake-qt5", tmp_path_factory)
+    return run_place("fake-qt5", tmp_path_factory, models)
 
 
 FIXTURES = {"krita": "real_run", "fake-qt6": "fake6_run", "fake-qt5": "fake5_run"}
@@ -326,3 +326,55 @@ def test_sip_data_matches_the_real_krita_module(real_run):
             if meth not in sip or not doc_arities(doc):
                 continue
             assert doc_arities(doc) == {(o[0], o[1]) for o in sip[meth]}, (cls, meth, doc, sip[meth])
+
+
+def test_expand_grows_the_canvas_moving_every_pixel_and_the_selection(krita_run):
+    """The tiny model's expand result through the Krita host: ``resizeImage`` grows the canvas and moves
+    the layer and the selection by the left and top growth, bit for bit; the result is a new layer."""
+    work, results, data = krita_run
+    out = results["expand"]
+    assert "crash" not in out, out["crash"]
+    e = data["expand"]
+    w, h = e["w"], e["h"]
+    left, top, right, bottom = e["growth"]
+    nw, nh = w + left + right, h + top + bottom
+    assert out["refused"]["type"] == "HostError" and out["size_after_refusal"] == [w, h]
+    assert out["size"] == [nw, nh]
+    assert [i["name"] for i in out["layers"]] == ["[Expand] more (seed 3)", "source", "Background"]
+    src = np.frombuffer((work / e["source"]).read_bytes(), np.uint8).reshape(h, w, 4)
+    moved = raw(work, out["source_pixels"], np.uint8, (nh, nw, 4))
+    assert moved[top:top + h, left:left + w].tobytes() == src.tobytes()
+    inside = np.zeros((nh, nw), bool)
+    inside[top:top + h, left:left + w] = True
+    assert not moved[~inside].any() and not raw(work, out["source_outside"], np.uint8, (4, 4, 4)).any()
+    px, py, pw, ph = e["patch_rect"]
+    result = raw(work, out["result_pixels"], np.uint8, (nh, nw, 4))
+    patch = np.frombuffer((work / e["patch"]).read_bytes(), np.uint8).reshape(ph, pw, 4)
+    assert result[py:py + ph, px:px + pw].tobytes() == patch.tobytes()
+    assert (result[~inside][:, 3] == 255).all() and not result[inside].any()
+    sx, sy, _, _ = out["selection_bounds"]
+    bx, by, bw, bh = out["selection_after"]
+    assert (bx, by) == (sx + left, sy + top) and bx + bw <= nw and by + bh <= nh
+    assert out["provenance"]["mode"] == "expand" and out["provenance"]["options"]["expand_right"] == right
+
+
+def test_a_selection_over_the_canvas_edge_is_clamped_for_inpaint_and_unused_by_expand(krita_run):
+    work, results, data = krita_run
+    out = results["expand"]
+    assert "crash" not in out, out["crash"]
+    e = data["expand"]
+    w, h = e["w"], e["h"]
+    sx, sy, sw, sh = e["selection_rect"]
+    rx, ry, rw, rh = out["raw_selection"]
+    assert rx + rw > w or ry + rh > h                         # Krita keeps the part past the edge...
+    assert out["selection_bounds"] == [sx, sy, w - sx, h - sy]   # ...the host clamps it to the canvas
+    ix, iy, iw, ih = out["inpaint"]["region"]
+    assert ix >= 0 and iy >= 0 and ix + iw == w and iy + ih == h
+    mask = raw(work, out["inpaint"]["mask"], np.uint8, (ih, iw))
+    expected = np.zeros((h, w), np.uint8)
+    expected[sy:, sx:] = 255
+    assert mask.tobytes() == expected[iy:, ix:].tobytes()
+    req = out["expand_request"]
+    assert req["mask"] is False and req["canvas"] == [w, h] and req["region"] == [0, 0, w, h]
+    src = np.frombuffer((work / e["source"]).read_bytes(), np.uint8)
+    assert (work / req["image"]).read_bytes() == src.tobytes()

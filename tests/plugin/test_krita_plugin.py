@@ -100,6 +100,25 @@ def test_result_layer_undo_and_redo_in_one_step(gui_run):
     assert gui_run["provenance_after_redo"]["seed"] == 7
 
 
+def test_expand_undo_in_krita_takes_two_steps_layer_then_canvas(gui_run):
+    """Krita 5's scripting API has no undo macro: the canvas resize ("Resize Image") and the result layer
+    are two undo steps.  The first Ctrl+Z removes the layer (the canvas stays grown), the second restores
+    the old size with the old pixels back at their place; redo does both again."""
+    check_expand_undo(gui_run)
+
+
+def check_expand_undo(gui_run):
+    """The expand undo scenario's observations (real Krita's test driver, the fake's scenario)."""
+    grown, old = [96, 48], [64, 48]
+    layers = ["[Fill] OpenCV", "[Expand] more (seed 5)", "Background"]
+    assert gui_run["expand_applied"] == {"size": grown, "layers": layers, "corner_at_8": True, "corner_at_0": False}
+    after = gui_run["expand_undo_redo"]
+    without = [layers[0], layers[2]]
+    assert after[0] == {"size": grown, "layers": without, "corner_at_8": True, "corner_at_0": False}
+    assert after[1] == {"size": old, "layers": without, "corner_at_8": False, "corner_at_0": True}
+    assert after[2] == after[0] and after[3] == gui_run["expand_applied"]
+
+
 def test_an_action_runs_a_tiny_model_inpaint_through_the_dock(gui, models):
     res, out = gui
     assert res["after_inpaint_action"] == {"mode": "inpaint", "prompt_focus": True}

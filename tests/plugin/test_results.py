@@ -135,3 +135,72 @@ def test_discard_removes_the_results_and_their_preview(session, doc):
     actions.preview(rec)
     actions.discard([rec])
     assert session.store.get(rec.id) is None and len(doc.stack) == 1
+
+
+# --- expand: results that grow the canvas ------------------------------------------------------------------
+
+GROWTH = {"expand_left": 5, "expand_top": 3, "expand_right": 7, "expand_bottom": 0}
+
+
+def expand_saved(session, doc, index=0, value=120) -> StoredResult:
+    """An expand result of a 32×24 canvas grown by 5, 3, 7, 0: a patch over the whole grown canvas
+    (44×27), opaque on the new border and all zero over the old canvas, as the engine makes it."""
+    src = doc.stack[-1]
+    pixels = np.full((27, 44, 4), value, np.uint8)
+    pixels[3:27, 5:37] = 0
+    rec = StoredResult(id=new_id("grow", index, 2000.0 + index), job_id="grow", index=index, mode="expand",
+                       name=f"[Expand] e{index}", x=0, y=0, width=44, height=27, format="BGRA_U8", seed=index,
+                       provenance={"mode": "expand", "params": {"prompt": "more"}, "options": dict(GROWTH)},
+                       document=doc.name, canvas=(W, H_), source_layer={"id": src.id, "name": src.name},
+                       created=2000.0 + index)
+    return session.store.save(rec, pixels.tobytes())
+
+
+def test_an_expand_result_grows_the_canvas_keeping_every_old_pixel_then_adds_its_layer(session, doc):
+    doc.stack[-1].pixels[..., 0] = np.arange(W)[None, :]                 # pixels that show a shift
+    before = doc.stack[-1].pixels.copy()
+    sel = np.zeros((H_, W), np.uint8)
+    sel[10:, 20:] = 255                                                  # a selection touching two edges
+    doc.select(sel)
+    actions = ResultActions(session, MemoryHost(doc))
+    first, second = expand_saved(session, doc, 0), expand_saved(session, doc, 1, value=60)
+    assert "Apply grows the canvas to 44×27 (left 5 px, top 3 px, right 7 px)" in actions.preview(first)
+    assert not any(la.preview for la in doc.stack)                       # nothing to show on this canvas yet
+    done = actions.apply([first])
+    assert not done.error and doc.size == (44, 27)
+    assert [la.name for la in doc.stack] == ["[Expand] e0", "Paint"]
+    grown = doc.stack[-1].pixels
+    assert grown[3:27, 5:37].tobytes() == before.tobytes()              # bit for bit, shifted by (5, 3)
+    assert not grown[:3].any() and not grown[:, :5].any() and not grown[:, 37:].any()
+    assert np.array_equal(doc.selection[13:, 25:37], sel[10:, 20:]) and not doc.selection[:13].any()
+    layer = doc.stack[0].pixels
+    assert (layer[:3] == 120).all() and not layer[3:27, 5:37].any()
+    # Another image of the same job goes onto the grown canvas: no second growth; it previews now.
+    assert actions.preview(second) == "" and any(la.preview for la in doc.stack)
+    actions.apply([second])
+    assert doc.size == (44, 27) and [la.name for la in doc.stack] == ["[Expand] e0", "[Expand] e1", "Paint"]
+    # Undo as in Krita (no undo macro there): each layer, then the canvas with its pixels and selection.
+    doc.undo_last()
+    doc.undo_last()
+    assert doc.size == (44, 27) and [la.name for la in doc.stack] == ["Paint"]
+    doc.undo_last()
+    assert doc.size == (W, H_) and np.array_equal(doc.stack[-1].pixels, before) and np.array_equal(doc.selection, sel)
+
+
+def test_an_expand_result_on_a_canvas_of_another_size_says_both_sizes(session, doc):
+    rec = expand_saved(session, doc)
+    other = MemoryDocument(40, 24, "other.kra")
+    other.add("Paint", np.zeros((24, 40, 4), np.uint8), U8)
+    done = ResultActions(session, MemoryHost(other)).apply([rec])
+    assert done.error.endswith('This result was made on a 32×24 canvas (and grows it to 44×27); the document '
+                               '"other.kra" is 40×24.')
+    assert other.size == (40, 24) and len(other.stack) == 1
+
+
+def test_an_expand_record_that_does_not_say_how_far_is_refused(session, doc):
+    rec = expand_saved(session, doc)
+    rec = session.store.set_state(rec.id, "new")
+    broken = StoredResult(**{**rec.__dict__, "provenance": {"mode": "expand", "options": {"expand_left": -4}}})
+    done = ResultActions(session, MemoryHost(doc)).apply([broken])
+    assert "cannot say how far to grow the canvas: expand_left must be a whole number ≥ 0" in done.error
+    assert doc.size == (W, H_) and len(doc.stack) == 1

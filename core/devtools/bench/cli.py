@@ -20,10 +20,10 @@ from .profiles import profile as choose_profile
 from .report import markdown, write_json, write_section
 
 ROOT = Path(__file__).resolve().parents[3]
-ROWS = (1, 2, 3, 4, 5, 6, 7, 8)
+ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 TITLES = {1: "UNet step against the floor", 2: "End to end against stock diffusers", 3: "Canvas size does not matter",
           4: "Upscaling memory stays flat", 5: "The editor round trip is cheap", 6: "Shared components save memory",
-          7: "Cold start", 8: "Previews are nearly free"}
+          7: "Cold start", 8: "Previews are nearly free", 9: "Expand costs about an inpaint of its size"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,11 +153,18 @@ def main(argv=None) -> int:
         rows.append(row)
         policy.update(pol)
 
+    def row9():
+        from . import expand
+
+        rows.append(expand.run(profile, get_models(), log))
+
     attempt([1], row1)
     gc.collect()
     attempt([2, 8], row28)
     gc.collect()
     attempt([3], row3)
+    gc.collect()
+    attempt([9], row9)
 
     loads["end"] = machine.load_average()
     seconds = time.perf_counter() - t_start

@@ -15,11 +15,13 @@ START, END = "<!-- core-bench:start -->", "<!-- core-bench:end -->"
 
 WHAT_IS_MEASURED = {
     "full": "the full run: row 1 best of 3 steps; row 2 20 steps; row 3 10 steps, best of 3 rounds (512² and 8192² each round, 2048² in the first); row 4 tile 128 "
-            "with 128²–1024² inputs, 2 steps per tile; tile candidates 64–192; row 5 best of 5; row 7 median of 5",
+            "with 128²–1024² inputs, 2 steps per tile; tile candidates 64–192; row 5 best of 5; row 7 median of 5; "
+            "row 9 256 px beside 1024×768 at 10 steps, best of 3 rounds",
     "quick": "`--quick`: row 1 best of 2 timed steps per variant (after one warm-up; fp32 one timed step; no channels_last; "
              "the compiled step only with --compile); row 2 3 steps; row 3 1 step per job, best of 3 rounds (512² and 8192² in alternating order each round, 2048² in the first); "
              "row 4 tile 64 with 64² and 256² inputs (the goal compares 256² with 64², the same 4× ratio as "
-             "1024² with 256²), 1 step per tile; tile candidates 64, 96 and 128, each on an input two tiles wide at 2 steps (warm UNet call and VAE decode); row 5 best of 3; row 7 median of 3",
+             "1024² with 256²), 1 step per tile; tile candidates 64, 96 and 128, each on an input two tiles wide at 2 steps (warm UNet call and VAE decode); row 5 best of 3; row 7 median of 3; "
+             "row 9 256 px beside 1024×768 at 2 steps, best of 2 rounds",
     "smoke": "`--quick --smoke`: every row on the tiny test models at small sizes; checks that the benchmark "
              "runs, its figures mean nothing",
 }

@@ -179,6 +179,30 @@ class EditorDocument(QObject):
         pixels.write_rect(img, x, y, width, height, data)
         return self.insert_layer(Layer(name, img, provenance=provenance), index, f"Add {name}")
 
+    def resize_canvas(self, left: int, top: int, right: int, bottom: int, text: str = "Resize canvas") -> None:
+        """Grow the canvas by px on each side (negative values crop): every layer and the selection keep
+        their pixels byte for byte, shifted by (left, top).  One undo step; the preview goes."""
+        w, h = self.width + left + right, self.height + top + bottom
+        if not (1 <= w <= 16384 and 1 <= h <= 16384):
+            raise ValueError(f"canvas must be 1–16384 px on each side, got {w}x{h}")
+        self.undo_stack.push(_ResizeCanvas(self, left, top, (w, h), text))
+
+    def expand_with_layer(self, growth: tuple[int, int, int, int], above_id: str, x: int, y: int, width: int,
+                          height: int, data: bytes, name: str, provenance: dict | None = None) -> Layer:
+        """Grow the canvas by ``growth`` (left, top, right, bottom) and add a NEW layer above ``above_id``
+        holding BGRA U8 ``data`` at (x, y) of the grown canvas: ONE undo step (a macro) undoes both."""
+        self.index_of(above_id)
+        self.undo_stack.beginMacro(f"Expand canvas: {name}")
+        try:
+            self.resize_canvas(*growth, text="Expand canvas")
+            layer = self.add_layer_from_bytes(above_id, x, y, width, height, data, name, provenance)
+        except BaseException:
+            self.undo_stack.endMacro()
+            self.undo_stack.undo()          # nothing half done stays
+            raise
+        self.undo_stack.endMacro()
+        return layer
+
     def set_selection(self, mask: QtGui.QImage | None, text: str = "Select") -> None:
         """Replace the selection (None = deselect) as one undo step; an all-zero mask is None."""
         if mask is not None and pixels.nonzero_bounds(mask) is None:
@@ -310,6 +334,46 @@ class _SetAttr(QUndoCommand):
 
     def undo(self):
         self._set(self.old)
+
+
+class _ResizeCanvas(QUndoCommand):
+    """The canvas's size, every layer's image and the selection, swapped as a whole (the images of both
+    sizes are kept, so undo and redo are exact)."""
+
+    def __init__(self, doc, left, top, size, text):
+        super().__init__(text)
+        self.doc, self.offset = doc, (left, top)
+        self.sizes = (doc.size, size)
+        self.images: dict | None = None           # layer → (old image, new image), made on the first redo
+        self.selections = (doc.selection, None)
+
+    def _moved(self, image, make):
+        (ow, oh), (nw, nh) = self.sizes
+        out = make(nw, nh)
+        data = pixels.read_rect(image, Rect(-self.offset[0], -self.offset[1], nw, nh))
+        pixels.write_rect(out, 0, 0, nw, nh, data)
+        return out
+
+    def _apply(self, new: bool) -> None:
+        doc = self.doc
+        doc.clear_preview()
+        doc.width, doc.height = self.sizes[1 if new else 0]
+        for layer, images in (self.images or {}).items():
+            layer.image = images[1 if new else 0]
+        doc.put_selection(self.selections[1 if new else 0])
+        doc.layers_changed.emit()
+        doc.pixels_changed.emit(doc.canvas_rect)
+
+    def redo(self):
+        if self.images is None:
+            self.images = {layer: (layer.image, self._moved(layer.image, pixels.new_layer_image))
+                           for layer in self.doc.layers}
+            old = self.selections[0]
+            self.selections = (old, None if old is None else self._moved(old, pixels.new_mask))
+        self._apply(True)
+
+    def undo(self):
+        self._apply(False)
 
 
 class _SetSelection(QUndoCommand):

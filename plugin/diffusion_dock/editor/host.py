@@ -86,6 +86,18 @@ class EditorHostDocument(H.HostDocument):
                                               name, record)
         return self._info(layer)
 
+    def add_expanded_layer(self, source_id: str, growth, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
+        """The canvas grows and the result layer comes, as ONE undo step (a QUndoStack macro)."""
+        source = self.layer(source_id)
+        size = growth.canvas(self.size)
+        self.check_canvas(size)
+        self.check_patch(source, patch, size)
+        img = patch.image
+        record = H.provenance_record(provenance, source, patch)
+        layer = self.doc.expand_with_layer(growth.as_tuple(), source_id, patch.x, patch.y, img.width, img.height,
+                                           img.data, name, record)
+        return self._info(layer)
+
     def provenance(self, layer_id: str) -> dict | None:
         return self._layer(layer_id).provenance
 

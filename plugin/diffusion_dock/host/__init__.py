@@ -273,6 +273,16 @@ class HostDocument(ABC):
         the source layer's colour space, recording ``provenance``.  One undo step removes it.
         The source layer is not touched."""
 
+    def add_expanded_layer(self, source_id: str, growth, patch: Patch, name: str, provenance: dict) -> LayerInfo:
+        """Grow the canvas by ``growth`` (``contract.expand.Growth``: px added on the left, top, right and
+        bottom): every layer keeps its pixels, shifted by (left, top), and the selection moves with
+        them; then add ``patch`` (in the GROWN canvas's coordinates) as a NEW layer above the source, as
+        ``add_result_layer`` does.  As one undo step where the editor allows it (the standalone editor);
+        Krita 5's scripting API has no undo macro: there it is two steps, the first undo removes the
+        layer and the second restores the canvas.  Raises HostError, changing nothing, when the grown
+        canvas is too large or the patch does not fit it."""
+        raise HostError("This editor cannot grow its canvas: expand results cannot be applied here.")
+
     @abstractmethod
     def provenance(self, layer_id: str) -> dict | None:
         """The record ``add_result_layer`` stored with that layer (survives saving), or None."""
@@ -305,8 +315,14 @@ class HostDocument(ABC):
         if rect.w <= 0 or rect.h <= 0 or rect.w > jobs.MAX_SIDE or rect.h > jobs.MAX_SIDE:
             raise HostError(f"{what} must be 1–{jobs.MAX_SIDE} px on each side, got {rect.w}x{rect.h}")
 
-    def check_patch(self, source: LayerInfo, patch: Patch) -> None:
-        """A patch fits a layer above ``source``: right layout, byte count, inside the canvas."""
+    def check_canvas(self, size: tuple[int, int]) -> None:
+        """A canvas size the editors take (1–MAX_SIDE px a side)."""
+        if not all(1 <= v <= jobs.MAX_SIDE for v in size):
+            raise HostError(f"the canvas would be {size[0]}x{size[1]} px; at most {jobs.MAX_SIDE} px a side")
+
+    def check_patch(self, source: LayerInfo, patch: Patch, canvas: tuple[int, int] | None = None) -> None:
+        """A patch fits a layer above ``source``: right layout, byte count, inside the canvas (``canvas``:
+        the size the canvas will have, for a result that grows it)."""
         try:
             patch.image.check("patch")
         except ValueError as e:
@@ -315,7 +331,7 @@ class HostDocument(ABC):
         if patch.image.format != fmt or bool(patch.image.linear) != source.color.linear:
             raise HostError(f"the result is {patch.image.format}{' linear' if patch.image.linear else ''} but "
                             f"the layer {source.name!r} needs {fmt}{' linear' if source.color.linear else ''}")
-        w, h = self.size
+        w, h = canvas or self.size
         if patch.x < 0 or patch.y < 0 or patch.x + patch.image.width > w or patch.y + patch.image.height > h:
             raise HostError(f"the result ({patch.image.width}x{patch.image.height} at {patch.x},{patch.y}) "
                             f"does not fit the canvas ({w}x{h})")

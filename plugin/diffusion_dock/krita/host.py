@@ -14,6 +14,8 @@ Facts this relies on (checked on Krita 5.1.5, see docs in the repository's refer
   layer's children after ``setSelection``: masks are filtered out by ``type()``.
 - Without a view (kritarunner, scripts) ``activeDocument``/``activeNode`` return None: the
   document can be given explicitly.
+- Growing the canvas (expand): ``Document.resizeImage(-left, -top, w, h)`` moves every layer by the
+  growth and is one undo step; the API has no undo macro, so the result layer is a second step.
 - Provenance: Krita 5.1's API has no per-layer metadata, but a document can carry named
   annotations (``Document.setAnnotation``) that .kra files keep, and node UUIDs survive saving.
   So the records live in one JSON annotation of the document, keyed by the layer's UUID.
@@ -188,6 +190,23 @@ class KritaDocument(H.HostDocument):
         self.save_records(records)
         self.doc.refreshProjection()
         return self._info(node, level, parent_id)
+
+    def add_expanded_layer(self, source_id: str, growth, patch: H.Patch, name: str, provenance: dict) -> H.LayerInfo:
+        """``Document.resizeImage`` with a negative origin grows the canvas and moves every layer (and the
+        selection) by the left and top growth (one undo step, "Resize Image"); then the result layer
+        (a second step).  Krita 5's API has no undo macro to join them: the first Ctrl+Z removes the
+        layer, the second restores the canvas."""
+        source = self.layer(source_id)
+        if not source.color.supported:
+            raise H.UnsupportedColorModel(source.name, source.color)
+        size = growth.canvas(self.size)
+        self.check_canvas(size)
+        self.check_patch(source, patch, size)
+        self.doc.resizeImage(-growth.left, -growth.top, size[0], size[1])
+        self.doc.waitForDone()
+        if self.size != size:
+            raise H.HostError(f"Krita did not grow the canvas to {size[0]}x{size[1]}")
+        return self.add_result_layer(source_id, patch, name, provenance)
 
     def _records(self) -> dict[str, dict]:
         if ANNOTATION_TYPE not in self.doc.annotationTypes():

@@ -18,7 +18,7 @@ import time
 
 from .. import host as H
 from ..runtime import qimages
-from ..runtime.coreapi import events, modes
+from ..runtime.coreapi import events, expand, modes
 from ..runtime.qt import QShortcut, QtCore, QtGui, QTimer, QtWidgets, Signal
 from ..session.job_builder import DockError, build
 from ..session.results import ResultActions
@@ -78,6 +78,7 @@ class DockPanel(QtWidgets.QWidget):
         self._build_engine(layout)
         self.form = JobForm(self.generate, self._layers, self._canvas_size)
         self.form.mode_changed.connect(self.mode_changed)
+        self.form.growth_changed.connect(self.refresh_context)
         self.form.mode_box.currentIndexChanged.connect(lambda _i: self._mode_shown())
         self.form.reuse_seed.clicked.connect(self.use_last_seed)
         layout.addWidget(self.form)
@@ -226,7 +227,13 @@ class DockPanel(QtWidgets.QWidget):
             return
         ms = self.form.mode_spec
         parts = [f"Layer: {layer.name} ({layer.color.describe(profile=False)})" if layer else "No layer selected"]
-        if sel is not None:
+        if ms.grows_canvas:
+            (w, h), growth = doc.size, expand.Growth.of(self.form.read_options())
+            nw, nh = growth.canvas((w, h))
+            parts.append(f"canvas {w}×{h} → {nw}×{nh}" if not growth.empty else "set the px to add")
+            if sel is not None:
+                parts.append("the selection is not used")
+        elif sel is not None:
             parts.append(f"selection {sel.w}×{sel.h} at {sel.x},{sel.y}")
         elif ms.selection != modes.SELECTION_OPTIONAL:
             parts.append("no selection: select an area first")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .. import host as H
-from ..runtime.coreapi import jobs, modes, params
+from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
 from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
@@ -24,7 +24,8 @@ MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object 
 BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "opencv": "OpenCV (fast, smooth)", "lama": "LaMa"}
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
-OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend")    # options the job builder sets, never the artist
+OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
+               "expand")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -81,6 +82,7 @@ class JobForm(QtWidgets.QWidget):
     the depth source); ``canvas_size()`` the active document's size, or None."""
 
     mode_changed = Signal(str)
+    growth_changed = Signal()          # the expand sizes changed (the context line shows the new canvas)
 
     def __init__(self, run: Callable[[], object], layers: Callable[[], list], canvas_size: Callable[[], Any],
                  parent=None):
@@ -214,6 +216,7 @@ class JobForm(QtWidgets.QWidget):
         self.backend = compact_combo("backend")
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
+        grow_box = self._build_growth()
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -225,6 +228,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("tile", "Tile", self.tile, None),
                                           ("image_to_image", "", self.image_to_image, None),
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
+                                          ("expand", "Add", None, grow_box),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
             if widget is not None:
@@ -232,7 +236,28 @@ class JobForm(QtWidgets.QWidget):
         self.bind("width", self.width_box, "size")
         self.bind("height", self.height_box, "size")
         self.bind("depth", self.depth_source, "depth_source")   # errors about the given depth image
+        for name, box in self.expand_boxes.items():
+            self.bind(name, box, "expand")
+        self.bind("expand", grow_box, "expand")                  # errors about the growth as a whole
         layout.addWidget(self.options_group)
+
+    def _build_growth(self) -> QtWidgets.QWidget:
+        """Expand: px added on each side, laid out around the canvas they grow."""
+        box = QtWidgets.QWidget()
+        box.setObjectName("expand")
+        grid = QtWidgets.QGridLayout(box)
+        grid.setContentsMargins(0, 0, 0, 0)
+        self.expand_boxes = {}
+        for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
+            spin = int_spin(name, step=64)
+            spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
+            spin.valueChanged.connect(lambda _v: self.growth_changed.emit())
+            grid.addWidget(spin, row, col)
+            self.expand_boxes[name] = spin
+        canvas = QtWidgets.QLabel("canvas")
+        canvas.setObjectName("expand_canvas")
+        grid.addWidget(canvas, 1, 1)
+        return box
 
     # --- modes ---------------------------------------------------------------------------------------
 
@@ -271,7 +296,8 @@ class JobForm(QtWidgets.QWidget):
         ms = self.mode_spec
         used = set(ms.params) | set(ms.options)
         visible = {key: key in used for key in self.rows}
-        visible.update(strength="strength" in used and ms.uses_strength(not self.text_to_image),
+        visible.update(expand=any(f in used for f in expand.FIELDS),
+                       strength="strength" in used and ms.uses_strength(not self.text_to_image),
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)

@@ -54,7 +54,9 @@ class ResultsView(QtWidgets.QWidget):
         self.info.setObjectName("result_info")
         self.info.setWordWrap(True)
         layout.addWidget(self.info)
-        session.results_added.connect(lambda records: self.strip.add_records(records, self._thumbnail, at_top=True))
+        # Bound methods, not lambdas: Qt disconnects them when this widget goes, while the session (shared
+        # by every dock of the editor) lives on.
+        session.results_added.connect(self._on_added)
         session.result_changed.connect(self._on_changed)
         self._update_buttons()
 
@@ -77,6 +79,9 @@ class ResultsView(QtWidgets.QWidget):
         broken = self.session.store.broken_summary()
         if broken:
             self._say(broken, "warning")
+
+    def _on_added(self, records) -> None:
+        self.strip.add_records(records, self._thumbnail, at_top=True)
 
     def _on_changed(self, rec) -> None:
         if rec is not None:

@@ -66,7 +66,19 @@ def load(name: str):
 
 
 if TYPE_CHECKING:   # type checkers read the repository's modules (and the client's types)
-    from core.contract import atomic, catalog, events, geometry, jobcontrol, jobs, modes, params, paths, plan
+    from core.contract import (
+        atomic,
+        catalog,
+        events,
+        expand,
+        geometry,
+        jobcontrol,
+        jobs,
+        modes,
+        params,
+        paths,
+        plan,
+    )
     from core.link.client import EngineClient, JobHandle  # noqa: F401
 else:
     params = load("contract.params")
@@ -77,6 +89,7 @@ else:
     catalog = load("contract.catalog")
     jobcontrol = load("contract.jobcontrol")
     plan = load("contract.plan")
+    expand = load("contract.expand")
     paths = load("contract.paths")
     atomic = load("contract.atomic")
 

@@ -347,7 +347,7 @@ class DockSession(QObject):
                 id=new_id(item.id, i, now), job_id=item.id, index=i, mode=result.mode, name=name,
                 x=patch.x, y=patch.y, width=patch.image.width, height=patch.image.height,
                 format=patch.image.format, linear=patch.image.linear, seed=patch.seed, model=result.model,
-                provenance=prov, document=prepared.document.name, canvas=(prepared.document.size[0], prepared.document.size[1]),
+                provenance=prov, document=prepared.document.name, canvas=prepared.request.canvas_size,
                 source_layer={"id": prepared.source.id, "name": prepared.source.name,
                               "color": [prepared.source.color.model, prepared.source.color.depth,
                                         prepared.source.color.profile]},

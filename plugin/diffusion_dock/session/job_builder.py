@@ -3,7 +3,9 @@
 The dock reads only the pixels a job needs.  The region comes from the same pure functions the engine
 uses (``plan.selection_region`` and ``plan.text_region``, driven by the mode's ``ModeSpec``), so the engine finds in the request exactly the
 region it plans: the selection's box grown by *grow* and padded with context for selection jobs, the
-layer's content without a selection, the selection's box grown by *grow* for text-to-image.  Pixels
+layer's content without a selection, the selection's box grown by *grow* for text-to-image, and for a
+mode that grows the canvas (Expand) the strips of the layer beside each grown side
+(``expand.context_rect``), whatever is selected.  Pixels
 pass through in the layer's own layout; the engine converts.  Standard library only.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import host as H
-from ..runtime.coreapi import geometry, jobs, modes, params, plan
+from ..runtime.coreapi import expand, geometry, jobs, modes, params, plan
 
 Rect = geometry.Rect
 
@@ -78,6 +80,20 @@ def _content(doc: H.HostDocument, source: H.LayerInfo, mode: str) -> Rect:
     return bounds
 
 
+def _growing(doc: H.HostDocument, source: H.LayerInfo, spec: JobSpec, canvas: tuple[int, int]):
+    """(region read, request) of a mode that grows the canvas: the layer beside each grown side; the
+    selection is not used (the sizes say where to paint), so one touching or crossing the canvas's
+    edge changes nothing."""
+    growth = expand.Growth.of(spec.options)
+    if growth.empty:
+        raise DockError(f"{mode_label(spec.mode)}: set how many px to add on at least one side.", "expand")
+    _content(doc, source, spec.mode)
+    region = expand.context_rect(canvas, growth)
+    image = doc.read_pixels(source.id, region)
+    return region, jobs.JobRequest(spec.mode, spec.params, spec.options, model=spec.model, image=image,
+                                   origin=(region.x, region.y), canvas=canvas)
+
+
 def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJob:
     """The request for ``spec`` on layer ``layer_id`` (None: the active layer) of ``doc``.
 
@@ -104,7 +120,9 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
 
     mask = image = depth = None
     target = ms.target
-    if ms.image == modes.IMAGE_OPTIONAL and not spec.image_to_image:
+    if ms.grows_canvas:
+        region, req = _growing(doc, source, spec, canvas)
+    elif ms.image == modes.IMAGE_OPTIONAL and not spec.image_to_image:
         # No pixels to read: the result is painted in the layer's own format.
         o = replace(o, output_format=fmt, output_linear=linear)
         if sel is None:

@@ -4,7 +4,10 @@ committed, applying it as a new layer or a new document, applying a whole job, d
 Plain Python over the host interface (``host.Host``, ``HostDocument``) and the dock's session (saved
 results, their patches, applied state); no Qt here, so it is tested directly against a memory host.
 The artist's own layers are never changed: a result becomes a NEW layer above its source layer (or a
-new document), and the preview is the host's own reusable preview layer.
+new document), and the preview is the host's own reusable preview layer.  A result of a mode that grows
+the canvas (Expand) is in the grown canvas's coordinates: applied on the canvas it was made on, the
+canvas grows first (``HostDocument.add_expanded_layer``); the other results of the same job then go
+onto the grown canvas as plain new layers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import host as H
+from ..runtime.coreapi import expand, modes
 from .job_builder import mode_label
 
 SHOWN_ERRORS = (H.HostError, OSError, KeyError, ValueError)   # what applying or previewing may run into
@@ -59,24 +63,30 @@ class ResultActions:
         self.previewing: tuple | None = None       # (HostDocument, result id) shown on the canvas
 
     def target(self, rec) -> tuple:
-        """(document, source layer id, note) where a result goes; raises HostError."""
+        """(document, source layer id, note, growth) where a result goes; ``growth``: how the canvas must
+        grow first (an expand result on the canvas it was made on), else None.  Raises HostError."""
         doc = self.session.document_of(rec.job_id) or (self.host.active_document() if self.host else None)
         if doc is None:
             raise H.NoDocument()
-        if tuple(doc.size) != tuple(rec.canvas):
-            raise H.HostError(f"This result was made on a {rec.canvas[0]}×{rec.canvas[1]} canvas; the document "
-                              f'"{doc.name}" is {doc.size[0]}×{doc.size[1]}.')
+        growth = growth_of(rec)
+        size, made = tuple(doc.size), tuple(rec.canvas)
+        grown = growth.canvas(made) if growth is not None else None
+        if size != made and size != grown:
+            also = f" (and grows it to {grown[0]}×{grown[1]})" if grown else ""
+            raise H.HostError(f"This result was made on a {made[0]}×{made[1]} canvas{also}; the document "
+                              f'"{doc.name}" is {size[0]}×{size[1]}.')
+        pending = growth if size == made else None     # else another result of the job grew it already
         src = rec.source_layer.get("id")
         try:
             doc.layer(src)
-            return doc, src, ""
+            return doc, src, "", pending
         except H.LayerNotFound:
             active = doc.active_layer()
             if active is None:
                 raise H.HostError(f'The layer "{rec.source_layer.get("name")}" is gone: pick a layer to put the '
                                   f"result above.") from None
             return doc, active.id, (f' (its layer "{rec.source_layer.get("name")}" is gone: placed above '
-                                    f'"{active.name}")')
+                                    f'"{active.name}")'), pending
 
     # --- preview -------------------------------------------------------------------------------------
 
@@ -87,7 +97,11 @@ class ResultActions:
             self.clear_preview()
             return ""
         try:
-            doc, src, _ = self.target(rec)
+            doc, src, _, growth = self.target(rec)
+            if growth is not None:         # its canvas is not there yet
+                self.clear_preview()
+                w, h = growth.canvas(tuple(rec.canvas))
+                return f"Apply grows the canvas to {w}×{h} ({growth.describe()}); the result shows once applied"
             if self.previewing is not None and not same_document(self.previewing[0], doc):
                 self.clear_preview()
             # The document replaces its own preview (Krita reuses the layer: no undo step).
@@ -130,13 +144,15 @@ class ResultActions:
                     where = f'document "{new_doc.name}"'
                     out.created.append(new_doc)
                 else:
-                    doc, src, note = self.target(rec)
+                    doc, src, note, growth = self.target(rec)
                     info = None
                     if keep and rec.id == shown[1]:
                         keep = False
                         info = doc.apply_preview(src, patch, rec.name, rec.provenance)
                         if info is None:
                             clear_preview_of(shown[0])
+                    if info is None and growth is not None:
+                        info = doc.add_expanded_layer(src, growth, patch, rec.name, rec.provenance)
                     info = info or doc.add_result_layer(src, patch, rec.name, rec.provenance)
                     where = f'layer "{info.name}" in "{doc.name}"{note}'
                     out.created.append(info)
@@ -165,6 +181,21 @@ class ResultActions:
         self.clear_preview()
         for rec in records:
             self.session.discard(rec)
+
+
+def growth_of(rec):
+    """How far a result of a mode that grows the canvas (Expand) grows it (``expand.Growth``, from its
+    provenance's options); None for the other modes.  HostError when the record does not say."""
+    known = modes.MODE_SPECS.get(rec.mode)
+    if known is None or not known.grows_canvas:
+        return None
+    try:
+        growth = expand.Growth.from_dict((rec.provenance or {}).get("options") or {})
+    except (ValueError, AttributeError) as e:
+        raise H.HostError(f"This result's record cannot say how far to grow the canvas: {e}") from None
+    if growth.empty:
+        raise H.HostError("This result's record does not say how far to grow the canvas.")
+    return growth
 
 
 def clear_preview_of(doc) -> None:

@@ -334,6 +334,64 @@ def api_dump():
     return out
 
 
+def run_expand(k, workdir, spec, out):
+    """Expand on a real document: the dock's requests with a selection hanging over the canvas's edge
+    (Expand does not use it; Inpaint keeps it inside the canvas), then the tiny model's expand result
+    applied through the host: the canvas grows, every layer and the selection move by the growth."""
+    from diffusion_dock.krita.host import KritaHost
+    from diffusion_dock.runtime.coreapi import expand, jobs
+    from diffusion_dock.session.job_builder import JobSpec, build
+
+    w, h = spec["w"], spec["h"]
+    doc = k.createDocument(w, h, "ddexpand", "RGBA", "U8", "", 72.0)
+    doc.setBatchmode(True)
+    root = doc.rootNode()
+    src = doc.createNode("source", "paintlayer")
+    src.setPixelData(QByteArray(_load(workdir, spec["source"])), 0, 0, w, h)
+    root.addChildNode(src, None)
+    doc.waitForDone()
+    sel = Selection()
+    sx, sy, sw, sh = spec["selection_rect"]
+    sel.select(sx, sy, sw, sh, 255)                  # reaches past the right and bottom edges
+    doc.setSelection(sel)
+    doc.waitForDone()
+    d = KritaHost(doc).active_document()
+    sid = src.uniqueId().toString()
+    out["raw_selection"] = [doc.selection().x(), doc.selection().y(), doc.selection().width(),
+                            doc.selection().height()]
+    out["selection_bounds"] = list(d.selection_bounds().as_tuple())
+    params = jobs.Params(prompt="more", steps=1, seed=3)
+    inpaint = build(d, sid, JobSpec("inpaint", params, jobs.default_options("inpaint")))
+    r = inpaint.request
+    out["inpaint"] = {"region": list(inpaint.region.as_tuple()), "origin": list(r.origin),
+                      "mask": _dump(workdir, "inpaint_mask.raw", r.mask.data), "size": [r.mask.width, r.mask.height]}
+    options = jobs.Options(**dict(zip(expand.FIELDS, spec["growth"])))
+    prepared = build(d, sid, JobSpec("expand", params, options))
+    r = prepared.request
+    out["expand_request"] = {"region": list(prepared.region.as_tuple()), "origin": list(r.origin),
+                             "canvas": list(r.canvas), "mask": r.mask is not None,
+                             "image": _dump(workdir, "expand_request.raw", r.image.data)}
+    growth = expand.Growth(*spec["growth"])
+    px, py, pw, ph = spec["patch_rect"]
+    patch = jobs.Patch(px, py, jobs.ImageBuffer(pw, ph, "BGRA_U8", _load(workdir, spec["patch"])), 3)
+    prov = {"mode": "expand", "model": "tiny", "seed": 3, "params": {"prompt": "more"},
+            "options": {f: v for f, v in zip(expand.FIELDS, spec["growth"])}}
+    out["refused"] = _error(lambda: d.add_expanded_layer(sid, growth, jobs.Patch(px + 1, py, patch.image, 3),
+                                                          "x", prov))
+    out["size_after_refusal"] = list(d.size)
+    info = d.add_expanded_layer(sid, growth, patch, "[Expand] more (seed 3)", prov)
+    doc.waitForDone()
+    nw, nh = d.size
+    out["size"] = [nw, nh]
+    out["layers"] = [_info(i) for i in d.layers()]
+    out["source_pixels"] = _dump(workdir, "expand_source.raw", src.pixelData(0, 0, nw, nh))
+    out["source_outside"] = _dump(workdir, "expand_source_outside.raw", src.pixelData(-8, -8, 4, 4))
+    out["result_pixels"] = _dump(workdir, "expand_result.raw", d.node(info.id).pixelData(0, 0, nw, nh))
+    out["selection_after"] = None if d.selection_bounds() is None else list(d.selection_bounds().as_tuple())
+    out["provenance"] = d.provenance(info.id)
+    doc.close()
+
+
 def main(args):
     global QByteArray
     workdir = args[0]
@@ -363,6 +421,12 @@ def main(args):
                 run_case(k, workdir, case, out)
             except Exception:
                 out["crash"] = traceback.format_exc()
+        if spec.get("expand"):
+            results["expand"] = {}
+            try:
+                run_expand(k, workdir, spec["expand"], results["expand"])
+            except Exception:
+                results["expand"]["crash"] = traceback.format_exc()
         if spec.get("cmyk"):
             results["cmyk"] = {}
             try:

@@ -127,6 +127,10 @@ class Document(QObject):
             masks = [mask]
         masks[0].selection = value._d
 
+    def resizeImage(self, x: int, y: int, w: int, h: int) -> None:
+        if self._open() and w > 0 and h > 0:
+            self._d.resize(x, y, w, h)
+
     def pixelData(self, x: int, y: int, w: int, h: int) -> QByteArray:
         return QByteArray(self._d.projection.read(x, y, w, h))
 

@@ -13,6 +13,8 @@ Document.cpp, Node.cpp, Selection.cpp and KisImage where the plugin depends on t
 - The document's selection is a ``selectionmask`` node named "Selection Mask" at the top of the root
   (``KisImage::setGlobalSelection``), sharing the Selection object it was given; ``selection()`` is
   None without one.  Selections are 8-bit; their bounds are the exact bounds of non-zero pixels.
+- ``resizeImage(x, y, w, h)`` makes the canvas w×h and moves every layer and the selection by
+  (-x, -y), cropping nothing (KisImage::resizeImage); one undo step.
 - ``saveAs``/``openDocument`` keep layers, UUIDs and annotations in the fake's own file format
   (a zip, not a real .kra).
 """
@@ -110,7 +112,39 @@ class DocumentData:
         self.redo.clear()
         self.modified = True
 
-    def apply(self, kind: str, parent: NodeData, node: NodeData, index: int, forward: bool) -> None:
+    def resize(self, x: int, y: int, w: int, h: int) -> None:
+        """``KisImage::resizeImage(QRect(x, y, w, h))``: the canvas becomes w×h and every layer and the
+        selection move by (-x, -y), nothing cropped; one undo step ("Resize Image")."""
+        self.undo.append(("resize", None, None, (x, y, w, h, self.width, self.height)))
+        self.redo.clear()
+        self.modified = True
+        self._resize(-x, -y, w, h)
+
+    def _resize(self, dx: int, dy: int, w: int, h: int) -> None:
+        self.width, self.height = w, h
+        for n in self.walk():
+            for dev in (n.device, n.projection):
+                if dev is not None:
+                    dev.x0 += dx
+                    dev.y0 += dy
+                    if dev.canvas is not None:        # a background's default pixel fills the new canvas
+                        dev.canvas = (0, 0, w, h)
+            if n.device is not None:
+                n.x, n.y = n.x + dx, n.y + dy
+        if self.selection is not None:
+            self.selection.device.x0 += dx
+            self.selection.device.y0 += dy
+        self.projection = P.Device(self.cs)
+        for n in self.walk():
+            if n.projection is not None:
+                n.projection = P.Device(n.cs)
+        self.update()
+
+    def apply(self, kind: str, parent: NodeData, node: NodeData, index, forward: bool) -> None:
+        if kind == "resize":
+            x, y, w, h, ow, oh = index
+            self._resize(-x, -y, w, h) if forward else self._resize(x, y, ow, oh)
+            return
         if (kind == "add") == forward:
             parent.children.insert(index, node)
             node.parent = parent

@@ -356,6 +356,43 @@ def run():
     results["after_redo"] = layer_names(doc)
     results["provenance_after_redo"] = d.provenance(info.id)
     step("undo checked")
+    check_expand_undo(k, doc, d, src)
+
+
+def check_expand_undo(k, doc, d, src):
+    """An expand result through the host, then Krita's own undo and redo: what they do to the canvas
+    size, the layers and the old pixels' place (Krita 5 has no undo macro for scripts)."""
+    from diffusion_dock.runtime.coreapi import expand, jobs
+
+    w, h = doc.width(), doc.height()
+    node = d.node(src.id)
+    marker = bytes([10, 20, 30, 255]) * 4
+    node.setPixelData(QByteArray(marker), 0, 0, 2, 2)       # the old top-left corner, to find after the move
+    settle(doc)
+    growth = expand.Growth(8, 0, 24, 0)
+    nw, nh = growth.canvas((w, h))
+    pixels = bytearray(bytes([0, 160, 0, 255]) * (nw * nh))
+    for y in range(nh):                                       # all zero over the old canvas
+        pixels[(y * nw + 8) * 4:(y * nw + 8 + w) * 4] = bytes(w * 4)
+    patch = jobs.Patch(0, 0, jobs.ImageBuffer(nw, nh, "BGRA_U8", bytes(pixels)), 5)
+    prov = {"mode": "expand", "model": None, "seed": 5, "params": {"prompt": "more"},
+            "options": {"expand_left": 8, "expand_right": 24}}
+    d.add_expanded_layer(src.id, growth, patch, "[Expand] more (seed 5)", prov)
+    settle(doc)
+
+    def state():
+        return {"size": [doc.width(), doc.height()], "layers": layer_names(doc),
+                "corner_at_8": bytes(d.node(src.id).pixelData(8, 0, 2, 2)) == marker,
+                "corner_at_0": bytes(d.node(src.id).pixelData(0, 0, 2, 2)) == marker}
+
+    results["expand_applied"] = state()
+    seen = []
+    for action in ("edit_undo", "edit_undo", "edit_redo", "edit_redo"):
+        k.action(action).trigger()
+        settle(doc)
+        seen.append(state())
+    results["expand_undo_redo"] = seen
+    step("expand undo checked")
 
 
 def on_window():

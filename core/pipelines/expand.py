@@ -1,0 +1,219 @@
+"""Expand (outpainting) with stable-diffusion-2-inpainting: the canvas grows by the ``expand_*`` options
+and the new border is painted, as a patch in the GROWN canvas's coordinates.
+
+``contract.expand`` plans the passes (the region the model sees is the new border plus context beside
+it, never the whole canvas; larger expansions take several overlapping passes) and
+``raster.outpaint`` runs them and cross-fades each pass into the earlier ones.  A pass is an inpainting
+job on its window (``inpaint.denoise``): the window goes to the model's size; its fresh pixels are
+pre-filled from their surroundings by the Fill job's backend (LaMa when installed, else OpenCV's
+Telea, which carries the edge's colours and lines outward) plus noise of the context's own spread, and
+the denoising starts from that below strength 1; the repaint mask is the fresh pixels and the band of
+earlier results; the output's colours are matched to the window's context (the VAE drifts) and it
+comes back to the window's size.  The old pixels are context only: the patch's alpha is 0 over them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..contract.expand import Growth, context_rect, new_area, pass_sizes, patch_rect, plan_passes
+from ..contract.geometry import Rect, model_size
+from ..contract.jobcontrol import JobControl
+from ..contract.jobs import JobRequest, Patch
+from ..contract.plan import RegionPlan, Schedule, seeds_for
+from ..raster import compositing, masks, scaling
+from ..raster.outpaint import KNOWN, PAINTED, run_passes
+from ..raster.pixels import as_array, from_array, pack, to_working
+from . import regionjob
+from .base import Output, PipelineBase
+
+PREFILL_NOISE = 0x0E4A     # the pre-fill's noise stream (never the pipeline's own noise)
+NOISE_SHARE = 0.5          # the pre-fill noise's spread, as a share of the context's own
+RING_PX = 16               # px of context around the repainted pixels the colours are matched on
+
+
+@dataclass
+class ExpandJob:
+    """The geometry of one request: growth, canvases, the area worked on and the passes."""
+
+    req: JobRequest
+    growth: Growth
+    size: tuple[int, int]            # the old canvas
+    new_size: tuple[int, int]
+    known: Rect                      # the old pixels read (new-canvas coordinates)
+    area: Rect                       # what the working canvas covers (new-canvas coordinates)
+    passes: tuple = ()
+    base: tuple = field(default=(), repr=False)   # (RGB, state) of the working canvas before any pass
+
+    @property
+    def patch_rect(self) -> Rect:
+        return patch_rect(self.size, self.growth)
+
+
+def plan(req: JobRequest, native: int) -> ExpandJob:
+    """The job's geometry for a model working at ``native`` px (validated request)."""
+    growth = Growth.of(req.options)
+    size = req.canvas_size
+    known = context_rect(size, growth).translate(*growth.offset)
+    area = known
+    for r in new_area(size, growth):
+        area = area.union(r)
+    max_side, band = pass_sizes(native)
+    return ExpandJob(req, growth, size, growth.canvas(size), known, area,
+                     plan_passes(size, growth, known, max_side, band))
+
+
+def working_canvas(job: ExpandJob) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB float32, state uint8) over ``job.area``: the known old pixels flattened over grey where
+    transparent, as the model sees them; the new border blank."""
+    if job.base:
+        return job.base[0].copy(), job.base[1].copy()
+    image = regionjob.source(job.req)
+    a = job.area
+    rgb = np.zeros((a.h, a.w, 3), np.float32)
+    state = np.zeros((a.h, a.w), np.uint8)
+    ox, oy = job.growth.offset
+    src = job.known.translate(-ox - job.req.origin[0], -oy - job.req.origin[1])   # in the image's own pixels
+    native = as_array(image)[src.slices()]
+    rows, cols = job.known.slices((a.x, a.y))
+    rgb[rows, cols] = compositing.flatten(to_working(native, image.format, image.linear))
+    state[rows, cols] = KNOWN
+    job.base = (rgb, state)
+    return rgb.copy(), state.copy()
+
+
+def expand_image(job: ExpandJob, paint) -> tuple[np.ndarray, np.ndarray]:
+    """Run every pass with ``paint`` (``raster.outpaint.Painter``); returns (RGB, state) over the area."""
+    rgb, state = working_canvas(job)
+    run_passes(rgb, state, (job.area.x, job.area.y), job.passes, paint)
+    return rgb, state
+
+
+def patch_of(job: ExpandJob, rgb: np.ndarray, state: np.ndarray, seed) -> Patch:
+    """The painted border as a patch on the grown canvas: opaque over the new pixels, alpha 0 (all zero)
+    over the old ones, in the request's pixel format."""
+    image = regionjob.source(job.req)
+    rows, cols = job.patch_rect.slices((job.area.x, job.area.y))
+    alpha = (state[rows, cols] == PAINTED).astype(np.float32)
+    native = pack(rgb[rows, cols], alpha, image.format, image.linear)
+    r = job.patch_rect
+    return Patch(r.x, r.y, from_array(native, image.format, image.linear), seed)
+
+
+def composite(req: JobRequest, patch: Patch) -> np.ndarray:
+    """The request's image on the grown canvas (transparent around it) with ``patch`` stacked over it,
+    as an editor shows the expanded document (native array)."""
+    image = regionjob.source(req)
+    growth = Growth.of(req.options)
+    nw, nh = growth.canvas(req.canvas_size)
+    src = as_array(image)
+    out = np.zeros((nh, nw, src.shape[2]), src.dtype)
+    x, y = req.origin[0] + growth.left, req.origin[1] + growth.top
+    out[y:y + image.height, x:x + image.width] = src
+    rect = Rect(patch.x, patch.y, patch.image.width, patch.image.height)
+    return compositing.composite_native(out, as_array(patch.image), rect, image.format, image.linear)
+
+
+class ModelPainter:
+    """One image's passes on the inpainting model (``raster.outpaint.Painter``)."""
+
+    def __init__(self, pipe, native: int, multiple: int, req: JobRequest, seed: int, control: JobControl,
+                 device: str, prefill):
+        self.pipe, self.native, self.multiple = pipe, native, multiple
+        self.req, self.seed, self.control, self.device = req, seed, control, device
+        self.prefill = prefill           # (RGB, hole) -> RGB, or None at strength 1 (nothing starts from it)
+        self.sched = Schedule.of(req.params.steps, req.params.strength)
+        self.warnings: list[str] = []
+        self.model_sizes: list[list[int]] = []
+
+    def __call__(self, index: int, p, rgb: np.ndarray, repaint: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+        from .common import encode_image
+        from .inpaint import denoise
+
+        h, w = rgb.shape[:2]
+        size = model_size(w, h, self.native, multiple=self.multiple)
+        self.model_sizes.append(list(size))
+        small = compositing.resize(rgb, size)
+        mask = scaling.selection_at(repaint, size)
+        params = self.req.params
+        kwargs = dict(num_inference_steps=self.sched.total, guidance_scale=params.guidance, width=size[0],
+                      height=size[1], strength=self.sched.strength)
+        plan = RegionPlan("expand", p.window, size, (self.seed,), 0, 0, self.req.options.color_match, kwargs,
+                          self.sched.steps)
+        work = regionjob.RegionWork(plan, small, mask.view(np.uint8), True, True, small,
+                                    np.ones(mask.shape, np.float32), mask.astype(np.float32))
+        start = None
+        if self.prefill is not None:
+            start = encode_image(self.pipe, self.prefill(index, small, scaling.selection_at(fresh, size) & mask))
+        images, warnings = denoise(self.pipe, plan, work, params, self.control, self.device, start, announce=False)
+        self.control.advance_offset(self.sched.steps)
+        self.warnings.extend(x for x in warnings if x not in self.warnings)
+        out = images[0]
+        if self.req.options.color_match:
+            ring = masks.ring_mask(mask, scaling.scaled_px(RING_PX, (w, h), size))
+            out = compositing.color_match(out, small, ring)
+        return compositing.resize(out, (w, h))
+
+
+def noisy_fill(fill, seed: int):
+    """A pre-fill: ``fill(RGB, hole)`` plus Gaussian noise in the hole with NOISE_SHARE of the spread of
+    the pixels around it, drawn from the image's seed and the pass's index."""
+
+    def prefill(index: int, rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        if not hole.any():
+            return rgb
+        out = fill(rgb, hole)
+        known = rgb[~hole]
+        spread = known.std(axis=0) if known.size else np.full(3, 0.1, np.float32)
+        rng = np.random.default_rng([int(seed), PREFILL_NOISE, index])
+        out[hole] += rng.standard_normal((int(hole.sum()), 3), np.float32) * (NOISE_SHARE * spread)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    return prefill
+
+
+class Expand(PipelineBase):
+    mode = "expand"
+
+    def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        from ..models.unet_compile import size_multiple
+        from .common import prompt_kwargs
+        from .fill import CancelOnly, choose_backend, fill_array
+
+        loaded = models.get("expand", req.model, control=control)
+        pipe, native = loaded.pipe, loaded.resolved.native
+        job = plan(req, native)
+        seeds = seeds_for(seed, req.params.num_images)
+        total = len(job.passes) * Schedule.of(req.params.steps, req.params.strength).steps * len(seeds)
+        control.set_phase("encoding", 0, total)
+        control.plan_total(total)
+        prompt_kwargs(pipe, req.params)           # encoded once here; every pass finds it in the cache
+        notes = ["the selection is not used: expand paints the whole new border"] if req.mask is not None else []
+        fill = None
+        if req.params.strength < 1.0:
+            choice = choose_backend("auto", None, getattr(models, "models_dir", None))
+            notes.extend(choice.warnings)
+
+            def fill(rgb, hole):
+                return fill_array(rgb, hole, choice, models, CancelOnly(control))
+
+        t_model = time.perf_counter()
+        patches, warnings, sizes = [], list(notes), []
+        for s in seeds:
+            painter = ModelPainter(pipe, native, size_multiple(pipe), req, s, control, models.policy.device,
+                                   None if fill is None else noisy_fill(fill, s))
+            rgb, state = expand_image(job, painter)
+            patches.append(patch_of(job, rgb, state, s))
+            warnings.extend(w for w in painter.warnings if w not in warnings)
+            sizes = painter.model_sizes
+        control.set_phase("finishing")
+        return Output(patches, loaded.resolved.name, tuple(warnings),
+                      {"model_seconds": round(time.perf_counter() - t_model, 4), "canvas": list(job.new_size),
+                       "region": list(job.area.as_tuple()), "passes": len(job.passes),
+                       "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes})
+
+
+PIPELINE = Expand()
