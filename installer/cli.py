@@ -154,7 +154,8 @@ def cmd_models_import(args) -> int:
     try:
         result = importer.import_model(Path(args.path).expanduser(), name=args.name,
                                        config=Path(args.config).expanduser() if args.config else None,
-                                       models_dir=_models_dir_arg(args.models_dir), force=args.force, log=say)
+                                       models_dir=_models_dir_arg(args.models_dir), force=args.force, log=say,
+                                       prediction=args.prediction, fetch_configs=args.fetch_configs)
     except importer.ImportRefused as e:
         raise InstallerError(str(e), e.code) from None
     print(result)
@@ -281,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--config", help="config folder (diffusers layout) for a single-file checkpoint")
     i.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
     i.add_argument("--force", action="store_true", help="replace an existing model of the same name")
+    i.add_argument("--prediction", choices=("v", "epsilon"),
+                   help="for an SD2 text-to-image file that does not say: v (2-1, 768 px) or epsilon (2-1-base, 512 px); "
+                        "without it such a file exits 4")
+    i.add_argument("--fetch-configs", action="store_true",
+                   help="fetch the matching catalogue model's configs (no weights) when they are missing")
     lp = msub.add_parser("list", help="installed and missing models, with their disk use")
     lp.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 
 from core.contract import params as P
@@ -203,3 +204,72 @@ def test_the_prompt_cache_knows_what_is_attached(files, exact_models):
     b = patch_bytes(run_job(request(prompt="cache me", loras=[[str(files["lora"]), 1.0]]), exact_models))
     c = patch_bytes(run_job(request(prompt="cache me", loras=[[str(files["lora"]), 1.0]]), exact_models))
     assert a != b and b == c
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def test_cli_lora_and_embedding_flags(files, tiny_root, tmp_path):
+    """``--lora PATH[:WEIGHT]`` and ``--embedding PATH`` in a real process: a missing or pickled file is one
+    line and exit 2 before any model loads; a good pair runs and its weight changes the image."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from core.cli import lora_arg
+
+    from .conftest import ROOT
+    from .helpers import write_image_and_mask
+
+    assert lora_arg("a.safetensors") == ("a.safetensors", 1.0)
+    assert lora_arg("C:\\x\\a.safetensors:0.5") == ("C:\\x\\a.safetensors", 0.5)
+    assert lora_arg("C:\\x\\a.safetensors") == ("C:\\x\\a.safetensors", 1.0)
+    folder, _img, _mask = write_image_and_mask(tmp_path, 48, 48, 1, (12, 12, 36, 36))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])))
+
+    def run(*extra, out="out.png"):
+        return subprocess.run([sys.executable, "-m", "core", "inpaint", "--model", str(tiny_root / "sd2-inpainting"),
+                               "--image", folder / "in.png", "--mask", folder / "mask.png", "--prompt", "a tinystyle",
+                               "--steps", "2", "--seed", "3", "--device", "cpu", "--dtype", "float32", "--quiet",
+                               "--out", tmp_path / out, *map(str, extra)], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=300)
+
+    for extra, needle in ((["--lora", tmp_path / "nope.safetensors"], "--lora: "),
+                          (["--lora", "x.pt"], "not a .safetensors file"),
+                          (["--lora", f"{files['lora']}:3"], "must be a number in -2–2"),
+                          (["--embedding", tmp_path / "gone.safetensors"], "--embedding: ")):
+        p = run(*extra)
+        assert p.returncode == 2, (extra, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr
+    if importlib.util.find_spec("peft") is None:
+        return
+    plain = run(out="plain.png")
+    styled = run("--lora", f"{files['lora']}:0.9", "--embedding", files["emb"], out="styled.png")
+    assert plain.returncode == 0 and styled.returncode == 0, styled.stderr
+    a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("plain.png", "styled.png"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+# --- what the engine lists -------------------------------------------------------------------------
+
+def test_inventory_lists_imported_models_by_mode_and_the_adapter_files(files, tiny_root, tmp_path):
+    """An imported model (a non-catalogue folder name) is offered for the modes of its pipeline class; LoRA
+    and embedding files of the models folder are listed with their size; catalogue folders are not custom."""
+    import shutil
+
+    from core.models import inventory
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_root / "sd2-inpainting", models / "my-inpaint")
+    shutil.copytree(tiny_root / "sd2-inpainting", models / "sd2-inpainting")
+    shutil.copytree(files["dir"] / "loras", models / "loras")
+    shutil.copytree(files["dir"] / "embeddings", models / "embeddings")
+    [custom] = inventory.custom_entries(models, tmp_path / "no-cache")
+    assert custom["key"] == "my-inpaint" and custom["modes"] == ["inpaint"] and custom["custom"]
+    kinds = {(e["kind"], e["key"]) for e in inventory.adapter_entries(models)}
+    assert kinds == {("lora", "tiny-lora.safetensors"), ("lora", "other.safetensors"),
+                     ("embedding", "tinystyle.safetensors")}
+    assert all(e["bytes"] > 0 for e in inventory.adapter_entries(models))
+    assert inventory.modes_of("StableDiffusionPipeline") == ["generate"]
