@@ -214,6 +214,22 @@ def cmd_doctor(args) -> int:
     return doctor.run(models_dir=_models_dir_arg(args.models_dir), load=args.load, out=sys.stdout)
 
 
+# --- setup (the dock's first run) -----------------------------------------------------------------------
+
+def cmd_setup(args) -> int:
+    import json
+
+    from . import engine_venv, setup_run
+
+    venv = Path(args.venv).expanduser() if args.venv else engine_venv.default_venv()
+    models = args.models if args.models is not None else [DEFAULT_MODEL]
+    if args.plan:
+        print(json.dumps(setup_run.plan(venv, models, args.torch)))
+        return EXIT_OK
+    return setup_run.setup(venv, models, torch=args.torch,
+                           plugin_dir=Path(args.plugin_dir).expanduser() if args.plugin_dir else None)
+
+
 # --- all ------------------------------------------------------------------------------------------------
 
 def cmd_all(args) -> int:
@@ -260,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help=f"models to download (default {DEFAULT_MODEL})")
     p.add_argument("--krita-dir", help="install the plugin into this Krita resource folder only")
     p.add_argument("--source", help=argparse.SUPPRESS)  # plugin source folder (tests)
+
+    p = sub.add_parser("setup", help="the dock's first-run setup: engine, models, check, as JSON events on stdout")
+    torch_opts(p)
+    p.add_argument("--models", nargs="*", help=f"models to download (default {DEFAULT_MODEL})")
+    p.add_argument("--plan", action="store_true", help="print what was detected and the disk needed, as JSON")
+    p.add_argument("--plugin-dir", help="the installed dock's folder: engine.json is written there")
 
     p = sub.add_parser("engine", help="create the engine's virtual environment with the right torch")
     torch_opts(p)
@@ -309,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"engine": cmd_engine, "plugin": cmd_plugin, "uninstall": cmd_uninstall, "doctor": cmd_doctor,
-            "all": cmd_all, "package": cmd_package}
+            "all": cmd_all, "package": cmd_package,
+            "setup": cmd_setup}
 MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import}
 # What each command imports from the engine's environment.
 NEEDS = {"models": ("huggingface_hub", "safetensors"), "doctor": ("torch",), "plugin": ()}
