@@ -30,6 +30,10 @@ def events(out: str) -> list[dict]:
 
 @pytest.fixture
 def ready_venv(tmp_path):
+    return make_ready_venv(tmp_path)
+
+
+def make_ready_venv(tmp_path: Path) -> Path:
     """A venv folder the plan finds complete: its python runs this one, the stamp is written (POSIX)."""
     if os.name == "nt":
         pytest.skip("the stand-in venv Python is a shell script")
@@ -57,15 +61,25 @@ def test_plan_says_what_it_found_and_what_it_needs(tmp_path):
     assert plan["needed"] > 5e9 and plan["free"] > 0
 
 
-def test_setup_runs_its_steps_as_events_and_resumes_without_downloading_twice(ready_venv, tiny_root, tmp_path):
+def hub_env(tmp_path: Path, url: str) -> dict:
+    """The installer's environment: the fake hub at ``url``, caches and models under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    env.update(HF_ENDPOINT=url, HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1", HF_HUB_CACHE=str(tmp_path / "hf"),
+               DD_MODELS_DIR=str(tmp_path / "models"), HOME=str(tmp_path / "home"))
+    return env
+
+
+def tiny_hub(tiny_root: Path) -> tuple[FakeHub, object]:
     hub = FakeHub()
     hub.add_folder(CATALOG["sd2-inpainting"].repo_id, tiny_root / "sd2-inpainting")
-    handle = hub.start()
+    return hub, hub.start()
+
+
+def test_setup_runs_its_steps_as_events_and_resumes_without_downloading_twice(ready_venv, tiny_root, tmp_path):
+    hub, handle = tiny_hub(tiny_root)
     plugin_dir = tmp_path / "pykrita" / "diffusion_dock"
     plugin_dir.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
-    env.update(HF_ENDPOINT=handle.url, HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1", HF_HUB_CACHE=str(tmp_path / "hf"),
-               DD_MODELS_DIR=str(tmp_path / "models"), HOME=str(tmp_path / "home"))
+    env = hub_env(tmp_path, handle.url)
     cmd = [sys.executable, "-m", "installer", "setup", "--venv", str(ready_venv), "--plugin-dir", str(plugin_dir)]
     try:
         first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)

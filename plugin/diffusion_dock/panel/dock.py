@@ -54,6 +54,7 @@ class DockPanel(QtWidgets.QWidget):
         self.last_offer: H.UnsupportedColorModel | None = None
         self.last_message = ("", "")
         self._models_checked = False       # the engine's first capabilities were looked at
+        self._setup_offered = False
         self._build()
         self.form.restore(self.session.settings.form or {})
         self._connect_session()
@@ -66,11 +67,14 @@ class DockPanel(QtWidgets.QWidget):
     def _build(self) -> None:
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
+        self.pages = QtWidgets.QStackedWidget()      # the form, or the setup page (no engine yet; repair)
+        outer.addWidget(self.pages)
+        self.setup_page = None
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
+        self.pages.addWidget(scroll)
         body = QtWidgets.QWidget()
         scroll.setWidget(body)
         layout = QtWidgets.QVBoxLayout(body)
@@ -95,6 +99,7 @@ class DockPanel(QtWidgets.QWidget):
         self.engine_bar.restart_requested.connect(self.restart_engine)
         menu = self.engine_bar.menu
         menu.addAction("Engine settings…", self.open_engine_settings)
+        menu.addAction("Setup and repair…", self.open_setup)
         menu.addAction("Reuse the settings of the active layer", self.reuse_layer_settings)
         menu.addAction("Cancel all jobs", self.session.cancel_all)
         menu.addAction("Open the results folder", self._open_results_folder)
@@ -262,6 +267,9 @@ class DockPanel(QtWidgets.QWidget):
         state, text, tip = engine_text(self.session)
         self.engine_bar.show_state(state, text, tip)
         self._refresh_hint()
+        if self.session.status.code == "engine_not_found" and not self._setup_offered:
+            self._setup_offered = True       # once: Back returns to the form, the menu opens it again
+            self.open_setup()
         if self.session.capabilities is not None and not self._models_checked:
             self._models_checked = True
             self._start_where_models_are()
@@ -296,6 +304,27 @@ class DockPanel(QtWidgets.QWidget):
         from ..runtime import aio
 
         aio.spawn(self.session.restart_engine(), "restarting the engine")
+
+    def open_setup(self) -> None:
+        """The setup page (first run, repair, another location)."""
+        if self.setup_page is None:
+            from .setup_page import SetupPage
+
+            self.setup_page = SetupPage(**self.session.setup_options)
+            self.setup_page.installed.connect(self._setup_done)
+            self.setup_page.closed.connect(lambda: self.pages.setCurrentIndex(0))
+            scroll = QtWidgets.QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+            scroll.setWidget(self.setup_page)
+            self.pages.addWidget(scroll)
+        self.pages.setCurrentIndex(1)
+        self.setup_page.refresh_plan()
+
+    def _setup_done(self, _python: str) -> None:
+        self.pages.setCurrentIndex(0)
+        self.show_message("The engine is installed: starting it.", "info")
+        self.restart_engine()
 
     def open_engine_settings(self) -> None:
         dialog = EngineSettingsDialog(self.session.settings, self)
