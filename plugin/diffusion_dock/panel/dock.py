@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from .. import host as H
 from ..runtime import qimages
@@ -69,7 +70,7 @@ class DockPanel(QtWidgets.QWidget):
         outer.setContentsMargins(4, 4, 4, 4)
         self.pages = QtWidgets.QStackedWidget()      # the form, or the setup page (no engine yet; repair)
         outer.addWidget(self.pages)
-        self.setup_page = None
+        self.setup_page: Any = None              # panel.setup_page.SetupPage, made when first shown
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)

@@ -153,7 +153,7 @@ class SetupRun(QObject):
 
     def _read(self) -> None:
         assert self.proc is not None
-        self._buffer += bytes(self.proc.readAllStandardOutput())
+        self._buffer += self.proc.readAllStandardOutput().data()
         *lines, self._buffer = self._buffer.split(b"\n")
         now = time.monotonic()
         for raw in lines:
@@ -163,7 +163,7 @@ class SetupRun(QObject):
 
     def _read_err(self) -> None:
         assert self.proc is not None
-        text = bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")
+        text = self.proc.readAllStandardError().data().decode("utf-8", "replace")
         for line in text.splitlines():
             if line.strip():
                 self._log(line)
