@@ -107,10 +107,16 @@ class SetupPage(QtWidgets.QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(R.LOG_LINES)
         self.log_view.hide()
-        self.log_toggle.toggled.connect(self.log_view.setVisible)
+        self.log_toggle.toggled.connect(self._show_log)
         lay.addWidget(self.log_toggle)
         lay.addWidget(self.log_view)
         lay.addStretch(1)
+
+    def _show_log(self, shown: bool) -> None:
+        self.log_toggle.setText("Hide the log" if shown else "Show the log")
+        self.log_view.setVisible(shown)
+        if shown and self.run is not None:
+            self.log_view.setPlainText("\n".join(self.run.log))
 
     # --- the plan --------------------------------------------------------------------------------------
 
