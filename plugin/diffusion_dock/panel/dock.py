@@ -58,6 +58,7 @@ class DockPanel(QtWidgets.QWidget):
         self._setup_offered = False
         self._build()
         self.form.restore(self.session.settings.form or {})
+        self.form.restore_models(self.session.settings.models)
         self._connect_session()
         self.set_mode(FIRST_MODE, force=True)
         self._refresh_engine()
@@ -176,6 +177,7 @@ class DockPanel(QtWidgets.QWidget):
     def _save_form(self) -> None:
         s = self.session.settings
         s.form = self.form.saved_options()
+        s.models = self.form.model_choices()
         try:
             s.save()
         except OSError as e:
@@ -268,6 +270,7 @@ class DockPanel(QtWidgets.QWidget):
         state, text, tip = engine_text(self.session)
         self.engine_bar.show_state(state, text, tip)
         self._refresh_hint()
+        self.form.set_installed(self.session.capabilities.models if self.session.capabilities else [])
         if self.session.status.code == "engine_not_found" and not self._setup_offered:
             self._setup_offered = True       # once: Back returns to the form, the menu opens it again
             self.open_setup()
@@ -309,16 +312,12 @@ class DockPanel(QtWidgets.QWidget):
     def open_setup(self) -> None:
         """The setup page (first run, repair, another location)."""
         if self.setup_page is None:
-            from .setup_page import SetupPage
+            from .setup_page import SetupPage, scrolled
 
             self.setup_page = SetupPage(**self.session.setup_options)
             self.setup_page.installed.connect(self._setup_done)
             self.setup_page.closed.connect(lambda: self.pages.setCurrentIndex(0))
-            scroll = QtWidgets.QScrollArea()
-            scroll.setWidgetResizable(True)
-            scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-            scroll.setWidget(self.setup_page)
-            self.pages.addWidget(scroll)
+            self.pages.addWidget(scrolled(self.setup_page))
         self.pages.setCurrentIndex(1)
         self.setup_page.refresh_plan()
 

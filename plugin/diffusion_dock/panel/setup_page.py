@@ -227,4 +227,12 @@ class SetupPage(QtWidgets.QWidget):
         self.error.show()
 
 
-__all__ = ["SetupPage"]
+def scrolled(widget) -> QtWidgets.QScrollArea:
+    scroll = QtWidgets.QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+    scroll.setWidget(widget)
+    return scroll
+
+
+__all__ = ["SetupPage", "scrolled"]
