@@ -133,12 +133,19 @@ def _installed_despite(spec, err, models_dir):
 
 
 def cmd_models_list(args) -> int:
-    from .model_list import format_table, lama_row, rows
+    from .model_list import custom_rows, format_table, lama_row, rows
 
     table = rows(_models_dir_arg(args.models_dir))
     lama = lama_row(_models_dir_arg(args.models_dir))
     if lama:
         table.append(lama)
+    if args.json:
+        import json
+
+        table += custom_rows(_models_dir_arg(args.models_dir))
+        print(json.dumps([{"key": r.key, "title": r.title, "installed": r.installed, "bytes": r.bytes,
+                           "path": str(r.path or ""), "source": r.source} for r in table]))
+        return EXIT_OK
     from core.contract import paths
     from core.models.hub import hf_hub_cache
 
@@ -159,6 +166,21 @@ def cmd_models_import(args) -> int:
     except importer.ImportRefused as e:
         raise InstallerError(str(e), e.code) from None
     print(result)
+    return EXIT_OK
+
+
+def cmd_models_remove(args) -> int:
+    from .hub_plan import human
+    from .model_list import remove
+
+    try:
+        freed = remove(args.name, _models_dir_arg(args.models_dir))
+    except KeyError as e:
+        raise InstallerError(str(e.args[0]), EXIT_USAGE) from None
+    except OSError as e:
+        raise InstallerError(f"{args.name} could not be removed completely: {e.strerror} ({e.filename})") from None
+    say(f"{args.name} removed: {human(freed)} freed")
+    print(freed)
     return EXIT_OK
 
 
@@ -311,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch the matching catalogue model's configs (no weights) when they are missing")
     lp = msub.add_parser("list", help="installed and missing models, with their disk use")
     lp.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
+    lp.add_argument("--json", action="store_true", help="one JSON list (imported models too)")
+    rp = msub.add_parser("remove", help="delete a model (its models-folder copy and its HF cache copy)")
+    rp.add_argument("name", help="a catalogue key or an imported model's name")
+    rp.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
 
     p = sub.add_parser("plugin", help="install the Krita plugin into every Krita resource folder found")
     p.add_argument("--krita-dir", help="this Krita resource folder only (the folder holding pykrita/)")
@@ -333,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {"engine": cmd_engine, "plugin": cmd_plugin, "uninstall": cmd_uninstall, "doctor": cmd_doctor,
             "all": cmd_all, "package": cmd_package,
             "setup": cmd_setup}
-MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import}
+MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import,
+          "remove": cmd_models_remove}
 # What each command imports from the engine's environment.
 NEEDS = {"models": ("huggingface_hub", "safetensors"), "doctor": ("torch",), "plugin": ()}
 

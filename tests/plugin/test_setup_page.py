@@ -98,11 +98,11 @@ def test_the_dock_opens_the_setup_page_without_an_engine(qapp, tmp_path, page_kw
     panel = DockPanel(session=session)
     session.start_engine()
     assert session.status.code == "engine_not_found"
-    assert panel.pages.currentIndex() == 1 and panel.setup_page is not None
-    panel.setup_page.back_button.click()
+    assert panel.pages.currentIndex() == 1 and panel.pages.setup_page is not None
+    panel.pages.setup_page.back_button.click()
     assert panel.pages.currentIndex() == 0
     labels = [a.text() for a in panel.engine_bar.menu.actions()]
     assert "Setup and repair…" in labels
-    spin_until(lambda: panel.setup_page.plan_run.exit_code is not None, 60, "the plan")
+    spin_until(lambda: panel.pages.setup_page.plan_run.exit_code is not None, 60, "the plan")
     aio.close()
     assert ROOT.is_dir()

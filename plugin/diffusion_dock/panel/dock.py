@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from .. import host as H
 from ..runtime import qimages
@@ -24,6 +23,7 @@ from ..runtime.qt import QShortcut, QtCore, QtGui, QTimer, QtWidgets, Signal
 from ..session.job_builder import DockError, build
 from ..session.results import ResultActions
 from .form import FIRST_MODE, JobForm
+from .pages import DockPages
 from .results_view import ResultsView
 from .widgets import ID_ROLE, EngineSettingsDialog, EngineStatusBar, QueueList, engine_text
 
@@ -69,9 +69,8 @@ class DockPanel(QtWidgets.QWidget):
     def _build(self) -> None:
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
-        self.pages = QtWidgets.QStackedWidget()      # the form, or the setup page (no engine yet; repair)
+        self.pages = DockPages(self)                 # the form, the setup page, the models page
         outer.addWidget(self.pages)
-        self.setup_page: Any = None              # panel.setup_page.SetupPage, made when first shown
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
@@ -101,7 +100,8 @@ class DockPanel(QtWidgets.QWidget):
         self.engine_bar.restart_requested.connect(self.restart_engine)
         menu = self.engine_bar.menu
         menu.addAction("Engine settings…", self.open_engine_settings)
-        menu.addAction("Setup and repair…", self.open_setup)
+        menu.addAction("Models…", self.pages.open_models)
+        menu.addAction("Setup and repair…", self.pages.open_setup)
         menu.addAction("Reuse the settings of the active layer", self.reuse_layer_settings)
         menu.addAction("Cancel all jobs", self.session.cancel_all)
         menu.addAction("Open the results folder", self._open_results_folder)
@@ -273,7 +273,7 @@ class DockPanel(QtWidgets.QWidget):
         self.form.set_installed(self.session.capabilities.models if self.session.capabilities else [])
         if self.session.status.code == "engine_not_found" and not self._setup_offered:
             self._setup_offered = True       # once: Back returns to the form, the menu opens it again
-            self.open_setup()
+            self.pages.open_setup()
         if self.session.capabilities is not None and not self._models_checked:
             self._models_checked = True
             self._start_where_models_are()
@@ -308,23 +308,6 @@ class DockPanel(QtWidgets.QWidget):
         from ..runtime import aio
 
         aio.spawn(self.session.restart_engine(), "restarting the engine")
-
-    def open_setup(self) -> None:
-        """The setup page (first run, repair, another location)."""
-        if self.setup_page is None:
-            from .setup_page import SetupPage, scrolled
-
-            self.setup_page = SetupPage(**self.session.setup_options)
-            self.setup_page.installed.connect(self._setup_done)
-            self.setup_page.closed.connect(lambda: self.pages.setCurrentIndex(0))
-            self.pages.addWidget(scrolled(self.setup_page))
-        self.pages.setCurrentIndex(1)
-        self.setup_page.refresh_plan()
-
-    def _setup_done(self, _python: str) -> None:
-        self.pages.setCurrentIndex(0)
-        self.show_message("The engine is installed: starting it.", "info")
-        self.restart_engine()
 
     def open_engine_settings(self) -> None:
         dialog = EngineSettingsDialog(self.session.settings, self)

@@ -227,12 +227,4 @@ class SetupPage(QtWidgets.QWidget):
         self.error.show()
 
 
-def scrolled(widget) -> QtWidgets.QScrollArea:
-    scroll = QtWidgets.QScrollArea()
-    scroll.setWidgetResizable(True)
-    scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-    scroll.setWidget(widget)
-    return scroll
-
-
-__all__ = ["SetupPage", "scrolled"]
+__all__ = ["SetupPage"]

@@ -110,6 +110,7 @@ class SetupRun(QObject):
         self.log: list[str] = []
         self.errors: list[tuple[str, str]] = []
         self.plan: dict | None = None
+        self.result: object = None
         self.python = ""
         self.exit_code: int | None = None
         self.cancelled = False
@@ -121,11 +122,12 @@ class SetupRun(QObject):
         return self.proc is not None and self.exit_code is None
 
     def start(self, args: list[str], *, python: str | None = None, root: Path | None = None,
-              env: dict | None = None) -> None:
+              env: dict | None = None, command: tuple[str, ...] = ("setup",)) -> None:
+        """``python -m installer COMMAND ARGS`` (the setup, or the models page's ``models …``)."""
         root = root or engine_root()
         proc = QtCore.QProcess(self)
         proc.setProgram(python or base_python())
-        proc.setArguments(["-m", "installer", "setup", *args])
+        proc.setArguments(["-m", "installer", *command, *args])
         proc.setWorkingDirectory(str(root))
         environment = QtCore.QProcessEnvironment.systemEnvironment()
         environment.insert("PYTHONPATH", str(root))
@@ -182,6 +184,7 @@ class SetupRun(QObject):
                 self._log(line)
             return
         if not isinstance(ev, dict):
+            self.result = ev          # a command's answer (models list: a list; models remove: bytes freed)
             return
         kind = ev.get("ev")
         if kind == "step" and ev.get("step") in self.steps:
