@@ -35,6 +35,10 @@ class SetupPage(QtWidgets.QWidget):
         self.run: SetupRun | None = None
         self.plan_run: SetupRun | None = None
         self._file_bars: dict[str, QtWidgets.QProgressBar] = {}
+        self._update_timer = QtCore.QTimer(self)
+        self._update_timer.setSingleShot(True)
+        self._update_timer.setInterval(200)
+        self._update_timer.timeout.connect(self._update)
         self._build()
 
     def _build(self) -> None:
@@ -168,7 +172,7 @@ class SetupPage(QtWidgets.QWidget):
             bar.setValue(0)
             bar.setFormat("waiting")
         run = SetupRun(self)
-        run.changed.connect(self._update)
+        run.changed.connect(self._schedule_update)
         run.finished.connect(self._done)
         self.run = run
         try:
@@ -178,6 +182,11 @@ class SetupPage(QtWidgets.QWidget):
             return
         self.install_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+
+    def _schedule_update(self) -> None:
+        """The bars follow the child at most 5 times a second (a download reports more often)."""
+        if not self._update_timer.isActive():
+            self._update_timer.start()
 
     def cancel(self) -> None:
         if self.run is not None:
@@ -210,6 +219,7 @@ class SetupPage(QtWidgets.QWidget):
 
     def _done(self, code: int) -> None:
         run = self.run
+        self._update_timer.stop()
         self._update()
         self.install_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

@@ -385,6 +385,24 @@ def run_setup_flow():
     class Watch:
         max_stall_ms = 0.0
 
+    from diffusion_dock.session.setup_runner import SetupRun
+
+    handler_ms = {}        # the longest the dock's code ran for one event of the installer, by handler
+
+    def timed(name):
+        f = getattr(SetupRun, name)
+
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                handler_ms[name] = max(handler_ms.get(name, 0.0), round((time.perf_counter() - t) * 1000, 1))
+        setattr(SetupRun, name, wrapper)
+
+    for name in ("start", "_read", "_read_err", "_finished"):
+        timed(name)
+    results["setup_handler_ms"] = handler_ms
     meter, watch = StallMeter(), Watch()
     meter.watch(watch)
     t0 = time.monotonic()
