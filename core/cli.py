@@ -59,6 +59,15 @@ def aspect_ratio(text: str) -> tuple[int, int]:
     return w, h
 
 
+def lora_arg(text: str) -> tuple[str, float]:
+    """``PATH[:WEIGHT]``: the weight is what follows the last colon when it is a number (so ``C:\\x.safetensors``
+    stays a path)."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path and not weight.lower().endswith(".safetensors"):
+        return path, number(weight)
+    return text, 1.0
+
+
 def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool = True,
                 strength: bool = True, model: bool = True) -> None:
     if model:
@@ -72,6 +81,12 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
         p.add_argument("--steps", type=whole_number, default=25, help="denoising steps, 1–512 (default 25)")
         p.add_argument("--guidance", type=number, default=7.5, help="guidance scale, 1–20 (default 7.5)")
         p.add_argument("--seed", type=whole_number, default=None, help="seed ≥ 0 (default: random, reported)")
+        p.add_argument("--lora", action="append", type=lora_arg, default=[], metavar="PATH[:WEIGHT]",
+                       help="a LoRA .safetensors file (or the name of one in <models>/loras), weight −2–2 "
+                            "(default 1); repeat for several")
+        p.add_argument("--embedding", action="append", default=[], metavar="PATH",
+                       help="a textual-inversion .safetensors file (or the name of one in <models>/embeddings); "
+                            "its file name is the word that calls it in the prompt; repeat for several")
     if images:
         p.add_argument("--num-images", type=whole_number, default=1, help="images to make, 1–4 (image i uses seed + i)")
     if strength:
@@ -189,7 +204,8 @@ def request_from_args(args, mode: str):
         num_images=getattr(args, "num_images", 1), steps=getattr(args, "steps", 25),
         guidance=getattr(args, "guidance", 7.5),
         strength=args.strength if getattr(args, "strength", None) is not None else 0.8,
-        seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False))
+        seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False),
+        loras=tuple(getattr(args, "lora", None) or ()), embeddings=tuple(getattr(args, "embedding", None) or ()))
     opt = dict(default_options(mode).__dict__)
     for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend"):
         if getattr(args, name, None) is not None:
@@ -264,6 +280,23 @@ def cmd_models(args) -> int:
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")
     return 0
+
+
+def check_adapters(job) -> None:
+    """The LoRA and embedding files exist (before any model is loaded); ValidationError names the flag."""
+    from .contract.jobs import validate
+    from .contract.params import ValidationError
+    from .models import adapters
+
+    req = job.request if hasattr(job, "request") else job
+    params = validate(req).params
+    for field, flag, names in (("loras", "--lora", [n for n, _w in params.loras]),
+                               ("embeddings", "--embedding", list(params.embeddings))):
+        for name in names:
+            try:
+                adapters.find(name, field, None)
+            except ValidationError as e:
+                raise ValidationError(field, f"{flag}: {str(e).split(': ', 1)[-1]}") from None
 
 
 def check_text_args(args) -> None:
@@ -382,6 +415,7 @@ def main(argv=None) -> int:
         check_config(args)
         check_outputs(args)
         job = request_from_args(args, args.command)
+        check_adapters(job)
         for path in run_files(job, args.out, make_models(args), quiet=args.quiet):
             say_path(path)
         return 0

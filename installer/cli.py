@@ -133,12 +133,19 @@ def _installed_despite(spec, err, models_dir):
 
 
 def cmd_models_list(args) -> int:
-    from .model_list import format_table, lama_row, rows
+    from .model_list import custom_rows, format_table, lama_row, rows
 
     table = rows(_models_dir_arg(args.models_dir))
     lama = lama_row(_models_dir_arg(args.models_dir))
     if lama:
         table.append(lama)
+    if args.json:
+        import json
+
+        table += custom_rows(_models_dir_arg(args.models_dir))
+        print(json.dumps([{"key": r.key, "title": r.title, "installed": r.installed, "bytes": r.bytes,
+                           "path": str(r.path or ""), "source": r.source} for r in table]))
+        return EXIT_OK
     from core.contract import paths
     from core.models.hub import hf_hub_cache
 
@@ -154,10 +161,26 @@ def cmd_models_import(args) -> int:
     try:
         result = importer.import_model(Path(args.path).expanduser(), name=args.name,
                                        config=Path(args.config).expanduser() if args.config else None,
-                                       models_dir=_models_dir_arg(args.models_dir), force=args.force, log=say)
+                                       models_dir=_models_dir_arg(args.models_dir), force=args.force, log=say,
+                                       prediction=args.prediction, fetch_configs=args.fetch_configs)
     except importer.ImportRefused as e:
         raise InstallerError(str(e), e.code) from None
     print(result)
+    return EXIT_OK
+
+
+def cmd_models_remove(args) -> int:
+    from .hub_plan import human
+    from .model_list import remove
+
+    try:
+        freed = remove(args.name, _models_dir_arg(args.models_dir))
+    except KeyError as e:
+        raise InstallerError(str(e.args[0]), EXIT_USAGE) from None
+    except OSError as e:
+        raise InstallerError(f"{args.name} could not be removed completely: {e.strerror} ({e.filename})") from None
+    say(f"{args.name} removed: {human(freed)} freed")
+    print(freed)
     return EXIT_OK
 
 
@@ -213,6 +236,22 @@ def cmd_doctor(args) -> int:
     return doctor.run(models_dir=_models_dir_arg(args.models_dir), load=args.load, out=sys.stdout)
 
 
+# --- setup (the dock's first run) -----------------------------------------------------------------------
+
+def cmd_setup(args) -> int:
+    import json
+
+    from . import engine_venv, setup_run
+
+    venv = Path(args.venv).expanduser() if args.venv else engine_venv.default_venv()
+    models = args.models if args.models is not None else [DEFAULT_MODEL]
+    if args.plan:
+        print(json.dumps(setup_run.plan(venv, models, args.torch)))
+        return EXIT_OK
+    return setup_run.setup(venv, models, torch=args.torch,
+                           plugin_dir=Path(args.plugin_dir).expanduser() if args.plugin_dir else None)
+
+
 # --- all ------------------------------------------------------------------------------------------------
 
 def cmd_all(args) -> int:
@@ -260,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--krita-dir", help="install the plugin into this Krita resource folder only")
     p.add_argument("--source", help=argparse.SUPPRESS)  # plugin source folder (tests)
 
+    p = sub.add_parser("setup", help="the dock's first-run setup: engine, models, check, as JSON events on stdout")
+    torch_opts(p)
+    p.add_argument("--models", nargs="*", help=f"models to download (default {DEFAULT_MODEL})")
+    p.add_argument("--plan", action="store_true", help="print what was detected and the disk needed, as JSON")
+    p.add_argument("--plugin-dir", help="the installed dock's folder: engine.json is written there")
+
     p = sub.add_parser("engine", help="create the engine's virtual environment with the right torch")
     torch_opts(p)
     p.add_argument("--python", help="Python used to create the environment (default: this one)")
@@ -281,8 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--config", help="config folder (diffusers layout) for a single-file checkpoint")
     i.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
     i.add_argument("--force", action="store_true", help="replace an existing model of the same name")
+    i.add_argument("--prediction", choices=("v", "epsilon"),
+                   help="for an SD2 text-to-image file that does not say: v (2-1, 768 px) or epsilon (2-1-base, 512 px); "
+                        "without it such a file exits 4")
+    i.add_argument("--fetch-configs", action="store_true",
+                   help="fetch the matching catalogue model's configs (no weights) when they are missing")
     lp = msub.add_parser("list", help="installed and missing models, with their disk use")
     lp.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
+    lp.add_argument("--json", action="store_true", help="one JSON list (imported models too)")
+    rp = msub.add_parser("remove", help="delete a model (its models-folder copy and its HF cache copy)")
+    rp.add_argument("name", help="a catalogue key or an imported model's name")
+    rp.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
 
     p = sub.add_parser("plugin", help="install the Krita plugin into every Krita resource folder found")
     p.add_argument("--krita-dir", help="this Krita resource folder only (the folder holding pykrita/)")
@@ -303,8 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"engine": cmd_engine, "plugin": cmd_plugin, "uninstall": cmd_uninstall, "doctor": cmd_doctor,
-            "all": cmd_all, "package": cmd_package}
-MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import}
+            "all": cmd_all, "package": cmd_package,
+            "setup": cmd_setup}
+MODELS = {"download": cmd_models_download, "list": cmd_models_list, "import": cmd_models_import,
+          "remove": cmd_models_remove}
 # What each command imports from the engine's environment.
 NEEDS = {"models": ("huggingface_hub", "safetensors"), "doctor": ("torch",), "plugin": ()}
 

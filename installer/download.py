@@ -331,6 +331,8 @@ def _stream_into(f, location: str, headers: dict, size: int | None, label: str) 
     from huggingface_hub.utils import are_progress_bars_disabled, hf_raise_for_status
     from tqdm import tqdm
 
+    from .setup_run import file_reporter
+
     have = f.tell()
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -345,9 +347,14 @@ def _stream_into(f, location: str, headers: dict, size: int | None, label: str) 
             have = 0
         with tqdm(total=size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
                   disable=are_progress_bars_disabled(), file=sys.stderr, leave=False) as bar:
+            report = file_reporter(label, size)     # the dock's setup: bytes as events
             for chunk in response.iter_bytes():    # as it arrives: a dropped connection loses nothing received
                 f.write(chunk)
                 bar.update(len(chunk))
+                if report is not None:
+                    report(f.tell())
+            if report is not None:
+                report(f.tell(), True)
     return have
 
 

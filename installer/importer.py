@@ -29,10 +29,17 @@ SINGLE_FILE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipel
                          "StableDiffusionImg2ImgPipeline", "StableDiffusionUpscalePipeline")
 
 
+EXIT_ASK = 4   # the file cannot be placed without an answer (ImportRefused.ask names the option)
+
+
 class ImportRefused(Exception):
-    def __init__(self, message: str, code: int = 2):
+    """One line for the user; ``ask`` names what the importer needs to be told (``prediction``)."""
+
+    def __init__(self, message: str, code: int = 2, ask: str | None = None, choices: tuple[str, ...] = ()):
         super().__init__(message)
         self.code = code
+        self.ask = ask
+        self.choices = choices
 
 
 def _say(log, msg):
@@ -41,7 +48,7 @@ def _say(log, msg):
 
 
 def import_model(path: Path, *, name: str | None = None, config: Path | None = None, models_dir: Path | None = None,
-                 force: bool = False, log=None) -> Path:
+                 force: bool = False, log=None, prediction: str | None = None, fetch_configs: bool = False) -> Path:
     """Import ``path``; returns the folder (or file) the engine will now find."""
     from core.contract import paths
 
@@ -57,7 +64,8 @@ def import_model(path: Path, *, name: str | None = None, config: Path | None = N
             f"imported. Use the .safetensors release of the same model (the SD2 repos publish one beside "
             f"each .ckpt).")
     if path.is_file() and path.suffix.lower() == ".safetensors":
-        return import_single_file(path, name=name, config=config, models_dir=models_dir, force=force, log=log)
+        return import_single_file(path, name=name, config=config, models_dir=models_dir, force=force, log=log,
+                                  prediction=prediction, fetch_configs=fetch_configs)
     if path.is_dir():
         return import_folder(path, name=name, models_dir=models_dir, force=force, log=log)
     raise ImportRefused(f"{path} is neither a diffusers folder nor a .safetensors file")
@@ -160,12 +168,36 @@ def find_config(file: Path, spec, config: Path | None, models_dir: Path) -> Path
 
 
 def import_single_file(file: Path, *, name: str | None, config: Path | None, models_dir: Path, force: bool,
-                       log=None) -> Path:
+                       log=None, prediction: str | None = None, fetch_configs: bool = False) -> Path:
     from core.models import env
 
+    from . import checkpoint
+
     spec = by_name(name) if name else None
-    spec = spec or next((s for s in CATALOG.values() if file.name in s.single_files), None)
+    official = next((s for s in CATALOG.values() if file.name in s.single_files), None)
+    spec = spec or official
+    try:
+        found = checkpoint.detect(file)
+        detected = checkpoint.catalogue_key(found, prediction) if config is None else None
+    except checkpoint.Unknown as e:
+        raise ImportRefused(str(e), EXIT_ASK if e.ask else 2, e.ask, e.choices) from None
+    if detected is not None:      # the architecture from the tensors' shapes decides which configs fit
+        if spec is None or spec.key != detected:
+            if spec is not None and spec.key in CATALOG and name == spec.key:
+                raise ImportRefused(f"{file.name} is {CATALOG[detected].title} by its tensors, not "
+                                    f"{spec.title}: import it under another --name")
+            spec = CATALOG[detected]
+        _say(log, f"{file.name}: {found.describe()} → {spec.title}")
     cfg = find_config(file, spec, config, models_dir)
+    if cfg is None and fetch_configs and spec is not None:
+        from .download import DownloadError, download_model
+
+        _say(log, f"fetching the configs of {spec.key} (no weights)")
+        try:
+            download_model(spec, models_dir=models_dir, config_only=True, log=log)
+        except DownloadError as e:
+            raise ImportRefused(f"the configs of {spec.key} could not be fetched: {e}", 3) from None
+        cfg = find_config(file, spec, config, models_dir)
     if cfg is None:
         what = spec.key if spec else "KEY"
         raise ImportRefused(
@@ -175,11 +207,14 @@ def import_single_file(file: Path, *, name: str | None, config: Path | None, mod
             + ("" if spec else ", and --name with the catalogue key (e.g. sd2-inpainting) or a new name"), 3)
     from core.models.resolver import identify
 
-    pipeline, cspec, _prediction = identify(cfg)
+    pipeline, _cspec, _prediction = identify(cfg)
+    problem = checkpoint.misfit(found, cfg)
+    if problem:
+        raise ImportRefused(f"{file.name} does not fit the configs of {cfg}: {problem}", 3)
     if pipeline not in SINGLE_FILE_PIPELINES:
         raise ImportRefused(f"{pipeline} has no single-file loader in diffusers; import a diffusers folder instead")
-    known = spec or cspec
-    dst = _destination(models_dir, name or (known.key if known else file.stem), force)
+    # an official release keeps its catalogue name; any other file (a fine-tune) its own
+    dst = _destination(models_dir, name or (official.key if official and spec is official else file.stem), force)
     env.apply()
     import torch
 

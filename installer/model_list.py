@@ -78,6 +78,48 @@ def lama_row(models_dir: Path | None = None) -> ModelRow | None:
     return ModelRow("big-lama", "LaMa (fast fill)", True, Path(path), "models-dir", disk_use(Path(path)))
 
 
+def custom_rows(models_dir: Path | None = None, hub_cache: Path | None = None) -> list[ModelRow]:
+    """Models imported under a name of their own (``models import --name``)."""
+    from core.contract import paths
+    from core.models.inventory import custom_entries
+
+    folder = Path(models_dir) if models_dir else paths.models_dir()
+    return [ModelRow(e["key"], e["title"], True, Path(e["path"]), "imported", disk_use(Path(e["path"])))
+            for e in custom_entries(folder, hub_cache)]
+
+
+def removal_targets(key: str, models_dir: Path | None = None, hub_cache: Path | None = None) -> list[Path]:
+    """Every copy of model ``key``: its folder in the models folder and (catalogue models) its hub cache repo."""
+    import re
+
+    from core.contract import paths
+    from core.models.hub import hf_hub_cache
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", key) or key == "configs":
+        raise KeyError(f"{key!r} is not a model name")
+    folder = Path(models_dir) if models_dir else paths.models_dir()
+    out = [p for p in (folder / key,) if p.is_dir()]
+    spec = CATALOG.get(key)
+    if spec is not None:
+        cached = Path(hub_cache or hf_hub_cache()) / spec.cache_folder
+        if cached.is_dir():
+            out.append(cached)
+    return out
+
+
+def remove(key: str, models_dir: Path | None = None, hub_cache: Path | None = None) -> int:
+    """Delete every copy of ``key``; returns the bytes freed (KeyError: nothing of that name)."""
+    import shutil
+
+    targets = removal_targets(key, models_dir, hub_cache)
+    if not targets:
+        raise KeyError(f"no installed model is called {key!r}")
+    freed = sum(disk_use(t) for t in targets)
+    for t in targets:
+        shutil.rmtree(t)
+    return freed
+
+
 def format_table(table: list[ModelRow]) -> str:
     lines = []
     for r in table:

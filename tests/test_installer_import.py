@@ -77,10 +77,30 @@ def test_single_file_finds_the_configs_the_downloader_puts_in_configs(single_fil
 def test_single_file_without_configs_says_how_to_get_them(single_file, tmp_path):
     with pytest.raises(ImportRefused, match="models download sd2-inpainting --config-only"):
         import_model(single_file, models_dir=tmp_path / "models")
-    other = tmp_path / "my-finetune.safetensors"
+    other = tmp_path / "my-finetune.safetensors"   # no catalogue name: its tensors say it is an inpainting model
     shutil.copyfile(single_file, other)
-    with pytest.raises(ImportRefused, match="--name with the catalogue key"):
+    with pytest.raises(ImportRefused, match="models download sd2-inpainting --config-only"):
         import_model(other, models_dir=tmp_path / "models")
+
+
+def test_a_fine_tune_is_placed_by_its_tensors_and_keeps_its_own_name(single_file, tiny_root, tmp_path):
+    """A community fine-tune with no catalogue file name: the 9-channel UNet makes it an inpainting model, it
+    takes the configs the downloader put in configs/, is stored under its own name and is found by it."""
+    from core.models.resolver import resolve
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_root / "sd2-inpainting", models / "configs" / "sd2-inpainting",
+                    ignore=shutil.ignore_patterns("*.safetensors", ".*"))
+    other = tmp_path / "dreamy-inpaint-v3.safetensors"
+    shutil.copyfile(single_file, other)
+    said: list[str] = []
+    out = import_model(other, models_dir=models, log=said.append)
+    assert out == models / "dreamy-inpaint-v3" and not (models / "sd2-inpainting").exists()
+    assert any("inpainting UNet" in line and "Stable Diffusion 2 inpainting" in line for line in said), said
+    assert_same_weights(tiny_root / "sd2-inpainting", out)
+    assert resolve("dreamy-inpaint-v3", models_dir=models, hub_cache=tmp_path / "none").path == out
+    with pytest.raises(ImportRefused, match="is Stable Diffusion 2 inpainting by its tensors"):
+        import_model(other, name="sd2-1-base", models_dir=models)
 
 
 def test_diffusers_folder_is_copied_without_pickles_and_links_resolved(tiny_root, tmp_path):

@@ -99,6 +99,12 @@ class Params:
     strength: float = 0.8
     seed: int | None = None
     weighted: bool = False
+    # LoRAs and textual-inversion embeddings for this job (``params.check_loras``/``check_embeddings``):
+    # ``((file, weight), ...)`` and ``(file, ...)``.  Each file is PLAIN TEXT: a path (the local engine,
+    # the command line) or the name of a file in the engine's models folder (``loras/``, ``embeddings/``),
+    # the only form a shared ``serve`` engine accepts.  The engine resolves and checks them.
+    loras: tuple = ()
+    embeddings: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -229,8 +235,12 @@ def _valid_params(req: JobRequest, mode) -> Params:
     guidance = P.check("guidance", p.guidance)
     strength = P.check("strength", p.strength)
     seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
+    loras, embeddings = P.check_loras(p.loras), P.check_embeddings(p.embeddings)
+    for name, given in (("loras", loras), ("embeddings", embeddings)):
+        if given and name not in mode.params:
+            raise ValidationError(name, f"{name}: {req.mode} takes no {name} (only the SD2 prompt modes do)")
     return replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
-                   seed=seed, weighted=bool(p.weighted))
+                   seed=seed, weighted=bool(p.weighted), loras=loras, embeddings=embeddings)
 
 
 def _valid_options(req: JobRequest, mode) -> Options:

@@ -29,7 +29,8 @@ OUTPUT_COMPOSITE, OUTPUT_GRAY16, OUTPUT_SCALED, OUTPUT_EXPANDED = "composite", "
 # repaints beyond the selection), or its box plus context only (the model changes only the selection).
 REGION_GROWN, REGION_CONTEXT = "grown", "context"
 
-COMMON_PARAMS = ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted")
+COMMON_PARAMS = ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted",
+                 "loras", "embeddings")
 
 # What the dock calls each phase of a job (the engine's phases: ``jobcontrol.PHASES``); a mode may
 # rename some (``ModeSpec.phase_labels``).

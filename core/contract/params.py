@@ -65,8 +65,13 @@ RANGES: dict[str, Range] = {
         Range("height", 64, 8192, default=512, unit="px"),
         Range("tile", 64, 512, default=96, unit="px"),
         *(Range(f"expand_{side}", 0, 8192, default=0, unit="px") for side in ("left", "top", "right", "bottom")),
+        Range("lora_weight", -2.0, 2.0, integer=False, default=1.0),
     )
 }
+
+MAX_LORAS = 8
+MAX_EMBEDDINGS = 16
+ADAPTER_SUFFIX = ".safetensors"
 
 PROMPT_MAX_CHARS = 20_000
 
@@ -96,3 +101,72 @@ def check_text(name: str, value) -> str:
     if len(value) > PROMPT_MAX_CHARS:
         raise ValidationError(name, f"{name} must be at most {PROMPT_MAX_CHARS} characters, got {len(value)}")
     return value
+
+
+def _adapter_file(name: str, value, what: str) -> str:
+    """One LoRA or embedding file as the request names it: a path (local engine, command line) or the
+    plain name of a file in the engine's models folder (``loras/``, ``embeddings/``: the only form a
+    shared ``serve`` engine accepts).  Plain text ending in ``.safetensors``; the engine checks it exists."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(name, f"{name}: each {what} must be a .safetensors file name or path, got {value!r}")
+    if not value.lower().endswith(ADAPTER_SUFFIX):
+        raise ValidationError(name, f"{name}: {value!r} is not a .safetensors file; {what}s are read from "
+                                    f".safetensors files only (pickles such as .pt/.ckpt/.bin can run code)")
+    return value
+
+
+def check_loras(value) -> tuple[tuple[str, float], ...]:
+    """``[[file, weight], ...]``: at most ``MAX_LORAS`` different files, each weight in −2–2."""
+    name = "loras"
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(name, f"{name} must be a list of [file, weight] pairs, got {type(value).__name__}")
+    if len(value) > MAX_LORAS:
+        raise ValidationError(name, f"{name}: at most {MAX_LORAS} LoRAs at once, got {len(value)}")
+    out: list[tuple[str, float]] = []
+    for entry in value:
+        if isinstance(entry, str):
+            entry = (entry, 1.0)
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValidationError(name, f"{name}: each LoRA must be a [file, weight] pair, got {entry!r}")
+        file = _adapter_file(name, entry[0], "LoRA")
+        r = RANGES["lora_weight"]
+        weight = entry[1]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight \
+                or not (r.low <= weight <= r.high):
+            raise ValidationError(name, f"{name}: the weight of {file} must be a number in {r.describe()}, "
+                                        f"got {weight!r}")
+        if any(f == file for f, _ in out):
+            raise ValidationError(name, f"{name}: {file} is given twice")
+        out.append((file, float(weight)))
+    return tuple(out)
+
+
+def check_embeddings(value) -> tuple[str, ...]:
+    """``[file, ...]``: textual-inversion embeddings; each is called in the prompt by its file name
+    without ``.safetensors`` (``my-style.safetensors`` → ``my-style``), which must be one word."""
+    name = "embeddings"
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ValidationError(name, f"{name} must be a list of .safetensors files, got {type(value).__name__}")
+    if len(value) > MAX_EMBEDDINGS:
+        raise ValidationError(name, f"{name}: at most {MAX_EMBEDDINGS} embeddings at once, got {len(value)}")
+    out: list[str] = []
+    for entry in value:
+        file = _adapter_file(name, entry, "embedding")
+        word = embedding_token(file)
+        if not word or any(c.isspace() for c in word):
+            raise ValidationError(name, f"{name}: {file!r}: the file name (without .safetensors) is the word that "
+                                        f"calls the embedding in the prompt, so it must be one word without spaces")
+        if any(embedding_token(f) == word for f in out):
+            raise ValidationError(name, f"{name}: two embeddings are called {word!r}")
+        out.append(file)
+    return tuple(out)
+
+
+def embedding_token(file: str) -> str:
+    """The prompt word of an embedding file: its name without folders and ``.safetensors``."""
+    base = file.replace("\\", "/").rsplit("/", 1)[-1]
+    return base[: -len(ADAPTER_SUFFIX)] if base.lower().endswith(ADAPTER_SUFFIX) else base

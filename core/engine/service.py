@@ -294,15 +294,30 @@ class EngineService:
                 entry["message"] = str(e)[:300]
             found.append(entry)
         found.append(self._lama_entry(models.models_dir))
+        found += self._installed_entries(models.models_dir, models.hub_cache)
         have = {e["key"] for e in found if e["found"]}
+        custom = {m for e in found if e.get("custom") for m in e["modes"]}
         modes = tuple(m for m in MODES if pipelines.available(m)
-                      and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m])))
+                      and (not MODE_MODELS.get(m) or have & set(MODE_MODELS[m]) or m in custom))
         reason = policy.reason + (f"; UNet compile: {policy.compile_reason}" if policy.compile_reason else "")
         caps = Capabilities(PROTOCOL_VERSION, __version__, policy.device, policy.dtype, reason,
                             tuple(found), modes)
         with self._lock:
             self._capabilities = caps
         return caps
+
+    @staticmethod
+    def _installed_entries(models_dir, hub_cache) -> list[dict]:
+        """Imported models (``custom``) and the LoRA / embedding files of the models folder."""
+        from ..contract import paths
+        from ..models import inventory
+
+        folder = models_dir or paths.models_dir()
+        try:
+            return inventory.custom_entries(folder, hub_cache) + inventory.adapter_entries(folder)
+        except OSError as e:
+            log.warning("listing the models folder %s failed: %s", folder, e)
+            return []
 
     @staticmethod
     def _lama_entry(models_dir) -> dict:

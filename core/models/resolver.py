@@ -231,6 +231,11 @@ def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> R
     return None
 
 
+def _plain(name: str) -> bool:
+    """A bare folder name (an imported model's), never a path."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") and name != "configs"
+
+
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix != "" or Path(name).exists()
 
@@ -242,6 +247,12 @@ def resolve(name: str | None = None, mode: str | None = None, *, config: str | P
     config = Path(config).expanduser() if config else None
     if name:
         spec = by_name(name)
+        if spec is None and _plain(name) and (models_dir / name / "model_index.json").is_file():
+            found = _folder_model(models_dir / name, name, "models-dir")   # an imported model, by its name
+            if found is None:
+                raise ModelNotFound(f"the model {name} in {models_dir} is incomplete (a component has no "
+                                    f".safetensors weights): import it again")
+            return found
         if spec is None and (_looks_like_path(name) or "/" not in name):
             return _explicit(Path(name).expanduser(), config, models_dir, hub_cache)
         if spec is None:  # an unknown hub id: look for it in the HF cache only

@@ -15,6 +15,7 @@ of that shape, so it compiles once memory has been freed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -253,6 +254,20 @@ def install(unet, **kw) -> CompiledUNet:
 def installed(unet) -> CompiledUNet | None:
     current = unet.__dict__.get("forward")
     return current if isinstance(current, CompiledUNet) else None
+
+
+@contextlib.contextmanager
+def eager(unet):
+    """Within the block the UNet's calls run eagerly (a LoRA attached to it is not in the compiled graphs)."""
+    dispatcher = installed(unet)
+    if dispatcher is None:
+        yield
+        return
+    del unet.forward
+    try:
+        yield
+    finally:
+        unet.forward = dispatcher
 
 
 def uninstall(unet) -> None:

@@ -23,10 +23,12 @@ def generators(seeds, device: str = "cpu"):
 
 def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:
     """``prompt_embeds``/``negative_prompt_embeds`` for a diffusers call, plus warnings."""
+    from .adapters import convert_prompt
     from .prompts import encode
 
     guidance = params.guidance > 1.0
-    emb = encode(pipe.tokenizer, pipe.text_encoder, params.prompt, params.negative_prompt,
+    emb = encode(pipe.tokenizer, pipe.text_encoder, convert_prompt(pipe, params.prompt),
+                 convert_prompt(pipe, params.negative_prompt),
                  weighted=params.weighted, guidance=guidance)
     kw = {"prompt_embeds": emb.positive}
     if guidance:

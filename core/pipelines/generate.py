@@ -18,7 +18,7 @@ from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job, plan_text_job
 from ..models.unet_compile import size_multiple
 from ..raster import scaling
-from . import regionjob
+from . import adapters, regionjob
 from .base import Output, PipelineBase
 from .common import encode_image, image_kwargs, run_pipeline
 
@@ -60,13 +60,15 @@ class Generate(PipelineBase):
             plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             work = regionjob.prepare(req, plan)
             control.set_phase("encoding", 0, plan.expected_steps)
-            images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
+            with adapters.applied(pipe, req.params, models.models_dir):
+                images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
             control.set_phase("finishing")
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
             plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             control.set_phase("encoding", 0, plan.expected_steps)
-            images, warnings = text_to_image(pipe, plan, req.params, control, device)
+            with adapters.applied(pipe, req.params, models.models_dir):
+                images, warnings = text_to_image(pipe, plan, req.params, control, device)
             control.set_phase("finishing")
             region = plan.region
             alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,

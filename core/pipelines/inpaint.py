@@ -10,7 +10,7 @@ from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
-from . import regionjob
+from . import adapters, regionjob
 from .base import Output, PipelineBase
 from .common import encode_image, generators, prompt_kwargs, step_callback
 
@@ -108,7 +108,8 @@ class Inpaint(PipelineBase):
             prefilled = prefill(req, work, models, control) if content == "fill" else None
             start = start_latents(loaded.pipe, plan, work, content, prefilled)
         t_model = time.perf_counter()
-        images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+        with adapters.applied(loaded.pipe, req.params, models.models_dir):
+            images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
         model_seconds = time.perf_counter() - t_model
         warnings = tuple(notes) + tuple(warnings)
         control.set_phase("finishing")

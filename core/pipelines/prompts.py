@@ -68,7 +68,9 @@ def encode(tokenizer, text_encoder, prompt: str, negative: str, *, weighted: boo
     """Embeddings for ``prompt`` and (when ``guidance``) ``negative``, padded to the same length."""
     import torch
 
-    key = (prompt, negative if guidance else None, bool(weighted), str(text_encoder.dtype))
+    # What is attached to the text encoder for this job (LoRAs, embeddings: pipelines/adapters.py) too.
+    key = (prompt, negative if guidance else None, bool(weighted), str(text_encoder.dtype),
+           getattr(text_encoder, "_dd_adapter_state", ()))
     with _lock:
         cache = _caches.setdefault(text_encoder, OrderedDict())
         if key in cache:

@@ -16,8 +16,8 @@ from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from ..raster import compositing
 from ..raster.pixels import depth_array
+from . import adapters, regionjob
 from . import depth as depth_job
-from . import regionjob
 from .base import Output, PipelineBase
 from .common import image_kwargs, mean_encoding, run_pipeline
 
@@ -65,7 +65,8 @@ class Restyle(PipelineBase):
         else:
             depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
         check_not_flat(depth, "given" if given else "estimated")
-        images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
+        with adapters.applied(loaded.pipe, req.params, models.models_dir):
+            images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         return Output(patches, loaded.resolved.name, warnings,

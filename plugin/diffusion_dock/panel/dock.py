@@ -23,6 +23,7 @@ from ..runtime.qt import QShortcut, QtCore, QtGui, QTimer, QtWidgets, Signal
 from ..session.job_builder import DockError, build
 from ..session.results import ResultActions
 from .form import FIRST_MODE, JobForm
+from .pages import DockPages
 from .results_view import ResultsView
 from .widgets import ID_ROLE, EngineSettingsDialog, EngineStatusBar, QueueList, engine_text
 
@@ -54,8 +55,10 @@ class DockPanel(QtWidgets.QWidget):
         self.last_offer: H.UnsupportedColorModel | None = None
         self.last_message = ("", "")
         self._models_checked = False       # the engine's first capabilities were looked at
+        self._setup_offered = False
         self._build()
         self.form.restore(self.session.settings.form or {})
+        self.form.restore_models(self.session.settings.models)
         self._connect_session()
         self.set_mode(FIRST_MODE, force=True)
         self._refresh_engine()
@@ -66,11 +69,13 @@ class DockPanel(QtWidgets.QWidget):
     def _build(self) -> None:
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
+        self.pages = DockPages(self)                 # the form, the setup page, the models page
+        outer.addWidget(self.pages)
         scroll = QtWidgets.QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        outer.addWidget(scroll)
+        self.pages.addWidget(scroll)
         body = QtWidgets.QWidget()
         scroll.setWidget(body)
         layout = QtWidgets.QVBoxLayout(body)
@@ -96,6 +101,8 @@ class DockPanel(QtWidgets.QWidget):
         self.engine_bar.restart_requested.connect(self.restart_engine)
         menu = self.engine_bar.menu
         menu.addAction("Engine settings…", self.open_engine_settings)
+        menu.addAction("Models…", self.pages.open_models)
+        menu.addAction("Setup and repair…", self.pages.open_setup)
         menu.addAction("Reuse the settings of the active layer", self.reuse_layer_settings)
         menu.addAction("Cancel all jobs", self.session.cancel_all)
         menu.addAction("Open the results folder", self._open_results_folder)
@@ -171,6 +178,7 @@ class DockPanel(QtWidgets.QWidget):
     def _save_form(self) -> None:
         s = self.session.settings
         s.form = self.form.saved_options()
+        s.models = self.form.model_choices()
         try:
             s.save()
         except OSError as e:
@@ -269,6 +277,10 @@ class DockPanel(QtWidgets.QWidget):
         state, text, tip = engine_text(self.session)
         self.engine_bar.show_state(state, text, tip)
         self._refresh_hint()
+        self.form.set_installed(self.session.capabilities.models if self.session.capabilities else [])
+        if self.session.status.code == "engine_not_found" and not self._setup_offered:
+            self._setup_offered = True       # once: Back returns to the form, the menu opens it again
+            self.pages.open_setup()
         if self.session.capabilities is not None and not self._models_checked:
             self._models_checked = True
             self._start_where_models_are()

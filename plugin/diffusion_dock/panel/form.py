@@ -17,6 +17,7 @@ from .. import host as H
 from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
+from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
 
 FIRST_MODE = "inpaint"       # the dock starts here
@@ -31,6 +32,8 @@ OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
 
 def widget_value(widget) -> Any:
+    if isinstance(widget, AdapterList):
+        return widget.form_value()
     if isinstance(widget, SeedEdit):
         return widget.seed()
     if isinstance(widget, (QtWidgets.QSpinBox, QtWidgets.QDoubleSpinBox)):
@@ -45,7 +48,9 @@ def widget_value(widget) -> Any:
 
 
 def put_widget_value(widget, value) -> None:
-    if isinstance(widget, SeedEdit):
+    if isinstance(widget, AdapterList):
+        widget.set_form_value(value)
+    elif isinstance(widget, SeedEdit):
         widget.set_seed(value)
     elif isinstance(widget, QtWidgets.QSpinBox):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -90,6 +95,8 @@ class JobForm(QtWidgets.QWidget):
         self._canvas_size = canvas_size
         self._mode = FIRST_MODE
         self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
+        self._mode_models: dict[str, str] = {}       # mode → the model chosen for it (saved in the settings)
+        self._installed: list[dict] = []             # the engine's capabilities entries
         self.bindings: dict[str, Binding] = {}
         self.rows: dict[str, tuple] = {}
         self._invalid: list[QtWidgets.QWidget] = []
@@ -165,6 +172,13 @@ class JobForm(QtWidgets.QWidget):
                                         ("seed", "Seed", self.seed, seed_box)):
             self._row(self.params_form, key, label, box or widget)
             self.bind(key, widget)
+        self.model_box = ModelBox()
+        self.model_box.currentIndexChanged.connect(self._model_picked)
+        self.loras, self.embeddings = AdapterList("loras", True), AdapterList("embeddings", False)
+        for key, label, chooser in (("model", "Model", self.model_box), ("loras", "LoRA", self.loras),
+                                    ("embeddings", "Embeddings", self.embeddings)):
+            self._row(self.params_form, key, label, chooser)
+            self.bind(key, chooser)
         layout.addLayout(self.params_form)
         self._build_options(layout, layers)
 
@@ -282,6 +296,7 @@ class JobForm(QtWidgets.QWidget):
             self.mode_box.setCurrentIndex(modes.MODES.index(mode))
             self.mode_box.blockSignals(False)
         self.write_options(self._mode_options[mode])
+        self._fill_models()
         self.update_rows()
         if mode != old:
             self.mode_changed.emit(mode)
@@ -296,7 +311,7 @@ class JobForm(QtWidgets.QWidget):
         ms = self.mode_spec
         used = set(ms.params) | set(ms.options)
         visible = {key: key in used for key in self.rows}
-        visible.update(expand=any(f in used for f in expand.FIELDS),
+        visible.update(expand=any(f in used for f in expand.FIELDS), model=bool(ms.models),
                        strength="strength" in used and ms.uses_strength(not self.text_to_image),
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
@@ -336,7 +351,7 @@ class JobForm(QtWidgets.QWidget):
     def spec(self) -> JobSpec:
         """What the form asks for, as a JobSpec (raises DockError)."""
         ms = self.mode_spec
-        return JobSpec(self._mode, self.read_params(), self.read_options(),
+        return JobSpec(self._mode, self.read_params(), self.read_options(), model=self.model_box.currentData(),
                        depth_layer=self.depth_source.currentData() if "depth_source" in ms.options else None,
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked())
 
@@ -366,6 +381,33 @@ class JobForm(QtWidgets.QWidget):
     def saved_options(self) -> dict:
         self._mode_options[self._mode] = self.read_options()
         return {m: {k: v for k, v in asdict(o).items() if k not in NOT_SAVED} for m, o in self._mode_options.items()}
+
+    # --- models, LoRAs, embeddings ------------------------------------------------------------------
+
+    def set_installed(self, models: list[dict]) -> None:
+        """What the engine found (its capabilities' model entries)."""
+        self._installed = list(models or [])
+        self.loras.set_names(adapter_names(self._installed, "lora"))
+        self.embeddings.set_names(adapter_names(self._installed, "embedding"))
+        self._fill_models()
+
+    def _fill_models(self) -> None:
+        self.model_box.set_models(fitting_models(self._installed, self._mode), self._mode_models.get(self._mode))
+
+    def _model_picked(self, _index: int) -> None:
+        key = self.model_box.currentData()
+        if key:
+            self._mode_models[self._mode] = key
+        else:
+            self._mode_models.pop(self._mode, None)
+
+    def model_choices(self) -> dict:
+        return dict(self._mode_models)
+
+    def restore_models(self, saved) -> None:
+        if isinstance(saved, dict):
+            self._mode_models = {m: k for m, k in saved.items() if m in modes.MODE_SPECS and isinstance(k, str)}
+        self._fill_models()
 
     def size_from_canvas(self) -> None:
         """Width and height of text-to-image: the canvas, in multiples of 8."""

@@ -133,6 +133,7 @@ class DockSession(QObject):
         self._patches: collections.OrderedDict[str, jobs.Patch] = collections.OrderedDict()
         self._documents: dict[str, H.HostDocument] = {}   # job id → the document it ran on
         self._starting: asyncio.Task | None = None
+        self.setup_options: dict = {}      # SetupPage keywords (tests: python, env, venv, models)
 
     # --- the engine -------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class Settings:
     device: str = ""               # "" = the engine decides; cpu | cuda | mps
     compile: bool = False          # local engine compiles its UNets (``--compile``)
     form: dict = field(default_factory=dict)   # mode → the form's last values
+    models: dict = field(default_factory=dict)  # mode → the model chosen for it ("" or absent: the default)
 
     @classmethod
     def path(cls) -> Path:
@@ -58,6 +59,8 @@ class Settings:
             s.engine = "local"
         if not isinstance(s.form, dict):
             s.form = {}
+        if not isinstance(s.models, dict):
+            s.models = {}
         return s
 
     def save(self, path: Path | None = None) -> None:

@@ -55,6 +55,9 @@ def scenario():
         run()
         if os.environ.get("DD_DRIVER_REGISTRATION_ONLY"):   # a plugin imported from the release zip
             finish(0)
+        if os.environ.get("DD_DRIVER_SETUP"):                # the first run from the zip: setup, then a job
+            run_setup_flow()
+            finish(0)
         run_dock_job()
         if os.environ.get("DD_SCREENSHOT"):
             run_screenshot()
@@ -395,9 +398,108 @@ def check_expand_undo(k, doc, d, src):
     step("expand undo checked")
 
 
+def run_setup_flow():
+    """No engine yet: the dock shows its setup page; Install (into $DD_TEST_VENV) against the fake hub; then
+    an inpaint of a selection with the chosen model and a LoRA, applied as a new layer."""
+    from diffusion_dock.krita import plugin
+    from diffusion_dock.runtime.stall import StallMeter
+
+    t_start = time.monotonic()
+    k = Krita.instance()
+    k.action("diffusion_dock_show").trigger()
+    settle()
+    panel = plugin.CONTROLLER.panel()
+    session = panel.session
+    session.start_engine()
+    spin(lambda: panel.pages.setup_page is not None, 30, "the setup page")
+    page = panel.pages.setup_page
+    results["setup_page_shown"] = panel.pages.currentIndex() != 0
+    results["engine_status_code"] = session.status.code
+    page.set_location(os.environ["DD_TEST_VENV"])
+    spin(lambda: page.plan_run.exit_code is not None, 60, "the setup plan")
+    results["setup_plan"] = {"hardware": page.hardware.text(), "torch": page.torch.text(), "disk": page.disk.text()}
+
+    class Watch:
+        max_stall_ms = 0.0
+
+    from diffusion_dock.session.setup_runner import SetupRun
+
+    handler_ms = {}        # the longest the dock's code ran for one event of the installer, by handler
+
+    def timed(name):
+        f = getattr(SetupRun, name)
+
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return f(*a, **kw)
+            finally:
+                handler_ms[name] = max(handler_ms.get(name, 0.0), round((time.perf_counter() - t) * 1000, 1))
+        setattr(SetupRun, name, wrapper)
+
+    for name in ("start", "_read", "_read_err", "_finished"):
+        timed(name)
+    results["setup_handler_ms"] = handler_ms
+    meter, watch = StallMeter(), Watch()
+    meter.watch(watch)
+    t0 = time.monotonic()
+    page.install_button.click()
+    spin(lambda: page.run is not None and page.run.exit_code is not None, 600, "the setup")
+    meter.unwatch(watch)
+    results["setup_seconds"] = round(time.monotonic() - t0, 1)
+    results["setup_stall_ms"] = round(watch.max_stall_ms, 1)
+    results["setup_exit"] = page.run.exit_code
+    results["setup_errors"] = page.run.errors
+    results["setup_steps"] = {s: b.format() for s, b in page.step_bars.items()}
+    results["setup_files"] = {n: b.format() for n, b in page._file_bars.items()}
+    if page.run.exit_code != 0:
+        results["setup_log"] = page.run.log[-40:]
+        return
+    step("setup done")
+    spin(lambda: session.capabilities is not None and session.status.state == "ready", 180, "the engine")
+    results["back_to_form"] = panel.pages.currentIndex() == 0
+    w, h = 64, 48
+    window = k.activeWindow()
+    doc = k.createDocument(w, h, "ddfirst", "RGBA", "U8", "", 72.0)
+    window.addView(doc)
+    settle(doc)
+    doc.rootNode().childNodes()[0].setPixelData(QByteArray(pattern(w, h)), 0, 0, w, h)
+    sel = Selection()
+    sel.select(20, 12, 22, 18, 255)
+    doc.setSelection(sel)
+    settle(doc)
+    panel.canvas_changed()
+    panel.set_mode("inpaint")
+    form = panel.form
+    form.model_box.setCurrentIndex(form.model_box.findData("sd2-inpainting"))
+    results["models_offered"] = [form.model_box.itemData(i) for i in range(form.model_box.count())]
+    results["loras_offered"] = list(form.loras._rows)
+    box, spin_box = form.loras._rows["tiny-lora.safetensors"]
+    box.setChecked(True)
+    spin_box.setValue(0.8)
+    form.prompt.setPlainText("red scarf")
+    form.steps.setValue(2)
+    form.seed.setText("77")
+    item = panel.generate()
+    results["generate_message"] = panel.last_message
+    if item is None:
+        return
+    spin(lambda: item.final and item.finished is not None, 300, "the first job")
+    results["job_state"] = str(item.state.value if hasattr(item.state, "value") else item.state)
+    results["job_message"] = item.message
+    if item.results:
+        prov = item.results[0].provenance
+        results["job_provenance"] = {"model": prov.get("model"), "loras": prov.get("params", {}).get("loras")}
+        panel.apply_results([item.results[0]])
+        settle(doc)
+        results["layers_after_apply"] = layer_names(doc)
+    results["driver_seconds_to_result"] = round(time.monotonic() - t_start, 1)
+    step("first result applied")
+
+
 def on_window():
     QTimer.singleShot(1500, scenario)
 
 
-QTimer.singleShot(240000, lambda: (results.__setitem__("timeout", True), finish(3)))
+QTimer.singleShot(int(os.environ.get("DD_DRIVER_TIMEOUT_MS", "240000")), lambda: (results.__setitem__("timeout", True), finish(3)))
 Krita.instance().notifier().windowCreated.connect(on_window)
