@@ -118,3 +118,7 @@ class RawEngine:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+# Long opt-in runs (``DD_TEST_LONG=1``): the full counts of the reliability figures; CI runs smaller ones.
+LONG = os.environ.get("DD_TEST_LONG", "").strip() not in ("", "0")

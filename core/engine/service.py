@@ -205,9 +205,14 @@ class EngineService:
         t0 = time.perf_counter()
         log.info("job %s (%s) starts on %s", job.id, job.request.mode, device)
         try:
-            if self._models is None:  # the first job waits for the device probe and the libraries
-                job.control.set_phase("loading")
+            from ..models import loader
+
+            if self._models is None or not loader.libraries_imported():
+                job.control.set_phase("loading")  # the first job waits for the device probe and the libraries
             models = self.models()
+            # Every import of the heavy libraries is finished before a job runs: diffusers' lazy imports
+            # are not thread-safe, and the warm-up may be importing them right now (it holds the lock).
+            loader.import_libraries()
             with results_in(self._result_maker(job)):
                 res = run_with_memory_retry(lambda: pipelines.execute(job.request, models, job.control), models)
             outcome = Outcome("result", in_request_layout(job.request, res))
@@ -362,10 +367,7 @@ class EngineService:
             if self._warm_up:
                 from ..models import loader
 
-                loader.quiet_libraries()
-                for e in caps.models:
-                    if e["found"] and e["key"] in CATALOG:
-                        loader.pipeline_class(CATALOG[e["key"]].pipeline)
+                loader.import_libraries()
                 log.info("libraries imported after %.2f s", time.perf_counter() - t0)
         except Exception:
             log.exception("warm-up failed")
