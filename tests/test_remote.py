@@ -1,6 +1,6 @@
 """Remote mode: ``python -m core serve`` prints its token once, refuses connections without it, speaks
-TLS when given a certificate, warns on a plain-text non-loopback listener, and runs jobs for clients
-that present the token."""
+TLS when given a certificate, refuses a plain-text non-loopback listener unless asked (and then warns),
+and runs jobs for clients that present the token."""
 
 import asyncio
 import shutil
@@ -14,7 +14,7 @@ import time
 import pytest
 
 from core.contract.events import Failed, Finished
-from core.engine.serve import is_loopback, parse_listen, plaintext_warning
+from core.engine.serve import is_loopback, parse_listen, plaintext_refusal, plaintext_warning
 from core.link import protocol as P
 from core.link.client import EngineClient, EngineError
 from core.pipelines import run_job
@@ -186,8 +186,15 @@ def test_tls_is_really_used_and_verified(server):
     assert err.code == "engine_start_failed" and "certificate" in str(err).lower()
 
 
-def test_plain_text_on_a_non_loopback_address_warns_loudly():
-    proc, lines = start_server(["--listen", "0.0.0.0:0"], None)
+def test_plain_text_on_a_non_loopback_address_is_refused_unless_asked_for():
+    out = subprocess.run([sys.executable, "-m", "core", "serve", "--listen", "0.0.0.0:0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert "refusing to listen on 0.0.0.0 without TLS" in out.stderr and "clear text" in out.stderr
+    assert "--cert" in out.stderr and "--insecure-plaintext" in out.stderr
+    assert "Traceback" not in out.stderr
+
+    proc, lines = start_server(["--listen", "0.0.0.0:0", "--insecure-plaintext"], None)
     proc.terminate()
     err = proc.stderr.read()
     assert proc.wait(30) == 0
@@ -196,6 +203,11 @@ def test_plain_text_on_a_non_loopback_address_warns_loudly():
 
 
 def test_warning_rules_and_listen_parsing():
+    assert plaintext_refusal("0.0.0.0", tls=False, allowed=False) and plaintext_refusal("10.0.0.2", False, False)
+    assert plaintext_refusal("0.0.0.0", tls=True, allowed=False) is None
+    assert plaintext_refusal("0.0.0.0", tls=False, allowed=True) is None
+    assert plaintext_refusal("127.0.0.1", tls=False, allowed=False) is None
+    assert plaintext_refusal("localhost", tls=False, allowed=False) is None
     assert plaintext_warning("0.0.0.0", tls=False) and plaintext_warning("192.168.1.20", tls=False)
     assert plaintext_warning("0.0.0.0", tls=True) is None
     assert plaintext_warning("127.0.0.1", tls=False) is None and plaintext_warning("::1", tls=False) is None

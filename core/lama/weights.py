@@ -39,6 +39,8 @@ def install_hint() -> str:
 def find_weights(explicit: str | Path | None = None, models_dir: Path | None = None) -> Path:
     """The LaMa weights file: ``explicit`` (a .safetensors file or a folder holding one), else the
     app's models folder.  Raises ModelNotFound (with what to do) or UnsafeModelFile for pickles."""
+    if explicit == FOLDER:    # the catalogue's key for LaMa: the models folder's copy
+        explicit = None
     if explicit:
         p = Path(explicit).expanduser()
         if p.is_file():
