@@ -144,6 +144,16 @@ def _weights_variant(folder: Path) -> tuple[bool, str | None]:
             return False, None
         if not any(".fp16." not in f for f in safes):
             variant = "fp16"
+    for comp, entry in index.items():   # any other component diffusers would load (never the safety checker)
+        if comp in WEIGHT_COMPONENTS or comp == "safety_checker" or not (isinstance(entry, list) and entry
+                                                                        and entry[0]):
+            continue
+        d = folder / comp
+        files = [p.name for p in d.iterdir()] if d.is_dir() else []
+        if not any(f.endswith(".safetensors") for f in files):
+            pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+            if pickles:
+                raise pickle_refusal(d / pickles[0])
     return True, variant
 
 
@@ -307,7 +317,7 @@ def check_remote_model(name, models_dir: Path | None = None) -> None:
     on this machine, gets the same ValidationError, which says nothing about the server's files."""
     from ..contract.params import ValidationError
 
-    if name is None or name in CATALOG or name == LAMA_KEY:
+    if name is None or isinstance(name, str) and (name in CATALOG or name == LAMA_KEY):
         return
     models_dir = Path(models_dir) if models_dir else paths.models_dir()
     if isinstance(name, str) and _installed_folder(name, models_dir) is not None:
