@@ -237,7 +237,7 @@ class JobRequest:
         origin = _pair(d.get("origin"), "origin", "[x, y]: two whole numbers", -MAX_SIDE, MAX_SIDE, (0, 0))
         canvas = _pair(d.get("canvas"), "canvas", f"[width, height]: two whole numbers in 1–{MAX_SIDE}", 1,
                        MAX_SIDE, None)
-        return cls(mode=d.get("mode"), params=params, options=options, model=d.get("model"),
+        return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
                    origin=origin, canvas=canvas, **bufs)
 
 

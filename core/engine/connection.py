@@ -21,12 +21,12 @@ from ..link.protocol import (
     Message,
     MessageError,
     ProtocolError,
-    check_declared,
     encode,
     error,
     job_id_or_none,
     read_message,
 )
+from .declared import check_declared
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_PREVIEWS = 4

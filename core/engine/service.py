@@ -38,25 +38,11 @@ from ..link.protocol import (
     result,
 )
 from .jobqueue import DuplicateJob, Job, JobQueue, Outcome, QueueClosed
+from .queuenews import QueueNews
 
 log = logging.getLogger(__name__)
-QUEUE_EVERY = 0.25   # seconds between queue updates to one client (changes only, coalesced)
 # An absolute server path inside a message ("/srv/models/x", "~/x", "C:\\x"): a remote client is not told.
 _SERVER_PATH = re.compile(r"(?<![\w.~-])(?:~|[A-Za-z]:)?[/\\][^\s,;'\"()]*")
-
-
-EXACT_POSITIONS = 16  # positions up to this are always told exactly; further back, when they moved by 1/8
-
-
-def worth_telling(told: int | None, position: int) -> bool:
-    """Whether a job's new queue position is worth a message: it was never told, it is near the front
-    (or running), or it moved by an eighth since it was last told.  As a queue of n jobs drains, each
-    job is then told O(log n) times instead of n: queue traffic grows like n log n, not n²."""
-    if told is None:
-        return True
-    if told == position:
-        return False
-    return position <= EXACT_POSITIONS or abs(told - position) * 8 >= told
 
 
 def redact_paths(text: str) -> str:
@@ -87,10 +73,6 @@ class EngineService:
         self._models_dir, self._hub_cache, self._capacity = models_dir, hub_cache, capacity
         self._policy = models.policy if models is not None else None
         self._lock = threading.RLock()         # policy, models, capabilities
-        self._told_lock = threading.Lock()     # the queue positions each client was last told
-        self._told: dict[int, dict[str, int]] = {}
-        self._queue_dirty = False
-        self._next_queue = 0.0
         self._connections: list = []
         self._capabilities: Capabilities | None = None
         self._warm_up = warm_up
@@ -98,7 +80,8 @@ class EngineService:
         self.closing = False
         self.stopped = threading.Event()
         self.queue = JobQueue(self._execute, devices=(self._queue_device(),), on_final=self._final,
-                              on_change=self._queue_changed)
+                              on_change=lambda: self.queue_news.changed())
+        self.queue_news = QueueNews(self.queue.positions_by_owner)
         self._handlers = {
             "submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
             "capabilities": self._send_capabilities, "heartbeat": lambda conn, msg: None,
@@ -205,8 +188,7 @@ class EngineService:
         job.control = self._control(job)
 
         def announce(pos):
-            with self._told_lock:
-                self._told.setdefault(id(conn), {})[job_id] = pos
+            self.queue_news.accepted(conn, job_id, pos)
             conn.send(message("accepted", job_id=job_id, position=pos))
 
         try:
@@ -301,28 +283,6 @@ class EngineService:
         if hold is not None:
             hold.release()
         job.request = None              # its pixels go now, not whenever the job object is collected
-
-    def _queue_changed(self) -> None:
-        """The queue moved: tell its clients, at most every ``QUEUE_EVERY`` seconds (the heartbeat
-        thread sends it), and only the positions that changed enough since they were last told
-        (``worth_telling``; a client applies the positions it is given and keeps the others).  An update
-        is then as long as what changed, not the whole queue: 1000 queued jobs no longer cost a
-        megabyte per change."""
-        self._queue_dirty = True
-
-    def _send_queue(self) -> None:
-        snapshot = self.queue.positions_by_owner()
-        updates = []
-        with self._told_lock:
-            told, self._told = self._told, {}
-            for key, (owner, positions) in snapshot.items():
-                before = told.get(key, {})
-                changed = {j: p for j, p in positions.items() if worth_telling(before.get(j), p)}
-                self._told[key] = {**{j: before[j] for j in positions if j in before}, **changed}
-                if changed:
-                    updates.append((owner, changed))
-        for owner, changed in updates:
-            owner.send(message("queue", positions=changed))
 
     # --- models and capabilities -----------------------------------------------------------------
 
@@ -475,13 +435,10 @@ class EngineService:
     def _heartbeats(self) -> None:
         while not self.stopped.wait(0.05):
             now = time.monotonic()
-            if self._queue_dirty and now >= self._next_queue:
-                self._queue_dirty = False
-                self._next_queue = now + QUEUE_EVERY
-                try:
-                    self._send_queue()
-                except Exception:
-                    log.exception("sending queue positions failed")
+            try:
+                self.queue_news.send_due(now)
+            except Exception:
+                log.exception("sending queue positions failed")
             with self._lock:
                 conns = list(self._connections)
             for c in conns:

@@ -22,17 +22,11 @@ EXIT_OK, EXIT_PROTOCOL = 0, 2
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core.engine",
                                  description="Diffusion Dock engine on stdin/stdout (started by the editor's client).")
-    add_engine_options(ap, network=False)
+    add_engine_options(ap)
     return ap
 
 
-def add_engine_options(ap: argparse.ArgumentParser, *, network: bool = True) -> None:
-    """The engine's options; ``network``: also those of a network server (``python -m core serve``:
-    ``serve.add_network_options``).  The stdio engine passes False."""
-    if network:
-        from .serve import add_network_options
-
-        add_network_options(ap)
+def add_engine_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
     ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
     ap.add_argument("--compile", action="store_true",

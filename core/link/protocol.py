@@ -25,7 +25,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 
 from ..contract.events import Accepted, Capabilities, Failed, Finished, JobCancelled, Preview, Progress
-from ..contract.jobs import JobRequest, JobResult, check_buffer_header
+from ..contract.jobs import JobRequest, JobResult
 from ..contract.params import ValidationError, shown
 
 PROTOCOL_VERSION = 1
@@ -198,47 +198,6 @@ def parse_header(raw: bytes, payload_len: int, limits: Limits = LIMITS) -> tuple
     return header, sizes
 
 
-def check_declared(header: dict, sizes: list[int]) -> None:
-    """What an engine checks about a client's frame before it reads the payloads: only ``submit``
-    carries any, and each one's size must be what the request's own description of that buffer
-    (width × height × the format's bytes per pixel) says.  MessageError otherwise (the payloads are then
-    skipped unread).  A payload moved to shared memory (``bulk``) travels as 0 bytes and is checked
-    when it is taken."""
-    if not any(sizes):    # nothing to read: the message itself is checked when it is handled
-        return
-    kind = header.get("type")
-    if kind != "submit":
-        raise MessageError("bad_message", f"{shown(kind)} messages carry no payloads, got {len(sizes)}")
-    job_id = _job_id_or_none(header)
-    names = header.get("buffers")
-    if (not isinstance(names, list) or len(names) != len(sizes) or not all(isinstance(n, str) for n in names)
-            or len(set(names)) != len(names)):
-        raise MessageError("bad_message", "submit: 'buffers' must name each payload once, in order",
-                           job_id=job_id, parameter="buffers")
-    request = header.get("request")
-    described = request.get("buffers") if isinstance(request, dict) else None
-    if not isinstance(described, dict):
-        raise MessageError("invalid_parameter", "submit: the request must describe its buffers "
-                                                "(request.buffers)", job_id=job_id, parameter="buffers")
-    moved = set()
-    for ref in header.get("bulk") or ():
-        if isinstance(ref, dict) and type(ref.get("index")) is int:
-            moved.add(ref["index"])
-    for i, (name, size) in enumerate(zip(names, sizes)):
-        if name not in described:
-            raise MessageError("invalid_parameter", f"submit: payload {shown(name)} is not described in "
-                                                    f"request.buffers", job_id=job_id, parameter="buffers")
-        try:
-            need = check_buffer_header(name, described[name])
-        except ValidationError as e:
-            raise MessageError("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter) from None
-        if size != need and not (size == 0 and i in moved):
-            raise MessageError("invalid_parameter",
-                               f"buffer {name!r}: {described[name]['width']}x{described[name]['height']} "
-                               f"{described[name]['format']} is {need} bytes, the frame declares {size}",
-                               job_id=job_id, parameter=name)
-
-
 def read_message(read, limits: Limits = LIMITS, admit=None) -> Message | None:
     """Read one frame with ``read(n)`` (a blocking file-like read).  None at a clean end of stream.
 
@@ -378,7 +337,7 @@ def _field(msg: Message, name: str, kind, *, optional: bool = False):
     if kind is int and type(value) is not int or kind is not int and not isinstance(value, kind):
         what = _KINDS.get(kind, "another kind of value")
         raise MessageError("bad_message", f"{shown(msg.type)}: {name!r} must be {what}, got {shown(value)}",
-                           job_id=_job_id_or_none(msg), parameter=name)
+                           job_id=job_id_or_none(msg), parameter=name)
     return value
 
 
@@ -398,11 +357,9 @@ def job_id_or_none(msg) -> str | None:
     return j if valid_job_id(j) else None
 
 
-_job_id_or_none = job_id_or_none
-
 
 def job_id_of(msg: Message) -> str:
-    job_id = _job_id_or_none(msg)
+    job_id = job_id_or_none(msg)
     if job_id is None:
         raise MessageError("bad_message", f"{shown(msg.type)}: {JOB_ID_RULE}, got {shown(msg.header.get('job_id'))}",
                            parameter="job_id")
@@ -454,7 +411,7 @@ def request_of(msg: Message) -> JobRequest:
     if (not isinstance(names, list) or len(names) != len(msg.payloads)
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
         raise MessageError("bad_message", "submit: 'buffers' must name each payload once, in order",
-                           job_id=_job_id_or_none(msg), parameter="buffers")
+                           job_id=job_id_or_none(msg), parameter="buffers")
     described = d.get("buffers")
     if described is None:
         described = {}
@@ -473,10 +430,10 @@ def result_of(msg: Message) -> JobResult:
     try:
         return JobResult.from_header(h, list(msg.payloads))
     except ValidationError as e:
-        raise MessageError("bad_message", f"result: {e}", job_id=_job_id_or_none(msg)) from None
+        raise MessageError("bad_message", f"result: {e}", job_id=job_id_or_none(msg)) from None
     except (TypeError, ValueError, KeyError, AttributeError):
         raise MessageError("bad_message", "result: the result's description does not follow the protocol",
-                           job_id=_job_id_or_none(msg)) from None
+                           job_id=job_id_or_none(msg)) from None
 
 
 def preview(job_id: str, width: int, height: int, data) -> Message:
@@ -504,7 +461,7 @@ def event_of(msg: Message):
     kind = msg.type
     if kind not in ("accepted", "progress", "preview", "result", "error", "cancelled"):
         return None
-    if kind == "error" and _job_id_or_none(msg) is None:
+    if kind == "error" and job_id_or_none(msg) is None:
         return None
     job_id = job_id_of(msg)
     if kind == "accepted":
