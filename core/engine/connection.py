@@ -193,7 +193,7 @@ class Connection(PeerBase):
                         break
                     continue
                 except (OSError, ValueError) as e:  # reset, timeout, closed file
-                    reason = f"read failed: {e}"
+                    reason = f"read failed ({type(e).__name__})"
                     break
                 if msg is None:
                     break

@@ -108,11 +108,22 @@ def plaintext_warning(host: str, tls: bool) -> str | None:
 
 
 def tls_context(cert: str, key: str):
+    """The server's TLS context, or ValueError in our words."""
     import ssl
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    for flag, path in (("--cert", cert), ("--key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ValueError(f"{flag}: cannot read {path} ({e.strerror or 'not readable'})") from None
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError):     # (before logging is set up: the ssl module's words are dropped)
+        raise ValueError(f"--cert and --key must be a PEM certificate and its own private key (unencrypted); "
+                         f"{cert} and {key} are not") from None
     return ctx
 
 
@@ -134,7 +145,7 @@ def run(args) -> int:
             if value is not None and value < 1:
                 raise ValueError(f"--{opt.replace('_', '-')} must be at least 1, got {value}")
         ctx = tls_context(args.cert, args.key) if args.cert else None
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     limits = ServeLimits.for_machine(getattr(args, "max_upload_mb", None), getattr(args, "max_connections", None))
