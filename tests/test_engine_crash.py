@@ -297,6 +297,7 @@ def test_jobs_waiting_for_a_starting_engine_can_be_cancelled_and_stop_ends_the_r
 KILLS = 100 if LONG else 10
 
 
+@pytest.mark.timeout(300 + 150 * KILLS)    # each round starts a fresh engine (imports, model load)
 def test_kill_9_mid_job_again_and_again_every_job_ends_and_none_is_lost(loop, tiny_root):
     """The reliability figure: the engine is killed (SIGKILL) in the middle of a job, KILLS times.  Each
     time the client reports that job as engine_died, restarts the engine and runs the job queued behind
@@ -319,7 +320,7 @@ def test_kill_9_mid_job_again_and_again_every_job_ends_and_none_is_lost(loop, ti
             rounds.append((pid, client.engine_pid, running.events, [w.events for w in queued]))
         await client.stop()
 
-    loop.run(go(), timeout=600 + 60 * KILLS)
+    loop.run(go(), timeout=240 + 140 * KILLS)
     recoveries = lost = 0
     for pid, new_pid, running_events, queued_events in rounds:
         assert finals_of(running_events) == [running_events[-1]]

@@ -52,7 +52,8 @@ def setup(name: str = "engine", level: int = logging.INFO) -> Path | None:
         handler: logging.Handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=5 << 20, backupCount=3, encoding="utf-8")
     except Exception as e:  # no writable log folder: stderr is still not the protocol stream
-        print(f"engine: cannot write the log file ({e}); logging to stderr", file=sys.stderr)
+        reason = getattr(e, "strerror", None) or "the folder is not writable"
+        print(f"engine: cannot write the log file ({reason}); logging to stderr", file=sys.stderr)
         handler = logging.StreamHandler(sys.stderr)
         path = None
     handler.setFormatter(OneLineFormatter(FORMAT))
