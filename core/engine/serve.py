@@ -127,8 +127,10 @@ def tls_context(cert: str, key: str):
     return ctx
 
 
-def run(args) -> int:
-    """Entry point of ``python -m core serve``."""
+def run(args, make_service=None) -> int:
+    """Entry point of ``python -m core serve``.  ``make_service(args)``: another service behind the same
+    front, which authenticates its clients itself (``core.cluster``: a Ray Serve cluster, per-artist
+    tokens); None when it could not start (it said why)."""
     from ..models import env
     from . import logs
     from .stdio import service_kwargs
@@ -151,11 +153,17 @@ def run(args) -> int:
     limits = ServeLimits.for_machine(getattr(args, "max_upload_mb", None), getattr(args, "max_connections", None))
     env.apply()
     logs.setup("engine-serve", getattr(logging, args.log_level))
-    from .service import EngineService
+    token: str | None = None
+    if make_service is not None:
+        service = make_service(args)
+        if service is None:
+            return 2
+    else:
+        from .service import EngineService
 
-    service = EngineService(allow_shutdown=False, **service_kwargs(args))
-    token = secrets.token_urlsafe(32)
-    service.token = token
+        service = EngineService(allow_shutdown=False, **service_kwargs(args))
+        token = secrets.token_urlsafe(32)
+        service.token = token
     try:
         return asyncio.run(_serve(service, host, port, ctx, token, limits))
     except KeyboardInterrupt:   # before the signal handlers were installed
@@ -200,7 +208,7 @@ def _listeners(host: str, port: int) -> list[socket.socket]:
     return socks
 
 
-async def _serve(service, host: str, port: int, ctx, token: str, limits: ServeLimits | None = None,
+async def _serve(service, host: str, port: int, ctx, token: str | None, limits: ServeLimits | None = None,
                  ready=None, stop: asyncio.Event | None = None, signals: bool = True) -> int:
     """Serve until ``stop`` is set (SIGINT/SIGTERM set it, with ``signals``).  ``ready(url)`` is called
     once listening (tests run the server in-process, in a thread: ``signals=False``)."""
@@ -279,8 +287,11 @@ async def _serve(service, host: str, port: int, ctx, token: str, limits: ServeLi
     shown = f"[{host}]" if ":" in host else host
     url = f"{'tls' if ctx else 'tcp'}://{shown}:{bound}"
     print(f"Diffusion Dock engine serving on {url}", flush=True)
-    print(f"token: {token}", flush=True)
-    print("Give the URL and the token to the dock. The token is shown only this once.", flush=True)
+    if token is not None:
+        print(f"token: {token}", flush=True)
+        print("Give the URL and the token to the dock. The token is shown only this once.", flush=True)
+    else:
+        print("clients: per-artist tokens (python -m core serve tokens add NAME)", flush=True)
     log.info("serving on %s (TLS %s; limits %s)", url, "on" if ctx else "off", limits)
     warning = plaintext_warning(host, ctx is not None)
     if warning:
@@ -300,7 +311,9 @@ async def _serve(service, host: str, port: int, ctx, token: str, limits: ServeLi
             sock.close()
         service.closing = True
         for conn in pool.all():
-            service.queue.cancel_owner(conn)     # queued jobs end now, told; a running one at its next step
+            queue = getattr(service, "queue", None)    # (a cluster gateway cancels in ``disconnected``)
+            if queue is not None:
+                queue.cancel_owner(conn)         # queued jobs end now, told; a running one at its next step
             conn.kick(error("engine_shutting_down", "the server is stopping", fatal=True), "server stopping")
         if tasks:
             await asyncio.wait(list(tasks), timeout=10)
