@@ -62,3 +62,31 @@ def test_a_bug_in_a_message_handler_is_an_internal_error_in_our_words(peer, monk
     peer.send(P.submit("after", REQ))                   # the connection carries on
     peer.wait(lambda m: m.get("job_id") == "after" and m.type in ("error", "result"))
     assert [m.type for m in peer.messages if m is not None and m.get("job_id") == "after"][-1] == "result"
+
+
+def test_a_remote_client_names_installed_loras_and_embeddings_only(models, tmp_path):
+    """A path, or a name not installed, gets one refusal that says nothing about the server's files."""
+    from dataclasses import replace as swap
+
+    from core.contract.jobs import Params
+
+    svc = EngineService(models=models, warm_up=False, allow_shutdown=False, token="t" * 43)
+    (models.models_dir / "loras").mkdir(exist_ok=True)
+    peer = socket_peer(svc, needs_token=True)
+    try:
+        peer.send(P.hello(token="t" * 43))
+        texts = set()
+        for i, (field, value) in enumerate([("loras", [["/etc/x.safetensors", 1.0]]),
+                                            ("loras", [["../x.safetensors", 1.0]]),
+                                            ("loras", [["missing.safetensors", 1.0]]),
+                                            ("embeddings", ["~/e.safetensors"]),
+                                            ("embeddings", ["nope.safetensors"])]):
+            params = swap(REQ.params, **{field: value}) if isinstance(REQ.params, Params) else REQ.params
+            peer.send(P.submit(f"a{i}", swap(REQ, params=params)))
+            err = final_error(peer, f"a{i}")
+            assert err.get("code") == "invalid_parameter" and err.get("parameter") == field, err.header
+            texts.add(err.get("message").split(": ", 1)[1])
+        assert len(texts) == 1 and "/etc" not in texts.pop()
+    finally:
+        peer.close()
+        svc.close()

@@ -176,11 +176,14 @@ class EngineService:
                 raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
                                               f"(version {__version__})")
             if conn.needs_token:    # a remote client names installed models, never server paths
+                from ..models import adapters
                 from ..models.resolver import check_remote_model
 
+                where = self._models.models_dir if self._models else self._models_dir
                 for name in NAMED_FILE_FIELDS:
-                    check_remote_model(getattr(req, name), self._models.models_dir if self._models
-                                       else self._models_dir)
+                    check_remote_model(getattr(req, name), where)
+                adapters.check_remote("loras", [f for f, _ in req.params.loras], where)
+                adapters.check_remote("embeddings", list(req.params.embeddings), where)
         except ValidationError as e:
             conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))
             return None
