@@ -264,7 +264,13 @@ def _dataclass_from(klass, d, name):
     if unknown:
         raise ValidationError(name, f"{name}: unknown field {P.shown(unknown[0])}; {name} has "
                                     f"{', '.join(known)}")
-    return klass(**d)
+    defaults = klass()      # JSON lists become the tuples of tuple fields (loras, embeddings)
+    return klass(**{k: _frozen(v) if isinstance(v, list) and isinstance(getattr(defaults, k), tuple) else v
+                    for k, v in d.items()})
+
+
+def _frozen(value):
+    return tuple(_frozen(v) if isinstance(v, list) else v for v in value)
 
 
 def validate(req: JobRequest) -> JobRequest:
