@@ -184,8 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-config", metavar="cluster.yaml", help="replicas, GPUs, models, limits (docs/cluster.md)")
     p.add_argument("--tokens", metavar="FILE", help="the per-artist tokens file (default: tokens.json in the "
                                                     "app's config folder)")
+    from .engine.serve import add_network_options
     from .engine.stdio import add_engine_options
 
+    add_network_options(p)
     add_engine_options(p)
 
     p = sub.add_parser("demo", help="inpaint the sample image in resources/ (tiny smoke models if SD2 is absent)")

@@ -39,6 +39,17 @@ def require(condition, reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="the full counts of the reliability figures (10,000 fuzzed frames, 100 engine kills, "
+                          "...); the same as DD_TEST_LONG=1")
+
+
+def pytest_configure(config):
+    if config.getoption("--long"):     # before the test modules are imported: they read it at import
+        os.environ["DD_TEST_LONG"] = "1"
+
+
 def pytest_runtest_setup(item):
     """Tests marked ``krita`` need the real Krita from apt (``krita``/``kritarunner``; with
     ``@pytest.mark.krita(gui=True)`` also ``xvfb-run``).  Without them they are skipped, except under

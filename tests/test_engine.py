@@ -190,6 +190,17 @@ def test_missing_model_fails_cleanly_and_the_engine_carries_on(engine, loop, tmp
     assert isinstance(run(loop, engine, inpaint_request(IMG, MASK, steps=2))[-1], Finished)
 
 
+def test_the_local_engine_takes_a_model_folder_by_its_path(engine, loop, tiny_root, tmp_path):
+    """Paths are refused from remote clients only (tests/test_serve_limits.py): the editor's own engine
+    loads a model folder it is given, wherever it is."""
+    import shutil
+
+    folder = tmp_path / "elsewhere" / "my-inpainting"
+    shutil.copytree(tiny_root / "sd2-inpainting", folder)
+    events = run(loop, engine, replace(inpaint_request(IMG, MASK, steps=2), model=str(folder)))
+    assert isinstance(events[-1], Finished), events[-1]
+
+
 def test_cancel_the_running_job_within_a_step(engine, loop):
     async def go():
         handle = engine.submit(inpaint_request(IMG, MASK, steps=400, strength=1.0))

@@ -40,6 +40,11 @@ DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
 # writes it): the engine reads its red channel, decoded from linear light where the layer is linear.
 DEPTH_INPUT_FORMATS = DEPTH_FORMATS + EDITOR_FORMATS
 MAX_SIDE = 16384
+MODEL_MAX_CHARS = 4096
+# Request fields that name a file or folder on the engine's machine (a model today; LoRAs, embeddings or
+# control images would be listed here too).  A remote client may only give names of installed things
+# there (core.models.resolver.check_remote_model), never paths.
+NAMED_FILE_FIELDS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -68,23 +73,54 @@ class ImageBuffer:
         return {"width": self.width, "height": self.height, "format": self.format, "linear": self.linear}
 
     @classmethod
-    def from_header(cls, header: dict, data) -> ImageBuffer:
-        return cls(int(header["width"]), int(header["height"]), str(header["format"]), data,
-                   bool(header.get("linear", False)))
+    def from_header(cls, header: dict, data, name: str = "image") -> ImageBuffer:
+        """The buffer a JSON header describes (``header()``'s inverse); ValidationError naming the buffer
+        and the field for anything else."""
+        check_buffer_header(name, header)
+        return cls(header["width"], header["height"], header["format"], data, header.get("linear", False))
 
     def check(self, name: str, formats=None) -> None:
-        if self.format not in PIXEL_FORMATS:
-            raise ValidationError(name, f"{name}: unknown pixel format {self.format!r}; "
+        if not isinstance(self.format, str) or self.format not in PIXEL_FORMATS:
+            raise ValidationError(name, f"{name}: unknown pixel format {P.shown(self.format)}; "
                                         f"use one of {', '.join(PIXEL_FORMATS)}")
         if formats is not None and self.format not in formats:
             raise ValidationError(name, f"{name} must be in format {', '.join(formats)}, got {self.format}")
         for side, v in (("width", self.width), ("height", self.height)):
-            if not isinstance(v, int) or not (1 <= v <= MAX_SIDE):
-                raise ValidationError(name, f"{name} {side} must be in 1–{MAX_SIDE} px, got {v!r}")
+            if type(v) is not int or not (1 <= v <= MAX_SIDE):
+                raise ValidationError(name, f"{name} {side} must be in 1–{MAX_SIDE} px, got {P.shown(v)}")
         if len(self.data) != self.expected_nbytes():
             raise ValidationError(
                 name, f"{name}: {self.width}x{self.height} {self.format} needs {self.expected_nbytes()} bytes, "
                       f"got {len(self.data)}")
+
+
+BUFFER_FIELDS = ("width", "height", "format", "linear")
+
+
+def check_buffer_header(name: str, header) -> int:
+    """Check a buffer's JSON description ({"width", "height", "format", "linear"}) and return how many
+    bytes its pixels take.  ValidationError (parameter ``name``) naming the field and what it must be."""
+    where = f"buffer {name!r}"
+    if not isinstance(header, dict):
+        raise ValidationError(name, f"{where} must be described by an object with {', '.join(BUFFER_FIELDS)}, "
+                                    f"got {P.shown(header)}")
+    unknown = [k for k in header if k not in BUFFER_FIELDS]
+    if unknown:
+        raise ValidationError(name, f"{where}: unknown field {P.shown(unknown[0])}; a buffer has "
+                                    f"{', '.join(BUFFER_FIELDS)}")
+    for side in ("width", "height"):
+        v = header.get(side)
+        if type(v) is not int or not 1 <= v <= MAX_SIDE:
+            raise ValidationError(name, f"{where}: {side!r} must be a whole number of pixels in 1–{MAX_SIDE}, "
+                                        f"got {P.shown(v)}")
+    fmt = header.get("format")
+    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
+        raise ValidationError(name, f"{where}: 'format' must be one of {', '.join(PIXEL_FORMATS)}, "
+                                    f"got {P.shown(fmt)}")
+    if not isinstance(header.get("linear", False), bool):
+        raise ValidationError(name, f"{where}: 'linear' must be true or false, got {P.shown(header['linear'])}")
+    channels, size = PIXEL_FORMATS[fmt]
+    return header["width"] * header["height"] * channels * size
 
 
 @dataclass(frozen=True)
@@ -173,41 +209,68 @@ class JobRequest:
 
     @classmethod
     def from_dict(cls, d: dict, data: dict[str, bytes] | None = None) -> JobRequest:
-        """Inverse of ``to_dict``; ``data`` maps buffer name to its bytes.  Unknown keys are refused."""
+        """Inverse of ``to_dict``; ``data`` maps buffer name to its bytes.  Unknown keys are refused, and
+        every refusal is a ValidationError naming the field and what it must be."""
         if not isinstance(d, dict):
-            raise ValidationError("request", "request must be an object")
+            raise ValidationError("request", f"request must be an object, got {P.shown(d)}")
+        unknown = [k for k in d if k not in REQUEST_FIELDS]
+        if unknown:
+            raise ValidationError("request", f"request: unknown field {P.shown(unknown[0])}; a request has "
+                                             f"{', '.join(REQUEST_FIELDS)}")
         data = data or {}
-        params = _dataclass_from(Params, d.get("params") or {}, "params")
-        options = _dataclass_from(Options, d.get("options") or {}, "options")
+        params = _dataclass_from(Params, d.get("params"), "params")
+        options = _dataclass_from(Options, d.get("options"), "options")
+        described = d.get("buffers")
+        if described is None:
+            described = {}
+        if not isinstance(described, dict):
+            raise ValidationError("buffers", f"buffers must be an object naming image, mask or depth, "
+                                             f"got {P.shown(described)}")
         bufs = {}
-        for name, header in (d.get("buffers") or {}).items():
-            if name not in ("image", "mask", "depth"):
-                raise ValidationError("buffers", f"unknown buffer {name!r}")
+        for name, header in described.items():
+            if name not in BUFFER_NAMES:
+                raise ValidationError("buffers", f"unknown buffer {P.shown(name)}; buffers are "
+                                                 f"{', '.join(BUFFER_NAMES)}")
             if name not in data:
                 raise ValidationError(name, f"buffer {name!r} is described but its bytes are missing")
-            try:
-                bufs[name] = ImageBuffer.from_header(header, data[name])
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValidationError(name, f"bad header for buffer {name!r}: {e}") from None
-        origin = d.get("origin") or (0, 0)
-        canvas = d.get("canvas")
-        try:
-            origin = (int(origin[0]), int(origin[1]))
-            canvas = (int(canvas[0]), int(canvas[1])) if canvas else None
-        except (TypeError, ValueError, IndexError):
-            raise ValidationError("origin", "origin and canvas must be pairs of integers") from None
+            bufs[name] = ImageBuffer.from_header(header, data[name], name)
+        origin = _pair(d.get("origin"), "origin", "[x, y]: two whole numbers", -MAX_SIDE, MAX_SIDE, (0, 0))
+        canvas = _pair(d.get("canvas"), "canvas", f"[width, height]: two whole numbers in 1–{MAX_SIDE}", 1,
+                       MAX_SIDE, None)
         return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
                    origin=origin, canvas=canvas, **bufs)
 
 
+REQUEST_FIELDS = ("mode", "params", "options", "model", "origin", "canvas", "buffers")
+BUFFER_NAMES = ("image", "mask", "depth")
+
+
+def _pair(value, name: str, what: str, low: int, high: int, default):
+    if value is None:
+        return default
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(type(v) is int and low <= v <= high for v in value)):
+        raise ValidationError(name, f"{name} must be {what}, got {P.shown(value)}")
+    return (value[0], value[1])
+
+
 def _dataclass_from(klass, d, name):
+    if d is None:
+        return klass()
     if not isinstance(d, dict):
-        raise ValidationError(name, f"{name} must be an object")
-    known = {f.name for f in fields(klass)}
-    unknown = set(d) - known
+        raise ValidationError(name, f"{name} must be an object, got {P.shown(d)}")
+    known = [f.name for f in fields(klass)]
+    unknown = [k for k in d if k not in known]
     if unknown:
-        raise ValidationError(name, f"unknown {name}: {', '.join(sorted(unknown))}")
-    return klass(**d)
+        raise ValidationError(name, f"{name}: unknown field {P.shown(unknown[0])}; {name} has "
+                                    f"{', '.join(known)}")
+    defaults = klass()      # JSON lists become the tuples of tuple fields (loras, embeddings)
+    return klass(**{k: _frozen(v) if isinstance(v, list) and isinstance(getattr(defaults, k), tuple) else v
+                    for k, v in d.items()})
+
+
+def _frozen(value):
+    return tuple(_frozen(v) if isinstance(v, list) else v for v in value)
 
 
 def validate(req: JobRequest) -> JobRequest:
@@ -218,8 +281,11 @@ def validate(req: JobRequest) -> JobRequest:
     """
     P.check_choice("mode", req.mode, MODES)
     mode = MODE_SPECS[req.mode]
-    if req.model is not None and not isinstance(req.model, str):
-        raise ValidationError("model", "model must be text: a folder, a .safetensors file, a hub id or a catalogue key")
+    if req.model is not None:
+        if not isinstance(req.model, str):
+            raise ValidationError("model", f"model must be text: a folder, a .safetensors file, a hub id or a "
+                                           f"catalogue key, got {P.shown(req.model)}")
+        P.check_text("model", req.model, MODEL_MAX_CHARS)
     params = _valid_params(req, mode)
     options = _valid_options(req, mode)
     _check_buffers(req, mode, options)
@@ -240,7 +306,7 @@ def _valid_params(req: JobRequest, mode) -> Params:
         if given and name not in mode.params:
             raise ValidationError(name, f"{name}: {req.mode} takes no {name} (only the SD2 prompt modes do)")
     return replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
-                   seed=seed, weighted=bool(p.weighted), loras=loras, embeddings=embeddings)
+                   seed=seed, weighted=P.check_flag("weighted", p.weighted), loras=loras, embeddings=embeddings)
 
 
 def _valid_options(req: JobRequest, mode) -> Options:
@@ -264,7 +330,8 @@ def _valid_options(req: JobRequest, mode) -> Options:
     if height is not None:
         height = P.check_multiple_of("height", height, 8)
     return replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile, width=width,
-                   height=height, color_match=bool(o.color_match), output_linear=bool(o.output_linear), **sides)
+                   height=height, color_match=P.check_flag("color_match", o.color_match),
+                   output_linear=P.check_flag("output_linear", o.output_linear), **sides)
 
 
 def _check_buffers(req: JobRequest, mode, options: Options) -> None:

@@ -26,7 +26,7 @@ from ..contract.jobcontrol import JobControl
 from ..contract.params import ValidationError
 from .device import DevicePolicy, current_policy
 from .memory import GiB, OutOfMemory, available_memory, free_memory, is_out_of_memory, retry_after_unloading
-from .resolver import ResolvedModel, resolve
+from .resolver import ModelError, ResolvedModel, resolve
 from .weights import FingerprintCache, estimate_weight_bytes
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ModelManager:
                 loaded = self._load(resolved, key, shared_keys, without_depth_estimator)
             except Exception as e:
                 if not is_out_of_memory(e):
-                    self._status(resolved, "failed", message=str(e)[:300])
+                    self._status(resolved, "failed", message=_said(e))
                     raise
                 log.warning("out of memory loading %s: unloading every cached model and retrying", resolved.name)
                 self.unload_all()
@@ -118,7 +118,7 @@ class ModelManager:
                 try:
                     loaded = self._load(resolved, key, shared_keys, without_depth_estimator)
                 except Exception as e2:
-                    self._status(resolved, "failed", message=str(e2)[:300])
+                    self._status(resolved, "failed", message=_said(e2))
                     if is_out_of_memory(e2):
                         raise OutOfMemory(f"not enough memory to load {resolved.name}, even with every other "
                                           f"model unloaded") from e2
@@ -300,6 +300,14 @@ class ModelManager:
             self.on_status({"model": resolved.name, "path": str(resolved.path), "state": state, **extra})
         except Exception:
             log.exception("model status callback failed")
+
+
+def _said(e: Exception) -> str:
+    """What a status message may say about a failed load: our own words (ModelError, ValidationError), never
+    a library's exception text (that goes to the log with the job's failure)."""
+    if isinstance(e, (ModelError, ValidationError)):
+        return str(e)[:300]
+    return "loading failed (an internal error, described in the engine's log)"
 
 
 def _warn_if_compiled(loaded: LoadedModel) -> None:

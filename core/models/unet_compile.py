@@ -177,7 +177,8 @@ class CompiledUNet:
                 self.failed[key] = f"{type(e).__name__}: {e}"
                 self._compiling = None
             log.warning("UNet compilation for %s failed, staying eager: %s", shapes, self.failed[key][:500])
-            self._status("compile_failed", f"{shapes}: {self.failed[key][:300]}")
+            self._status("compile_failed", f"{shapes}: the compiler failed (described in the engine's log); "
+                                           f"this shape runs uncompiled")
             return
         seconds = time.perf_counter() - t0
         with self._lock:
