@@ -394,7 +394,7 @@ def result_name(mode: str, prompt: str, seed: int | None, model: str | None = No
     backend instead of a prompt (Fill) gives ``[Fill] LaMa``, ``[Fill] Patches`` or ``[Fill] OpenCV`` and no seed."""
     known = MODE_SPECS.get(mode)
     if known is not None and known.names_backend:
-        prompt, seed = FILL_NAMES.get((model or "").split(":")[0].split("-")[0], "OpenCV"), None
+        prompt, seed = FILL_NAMES.get((model or "").split(":")[0].split("-")[0], "Patches"), None
     text = " ".join(prompt.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
