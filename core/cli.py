@@ -104,7 +104,7 @@ def _add_region(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .contract.jobs import default_options
+    from .contract.jobs import FILL_BACKENDS, default_options
 
     fill = default_options("fill")
 
@@ -119,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
 
-    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa or OpenCV)")
+    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa, or patches without weights)")
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--mask", required=True, help="selection mask, same size (white = remove)")
-    p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
-                   help="auto (default): LaMa when its weights are installed, else OpenCV")
+    p.add_argument("--backend", choices=FILL_BACKENDS, default="auto",
+                   help="auto (default): LaMa when its weights are installed, else patch (texture-aware, no weights); opencv: Telea, smooth")
     p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
     p.add_argument("--grow", type=whole_number, default=fill.grow,
                    help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
@@ -277,7 +277,7 @@ def cmd_models(args) -> int:
     try:
         print(f"  found    {'big-lama':<16} {find_weights(None, models_dir)}  [fill]")
     except ModelError:
-        print(f"  missing  {'big-lama':<16} (fill works with OpenCV without it)  -> {install_hint()}")
+        print(f"  missing  {'big-lama':<16} (fill works without it, with patches)  -> {install_hint()}")
     others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")

@@ -18,7 +18,8 @@ from .params import ValidationError
 
 MASKED_CONTENT = ("original", "fill", "noise")
 DEPTH_SOURCES = ("auto", "given")
-FILL_BACKENDS = ("auto", "opencv", "lama")
+FILL_BACKENDS = ("auto", "patch", "opencv", "lama")
+FILL_NAMES = {"lama": "LaMa", "patch": "Patches", "opencv": "OpenCV"}   # result layer names by model label
 
 # Pixel layouts.  The editor's own (Krita, little-endian): BGRA U8/U16 and RGBA F16/F32.
 # RGBA_U8/RGB_U8/GRAY_* are used for files and masks.  ``linear`` marks linear-light data.
@@ -156,7 +157,7 @@ class Options:
     tile: int = 96                   # upscale: tile side in input px (tuned by the benchmark)
     width: int | None = None         # generate: target size when there is no selection
     height: int | None = None
-    backend: str = "auto"            # fill: auto | opencv | lama
+    backend: str = "auto"            # fill: auto | patch | opencv | lama
     expand_left: int = 0             # expand: px the canvas grows on each side (contract.expand)
     expand_top: int = 0
     expand_right: int = 0
@@ -457,10 +458,10 @@ class JobResult:
 
 def result_name(mode: str, prompt: str, seed: int | None, model: str | None = None, limit: int = 48) -> str:
     """The name of a result layer, e.g. ``[Inpaint] red scarf (seed 1234)``.  A mode that names its
-    backend instead of a prompt (Fill) gives ``[Fill] LaMa`` or ``[Fill] OpenCV`` and no seed."""
+    backend instead of a prompt (Fill) gives ``[Fill] LaMa``, ``[Fill] Patches`` or ``[Fill] OpenCV`` and no seed."""
     known = MODE_SPECS.get(mode)
     if known is not None and known.names_backend:
-        prompt, seed = ("LaMa" if (model or "").startswith("lama") else "OpenCV"), None
+        prompt, seed = FILL_NAMES.get((model or "").split(":")[0].split("-")[0], "Patches"), None
     text = " ".join(prompt.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"

@@ -369,7 +369,7 @@ class EngineService:
 
     @staticmethod
     def _lama_entry(models_dir) -> dict:
-        """The fast fill's optional LaMa weights (Fill works without them, with OpenCV)."""
+        """The fast fill's optional LaMa weights (Fill works without them, with patches)."""
         from ..lama import weights
         from ..models.resolver import ModelError
 

@@ -51,7 +51,7 @@ def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, p
 
 def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobControl) -> np.ndarray:
     """The region at model size with the repaint area filled by the Fill job's backend (auto: LaMa
-    when installed, else OpenCV)."""
+    when installed, else the patch fill)."""
     from .fill import CancelOnly, choose_backend, fill_array
 
     choice = choose_backend(req.options.backend, None, getattr(models, "models_dir", None))

@@ -141,7 +141,7 @@ def test_a_missing_model_shows_its_install_line_and_the_dock_starts_in_fill(pane
     assert panel.mode == "fill"
     assert panel.last_message[0] == "info" and "Fill" in panel.last_message[1]
     hint = panel.model_hint.text()
-    assert hint.count("\n") == 0 and "LaMa" in hint and "OpenCV" in hint
+    assert hint.count("\n") == 0 and "LaMa" in hint and "patches" in hint
     panel.set_mode("inpaint")
     hint = panel.model_hint.text()
     assert "\n" not in hint and "not installed" in hint

@@ -94,9 +94,9 @@ def test_layer_menu_gets_entries_and_other_menus_do_not(gui_run):
 def test_result_layer_undo_and_redo_in_one_step(gui_run):
     assert gui_run["host_active_layer"] == "Background"
     assert gui_run["with_preview"] == ["[Preview] preview", "Background"]
-    assert gui_run["after_apply"] == ["[Fill] OpenCV", "Background"]
+    assert gui_run["after_apply"] == ["[Fill] Patches", "Background"]
     assert gui_run["after_undo"] == ["Background"]
-    assert gui_run["after_redo"] == ["[Fill] OpenCV", "Background"]
+    assert gui_run["after_redo"] == ["[Fill] Patches", "Background"]
     assert gui_run["provenance_after_redo"]["seed"] == 7
 
 

@@ -302,7 +302,7 @@ class DockPanel(QtWidgets.QWidget):
         for m in missing:
             title = m.get("title") or m.get("key")
             if m.get("optional"):
-                lines.append(f"{title.split(' (')[0]} is not installed: Fill uses OpenCV (hover for LaMa).")
+                lines.append(f"{title.split(' (')[0]} is not installed: Fill copies patches (hover for LaMa).")
                 tips.append(f"For LaMa, {m.get('hint')}")
             else:
                 lines.append(f"{title} is not installed: {m.get('hint')}")

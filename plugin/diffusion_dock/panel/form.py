@@ -22,7 +22,8 @@ from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_sp
 
 FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
-BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "opencv": "OpenCV (fast, smooth)", "lama": "LaMa"}
+BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no model, textured)",
+                  "opencv": "OpenCV (fastest, smooth)", "lama": "LaMa"}
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
