@@ -18,7 +18,16 @@ from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
-from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit, sampler_combo
+from .widgets import (
+    MultipleOf8Spin,
+    RunKeys,
+    SeedEdit,
+    compact_combo,
+    float_spin,
+    int_spin,
+    prompt_edit,
+    sampler_combo,
+)
 
 FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
