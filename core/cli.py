@@ -103,6 +103,14 @@ def _add_region(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
 
 
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    from .contract.samplers import SAMPLER_CHOICES
+
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default="auto",
+                   help="the diffusers scheduler to denoise with (default auto: the model's catalogue choice, "
+                        "DPM++ 2M for SD2; 'model' is the one the model ships with)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .contract.jobs import FILL_BACKENDS, default_options
 
@@ -116,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="selection mask, same size (white = repaint); default: whole image")
     _add_common(p)
     _add_region(p)
+    _add_sampler(p)
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
 
@@ -137,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", help="depth image, same size (white = near); default: estimated with DPT-hybrid")
     _add_common(p)
     _add_region(p)
+    _add_sampler(p)
 
     p = sub.add_parser("depth", help="estimate the depth of an image (white = near), as a 16-bit grayscale PNG")
     p.add_argument("--image", required=True, help="input image")
@@ -157,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=whole_number, help="height in px, a multiple of 8 in 64–8192 (default with --image: its)")
     p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
     _add_common(p)
+    _add_sampler(p)
 
     p = sub.add_parser("expand", help="grow the canvas and paint the new border (stable-diffusion-2-inpainting)",
                        description="Grow the image's canvas and paint the new border from the prompt, "
@@ -169,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--to-aspect", type=aspect_ratio, metavar="W:H",
                        help="grow the shorter way to this aspect ratio, evenly on both sides (e.g. 16:9)")
     _add_common(p)
+    _add_sampler(p)
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
 
     p = sub.add_parser("models", help="list the models the resolver finds")
@@ -209,7 +221,7 @@ def request_from_args(args, mode: str):
         seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False),
         loras=tuple(getattr(args, "lora", None) or ()), embeddings=tuple(getattr(args, "embedding", None) or ()))
     opt = dict(default_options(mode).__dict__)
-    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend"):
+    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler"):
         if getattr(args, name, None) is not None:
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):

@@ -22,6 +22,9 @@ for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
     os.environ.pop(_var, None)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="dd-test-hf-")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Engines compile their UNets by default once idle (issue 22.2): minutes of two cores each.  The engines
+# tests start do not, unless a test asks for it (--compile wins over DD_COMPILE).
+os.environ["DD_COMPILE"] = "0"
 
 from core.models import env as engine_env  # noqa: E402
 

@@ -41,9 +41,15 @@ def test_smoke_run_measures_every_row(smoke):
     assert len(data["load_average"]["start"]) == 3 and len(data["load_average"]["end"]) == 3
     # The figures behind the verdicts are there.
     assert rows[1]["figures"]["gflop_guided_step"] > rows[1]["figures"]["gflop_unguided_step"] > 0
+    rates = rows[1]["figures"]["matmul_rates"]["bfloat16"]                # the floor: best of rates between steps
+    assert rates["n"] >= 4 and rates["max"] == max(rates["all"]) >= rates["median"] >= rates["min"] > 0
+    assert rows[1]["figures"]["matmul_gflops_bf16"] == rates["max"]
+    assert "median" in " ".join(rows[1]["notes"])
     shares = rows[1]["figures"]["time_shares"]                         # where the step's time goes
     assert "convolution" in shares and abs(sum(shares.values()) - 1.0) < 1e-6
     assert rows[2]["figures"]["ours"]["unet_calls"] == data["profile"]["e2e_steps"]
+    felt = rows[2]["figures"]["default_settings"]                       # the speed an artist feels
+    assert (felt["ours_steps"], felt["stock_steps"], felt["stock_calls"]) == (25, 50, 51) and felt["projected"]
     assert rows[2]["figures"]["ours_repeat"]["vae_encodes"] == 0        # the VAE-encode cache hit
     assert rows[2]["figures"]["ours_repeat"]["text_encoding_s"] == 0.0  # the prompt cache hit
     assert rows[3]["figures"]["same_model_inputs_for_every_canvas"] is True

@@ -18,6 +18,11 @@ class ModelSpec:
     unet_in_channels: int
     title: str
     single_files: tuple[str, ...] = ()  # names of the original single-file checkpoints
+    # The sampler a job with sampler "auto" runs (``samplers.SAMPLERS``) and the step count it was
+    # chosen for: DPM-Solver++ 2M at 25 steps, from published comparisons (README, "Samplers").  The
+    # x4 upscaler keeps the scheduler it ships with.
+    sampler: str = "dpmpp_2m"
+    steps: int = 25
 
     @property
     def cache_folder(self) -> str:
@@ -39,7 +44,7 @@ CATALOG: dict[str, ModelSpec] = {
                   "Stable Diffusion 2 depth", ("512-depth-ema.safetensors",)),
         ModelSpec("sd2-x4-upscaler", "stabilityai/stable-diffusion-x4-upscaler",
                   "StableDiffusionUpscalePipeline", 512, "v_prediction", ("upscale",), 7,
-                  "Stable Diffusion x4 upscaler", ("x4-upscaler-ema.safetensors",)),
+                  "Stable Diffusion x4 upscaler", ("x4-upscaler-ema.safetensors",), sampler="model"),
         ModelSpec("sd2-1", "stabilityai/stable-diffusion-2-1",
                   "StableDiffusionPipeline", 768, "v_prediction", ("generate",), 4,
                   "Stable Diffusion 2.1 (768)", ("v2-1_768-ema-pruned.safetensors",)),

@@ -15,6 +15,7 @@ from . import params as P
 from .geometry import Rect
 from .modes import IMAGE_REQUIRED, MODE_SPECS, MODES, SELECTION_REQUIRED, spec
 from .params import ValidationError
+from .samplers import SAMPLER_CHOICES
 
 MASKED_CONTENT = ("original", "fill", "noise")
 DEPTH_SOURCES = ("auto", "given")
@@ -162,6 +163,7 @@ class Options:
     expand_top: int = 0
     expand_right: int = 0
     expand_bottom: int = 0
+    sampler: str = "auto"            # samplers.SAMPLER_CHOICES; auto = the model's catalogue default
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
     output_format: str | None = None
@@ -317,6 +319,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
     P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
     P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
     P.check_choice("backend", o.backend, FILL_BACKENDS)
+    P.check_choice("sampler", o.sampler, SAMPLER_CHOICES)
     if o.output_format is not None:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)

@@ -54,7 +54,9 @@ class EngineService:
     """Shared by every connection of one engine process.
 
     ``models``: a ready ``ModelManager`` (tests); otherwise one is made on first use for the device
-    policy chosen from ``device``/``dtype``/``compile`` (or DD_DEVICE/DD_DTYPE/DD_COMPILE, or the hardware).
+    policy chosen from ``device``/``dtype``/``compile`` (or DD_DEVICE/DD_DTYPE/DD_COMPILE, or the hardware;
+    the UNet is compiled unless ``compile`` is False or DD_COMPILE=0, and only while no job is queued or
+    running: ``compile_gate``).
     ``token``: connections made with ``needs_token`` must present it in their hello.
     ``allow_shutdown``: whether a client may stop the engine (yes over stdio, no for a shared server).
     """
@@ -75,12 +77,15 @@ class EngineService:
         self._lock = threading.RLock()         # policy, models, capabilities
         self._connections: list = []
         self._capabilities: Capabilities | None = None
+        from ..models.compile_gate import CompileGate
+
+        self.compile_gate = CompileGate()
         self._warm_up = warm_up
         self._warm_started = False
         self.closing = False
         self.stopped = threading.Event()
         self.queue = JobQueue(self._execute, devices=(self._queue_device(),), on_final=self._final,
-                              on_change=lambda: self.queue_news.changed())
+                              on_change=self._queue_changed)
         self.queue_news = QueueNews(self.queue.positions_by_owner)
         self._handlers = {
             "submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
@@ -287,16 +292,20 @@ class EngineService:
             hold.release()
         job.request = None              # its pixels go now, not whenever the job object is collected
 
+    def _queue_changed(self) -> None:
+        self.compile_gate.set_busy(len(self.queue) > 0)    # background compilations wait for an idle engine
+        self.queue_news.changed()
+
     # --- models and capabilities -----------------------------------------------------------------
 
     def policy(self):
         with self._lock:
             if self._policy is None:
-                from ..models.device import choose_policy, probe, wants_compile
+                from ..models.device import choose_policy, engine_wants_compile, probe
 
                 self._policy = choose_policy(probe(), self._device or os.environ.get("DD_DEVICE") or None,
                                              self._dtype or os.environ.get("DD_DTYPE") or None,
-                                             compile=self._compile or wants_compile())
+                                             compile=engine_wants_compile(self._compile))
                 log.info("device policy: %s", self._policy)
             return self._policy
 
@@ -306,9 +315,11 @@ class EngineService:
                 from ..models.manager import ModelManager
 
                 self._models = ModelManager(self.policy(), models_dir=self._models_dir, hub_cache=self._hub_cache,
-                                            capacity=self._capacity)
+                                            capacity=self._capacity, compile_gate=self.compile_gate)
             if self._models.on_status is None:
                 self._models.on_status = self._model_status
+            if getattr(self._models, "compile_gate", False) is None:
+                self._models.compile_gate = self.compile_gate
             return self._models
 
     def _model_status(self, status: dict) -> None:

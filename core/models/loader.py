@@ -121,22 +121,12 @@ def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_e
     if pipe.vae.dtype != torch_dtype(vae_dtype):
         pipe.vae.to(torch_dtype(vae_dtype))
         mixed_precision_vae(pipe.vae)
-    use_fast_scheduler(pipe)
+    # The pipeline keeps the scheduler the model ships with: each job makes its own sampler from its
+    # config (core/models/samplers.py).
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.text_encoder, pipe.vae):
         m.eval().requires_grad_(False)
     return pipe
-
-
-def use_fast_scheduler(pipe) -> None:
-    """DPM-Solver++ 2M (Karras sigmas) instead of PNDM/DDIM: good images in 20–25 steps.
-    The prediction type stays what the model's scheduler config says.  The x4 upscaler keeps its own."""
-    from diffusers import DPMSolverMultistepScheduler
-
-    if type(pipe).__name__ == "StableDiffusionUpscalePipeline":
-        return
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-        pipe.scheduler.config, algorithm_type="dpmsolver++", use_karras_sigmas=True)
 
 
 def mixed_precision_vae(vae) -> None:

@@ -64,7 +64,7 @@ class ModelManager:
                  hub_cache: Path | None = None, capacity: int = 2, config: Path | None = None,
                  on_status: Callable[[dict], None] | None = None,
                  available_memory: Callable[[], int | None] | None = None, reserve: int = GiB,
-                 fingerprints: FingerprintCache | None = None):
+                 fingerprints: FingerprintCache | None = None, compile_gate=None):
         self._policy = policy
         self.config = config  # config folder for an explicitly named single-file model
         self.models_dir = models_dir
@@ -78,6 +78,8 @@ class ModelManager:
         self._available = available_memory
         self.reserve = reserve
         self.fingerprints = fingerprints or FingerprintCache.default()
+        # The engine's gate (core/models/compile_gate.py): UNets compile only while no job runs.
+        self.compile_gate = compile_gate
 
     @property
     def policy(self) -> DevicePolicy:
@@ -203,7 +205,7 @@ class ModelManager:
         models would not help, torch keeps a compiled graph's memory (``_warn_if_compiled``)."""
         from .unet_compile import install
 
-        install(unet, has_room=self._fits,
+        install(unet, has_room=self._fits, gate=self.compile_gate,
                 on_status=lambda state, detail: self._status(resolved, state, message=detail))
 
     def _shared_keys(self, resolved: ResolvedModel) -> dict[str, tuple]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..contract import samplers
 from ..contract.jobcontrol import JobControl
-from ..contract.jobs import Params
+from ..contract.jobs import JobRequest, Params
 from .preview import latent_to_rgb
 
 if TYPE_CHECKING:
@@ -19,6 +20,21 @@ def generators(seeds, device: str = "cpu"):
 
     gen_device = "cpu" if device == "mps" else device
     return [torch.Generator(device=gen_device).manual_seed(int(s)) for s in seeds]
+
+
+def sampler_of(req: JobRequest, loaded) -> str:
+    """The sampler the job runs: the request's choice, or for "auto" the loaded model's catalogue default
+    (``catalog.ModelSpec.sampler``; a model outside the catalogue gets ``samplers.FALLBACK``)."""
+    spec = getattr(loaded.resolved, "spec", None)
+    return samplers.resolve(req.options.sampler, spec.sampler if spec is not None else None)
+
+
+def with_sampler(pipe, key: str):
+    """A per-job view of the cached ``pipe`` with its own scheduler for sampler ``key``: the cached
+    pipeline's scheduler is never replaced, so no sampler or scheduler state leaks between jobs."""
+    from ..models.samplers import job_pipeline
+
+    return job_pipeline(pipe, key)
 
 
 def prompt_kwargs(pipe, params: Params) -> tuple[dict, tuple[str, ...]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import adapters, regionjob
 from .base import Output, PipelineBase
-from .common import encode_image, generators, prompt_kwargs, step_callback
+from .common import encode_image, generators, prompt_kwargs, sampler_of, step_callback, with_sampler
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
@@ -95,6 +96,8 @@ class Inpaint(PipelineBase):
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
         loaded = models.get("inpaint", req.model, control=control)
+        sampler = sampler_of(req, loaded)
+        pipe = with_sampler(loaded.pipe, sampler)
         plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
                                size_multiple(loaded.pipe))
         work = regionjob.prepare(req, plan)
@@ -106,17 +109,17 @@ class Inpaint(PipelineBase):
         start = None
         if uses_start_image(req.params):
             prefilled = prefill(req, work, models, control) if content == "fill" else None
-            start = start_latents(loaded.pipe, plan, work, content, prefilled)
+            start = start_latents(pipe, plan, work, content, prefilled)
         t_model = time.perf_counter()
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+            images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start)
         model_seconds = time.perf_counter() - t_model
         warnings = tuple(notes) + tuple(warnings)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
         return Output(patches, loaded.resolved.name, warnings,
                       {"model_seconds": round(model_seconds, 4), "region": list(plan.region.as_tuple()),
-                       "model_size": list(plan.model_size)})
+                       "model_size": list(plan.model_size)}, replace(req.options, sampler=sampler))
 
 
 PIPELINE = Inpaint()

@@ -18,7 +18,16 @@ from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
-from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
+from .widgets import (
+    MultipleOf8Spin,
+    RunKeys,
+    SeedEdit,
+    compact_combo,
+    float_spin,
+    int_spin,
+    prompt_edit,
+    sampler_combo,
+)
 
 FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
@@ -156,6 +165,7 @@ class JobForm(QtWidgets.QWidget):
         self.num_images, self.steps = int_spin("num_images"), int_spin("steps")
         self.guidance, self.strength = float_spin("guidance", 0.5, 1), float_spin("strength", 0.05, 2)
         self.seed = SeedEdit()
+        self.sampler = sampler_combo()
         self.reuse_seed = QtWidgets.QToolButton()
         self.reuse_seed.setObjectName("reuse_seed")
         self.reuse_seed.setText("Last")
@@ -168,6 +178,7 @@ class JobForm(QtWidgets.QWidget):
         self.params_form = QtWidgets.QFormLayout()
         for key, label, widget, box in (("num_images", "Images", self.num_images, None),
                                         ("steps", "Steps", self.steps, None),
+                                        ("sampler", "Sampler", self.sampler, None),
                                         ("guidance", "Guidance", self.guidance, None),
                                         ("strength", "Strength", self.strength, None),
                                         ("seed", "Seed", self.seed, seed_box)):

@@ -153,7 +153,7 @@ class DockSession(QObject):
                 raise EngineNotFound("remote engine: no URL set (Engine settings)")
             return client_mod.EngineClient(url=s.url, token=s.token or None, cafile=s.cafile or None, **common)
         local = find_local_engine(s)
-        args = (["--device", s.device] if s.device else []) + (["--compile"] if s.compile else [])
+        args = (["--device", s.device] if s.device else []) + ([] if s.compile_unet else ["--no-compile"])
         return client_mod.EngineClient(python=local.python, cwd=local.root, engine_args=args, env=self.env,
                                        **common)
 
@@ -254,9 +254,6 @@ class DockSession(QObject):
 
     def loading_models(self) -> list[str]:
         return [m for m, s in self.model_states.items() if s.state == "loading"]
-
-    def compiling_models(self) -> list[str]:
-        return [m for m, s in self.model_states.items() if s.state == "compiling"]
 
     def compile_outcomes(self, states: tuple[str, ...]) -> list[tuple[str, str, str]]:
         """(model, state, message) of the models whose UNet compilation last reported one of ``states``."""
