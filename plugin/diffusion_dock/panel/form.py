@@ -33,10 +33,11 @@ FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
 BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no model, textured)",
                   "opencv": "OpenCV (fastest, smooth)", "lama": "LaMa"}
+VAE_LABELS = {"full": "full VAE (best)", "tiny": "tiny TAESD (fast)"}
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
-               "expand")    # options the job builder sets, never the artist
+               "expand", "vae")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -107,6 +108,9 @@ class JobForm(QtWidgets.QWidget):
         self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
         self._mode_models: dict[str, str] = {}       # mode → the model chosen for it (saved in the settings)
         self._installed: list[dict] = []             # the engine's capabilities entries
+        # Common parameters a mode narrows or starts elsewhere (Live: 1–4 steps, strength 0.5) are kept
+        # per such mode; the other modes share theirs (key "").
+        self._mode_params: dict[tuple[str, str], Any] = {}
         self.bindings: dict[str, Binding] = {}
         self.rows: dict[str, tuple] = {}
         self._invalid: list[QtWidgets.QWidget] = []
@@ -243,6 +247,11 @@ class JobForm(QtWidgets.QWidget):
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
         grow_box = self._build_growth()
+        self.vae = compact_combo("vae")
+        for key in jobs.VAES:
+            self.vae.addItem(VAE_LABELS[key], key)
+        self.vae.setToolTip("What turns pixels into latents and back: the model's full VAE, or the tiny "
+                            "autoencoder TAESD (much faster, a little softer; when it is installed)")
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -255,6 +264,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("image_to_image", "", self.image_to_image, None),
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
                                           ("expand", "Add", None, grow_box),
+                                          ("vae", "Autoencoder", self.vae, None),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
             if widget is not None:
@@ -303,6 +313,7 @@ class JobForm(QtWidgets.QWidget):
         if not force:
             self._mode_options[self._mode] = self.read_options()
         old, self._mode = self._mode, mode
+        self._switch_params(old, mode)
         if self.mode_box.currentIndex() != modes.MODES.index(mode):
             self.mode_box.blockSignals(True)
             self.mode_box.setCurrentIndex(modes.MODES.index(mode))
@@ -312,6 +323,31 @@ class JobForm(QtWidgets.QWidget):
         self.update_rows()
         if mode != old:
             self.mode_changed.emit(mode)
+
+    def _switch_params(self, old: str, new: str) -> None:
+        """The parameters ``old`` or ``new`` keeps apart: save them under ``old``, set their range for
+        ``new`` and put back its values (or its defaults)."""
+        before, after = modes.spec(old), modes.spec(new)
+
+        def own(ms, name):
+            return ms.param_range(name) is not None or name in dict(ms.param_defaults)
+
+        names = {n for n, *_ in (*before.param_ranges, *after.param_ranges)} | \
+            {n for n, _ in (*before.param_defaults, *after.param_defaults)}
+        for name in sorted(names):
+            binding = self.bindings[name]
+            if old != new:
+                self._mode_params[(old if own(before, name) else "", name)] = binding.get()
+            low, high = after.param_range(name) or (params.RANGES[name].low, params.RANGES[name].high)
+            widget = binding.widget
+            if isinstance(widget, QtWidgets.QSpinBox):
+                widget.setRange(int(low), int(high))
+            elif isinstance(widget, QtWidgets.QDoubleSpinBox):
+                widget.setRange(float(low), float(high))
+            key = (new if own(after, name) else "", name)
+            value = self._mode_params.get(key, dict(after.param_defaults).get(name) if key[0] else None)
+            if value is not None:
+                binding.put(value)
 
     @property
     def text_to_image(self) -> bool:
@@ -328,6 +364,7 @@ class JobForm(QtWidgets.QWidget):
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)
+        self.negative.setVisible("negative_prompt" in used)
         for key, (lab, widget) in self.rows.items():
             widget.setVisible(visible[key])
             if lab is not None:
