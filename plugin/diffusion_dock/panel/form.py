@@ -17,6 +17,7 @@ from .. import host as H
 from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
+from .mode_params import ModeParams
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import (
     MultipleOf8Spin,
@@ -108,9 +109,7 @@ class JobForm(QtWidgets.QWidget):
         self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
         self._mode_models: dict[str, str] = {}       # mode → the model chosen for it (saved in the settings)
         self._installed: list[dict] = []             # the engine's capabilities entries
-        # Common parameters a mode narrows or starts elsewhere (Live: 1–4 steps, strength 0.5) are kept
-        # per such mode; the other modes share theirs (key "").
-        self._mode_params: dict[tuple[str, str], Any] = {}
+        self._mode_params = ModeParams()             # Live's own steps and strength
         self.bindings: dict[str, Binding] = {}
         self.rows: dict[str, tuple] = {}
         self._invalid: list[QtWidgets.QWidget] = []
@@ -313,7 +312,7 @@ class JobForm(QtWidgets.QWidget):
         if not force:
             self._mode_options[self._mode] = self.read_options()
         old, self._mode = self._mode, mode
-        self._switch_params(old, mode)
+        self._mode_params.switch(self.bindings, old, mode)
         if self.mode_box.currentIndex() != modes.MODES.index(mode):
             self.mode_box.blockSignals(True)
             self.mode_box.setCurrentIndex(modes.MODES.index(mode))
@@ -323,31 +322,6 @@ class JobForm(QtWidgets.QWidget):
         self.update_rows()
         if mode != old:
             self.mode_changed.emit(mode)
-
-    def _switch_params(self, old: str, new: str) -> None:
-        """The parameters ``old`` or ``new`` keeps apart: save them under ``old``, set their range for
-        ``new`` and put back its values (or its defaults)."""
-        before, after = modes.spec(old), modes.spec(new)
-
-        def own(ms, name):
-            return ms.param_range(name) is not None or name in dict(ms.param_defaults)
-
-        names = {n for n, *_ in (*before.param_ranges, *after.param_ranges)} | \
-            {n for n, _ in (*before.param_defaults, *after.param_defaults)}
-        for name in sorted(names):
-            binding = self.bindings[name]
-            if old != new:
-                self._mode_params[(old if own(before, name) else "", name)] = binding.get()
-            low, high = after.param_range(name) or (params.RANGES[name].low, params.RANGES[name].high)
-            widget = binding.widget
-            if isinstance(widget, QtWidgets.QSpinBox):
-                widget.setRange(int(low), int(high))
-            elif isinstance(widget, QtWidgets.QDoubleSpinBox):
-                widget.setRange(float(low), float(high))
-            key = (new if own(after, name) else "", name)
-            value = self._mode_params.get(key, dict(after.param_defaults).get(name) if key[0] else None)
-            if value is not None:
-                binding.put(value)
 
     @property
     def text_to_image(self) -> bool:
