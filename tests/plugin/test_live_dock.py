@@ -169,7 +169,7 @@ def test_a_host_that_polls_gets_its_frame_one_debounce_after_the_change(qtbot, s
         live.check()                                 # a poll, more often than the debounce
         qtbot.wait(50)
     assert len(session.items) == 2
-    assert time.monotonic() - t >= 0.3
+    assert time.monotonic() - t >= 0.25                # a debounce later (Qt coarse timers: ±5%)
 
 
 class ActivatingDocument(MemoryDocument):
