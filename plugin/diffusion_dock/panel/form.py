@@ -25,16 +25,17 @@ from .widgets import (
     SeedEdit,
     compact_combo,
     float_spin,
+    growth_box,
     int_spin,
     prompt_edit,
     sampler_combo,
+    vae_combo,
 )
 
 FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
 BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no model, textured)",
                   "opencv": "OpenCV (fastest, smooth)", "lama": "LaMa"}
-VAE_LABELS = {"full": "full VAE (best)", "tiny": "tiny TAESD (fast)"}
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
@@ -245,12 +246,8 @@ class JobForm(QtWidgets.QWidget):
         self.backend = compact_combo("backend")
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
-        grow_box = self._build_growth()
-        self.vae = compact_combo("vae")
-        for key in jobs.VAES:
-            self.vae.addItem(VAE_LABELS[key], key)
-        self.vae.setToolTip("What turns pixels into latents and back: the model's full VAE, or the tiny "
-                            "autoencoder TAESD (much faster, a little softer; when it is installed)")
+        grow_box, self.expand_boxes = growth_box(self.growth_changed.emit)
+        self.vae = vae_combo()
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -275,24 +272,6 @@ class JobForm(QtWidgets.QWidget):
             self.bind(name, box, "expand")
         self.bind("expand", grow_box, "expand")                  # errors about the growth as a whole
         layout.addWidget(self.options_group)
-
-    def _build_growth(self) -> QtWidgets.QWidget:
-        """Expand: px added on each side, laid out around the canvas they grow."""
-        box = QtWidgets.QWidget()
-        box.setObjectName("expand")
-        grid = QtWidgets.QGridLayout(box)
-        grid.setContentsMargins(0, 0, 0, 0)
-        self.expand_boxes = {}
-        for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
-            spin = int_spin(name, step=64)
-            spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
-            spin.valueChanged.connect(lambda _v: self.growth_changed.emit())
-            grid.addWidget(spin, row, col)
-            self.expand_boxes[name] = spin
-        canvas = QtWidgets.QLabel("canvas")
-        canvas.setObjectName("expand_canvas")
-        grid.addWidget(canvas, 1, 1)
-        return box
 
     # --- modes ---------------------------------------------------------------------------------------
 
