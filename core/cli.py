@@ -111,6 +111,12 @@ def _add_sampler(p: argparse.ArgumentParser) -> None:
                         "DPM++ 2M for SD2; 'model' is the one the model ships with)")
 
 
+def _add_vae(p: argparse.ArgumentParser, default: str = "full") -> None:
+    p.add_argument("--vae", choices=("full", "tiny"), default=default,
+                   help=f"full: the model's VAE; tiny: TAESD encodes and decodes (faster; when installed, else the "
+                        f"full VAE with a warning) (default {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .contract.jobs import FILL_BACKENDS, default_options
 
@@ -127,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler(p)
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
+    _add_vae(p)
 
     p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa, or patches without weights)")
     p.add_argument("--image", required=True, help="input image")
@@ -168,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
     _add_common(p)
     _add_sampler(p)
+    _add_vae(p)
+
+    p = sub.add_parser("live", help="one Live frame: the image (or the selection) repainted by SD-Turbo in 1–4 steps, "
+                                    "no guidance")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", help="selection mask, same size (white = repaint); default: whole image")
+    p.add_argument("--prompt", default="", help="what to paint")
+    p.add_argument("--weighted", action="store_true", help="parse compel weights: (word)1.3, word++")
+    p.add_argument("--steps", type=whole_number, default=1, help="steps that run, 1–4 (default 1)")
+    p.add_argument("--strength", type=number, default=0.5, help="0–1: how much to change (default 0.5)")
+    p.add_argument("--seed", type=whole_number, default=None, help="seed ≥ 0 (default: random, reported)")
+    _add_common(p, prompt=False, images=False, strength=False)
+    _add_region(p)
+    _add_vae(p, "tiny")
 
     p = sub.add_parser("expand", help="grow the canvas and paint the new border (stable-diffusion-2-inpainting)",
                        description="Grow the image's canvas and paint the new border from the prompt, "
@@ -221,7 +242,7 @@ def request_from_args(args, mode: str):
         seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False),
         loras=tuple(getattr(args, "lora", None) or ()), embeddings=tuple(getattr(args, "embedding", None) or ()))
     opt = dict(default_options(mode).__dict__)
-    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler"):
+    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler", "vae"):
         if getattr(args, name, None) is not None:
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):

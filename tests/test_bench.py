@@ -31,7 +31,7 @@ def test_smoke_run_measures_every_row(smoke):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(js.read_text())
     rows = {row["row"]: row for row in data["rows"]}
-    assert sorted(rows) == list(range(1, 10))
+    assert sorted(rows) == list(range(1, 11))
     for row in rows.values():
         assert row["verdict"] in ("PASS", "FAIL"), row
         assert not row["measured"].startswith("error"), row
@@ -59,6 +59,13 @@ def test_smoke_run_measures_every_row(smoke):
     expand, inpaint = rows[9]["figures"]["expand"], rows[9]["figures"]["inpaint"]   # both jobs ran, both rounds
     assert len(expand["all_s"]) == len(inpaint["all_s"]) == 2 and rows[9]["figures"]["ratio"] > 0
     assert expand["passes"] >= 1 and expand["unet_calls"] > 0 and inpaint["unet_calls"] > 0
+    live = rows[10]["figures"]["frames"]                                  # a Live frame, split, both ways
+    assert sorted(live) == ["128", "96"]
+    for side, by_vae in live.items():
+        assert sorted(by_vae) == ["full", "tiny"]
+        for frame in by_vae.values():
+            assert frame["model_size"] == [int(side), int(side)]
+            assert frame["total_s"] >= frame["encode_s"] + frame["unet_s"] + frame["decode_s"] + frame["transfer_s"] > 0
     for key in ("bf16", "guidance1", "channels_last", "prompt_cache", "vae_cache", "strength1_skip", "x4_tile", "region_only",
                 "memory", "pixels"):
         assert key in data["policy"], key
@@ -70,7 +77,7 @@ def test_smoke_run_writes_its_own_section_and_keeps_the_others(smoke):
     assert "someone else's section" in text and "<!-- fill-eval:end -->" in text
     assert text.count(report.START) == 1 and text.count(report.END) == 1
     section = text[text.index(report.START):text.index(report.END)]
-    for n in range(1, 10):
+    for n in range(1, 11):
         assert f"\n| {n} | " in section
     assert "Load average" in section and "Machine:" in section
     assert "| optimisation | measured |" in section

@@ -138,6 +138,7 @@ def mode_request(mode):
         "fill": JobRequest("fill", options=Options(backend="opencv"), image=image, mask=mask),
         "expand": JobRequest("expand", Params(prompt="a meadow", steps=1, seed=4), Options(expand_right=16),
                              image=small),
+        "live": JobRequest("live", Params(prompt="glass", steps=2, seed=4, strength=0.5), image=image, mask=mask),
     }[mode]
 
 
@@ -358,3 +359,4 @@ def test_a_patch_outside_the_selection_leaves_pixels_bit_identical_in_every_layo
         original = pixels.as_array(req.image)
         outside = MASK[..., 0] == 0
         assert np.array_equal(comp[outside], original[outside])
+

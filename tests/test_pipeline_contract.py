@@ -117,3 +117,13 @@ class TestExpand(PipelineContract):
         alpha[patch.y:patch.y + patch.image.height, patch.x:patch.x + patch.image.width] = \
             as_array(patch.image)[..., 3]
         return alpha[:H, :W]
+
+
+class TestLive(PipelineContract):
+    """SD-Turbo at 1–4 steps without guidance (the contract's requests ask for 3 steps)."""
+
+    mode = "live"
+    batch = False
+
+    def request(self, **kw):
+        return image_request("live", **{"strength": 0.5, **kw})

@@ -11,7 +11,7 @@ from .modes import MODE_TABLE
 class ModelSpec:
     key: str                  # short name used on the command line and in the models folder
     repo_id: str              # Hugging Face hub id
-    pipeline: str             # diffusers pipeline class
+    pipeline: str             # diffusers pipeline class (a component's model class: AutoencoderTiny)
     native: int               # native resolution (px)
     prediction: str           # "epsilon" or "v_prediction" (the model's scheduler config is the authority)
     modes: tuple[str, ...]    # jobs that can use it
@@ -23,6 +23,18 @@ class ModelSpec:
     # x4 upscaler keeps the scheduler it ships with.
     sampler: str = "dpmpp_2m"
     steps: int = 25
+    # Distilled for 1–4 steps without classifier-free guidance (SD-Turbo: its sampler is the one it ships
+    # with, Euler on trailing timesteps).
+    distilled: bool = False
+    # (scheduler class, timestep spacing) its folder names, when that tells it from a sibling of the
+    # same pipeline, UNet and prediction type (SD-Turbo from 2.1-base).
+    scheduler: tuple[str, str] | None = None
+    optional: bool = False    # no job needs it; installed, it makes something better (TAESD: previews)
+
+    @property
+    def component(self) -> bool:
+        """A single diffusers model (config.json + weights at the folder's root), not a pipeline."""
+        return not self.pipeline.endswith("Pipeline")
 
     @property
     def cache_folder(self) -> str:
@@ -51,6 +63,13 @@ CATALOG: dict[str, ModelSpec] = {
         ModelSpec("sd2-1-base", "stabilityai/stable-diffusion-2-1-base",
                   "StableDiffusionPipeline", 512, "epsilon", ("generate",), 4,
                   "Stable Diffusion 2.1 base (512)", ("v2-1_512-ema-pruned.safetensors",)),
+        ModelSpec("sd-turbo", "stabilityai/sd-turbo",
+                  "StableDiffusionPipeline", 512, "epsilon", ("live",), 4,
+                  "SD-Turbo (SD 2.1 distilled, 1–4 steps)", ("sd_turbo.safetensors",), distilled=True,
+                  scheduler=("EulerDiscreteScheduler", "trailing"), sampler="model", steps=1),
+        ModelSpec("taesd", "madebyollin/taesd",
+                  "AutoencoderTiny", 512, "epsilon", (), 0,
+                  "Tiny autoencoder TAESD (previews and Live, optional)", optional=True),
     )
 }
 
@@ -70,4 +89,8 @@ def by_name(name: str) -> ModelSpec | None:
 
 def by_pipeline(pipeline_class: str, unet_in_channels: int | None = None) -> list[ModelSpec]:
     return [s for s in CATALOG.values() if s.pipeline == pipeline_class
-            and (unet_in_channels is None or s.unet_in_channels == unet_in_channels)]
+            and (unet_in_channels is None or s.component or s.unet_in_channels == unet_in_channels)]
+
+
+# The tiny autoencoder: decodes step previews (and Live frames) when installed.
+TINY_VAE = "taesd"

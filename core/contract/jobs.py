@@ -21,6 +21,9 @@ MASKED_CONTENT = ("original", "fill", "noise")
 DEPTH_SOURCES = ("auto", "given")
 FILL_BACKENDS = ("auto", "patch", "opencv", "lama")
 FILL_NAMES = {"lama": "LaMa", "patch": "Patches", "opencv": "OpenCV"}   # result layer names by model label
+# Which autoencoder turns pixels into latents and back: the model's own VAE, or the tiny one (TAESD,
+# when installed: much faster, a little softer; without it the full VAE is used and a warning says so).
+VAES = ("full", "tiny")
 
 # Pixel layouts.  The editor's own (Krita, little-endian): BGRA U8/U16 and RGBA F16/F32.
 # RGBA_U8/RGB_U8/GRAY_* are used for files and masks.  ``linear`` marks linear-light data.
@@ -164,6 +167,7 @@ class Options:
     expand_right: int = 0
     expand_bottom: int = 0
     sampler: str = "auto"            # samplers.SAMPLER_CHOICES; auto = the model's catalogue default
+    vae: str = "full"                # full | tiny (TAESD encodes and decodes; Live's default)
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
     output_format: str | None = None
@@ -303,6 +307,12 @@ def _valid_params(req: JobRequest, mode) -> Params:
     steps = P.check("steps", p.steps)
     guidance = P.check("guidance", p.guidance)
     strength = P.check("strength", p.strength)
+    for name, low, high in mode.param_ranges:
+        value = {"steps": steps, "strength": strength}.get(name, getattr(p, name))
+        if not (low <= value <= high):
+            rng = P.Range(name, low, high, P.RANGES[name].integer)
+            raise ValidationError(name, f"{name} must be in {rng.describe()} for {mode.title} "
+                                        f"({', '.join(mode.models) or 'this mode'}), got {value!r}")
     seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
     loras, embeddings = P.check_loras(p.loras), P.check_embeddings(p.embeddings)
     for name, given in (("loras", loras), ("embeddings", embeddings)):
@@ -320,6 +330,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
     P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
     P.check_choice("backend", o.backend, FILL_BACKENDS)
     P.check_choice("sampler", o.sampler, SAMPLER_CHOICES)
+    P.check_choice("vae", o.vae, VAES)
     if o.output_format is not None:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)

@@ -129,6 +129,19 @@ def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_e
     return pipe
 
 
+def load_tiny_vae(model: ResolvedModel, policy: DevicePolicy):
+    """The tiny autoencoder (TAESD, diffusers' ``AutoencoderTiny``) from its folder: offline,
+    safetensors only, in the VAE's dtype on the policy's device."""
+    from diffusers import AutoencoderTiny
+
+    quiet_libraries()
+    variant = {"variant": model.variant} if model.variant else {}
+    vae = AutoencoderTiny.from_pretrained(str(model.path), local_files_only=True, use_safetensors=True,
+                                          dtype=torch_dtype(policy.vae_dtype), **variant)
+    vae.to(policy.device).eval().requires_grad_(False)
+    return vae
+
+
 def mixed_precision_vae(vae) -> None:
     """Let a VAE kept in another dtype than the rest of the pipeline (fp32 VAE beside a fp16 UNet)
     accept and return tensors of the pipeline's dtype: inputs are cast to the VAE's dtype and results

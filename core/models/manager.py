@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract.catalog import CATALOG, MODE_MODELS
+from ..contract.catalog import CATALOG, MODE_MODELS, TINY_VAE
 from ..contract.jobcontrol import JobControl
 from ..contract.params import ValidationError
 from .device import DevicePolicy, current_policy
@@ -46,7 +46,9 @@ class LoadedModel:
 def check_fits(mode: str, resolved: ResolvedModel) -> None:
     """Refuse a model whose pipeline cannot do ``mode`` (an upscaler asked to inpaint, ...)."""
     specs = [CATALOG[k] for k in MODE_MODELS.get(mode, ())]
-    if specs and resolved.pipeline not in {s.pipeline for s in specs}:
+    distilled = resolved.spec is not None and resolved.spec.distilled
+    if specs and (resolved.pipeline not in {s.pipeline for s in specs}
+                  or resolved.spec is not None and distilled != any(s.distilled for s in specs)):
         what = resolved.spec.title if resolved.spec else resolved.pipeline or "an unknown pipeline"
         raise ValidationError("model", f"model {resolved.name} is {what}, which cannot {mode}; "
                                        f"{mode} needs {' or '.join(s.title for s in specs)}")
@@ -72,6 +74,7 @@ class ModelManager:
         self.capacity = capacity
         self._loaded: OrderedDict = OrderedDict()
         self._components: dict[tuple, object] = {}
+        self._tiny: dict[tuple, object] = {}      # the tiny autoencoder, when one was asked for
         self._lock = threading.RLock()
         self.loads = 0  # how many pipelines were loaded from disk (for tests and benchmarks)
         self.on_status = on_status
@@ -174,6 +177,29 @@ class ModelManager:
             self._loaded[key] = loaded
             self._status(resolved, "loaded")
             return loaded
+
+    def tiny_vae(self):
+        """The tiny autoencoder (TAESD) when it is installed, loaded once and kept like a model; None
+        when it is not (previews then use the linear projection, and jobs the full VAE)."""
+        from .resolver import ModelError
+
+        try:
+            resolved = resolve(TINY_VAE, models_dir=self.models_dir, hub_cache=self.hub_cache)
+        except ModelError:
+            return None
+
+        def load():
+            from .loader import load_tiny_vae
+
+            return load_tiny_vae(resolved, self.policy)
+
+        # Kept beside the LRU of pipelines, not in it: a few MB must not push a pipeline out.
+        key = (str(resolved.path), self.policy.device, self.policy.vae_dtype)
+        with self._lock:
+            if key not in self._tiny:
+                self._tiny.clear()
+                self._tiny[key] = self._retry_out_of_memory(load)
+            return self._tiny[key]
 
     def _retry_out_of_memory(self, load):
         """``load()``; on out-of-memory unload every cached model and try once more."""
@@ -289,6 +315,7 @@ class ModelManager:
             gone = list(self._loaded.values())
             self._loaded.clear()
             self._components.clear()
+            self._tiny.clear()
             for loaded in gone:
                 _warn_if_compiled(loaded)
                 if loaded.resolved is not None:

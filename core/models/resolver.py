@@ -170,20 +170,65 @@ def _prediction_of(folder: Path) -> str:
     return sched.get("prediction_type") or "epsilon"
 
 
+def _scheduler_of(folder: Path) -> tuple[str, str]:
+    """(scheduler class, timestep spacing) a pipeline folder names."""
+    sched = _read_json(folder / "scheduler" / "scheduler_config.json")
+    return str(sched.get("_class_name", "")), str(sched.get("timestep_spacing", ""))
+
+
 def identify(folder: Path) -> tuple[str, ModelSpec | None, str]:
-    """(pipeline class, catalogue spec or None, prediction type) of a diffusers folder."""
+    """(pipeline class, catalogue spec or None, prediction type) of a diffusers folder (or of a single
+    component's folder: its config.json names the model class)."""
     index = _read_json(folder / "model_index.json")
+    if not index:
+        component = str(_read_json(folder / "config.json").get("_class_name", ""))
+        found = [s for s in by_pipeline(component) if s.component]
+        return component, (found[0] if found else None), ""
+    pipeline, candidates, prediction = _candidates(folder, index)
+    if len(candidates) > 1:   # e.g. SD-Turbo beside 2.1-base: told apart by the scheduler it names
+        sched = _scheduler_of(folder)
+        candidates = ([c for c in candidates if c.scheduler == sched]
+                      or [c for c in candidates if c.scheduler is None] or candidates)
+    return pipeline, (candidates[0] if candidates else None), prediction
+
+
+def _candidates(folder: Path, index: dict) -> tuple[str, list[ModelSpec], str]:
+    """(pipeline class, the catalogue specs with its pipeline, UNet input and prediction type, prediction)."""
     pipeline = index.get("_class_name", "")
     in_ch = _read_json(folder / "unet" / "config.json").get("in_channels")
     prediction = _prediction_of(folder)
     candidates = by_pipeline(pipeline, in_ch)
     if len(candidates) > 1:
         candidates = [c for c in candidates if c.prediction == prediction] or candidates
-    return pipeline, (candidates[0] if candidates else None), prediction
+    return pipeline, candidates, prediction
+
+
+def _component_model(folder: Path, name: str | None, source: str, want: ModelSpec | None = None
+                     ) -> ResolvedModel | None:
+    """A single diffusers model (TAESD): config.json naming its class and safetensors weights beside it.
+    A folder with only pickle weights is refused."""
+    config = _read_json(folder / "config.json")
+    cls = str(config.get("_class_name", ""))
+    if not cls or (want is not None and cls != want.pipeline):
+        return None
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    safes = [f for f in files if f.endswith(".safetensors")]
+    if not safes:
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise pickle_refusal(folder / pickles[0])
+        return None
+    variant = "fp16" if not any(".fp16." not in f for f in safes) else None
+    spec = want or next((s for s in by_pipeline(cls) if s.component), None)
+    return ResolvedModel(name or (spec.key if spec else folder.name), spec, folder, source, cls, "", None,
+                         variant, None)
 
 
 def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec | None = None
                   ) -> ResolvedModel | None:
+    if want is not None and want.component or want is None and (folder / "config.json").is_file() \
+            and not (folder / "model_index.json").is_file():
+        return _component_model(folder, name, source, want) if folder.is_dir() else None
     if not (folder / "model_index.json").is_file():
         return None
     complete, variant = _weights_variant(folder)
@@ -193,7 +238,9 @@ def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec |
     if want is not None:
         if pipeline != want.pipeline:
             return None
-        spec = spec or want
+        # The folder of a catalogue model that its files fit is that model (SD-Turbo's folder with
+        # another scheduler saved in it is still SD-Turbo); one they do not fit is what they say.
+        spec = want if want in _candidates(folder, _read_json(folder / "model_index.json"))[1] else spec or want
     return ResolvedModel(name or (spec.key if spec else folder.name), spec, folder, source, pipeline,
                          prediction, None, variant, _native_override(folder))
 
@@ -252,9 +299,10 @@ def _explicit(path: Path, config: Path | None, models_dir: Path, hub_cache: Path
         spec = next((s for s in CATALOG.values() if path.name in s.single_files), None)
         return _single_file_model(path, spec, config, models_dir, hub_cache, "explicit")
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
+        if not (path / "model_index.json").is_file() and not (path / "config.json").is_file():
             # A hub-cache repo folder (models--org--name) is accepted too.
-            snaps = sorted((path / "snapshots").glob("*/model_index.json")) if (path / "snapshots").is_dir() else []
+            snaps = sorted(p for pat in ("*/model_index.json", "*/config.json")
+                           for p in (path / "snapshots").glob(pat)) if (path / "snapshots").is_dir() else []
             if snaps:
                 path = snaps[-1].parent
             else:
@@ -277,7 +325,7 @@ def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> R
         found = _folder_model(snap, spec.key, "hf-cache", spec)
         if found:
             return found
-    for fname in (f"{spec.key}.safetensors", *spec.single_files):
+    for fname in () if spec.component else (f"{spec.key}.safetensors", *spec.single_files):
         file = models_dir / fname
         if file.is_file():
             try:

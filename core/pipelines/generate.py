@@ -21,7 +21,7 @@ from ..models.unet_compile import size_multiple
 from ..raster import scaling
 from . import adapters, regionjob
 from .base import Output, PipelineBase
-from .common import encode_image, image_kwargs, run_pipeline, sampler_of, with_sampler
+from .common import encode_image, image_kwargs, run_pipeline, sampler_of, tiny_autoencoder, with_sampler
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -41,14 +41,15 @@ def img2img_pipeline(pipe):
     return _img2img[pipe]
 
 
-def text_to_image(pipe, plan, params, control: JobControl, device: str, sampler: str):
-    return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, **plan.pipeline_kwargs)
+def text_to_image(pipe, plan, params, control: JobControl, device: str, sampler: str, tiny=None):
+    return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, tiny=tiny, **plan.pipeline_kwargs)
 
 
-def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, sampler: str):
-    latents = encode_image(pipe, work.model_rgb).repeat(len(plan.seeds), 1, 1, 1)
-    return run_pipeline(with_sampler(img2img_pipeline(pipe), sampler), plan, params, control, device, image=latents,
-                        **image_kwargs(plan))
+def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, sampler: str,
+                   tiny=None):
+    latents = encode_image(pipe, work.model_rgb, tiny).repeat(len(plan.seeds), 1, 1, 1)
+    return run_pipeline(with_sampler(img2img_pipeline(pipe), sampler), plan, params, control, device, tiny=tiny,
+                        image=latents, **image_kwargs(plan))
 
 
 class Generate(PipelineBase):
@@ -59,25 +60,26 @@ class Generate(PipelineBase):
         pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
         bbox = regionjob.selection_bbox(req)
         sampler = sampler_of(req, loaded)
+        tiny, notes = tiny_autoencoder(req, models)
         if req.image is not None:
             plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             work = regionjob.prepare(req, plan)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = image_to_image(pipe, plan, work, req.params, control, device, sampler)
+                images, warnings = image_to_image(pipe, plan, work, req.params, control, device, sampler, tiny)
             control.set_phase("finishing")
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
             plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = text_to_image(pipe, plan, req.params, control, device, sampler)
+                images, warnings = text_to_image(pipe, plan, req.params, control, device, sampler, tiny)
             control.set_phase("finishing")
             region = plan.region
             alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
                                             "RGBA_U8")
             patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
-        return Output(patches, loaded.resolved.name, warnings,
+        return Output(patches, loaded.resolved.name, notes + tuple(warnings),
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
                        "prediction": pipe.scheduler.config.prediction_type,
                        "image_to_image": req.image is not None}, replace(req.options, sampler=sampler))

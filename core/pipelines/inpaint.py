@@ -13,7 +13,16 @@ from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import adapters, regionjob
 from .base import Output, PipelineBase
-from .common import encode_image, generators, prompt_kwargs, sampler_of, step_callback, with_sampler
+from .common import (
+    decode_latents,
+    encode_image,
+    generators,
+    prompt_kwargs,
+    sampler_of,
+    step_callback,
+    tiny_autoencoder,
+    with_sampler,
+)
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
@@ -25,7 +34,7 @@ def uses_start_image(params) -> bool:
     return params.strength < 1.0
 
 
-def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, prefilled=None):
+def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, prefilled=None, tiny=None):
     """Latents of the image the denoising starts from (what strength < 1 keeps some of).
 
     - ``original``: the region as it is;
@@ -36,8 +45,8 @@ def start_latents(pipe, plan, work: regionjob.RegionWork, masked_content: str, p
     import torch
 
     if masked_content == "fill":
-        return encode_image(pipe, prefilled)
-    latents = encode_image(pipe, work.model_rgb)
+        return encode_image(pipe, prefilled, tiny)
+    latents = encode_image(pipe, work.model_rgb, tiny)
     if masked_content != "noise":
         return latents
     repaint = torch.from_numpy(np.ascontiguousarray(work.model_mask >= 0.5, dtype=np.float32))[None, None]
@@ -60,11 +69,12 @@ def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobCon
 
 
 def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
-            image_latents=None, *, announce: bool = True):
+            image_latents=None, tiny=None, *, announce: bool = True):
     """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings).
     ``image_latents``: where the denoising starts (None: the region as it is, encoded only when the
-    strength is below 1).  ``announce``: report the encoding phase with this run's steps (False for a
-    job of several runs, which announced its own total: Expand's passes)."""
+    strength is below 1); ``tiny``: the tiny autoencoder, which then encodes and decodes.  ``announce``:
+    report the encoding phase with this run's steps (False for a job of several runs, which announced
+    its own total: Expand's passes)."""
     import torch
 
     if announce:
@@ -72,10 +82,10 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
     prompts, warnings = prompt_kwargs(pipe, params)
     repaint = work.model_mask >= 0.5  # diffusers binarises the mask at 0.5 too
     if image_latents is None and uses_start_image(params):
-        image_latents = encode_image(pipe, work.model_rgb)
+        image_latents = encode_image(pipe, work.model_rgb, tiny)
     if image_latents is None:  # strength 1: the pipeline wants an image but never encodes it
         image_latents = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
-    masked_latents = encode_image(pipe, work.model_rgb * ~repaint[..., None])
+    masked_latents = encode_image(pipe, work.model_rgb * ~repaint[..., None], tiny)
     with torch.inference_mode():
         out = pipe(
             **prompts,
@@ -84,10 +94,12 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
             masked_image_latents=masked_latents,
             num_images_per_prompt=len(plan.seeds),
             generator=generators(plan.seeds, device),
-            output_type="np",
+            output_type="np" if tiny is None else "latent",
             callback_on_step_end=step_callback(control),
             **plan.pipeline_kwargs,
         )
+    if tiny is not None:
+        return decode_latents(pipe, out.images, tiny), warnings
     return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
 
 
@@ -106,15 +118,16 @@ class Inpaint(PipelineBase):
         if content != "original" and req.params.strength >= 1.0:
             notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
                          f"noise (use a strength below 1)")
+        tiny, tiny_notes = tiny_autoencoder(req, models)
         start = None
         if uses_start_image(req.params):
             prefilled = prefill(req, work, models, control) if content == "fill" else None
-            start = start_latents(pipe, plan, work, content, prefilled)
+            start = start_latents(pipe, plan, work, content, prefilled, tiny)
         t_model = time.perf_counter()
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start)
+            images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start, tiny)
         model_seconds = time.perf_counter() - t_model
-        warnings = tuple(notes) + tuple(warnings)
+        warnings = tuple(notes) + tiny_notes + tuple(warnings)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
         return Output(patches, loaded.resolved.name, warnings,

@@ -32,24 +32,27 @@ def breakdown(timer, total: float) -> dict:
 
 
 class PreviewMeter:
-    """Times every step preview the way the engine makes it: latent → RGB, then the protocol message."""
+    """Times every step preview the way the engine makes it: latent → RGB (the tiny autoencoder's
+    decode when it is installed, else the projection), then the protocol message."""
 
     def __init__(self):
         self.times: list[float] = []
 
-    def __enter__(self):
-        from ...pipelines import common
+    def decoder(self, models):
+        """The job's step decoder (``pipelines.preview.step_decoder``), timed."""
+        from ...pipelines.preview import step_decoder
 
-        self._module = common
-        self._orig = common.latent_to_rgb
+        decode = step_decoder(models)
 
         def timed(latent):
             t = now()
-            rgb = self._orig(latent)
+            rgb = decode(latent)
             self._pending = now() - t
             return rgb
 
-        common.latent_to_rgb = timed
+        return timed
+
+    def __enter__(self):
         self._pending = 0.0
         return self
 
@@ -63,7 +66,7 @@ class PreviewMeter:
         self._pending = 0.0
 
     def __exit__(self, *exc):
-        self._module.latent_to_rgb = self._orig
+        return None
 
 
 def run_ours(models, req, log, label: str) -> tuple[dict, PreviewMeter, object]:
@@ -73,6 +76,7 @@ def run_ours(models, req, log, label: str) -> tuple[dict, PreviewMeter, object]:
     pipe = models.get("inpaint").pipe
     with watching(pipe) as timer, PreviewMeter() as previews:
         control = JobControl(None, previews.on_preview)
+        control.decode_preview = previews.decoder(models)
         t = now()
         res = run_job(req, models, control)
         total = now() - t
@@ -178,7 +182,8 @@ def run(profile: Profile, models, log) -> tuple[Row, Row, dict]:
     row8 = Row(8, "Previews are nearly free", f"{per_preview * 1000:.2f} ms per preview vs "
                f"{fmt_s(step)} per step = **{share * 100:.3f}%**", "< 1% of a step", bool(previews.times) and share < 0.01,
                {"preview_s": per_preview, "previews": len(previews.times), "step_s": step, "share": share})
-    row8.notes.append("a preview is the latent → RGB projection plus its protocol message, timed inside the row 2 job")
+    row8.notes.append("a preview is the latent → RGB projection (the tiny autoencoder's decode where it is installed) "
+                      "plus its protocol message, timed inside the row 2 job")
     policy = {
         "prompt_cache": {"miss_s": ours["text_encoding_s"], "hit_s": again["text_encoding_s"],
                          "saved_s": ours["text_encoding_s"] - again["text_encoding_s"],

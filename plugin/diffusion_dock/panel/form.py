@@ -17,6 +17,7 @@ from .. import host as H
 from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
+from .mode_params import ModeParams
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import (
     MultipleOf8Spin,
@@ -24,9 +25,11 @@ from .widgets import (
     SeedEdit,
     compact_combo,
     float_spin,
+    growth_box,
     int_spin,
     prompt_edit,
     sampler_combo,
+    vae_combo,
 )
 
 FIRST_MODE = "inpaint"       # the dock starts here
@@ -36,7 +39,7 @@ BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no mo
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
-               "expand")    # options the job builder sets, never the artist
+               "expand", "vae")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -107,6 +110,7 @@ class JobForm(QtWidgets.QWidget):
         self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
         self._mode_models: dict[str, str] = {}       # mode → the model chosen for it (saved in the settings)
         self._installed: list[dict] = []             # the engine's capabilities entries
+        self._mode_params = ModeParams()             # Live's own steps and strength
         self.bindings: dict[str, Binding] = {}
         self.rows: dict[str, tuple] = {}
         self._invalid: list[QtWidgets.QWidget] = []
@@ -242,7 +246,8 @@ class JobForm(QtWidgets.QWidget):
         self.backend = compact_combo("backend")
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
-        grow_box = self._build_growth()
+        grow_box, self.expand_boxes = growth_box(self.growth_changed.emit)
+        self.vae = vae_combo()
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -255,6 +260,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("image_to_image", "", self.image_to_image, None),
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
                                           ("expand", "Add", None, grow_box),
+                                          ("vae", "Autoencoder", self.vae, None),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
             if widget is not None:
@@ -266,24 +272,6 @@ class JobForm(QtWidgets.QWidget):
             self.bind(name, box, "expand")
         self.bind("expand", grow_box, "expand")                  # errors about the growth as a whole
         layout.addWidget(self.options_group)
-
-    def _build_growth(self) -> QtWidgets.QWidget:
-        """Expand: px added on each side, laid out around the canvas they grow."""
-        box = QtWidgets.QWidget()
-        box.setObjectName("expand")
-        grid = QtWidgets.QGridLayout(box)
-        grid.setContentsMargins(0, 0, 0, 0)
-        self.expand_boxes = {}
-        for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
-            spin = int_spin(name, step=64)
-            spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
-            spin.valueChanged.connect(lambda _v: self.growth_changed.emit())
-            grid.addWidget(spin, row, col)
-            self.expand_boxes[name] = spin
-        canvas = QtWidgets.QLabel("canvas")
-        canvas.setObjectName("expand_canvas")
-        grid.addWidget(canvas, 1, 1)
-        return box
 
     # --- modes ---------------------------------------------------------------------------------------
 
@@ -303,6 +291,7 @@ class JobForm(QtWidgets.QWidget):
         if not force:
             self._mode_options[self._mode] = self.read_options()
         old, self._mode = self._mode, mode
+        self._mode_params.switch(self.bindings, old, mode)
         if self.mode_box.currentIndex() != modes.MODES.index(mode):
             self.mode_box.blockSignals(True)
             self.mode_box.setCurrentIndex(modes.MODES.index(mode))
@@ -328,6 +317,7 @@ class JobForm(QtWidgets.QWidget):
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)
+        self.negative.setVisible("negative_prompt" in used)
         for key, (lab, widget) in self.rows.items():
             widget.setVisible(visible[key])
             if lab is not None:

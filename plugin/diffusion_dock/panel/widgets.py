@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runtime import qimages
-from ..runtime.coreapi import catalog, params, samplers
+from ..runtime.coreapi import catalog, expand, params, samplers
 from ..runtime.qt import QEvent, QObject, Qt, QtCore, QtGui, QtWidgets, Signal
 from ..session.settings import Settings
 
@@ -125,6 +125,38 @@ def compact_combo(name: str) -> QtWidgets.QComboBox:
     box.setSizeAdjustPolicy(QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     box.setMinimumContentsLength(10)
     return box
+
+
+VAE_LABELS = {"full": "full VAE (best)", "tiny": "tiny TAESD (fast)"}
+
+
+def vae_combo() -> QtWidgets.QComboBox:
+    """The autoencoder (``jobs.VAES``): the model's full VAE, or the tiny TAESD."""
+    box = compact_combo("vae")
+    for key, label in VAE_LABELS.items():
+        box.addItem(label, key)
+    box.setToolTip("What turns pixels into latents and back: the model's full VAE, or the tiny "
+                   "autoencoder TAESD (much faster, a little softer; when it is installed)")
+    return box
+
+
+def growth_box(on_change) -> tuple[QtWidgets.QWidget, dict]:
+    """Expand: px added on each side, laid out around the canvas they grow; (the box, name → spin box)."""
+    box = QtWidgets.QWidget()
+    box.setObjectName("expand")
+    grid = QtWidgets.QGridLayout(box)
+    grid.setContentsMargins(0, 0, 0, 0)
+    spins = {}
+    for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
+        spin = int_spin(name, step=64)
+        spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
+        spin.valueChanged.connect(lambda _v: on_change())
+        grid.addWidget(spin, row, col)
+        spins[name] = spin
+    canvas = QtWidgets.QLabel("canvas")
+    canvas.setObjectName("expand_canvas")
+    grid.addWidget(canvas, 1, 1)
+    return box, spins
 
 
 def sampler_combo() -> QtWidgets.QComboBox:
