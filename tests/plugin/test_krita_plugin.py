@@ -111,7 +111,7 @@ def test_expand_undo_in_krita_takes_two_steps_layer_then_canvas(gui_run):
 def check_expand_undo(gui_run):
     """The expand undo scenario's observations (real Krita's test driver, the fake's scenario)."""
     grown, old = [96, 48], [64, 48]
-    layers = ["[Fill] OpenCV", "[Expand] more (seed 5)", "Background"]
+    layers = ["[Fill] Patches", "[Expand] more (seed 5)", "Background"]
     assert gui_run["expand_applied"] == {"size": grown, "layers": layers, "corner_at_8": True, "corner_at_0": False}
     after = gui_run["expand_undo_redo"]
     without = [layers[0], layers[2]]
