@@ -93,7 +93,7 @@ def _models_section(f: Findings, models_dir: Path | None, load: bool, policy) ->
                 main_ok = True
         except ModelError as e:
             first = str(e).split(". ")[0]
-            f.add(f"  {spec.key}", f"missing ({spec.install_hint()})")
+            f.add(f"  {spec.key}", f"missing ({'optional; ' if spec.optional else ''}{spec.install_hint()})")
             if spec.key == main_key:
                 f.problems.append((f"{first}: the inpainting model is needed for the main job",
                                    spec.install_hint()))

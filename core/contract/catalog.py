@@ -18,6 +18,8 @@ class ModelSpec:
     unet_in_channels: int
     title: str
     single_files: tuple[str, ...] = ()  # names of the original single-file checkpoints
+    files: tuple[str, ...] = ()  # a single-file model: the repo files to fetch (a pipeline: its components)
+    optional: bool = False       # no job needs it to run (ControlNets)
 
     @property
     def cache_folder(self) -> str:
@@ -48,6 +50,18 @@ CATALOG: dict[str, ModelSpec] = {
                   "Stable Diffusion 2.1 base (512)", ("v2-1_512-ema-pruned.safetensors",)),
     )
 }
+
+# SD 2.1 ControlNets (thibaud/controlnet-sd21: single-file safetensors in the original ControlNet layout,
+# fp16, 728 MB each; the repo's .ckpt files are pickles and never fetched).  Control type -> file stem.
+_CONTROLNET_FILES = {"scribble": "scribble", "lineart": "lineart", "softedge": "hed", "canny": "canny",
+                     "depth": "depth", "pose": "openposev2"}
+CONTROLNETS: dict[str, str] = {t: f"controlnet-{t}" for t in _CONTROLNET_FILES}   # control type -> catalogue key
+CATALOG.update(
+    (f"controlnet-{t}", ModelSpec(
+        f"controlnet-{t}", "thibaud/controlnet-sd21", "ControlNetModel", 768, "", (), 4,
+        f"ControlNet {t} for SD 2.1", (f"{stem}-sd21-safe.safetensors",),
+        files=(f"control_v11p_sd21_{stem}.safetensors",), optional=True))
+    for t, stem in _CONTROLNET_FILES.items())
 
 # The models a mode tries, best first (``modes.ModeSpec.models``).
 MODE_MODELS: dict[str, tuple[str, ...]] = {m.key: m.models for m in MODE_TABLE}

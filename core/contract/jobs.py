@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from . import controls as C
 from . import expand as E
 from . import params as P
 from .geometry import Rect
@@ -147,6 +148,7 @@ class JobRequest:
     depth: ImageBuffer | None = None  # restyle with depth_source="given": GRAY_U8/U16, same size as image
     origin: tuple[int, int] = (0, 0)  # where image's top-left pixel sits on the canvas
     canvas: tuple[int, int] | None = None  # canvas size; None = image size
+    controls: tuple[C.Control, ...] = ()   # control layers (modes with ``ModeSpec.controls``)
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -157,7 +159,9 @@ class JobRequest:
         return (self.options.width or 512, self.options.height or 512)
 
     def buffers(self) -> dict[str, ImageBuffer]:
-        return {k: v for k, v in (("image", self.image), ("mask", self.mask), ("depth", self.depth)) if v}
+        bufs = {k: v for k, v in (("image", self.image), ("mask", self.mask), ("depth", self.depth)) if v}
+        bufs.update((C.buffer_name(i), c.image) for i, c in enumerate(self.controls))
+        return bufs
 
     def to_dict(self) -> dict:
         """JSON-ready description; pixel buffers are described by their headers only."""
@@ -169,6 +173,8 @@ class JobRequest:
             "origin": list(self.origin),
             "canvas": list(self.canvas) if self.canvas else None,
             "buffers": {k: b.header() for k, b in self.buffers().items()},
+            **({"controls": [c.header(C.buffer_name(i)) for i, c in enumerate(self.controls)]}
+               if self.controls else {}),
         }
 
     @classmethod
@@ -180,8 +186,12 @@ class JobRequest:
         params = _dataclass_from(Params, d.get("params") or {}, "params")
         options = _dataclass_from(Options, d.get("options") or {}, "options")
         bufs = {}
+        control_dicts = d.get("controls") or []
+        if not isinstance(control_dicts, list):
+            raise ValidationError("controls", "controls must be a list")
+        names = ("image", "mask", "depth", *(C.buffer_name(i) for i in range(len(control_dicts))))
         for name, header in (d.get("buffers") or {}).items():
-            if name not in ("image", "mask", "depth"):
+            if name not in names:
                 raise ValidationError("buffers", f"unknown buffer {name!r}")
             if name not in data:
                 raise ValidationError(name, f"buffer {name!r} is described but its bytes are missing")
@@ -196,8 +206,13 @@ class JobRequest:
             canvas = (int(canvas[0]), int(canvas[1])) if canvas else None
         except (TypeError, ValueError, IndexError):
             raise ValidationError("origin", "origin and canvas must be pairs of integers") from None
+        controls = []
+        for i, cd in enumerate(control_dicts):
+            if C.buffer_name(i) not in bufs:
+                raise ValidationError(C.field(i, "image"), f"{C.field(i, 'image')}: the control's pixels are missing")
+            controls.append(C.from_header(i, cd, bufs.pop(C.buffer_name(i))))
         return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
-                   origin=origin, canvas=canvas, **bufs)
+                   origin=origin, canvas=canvas, controls=tuple(controls), **bufs)
 
 
 def _dataclass_from(klass, d, name):
@@ -223,7 +238,12 @@ def validate(req: JobRequest) -> JobRequest:
     params = _valid_params(req, mode)
     options = _valid_options(req, mode)
     _check_buffers(req, mode, options)
-    return replace(req, params=params, options=options)
+    controls = req.controls
+    if controls:
+        if not mode.controls:
+            raise ValidationError("controls", f"{req.mode} takes no control layers")
+        controls = C.validate(controls, EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"))
+    return replace(req, params=params, options=options, controls=controls)
 
 
 def _valid_params(req: JobRequest, mode) -> Params:

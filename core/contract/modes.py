@@ -75,6 +75,7 @@ class ModeSpec:
     # The result needs the canvas grown by the ``expand_*`` options (``contract.expand``): its patch is in
     # the grown canvas's coordinates, and applying it resizes the canvas before adding the layer.
     grows_canvas: bool = False
+    controls: bool = False          # takes control layers (``contract.controls``: SD 2.1 ControlNets)
 
     @property
     def option_defaults(self) -> dict:
@@ -101,7 +102,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
                    "Repaint the selected part of the layer from a prompt, on a new layer", layer_menu=True),
         params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "masked_content"),
         selection=SELECTION_ASKED, selection_hint="select the area to repaint",
-        strength=STRENGTH_ALWAYS, models=("sd2-inpainting",)),
+        strength=STRENGTH_ALWAYS, models=("sd2-inpainting",), controls=True),
     ModeSpec(
         "restyle", "Restyle", "Restyle (depth)", "Generate",
         ModeAction("Restyle layer…", "Ctrl+Alt+Shift+R",
@@ -127,7 +128,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         ModeAction("Generate image…", "Ctrl+Alt+Shift+G", "Generate an image from a prompt, on a new layer",
                    activation="1"),
         params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "width", "height"),
-        image=IMAGE_OPTIONAL, strength=STRENGTH_WITH_IMAGE, models=("sd2-1", "sd2-1-base")),
+        image=IMAGE_OPTIONAL, strength=STRENGTH_WITH_IMAGE, models=("sd2-1", "sd2-1-base"), controls=True),
     ModeSpec(
         "fill", "Fill", "Fill (remove object)", "Fill selection",
         ModeAction("Fill selection", "Ctrl+Alt+Shift+F",

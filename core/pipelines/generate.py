@@ -19,6 +19,7 @@ from ..contract.plan import plan_region_job, plan_text_job
 from ..models.unet_compile import size_multiple
 from ..raster import scaling
 from . import adapters, regionjob
+from . import controls as controls_job
 from .base import Output, PipelineBase
 from .common import encode_image, image_kwargs, run_pipeline
 
@@ -40,12 +41,19 @@ def img2img_pipeline(pipe):
     return _img2img[pipe]
 
 
-def text_to_image(pipe, plan, params, control: JobControl, device: str):
+def text_to_image(pipe, plan, params, control: JobControl, device: str, controls=None):
+    if controls is not None:
+        return run_pipeline(controls_job.pipeline("text", pipe, controls), plan, params, control, device,
+                            image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
     return run_pipeline(pipe, plan, params, control, device, **plan.pipeline_kwargs)
 
 
-def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str):
+def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, controls=None):
     latents = encode_image(pipe, work.model_rgb).repeat(len(plan.seeds), 1, 1, 1)
+    if controls is not None:
+        return run_pipeline(controls_job.pipeline("image", pipe, controls), plan, params, control, device,
+                            image=latents, control_image=controls.image_arg(), **controls.kwargs(),
+                            **image_kwargs(plan))
     return run_pipeline(img2img_pipeline(pipe), plan, params, control, device, image=latents, **image_kwargs(plan))
 
 
@@ -59,16 +67,20 @@ class Generate(PipelineBase):
         if req.image is not None:
             plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             work = regionjob.prepare(req, plan)
+            controls = controls_job.prepare(req, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
+                                            control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = image_to_image(pipe, plan, work, req.params, control, device)
+                images, warnings = image_to_image(pipe, plan, work, req.params, control, device, controls)
             control.set_phase("finishing")
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
             plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
+            controls = controls_job.prepare(req, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
+                                            control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = text_to_image(pipe, plan, req.params, control, device)
+                images, warnings = text_to_image(pipe, plan, req.params, control, device, controls)
             control.set_phase("finishing")
             region = plan.region
             alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
@@ -77,7 +89,8 @@ class Generate(PipelineBase):
         return Output(patches, loaded.resolved.name, warnings,
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
                        "prediction": pipe.scheduler.config.prediction_type,
-                       "image_to_image": req.image is not None})
+                       "image_to_image": req.image is not None,
+                       **({"controlnets": controls.names} if controls else {})})
 
 
 PIPELINE = Generate()

@@ -11,8 +11,9 @@ from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import adapters, regionjob
+from . import controls as controls_job
 from .base import Output, PipelineBase
-from .common import encode_image, generators, prompt_kwargs, step_callback
+from .common import encode_image, generators, mean_encoding, prompt_kwargs, run_pipeline, step_callback
 
 NOISE_SEED_OFFSET = 0x5EED  # the masked-content noise must not repeat the pipeline's own noise
 
@@ -90,6 +91,22 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
     return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
 
 
+def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
+                       controls: controls_job.Controls, start_rgb):
+    """The same job through diffusers' ControlNet inpaint pipeline over ``pipe``'s modules: it takes the
+    start image as pixels (``start_rgb``) and encodes it itself, to the posterior's mean
+    (``mean_encoding``), so image i still depends only on seed + i."""
+    import torch
+
+    control.set_phase("encoding", 0, plan.expected_steps)
+    repaint = work.model_mask >= 0.5
+    image = torch.from_numpy(np.ascontiguousarray(start_rgb.transpose(2, 0, 1)))[None]
+    with mean_encoding(pipe.vae):
+        return run_pipeline(controls_job.pipeline("inpaint", pipe, controls), plan, params, control, device,
+                            image=image, mask_image=repaint[None, ..., None].astype(np.float32),
+                            control_image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
+
+
 class Inpaint(PipelineBase):
     mode = "inpaint"
 
@@ -103,20 +120,30 @@ class Inpaint(PipelineBase):
         if content != "original" and req.params.strength >= 1.0:
             notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
                          f"noise (use a strength below 1)")
-        start = None
-        if uses_start_image(req.params):
-            prefilled = prefill(req, work, models, control) if content == "fill" else None
+        controls = controls_job.prepare(req, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name, models,
+                                        control)
+        if controls is not None and content == "noise":
+            notes.append("masked content 'noise' is not used with control layers: the job starts from the original")
+        start = prefilled = None
+        if content == "fill" and uses_start_image(req.params):
+            prefilled = prefill(req, work, models, control)
+        if controls is None and uses_start_image(req.params):
             start = start_latents(loaded.pipe, plan, work, content, prefilled)
         t_model = time.perf_counter()
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
+            if controls is not None:
+                start_rgb = work.model_rgb if prefilled is None else prefilled
+                images, warnings = denoise_controlled(loaded.pipe, plan, work, req.params, control,
+                                                      models.policy.device, controls, start_rgb)
+            else:
+                images, warnings = denoise(loaded.pipe, plan, work, req.params, control, models.policy.device, start)
         model_seconds = time.perf_counter() - t_model
         warnings = tuple(notes) + tuple(warnings)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
         return Output(patches, loaded.resolved.name, warnings,
                       {"model_seconds": round(model_seconds, 4), "region": list(plan.region.as_tuple()),
-                       "model_size": list(plan.model_size)})
+                       "model_size": list(plan.model_size), **({"controlnets": controls.names} if controls else {})})
 
 
 PIPELINE = Inpaint()
