@@ -20,6 +20,9 @@ ImageBuffer = Any   # a ``jobs.ImageBuffer`` (jobs imports this module, so not t
 CONTROL_TYPES = ("scribble", "lineart", "softedge", "canny", "depth", "pose")
 CONTROL_LABELS = {"scribble": "Scribble", "lineart": "Line art", "softedge": "Soft edge", "canny": "Canny edges",
                   "depth": "Depth", "pose": "Pose"}
+# What "Make control layer" (the ``preprocess`` mode) makes from a photo or painting: every type but the
+# pose (no pose estimator is included: the artist draws the skeleton).
+PREPROCESS_TYPES = ("scribble", "lineart", "softedge", "canny", "depth")
 MAX_CONTROLS = 4
 RANGES = {
     "strength": Range("strength", 0.0, 2.0, integer=False, default=1.0),

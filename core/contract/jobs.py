@@ -126,6 +126,7 @@ class Options:
     expand_top: int = 0
     expand_right: int = 0
     expand_bottom: int = 0
+    control_type: str = "canny"      # preprocess: the control picture to make (controls.PREPROCESS_TYPES)
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
     output_format: str | None = None
@@ -270,6 +271,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
     P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
     P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
     P.check_choice("backend", o.backend, FILL_BACKENDS)
+    P.check_choice("control_type", o.control_type, C.PREPROCESS_TYPES)
     if o.output_format is not None:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)

@@ -150,6 +150,13 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         selection_hint="the selection is not used: the sizes say how far each side grows",
         strength=STRENGTH_ALWAYS, output=OUTPUT_EXPANDED, grows_canvas=True, models=("sd2-inpainting",),
         phase_labels=(("encoding", "Pre-filling the border"),)),
+    ModeSpec(
+        "preprocess", "Control layer", "Make control layer", "Make control layer",
+        ModeAction("Make control layer…", "Ctrl+Alt+Shift+K",
+                   "Turn the layer (or the selection) into a control picture (edges, line art, depth…) on a new "
+                   "layer, to edit and use as a control", layer_menu=True),
+        options=("control_type",),
+        phase_labels=(("encoding", "Making the control picture"),)),
 )
 
 MODE_SPECS: dict[str, ModeSpec] = {m.key: m for m in MODE_TABLE}

@@ -66,20 +66,25 @@ def control_picture(control: C.Control, region: Rect, size: tuple[int, int]) -> 
     return np.clip(small[..., :3], 0.0, 1.0).astype(np.float32)
 
 
-def prepare(req: JobRequest, region: Rect, size: tuple[int, int], pipe, base_name: str, models,
+def find(req: JobRequest, models) -> list:
+    """The ControlNet of each control, found on disk before anything is loaded (a missing one is named
+    with its install command at once)."""
+    return [controlnets.resolve(c.type, c.model, models_dir=getattr(models, "models_dir", None),
+                                hub_cache=getattr(models, "hub_cache", None)) for c in req.controls]
+
+
+def prepare(req: JobRequest, found: list, region: Rect, size: tuple[int, int], pipe, base_name: str, models,
             control: JobControl) -> Controls | None:
-    """Load every ControlNet of the request (checked against the base model's UNet first) and cut
-    their pictures; None without controls."""
+    """Load the ControlNets ``found`` for the request's controls (each checked against the base model's
+    UNet first) and cut their pictures; None without controls."""
     if not req.controls:
         return None
     import torch
 
     policy = models.policy
     out = Controls([], [], [], [], [], [])
-    for i, c in enumerate(req.controls):
+    for i, (c, resolved) in enumerate(zip(req.controls, found, strict=True)):
         C.check_covers(i, c, region.as_tuple())
-        resolved = controlnets.resolve(c.type, c.model, models_dir=getattr(models, "models_dir", None),
-                                       hub_cache=getattr(models, "hub_cache", None))
         controlnets.check_fits(resolved, pipe.unet.config, base_name, C.field(i, "model"))
         key = ("controlnet", str(resolved.path), policy.device, policy.dtype)
         net = models.get_other(key, lambda r=resolved: controlnets.load(r, policy), control=control)

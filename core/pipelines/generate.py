@@ -61,13 +61,14 @@ class Generate(PipelineBase):
     mode = "generate"
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        found = controls_job.find(req, models)
         loaded = models.get("generate", req.model, control=control)
         pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
         bbox = regionjob.selection_bbox(req)
         if req.image is not None:
             plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             work = regionjob.prepare(req, plan)
-            controls = controls_job.prepare(req, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
+            controls = controls_job.prepare(req, found, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
                                             control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
@@ -76,7 +77,7 @@ class Generate(PipelineBase):
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
             plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
-            controls = controls_job.prepare(req, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
+            controls = controls_job.prepare(req, found, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
                                             control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):

@@ -95,12 +95,14 @@ def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: 
                        controls: controls_job.Controls, start_rgb):
     """The same job through diffusers' ControlNet inpaint pipeline over ``pipe``'s modules: it takes the
     start image as pixels (``start_rgb``) and encodes it itself, to the posterior's mean
-    (``mean_encoding``), so image i still depends only on seed + i."""
+    (``mean_encoding``)."""
     import torch
 
     control.set_phase("encoding", 0, plan.expected_steps)
     repaint = work.model_mask >= 0.5
-    image = torch.from_numpy(np.ascontiguousarray(start_rgb.transpose(2, 0, 1)))[None]
+    # One copy per image: the pipeline encodes each with that image's generator, so image i still
+    # depends only on seed + i (one copy would be encoded with the first generator only).
+    image = torch.from_numpy(np.ascontiguousarray(start_rgb.transpose(2, 0, 1)))[None].repeat(len(plan.seeds), 1, 1, 1)
     with mean_encoding(pipe.vae):
         return run_pipeline(controls_job.pipeline("inpaint", pipe, controls), plan, params, control, device,
                             image=image, mask_image=repaint[None, ..., None].astype(np.float32),
@@ -111,6 +113,7 @@ class Inpaint(PipelineBase):
     mode = "inpaint"
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        found = controls_job.find(req, models)
         loaded = models.get("inpaint", req.model, control=control)
         plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
                                size_multiple(loaded.pipe))
@@ -120,7 +123,7 @@ class Inpaint(PipelineBase):
         if content != "original" and req.params.strength >= 1.0:
             notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
                          f"noise (use a strength below 1)")
-        controls = controls_job.prepare(req, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name, models,
+        controls = controls_job.prepare(req, found, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name, models,
                                         control)
         if controls is not None and content == "noise":
             notes.append("masked content 'noise' is not used with control layers: the job starts from the original")
