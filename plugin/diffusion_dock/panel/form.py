@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .. import host as H
-from ..runtime.coreapi import expand, jobs, modes, params
+from ..runtime.coreapi import controls, expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
+from .controls_box import ControlsBox
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
 
@@ -26,7 +27,7 @@ BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "opencv": "OpenCV (fast,
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
-               "expand")    # options the job builder sets, never the artist
+               "expand", "control_type")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -151,6 +152,8 @@ class JobForm(QtWidgets.QWidget):
         layout.addWidget(self.prompt_box)
         for name, w in (("prompt", self.prompt), ("negative_prompt", self.negative), ("weighted", self.weighted)):
             self.bind(name, w, "prompt")
+        self.controls_box = ControlsBox(layers)
+        layout.addWidget(self.controls_box)
 
         self.num_images, self.steps = int_spin("num_images"), int_spin("steps")
         self.guidance, self.strength = float_spin("guidance", 0.5, 1), float_spin("strength", 0.05, 2)
@@ -231,6 +234,11 @@ class JobForm(QtWidgets.QWidget):
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
         grow_box = self._build_growth()
+        self.control_type = compact_combo("control_type")
+        for key in controls.PREPROCESS_TYPES:
+            self.control_type.addItem(controls.CONTROL_LABELS[key], key)
+        self.control_type.setToolTip("Canny: OpenCV edges; soft edge, line art, scribble: OpenCV approximations; "
+                                     "depth: DPT-hybrid (stable-diffusion-2-depth)")
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -243,6 +251,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("image_to_image", "", self.image_to_image, None),
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
                                           ("expand", "Add", None, grow_box),
+                                          ("control_type", "Make", self.control_type, None),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
             if widget is not None:
@@ -316,6 +325,7 @@ class JobForm(QtWidgets.QWidget):
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)
+        self.controls_box.setVisible(ms.controls)
         for key, (lab, widget) in self.rows.items():
             widget.setVisible(visible[key])
             if lab is not None:
@@ -353,7 +363,8 @@ class JobForm(QtWidgets.QWidget):
         ms = self.mode_spec
         return JobSpec(self._mode, self.read_params(), self.read_options(), model=self.model_box.currentData(),
                        depth_layer=self.depth_source.currentData() if "depth_source" in ms.options else None,
-                       image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked())
+                       image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked(),
+                       controls=self.controls_box.specs() if ms.controls else ())
 
     def load_spec(self, mode: str, p: dict, o: dict) -> None:
         """Put a provenance record's (or saved) settings into the form."""
@@ -433,6 +444,9 @@ class JobForm(QtWidgets.QWidget):
         if binding is not None:
             _set_invalid(binding.widget, True)
             self._invalid.append(binding.widget)
+        elif (parameter or "").startswith("controls"):
+            _set_invalid(self.controls_box, True)
+            self._invalid.append(self.controls_box)
 
     def invalid_widgets(self) -> list:
         return list(self._invalid)

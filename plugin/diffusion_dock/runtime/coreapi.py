@@ -69,6 +69,7 @@ if TYPE_CHECKING:   # type checkers read the repository's modules (and the clien
     from core.contract import (
         atomic,
         catalog,
+        controls,
         events,
         expand,
         geometry,
@@ -92,6 +93,7 @@ else:
     expand = load("contract.expand")
     paths = load("contract.paths")
     atomic = load("contract.atomic")
+    controls = load("contract.controls")
 
 
 _qasync = None
