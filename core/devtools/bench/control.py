@@ -73,16 +73,19 @@ def run(profile: Profile, models, log) -> Row:
         t_net, net_all = best_of(control_only, profile.step_repeats)
         t_both, both_all = best_of(controlled, profile.step_repeats)
     flops_unet, flops_net = count_flops(unet, net, (x, t, ctx, cond))
-    share = (t_both - t_plain) / t_plain
-    log(f"row 10: step {fmt_s(t_plain)}, with one control {fmt_s(t_both)} (+{share:.0%}); ControlNet alone "
-        f"{fmt_s(t_net)}; FLOPs {flops_net / flops_unet:.0%} of the UNet's")
+    # The ControlNet timed alone against the UNet alone: on a shared machine the difference of two whole
+    # steps (with and without it) drowns in the noise; both steps are kept in the figures.
+    share, flop_share = t_net / t_plain, flops_net / flops_unet
+    log(f"row 10: step {fmt_s(t_plain)}, ControlNet alone {fmt_s(t_net)} ({share:.0%}), step with one control "
+        f"{fmt_s(t_both)}; FLOPs {flop_share:.0%} of the UNet's")
     figures = {"size": size, "batch": 2, "dtype": str(unet.dtype).replace("torch.", ""),
                "step_s": t_plain, "step_all_s": plain_all, "controlnet_s": t_net, "controlnet_all_s": net_all,
                "step_with_control_s": t_both, "step_with_control_all_s": both_all, "share": share,
+               "step_difference_share": (t_both - t_plain) / t_plain,
                "gflop_unet": flops_unet / 1e9, "gflop_controlnet": flops_net / 1e9,
                "flop_share": flops_net / flops_unet, "controlnet_weight_bytes": weights}
-    measured = (f"one control adds {share:.0%} to a guided {size}² inpaint step ({fmt_s(t_plain)} → {fmt_s(t_both)}; "
-                f"FLOPs {flops_net / flops_unet:.0%} of the UNet's); its weights {gib(weights)}, text encoder and "
-                f"VAE shared")
+    measured = (f"one control costs {flop_share:.0%} of a guided {size}² inpaint step's FLOPs; timed, the ControlNet "
+                f"takes {fmt_s(t_net)} beside the UNet's {fmt_s(t_plain)} ({share:.0%}); its weights {gib(weights)}, "
+                f"text encoder and VAE shared")
     return Row(10, "A control costs part of a step", measured, f"≤ {GOAL_SHARE:.0%} of a step",
-               share <= GOAL_SHARE, figures)
+               max(share, flop_share) <= GOAL_SHARE, figures)
