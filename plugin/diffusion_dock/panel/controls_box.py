@@ -17,6 +17,15 @@ from ..session.job_builder import ControlSpec
 ACTIVE_LAYER = "Active layer"
 
 
+def control_type_box(box: QtWidgets.QComboBox) -> QtWidgets.QComboBox:
+    """The Make control layer mode's choice of control picture."""
+    for key in controls.PREPROCESS_TYPES:
+        box.addItem(controls.CONTROL_LABELS[key], key)
+    box.setToolTip("Canny: OpenCV edges; soft edge, line art, scribble: OpenCV approximations; "
+                   "depth: DPT-hybrid (stable-diffusion-2-depth)")
+    return box
+
+
 def _spin(name: str, step: float) -> QtWidgets.QDoubleSpinBox:
     r = controls.RANGES[name]
     box = QtWidgets.QDoubleSpinBox()

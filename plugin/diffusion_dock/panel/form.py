@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .. import host as H
-from ..runtime.coreapi import controls, expand, jobs, modes, params
+from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
-from .controls_box import ControlsBox
+from .controls_box import ControlsBox, control_type_box
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
 
@@ -234,11 +234,7 @@ class JobForm(QtWidgets.QWidget):
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
         grow_box = self._build_growth()
-        self.control_type = compact_combo("control_type")
-        for key in controls.PREPROCESS_TYPES:
-            self.control_type.addItem(controls.CONTROL_LABELS[key], key)
-        self.control_type.setToolTip("Canny: OpenCV edges; soft edge, line art, scribble: OpenCV approximations; "
-                                     "depth: DPT-hybrid (stable-diffusion-2-depth)")
+        self.control_type = control_type_box(compact_combo("control_type"))
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
