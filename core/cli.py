@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from .contract.controls import PREPROCESS_TYPES, parse_spec
+
 EXIT_USAGE, EXIT_MODEL, EXIT_CANCELLED, EXIT_FAILED = 2, 3, 4, 1
 
 
@@ -97,21 +99,17 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def control_spec(text: str):
-    """An argparse type: ``TYPE:IMAGE[:STRENGTH[:START:END]]`` (``contract.controls.parse_spec``)."""
-    from .contract.controls import parse_spec
-
-    try:
-        return parse_spec(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _add_controls(p: argparse.ArgumentParser) -> None:
+    def control_spec(text: str):    # TYPE:IMAGE[:STRENGTH[:START:END]] (contract.controls.parse_spec)
+        try:
+            return parse_spec(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
     p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
-                   help="a control picture the model follows with an SD 2.1 ControlNet (repeatable): TYPE is "
-                        "scribble, lineart, softedge, canny, depth or pose; strength 0–2 (default 1); start and end "
-                        "the fraction of the steps it acts on (default 0:1); the picture is the image's size")
+                   help="a control picture (the image's size) the model follows with an SD 2.1 ControlNet "
+                        "(repeatable): TYPE scribble, lineart, softedge, canny, depth or pose; strength S 0–2 "
+                        "(default 1); START:END the fraction of the steps it acts on (default 0:1)")
 
 
 def _add_region(p: argparse.ArgumentParser) -> None:
@@ -120,8 +118,22 @@ def _add_region(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
 
 
+def _add_sampler(p: argparse.ArgumentParser) -> None:
+    from .contract.samplers import SAMPLER_CHOICES
+
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default="auto",
+                   help="the diffusers scheduler to denoise with (default auto: the model's catalogue choice, "
+                        "DPM++ 2M for SD2; 'model' is the one the model ships with)")
+
+
+def _add_vae(p: argparse.ArgumentParser, default: str = "full") -> None:
+    p.add_argument("--vae", choices=("full", "tiny"), default=default,
+                   help=f"full: the model's VAE; tiny: TAESD encodes and decodes (faster; when installed, else the "
+                        f"full VAE with a warning) (default {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .contract.jobs import default_options
+    from .contract.jobs import FILL_BACKENDS, default_options
 
     fill = default_options("fill")
 
@@ -133,15 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="selection mask, same size (white = repaint); default: whole image")
     _add_common(p)
     _add_region(p)
+    _add_sampler(p)
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
+    _add_vae(p)
     _add_controls(p)
 
-    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa or OpenCV)")
+    p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa, or patches without weights)")
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--mask", required=True, help="selection mask, same size (white = remove)")
-    p.add_argument("--backend", choices=("auto", "opencv", "lama"), default="auto",
-                   help="auto (default): LaMa when its weights are installed, else OpenCV")
+    p.add_argument("--backend", choices=FILL_BACKENDS, default="auto",
+                   help="auto (default): LaMa when its weights are installed, else patch (texture-aware, no weights); opencv: Telea, smooth")
     p.add_argument("--model", help="LaMa weights (.safetensors file or folder); implies --backend lama")
     p.add_argument("--grow", type=whole_number, default=fill.grow,
                    help="px beyond the selection the fill ignores, so no fringe of the object is copied (default 4)")
@@ -155,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", help="depth image, same size (white = near); default: estimated with DPT-hybrid")
     _add_common(p)
     _add_region(p)
+    _add_sampler(p)
 
     p = sub.add_parser("depth", help="estimate the depth of an image (white = near), as a 16-bit grayscale PNG")
     p.add_argument("--image", required=True, help="input image")
@@ -175,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=whole_number, help="height in px, a multiple of 8 in 64–8192 (default with --image: its)")
     p.add_argument("--image", help="start from this image (image-to-image, with --strength)")
     _add_common(p)
+    _add_sampler(p)
+    _add_vae(p)
     _add_controls(p)
-
-    from .contract.controls import PREPROCESS_TYPES
 
     p = sub.add_parser("preprocess", help="make a control picture from an image: edges, line art, scribble "
                                           "(OpenCV) or depth (DPT-hybrid of stable-diffusion-2-depth)")
@@ -185,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", required=True, help="input image")
     p.add_argument("--mask", help="selection mask, same size: only the selection is made into a control picture")
     _add_common(p, prompt=False, images=False, strength=False, model=False)
+
+    p = sub.add_parser("live", help="one Live frame: the image (or the selection) repainted by SD-Turbo in 1–4 steps, "
+                                    "no guidance")
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", help="selection mask, same size (white = repaint); default: whole image")
+    p.add_argument("--prompt", default="", help="what to paint")
+    p.add_argument("--weighted", action="store_true", help="parse compel weights: (word)1.3, word++")
+    p.add_argument("--steps", type=whole_number, default=1, help="steps that run, 1–4 (default 1)")
+    p.add_argument("--strength", type=number, default=0.5, help="0–1: how much to change (default 0.5)")
+    p.add_argument("--seed", type=whole_number, default=None, help="seed ≥ 0 (default: random, reported)")
+    _add_common(p, prompt=False, images=False, strength=False)
+    _add_region(p)
+    _add_vae(p, "tiny")
 
     p = sub.add_parser("expand", help="grow the canvas and paint the new border (stable-diffusion-2-inpainting)",
                        description="Grow the image's canvas and paint the new border from the prompt, "
@@ -197,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     sizes.add_argument("--to-aspect", type=aspect_ratio, metavar="W:H",
                        help="grow the shorter way to this aspect ratio, evenly on both sides (e.g. 16:9)")
     _add_common(p)
+    _add_sampler(p)
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
 
     p = sub.add_parser("models", help="list the models the resolver finds")
@@ -212,8 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-config", metavar="cluster.yaml", help="replicas, GPUs, models, limits (docs/cluster.md)")
     p.add_argument("--tokens", metavar="FILE", help="the per-artist tokens file (default: tokens.json in the "
                                                     "app's config folder)")
+    from .engine.serve import add_network_options
     from .engine.stdio import add_engine_options
 
+    add_network_options(p)
     add_engine_options(p)
 
     p = sub.add_parser("demo", help="inpaint the sample image in resources/ (tiny smoke models if SD2 is absent)")
@@ -235,8 +266,8 @@ def request_from_args(args, mode: str):
         seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False),
         loras=tuple(getattr(args, "lora", None) or ()), embeddings=tuple(getattr(args, "embedding", None) or ()))
     opt = dict(default_options(mode).__dict__)
-    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend",
-                 "control_type"):
+    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler",
+                 "vae", "control_type"):
         if getattr(args, name, None) is not None:
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):
@@ -304,7 +335,7 @@ def cmd_models(args) -> int:
     try:
         print(f"  found    {'big-lama':<16} {find_weights(None, models_dir)}  [fill]")
     except ModelError:
-        print(f"  missing  {'big-lama':<16} (fill works with OpenCV without it)  -> {install_hint()}")
+        print(f"  missing  {'big-lama':<16} (fill works without it, with patches)  -> {install_hint()}")
     others = [r for r in find_installed(models_dir) if r.spec is None or r.name not in CATALOG]
     for r in others:
         print(f"  found    {r.name:<16} {r.path}  [{r.source}, {r.pipeline}, {r.prediction}]")

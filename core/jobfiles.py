@@ -19,6 +19,7 @@ from .contract import atomic
 from .contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params
 from .contract.modes import IMAGE_OPTIONAL, OUTPUT_EXPANDED, OUTPUT_GRAY16, OUTPUT_SCALED, spec
 from .contract.params import ValidationError
+from .contract.samplers import label
 from .raster.files import encode_image, numbered, output_format, read_depth, read_image, read_mask
 from .raster.pixels import as_array
 
@@ -129,8 +130,10 @@ def run_files(job, out: Path, models, *, quiet: bool = False) -> list[Path]:
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     written = write_outputs(job, result, out)
+    sampler = f", {label(result.options.sampler)}" if "sampler" in spec(result.mode).options else ""
     for patch, path in zip(result.patches, written):
-        print(f"seed {patch.seed}: {path}" if patch.seed is not None else f"{result.model}: {path}", file=sys.stderr)
+        print(f"seed {patch.seed}{sampler}: {path}" if patch.seed is not None else f"{result.model}: {path}",
+              file=sys.stderr)
     return written
 
 

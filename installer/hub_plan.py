@@ -4,6 +4,10 @@ Only ``model_index.json``, the configs of the pipeline's components (scheduler, 
 extractor, each model's ``config.json``) and the safetensors weights of the model components; the fp16
 variant of a component's weights where the repo has one.  Never a pickle (``.ckpt``, ``.bin``,
 ``.pt``), never the original single-file checkpoints at the repo root, never README or images.
+
+A single model (``COMPONENT_CLASSES``: TAESD's ``AutoencoderTiny``) is a repo with ``config.json``
+and its diffusers weights (``diffusion_pytorch_model[.fp16].safetensors``) at the root: those two
+only, never the original ``taesd_*.pth`` files beside them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ PIPELINE_COMPONENTS: dict[str, tuple[str, ...]] = {
     "StableDiffusionDepth2ImgPipeline": (*_COMMON, "depth_estimator", "feature_extractor"),
     "StableDiffusionUpscalePipeline": (*_COMMON, "low_res_scheduler"),
 }
+
+# Single diffusers models downloaded on their own (no model_index.json): config.json + weights at the root.
+COMPONENT_CLASSES = ("AutoencoderTiny",)
+COMPONENT_WEIGHTS = "diffusion_pytorch_model"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class PlanError(Exception):
 
 def allow_patterns(pipeline: str, weights: bool = True) -> list[str]:
     """The hub allow patterns of a pipeline (what ``--dry-run`` shows); ``plan_files`` refines them by variant."""
+    if pipeline in COMPONENT_CLASSES:
+        return ["config.json", "diffusion_dock.json"] + ([f"{COMPONENT_WEIGHTS}*.safetensors"] if weights else [])
     comps = PIPELINE_COMPONENTS.get(pipeline)
     if comps is None:
         raise PlanError(f"no download recipe for pipeline {pipeline}")
@@ -81,6 +91,8 @@ def plan_files(pipeline: str, files: list[RemoteFile], *, weights: bool = True, 
     """
     if only:
         return plan_single_files(files, only, weights)
+    if pipeline in COMPONENT_CLASSES:
+        return _plan_component(pipeline, files, weights=weights, prefer_fp16=prefer_fp16)
     pats = allow_patterns(pipeline, weights)
     chosen = [f for f in files if any(fnmatch.fnmatchcase(f.path, p) for p in pats) and not _unsafe(f.path)
               and f.path.count("/") <= 1]
@@ -124,6 +136,27 @@ def plan_single_files(files: list[RemoteFile], only: tuple[str, ...], weights: b
             raise PlanError(f"the repo has no {name}")
         out.append(by_path[name])
     return out if weights else []
+
+
+def _plan_component(model_class: str, files: list[RemoteFile], *, weights: bool, prefer_fp16: bool
+                    ) -> list[RemoteFile]:
+    """config.json (+ diffusion_dock.json) and one set of root weights of a single-model repo."""
+    pats = allow_patterns(model_class, weights)
+    chosen = [f for f in files if "/" not in f.path and not _unsafe(f.path)
+              and any(fnmatch.fnmatchcase(f.path, p) for p in pats)]
+    if not any(f.path == "config.json" for f in chosen):
+        raise PlanError(f"the repo has no config.json at its root: it is not a diffusers {model_class}")
+    out = sorted((f for f in chosen if not f.is_weight), key=lambda f: f.path)
+    if not weights:
+        return out
+    found = [f for f in chosen if f.is_weight]
+    if not found:
+        pickles = [f.path for f in files if "/" not in f.path and _unsafe(f.path)]
+        raise PlanError(f"the repo has no safetensors weights for {model_class}"
+                        + (f" (only {', '.join(pickles)}, pickle files that are refused)" if pickles else ""))
+    half = [f for f in found if is_fp16(f.path)]
+    full = [f for f in found if not is_fp16(f.path)]
+    return out + sorted(half if (prefer_fp16 and half) or not full else full, key=lambda f: f.path)
 
 
 def total_size(files: list[RemoteFile]) -> int:

@@ -22,6 +22,9 @@ for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
     os.environ.pop(_var, None)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="dd-test-hf-")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Engines compile their UNets by default once idle (issue 22.2): minutes of two cores each.  The engines
+# tests start do not, unless a test asks for it (--compile wins over DD_COMPILE).
+os.environ["DD_COMPILE"] = "0"
 
 from core.models import env as engine_env  # noqa: E402
 
@@ -37,6 +40,17 @@ def require(condition, reason: str) -> None:
     if CI:
         pytest.fail(f"{reason} -- under CI=true this is a failure, not a skip")
     pytest.skip(reason)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="the full counts of the reliability figures (10,000 fuzzed frames, 100 engine kills, "
+                          "...); the same as DD_TEST_LONG=1")
+
+
+def pytest_configure(config):
+    if config.getoption("--long"):     # before the test modules are imported: they read it at import
+        os.environ["DD_TEST_LONG"] = "1"
 
 
 def pytest_runtest_setup(item):

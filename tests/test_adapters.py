@@ -267,7 +267,7 @@ def test_inventory_lists_imported_models_by_mode_and_the_adapter_files(files, ti
     shutil.copytree(files["dir"] / "loras", models / "loras")
     shutil.copytree(files["dir"] / "embeddings", models / "embeddings")
     [custom] = inventory.custom_entries(models, tmp_path / "no-cache")
-    assert custom["key"] == "my-inpaint" and custom["modes"] == ["inpaint"] and custom["custom"]
+    assert custom["key"] == "my-inpaint" and custom["modes"] == ["inpaint", "expand"] and custom["custom"]
     kinds = {(e["kind"], e["key"]) for e in inventory.adapter_entries(models)}
     assert kinds == {("lora", "tiny-lora.safetensors"), ("lora", "other.safetensors"),
                      ("embedding", "tinystyle.safetensors")}

@@ -31,7 +31,7 @@ def test_smoke_run_measures_every_row(smoke):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(js.read_text())
     rows = {row["row"]: row for row in data["rows"]}
-    assert sorted(rows) == list(range(1, 11))
+    assert sorted(rows) == list(range(1, 12))
     for row in rows.values():
         assert row["verdict"] in ("PASS", "FAIL"), row
         assert not row["measured"].startswith("error"), row
@@ -41,19 +41,32 @@ def test_smoke_run_measures_every_row(smoke):
     assert len(data["load_average"]["start"]) == 3 and len(data["load_average"]["end"]) == 3
     # The figures behind the verdicts are there.
     assert rows[1]["figures"]["gflop_guided_step"] > rows[1]["figures"]["gflop_unguided_step"] > 0
+    rates = rows[1]["figures"]["matmul_rates"]["bfloat16"]                # the floor: best of rates between steps
+    assert rates["n"] >= 4 and rates["max"] == max(rates["all"]) >= rates["median"] >= rates["min"] > 0
+    assert rows[1]["figures"]["matmul_gflops_bf16"] == rates["max"]
+    assert "median" in " ".join(rows[1]["notes"])
     shares = rows[1]["figures"]["time_shares"]                         # where the step's time goes
     assert "convolution" in shares and abs(sum(shares.values()) - 1.0) < 1e-6
     assert rows[2]["figures"]["ours"]["unet_calls"] == data["profile"]["e2e_steps"]
+    felt = rows[2]["figures"]["default_settings"]                       # the speed an artist feels
+    assert (felt["ours_steps"], felt["stock_steps"], felt["stock_calls"]) == (25, 50, 51) and felt["projected"]
     assert rows[2]["figures"]["ours_repeat"]["vae_encodes"] == 0        # the VAE-encode cache hit
     assert rows[2]["figures"]["ours_repeat"]["text_encoding_s"] == 0.0  # the prompt cache hit
     assert rows[3]["figures"]["same_model_inputs_for_every_canvas"] is True
     timed = {side: len(v["all_s"]) for side, v in rows[3]["figures"]["canvases"].items()}
     assert timed == {"128": 2, "512": 1, "1024": 2}                    # the goal's two canvases every round
-    assert rows[10]["figures"]["gflop_controlnet"] > 0 and rows[10]["figures"]["step_with_control_s"] > 0
+    assert rows[11]["figures"]["gflop_controlnet"] > 0 and rows[11]["figures"]["step_with_control_s"] > 0
     assert rows[6]["figures"]["together"]["shared"]["depth"]             # depth reused shared components
     expand, inpaint = rows[9]["figures"]["expand"], rows[9]["figures"]["inpaint"]   # both jobs ran, both rounds
     assert len(expand["all_s"]) == len(inpaint["all_s"]) == 2 and rows[9]["figures"]["ratio"] > 0
     assert expand["passes"] >= 1 and expand["unet_calls"] > 0 and inpaint["unet_calls"] > 0
+    live = rows[10]["figures"]["frames"]                                  # a Live frame, split, both ways
+    assert sorted(live) == ["128", "96"]
+    for side, by_vae in live.items():
+        assert sorted(by_vae) == ["full", "tiny"]
+        for frame in by_vae.values():
+            assert frame["model_size"] == [int(side), int(side)]
+            assert frame["total_s"] >= frame["encode_s"] + frame["unet_s"] + frame["decode_s"] + frame["transfer_s"] > 0
     for key in ("bf16", "guidance1", "channels_last", "prompt_cache", "vae_cache", "strength1_skip", "x4_tile", "region_only",
                 "memory", "pixels"):
         assert key in data["policy"], key

@@ -5,6 +5,7 @@ start/end checked by the steps at which the control's residuals reach the UNet."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -315,3 +316,25 @@ def test_download_of_a_controlnet_through_the_hub_api_then_the_resolver_finds_it
     assert not any(".ckpt" in r.path or "README" in r.path for r in h.log)
     found = controlnets.resolve("canny", models_dir=tmp_path / "none", hub_cache=tmp_path / "hf")
     assert found.source == "hf-cache" and found.path.read_bytes() == weights
+
+
+@pytest.mark.parametrize("mode", ["generate", "generate-image", "inpaint"])
+def test_controls_run_with_the_chosen_sampler_and_the_tiny_autoencoder(exact_models, cn, mode):
+    """The ControlNet pipelines take the job's sampler (recorded as run) and decode with TAESD when the
+    job asks for it: the residuals still reach the UNet, and no 'not installed' warning."""
+    from core.pipelines.common import TINY_MISSING
+
+    kind = "inpaint" if mode == "inpaint" else "generate"
+    image = rgba() if mode != "generate" else None
+    mask = full_mask() if mode == "inpaint" else None
+    req = JobRequest(kind, Params(steps=4, guidance=1.0, seed=3, strength=0.6),
+                     Options(width=128, height=128, sampler="euler", vae="tiny"),
+                     image=image, mask=mask, controls=(C.Control("canny", lines(), 1.0),))
+    with ResidualSpy(exact_models.get(kind).pipe.unet) as spy:
+        res = run(exact_models, req)
+    assert spy.calls and all(spy.calls)
+    assert res.options.sampler == "euler" and TINY_MISSING not in res.warnings
+    assert res.timings["controlnets"] == ["controlnet-canny"]
+    tiny = pixels(res)
+    full = pixels(run(exact_models, replace(req, options=replace(req.options, vae="full"))))
+    assert tiny.shape == full.shape and not np.array_equal(tiny, full)    # another decoder made it

@@ -138,6 +138,7 @@ def mode_request(mode):
         "fill": JobRequest("fill", options=Options(backend="opencv"), image=image, mask=mask),
         "expand": JobRequest("expand", Params(prompt="a meadow", steps=1, seed=4), Options(expand_right=16),
                              image=small),
+        "live": JobRequest("live", Params(prompt="glass", steps=2, seed=4, strength=0.5), image=image, mask=mask),
     }[mode]
 
 
@@ -188,6 +189,17 @@ def test_missing_model_fails_cleanly_and_the_engine_carries_on(engine, loop, tmp
     assert isinstance(events[-1], Failed) and events[-1].code == "model_missing"
     assert "does not exist" in events[-1].message
     assert isinstance(run(loop, engine, inpaint_request(IMG, MASK, steps=2))[-1], Finished)
+
+
+def test_the_local_engine_takes_a_model_folder_by_its_path(engine, loop, tiny_root, tmp_path):
+    """Paths are refused from remote clients only (tests/test_serve_limits.py): the editor's own engine
+    loads a model folder it is given, wherever it is."""
+    import shutil
+
+    folder = tmp_path / "elsewhere" / "my-inpainting"
+    shutil.copytree(tiny_root / "sd2-inpainting", folder)
+    events = run(loop, engine, replace(inpaint_request(IMG, MASK, steps=2), model=str(folder)))
+    assert isinstance(events[-1], Finished), events[-1]
 
 
 def test_cancel_the_running_job_within_a_step(engine, loop):
@@ -347,3 +359,4 @@ def test_a_patch_outside_the_selection_leaves_pixels_bit_identical_in_every_layo
         original = pixels.as_array(req.image)
         outside = MASK[..., 0] == 0
         assert np.array_equal(comp[outside], original[outside])
+

@@ -14,7 +14,7 @@ import pytest
 from core.contract.events import Failed, Finished, JobCancelled, Progress
 from core.link.client import EngineClient, EngineError
 
-from .engine_helpers import ROOT, collect, engine_env, finals_of
+from .engine_helpers import LONG, ROOT, collect, engine_env, finals_of
 from .helpers import inpaint_request, rect_mask, rgba_u8
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -292,3 +292,43 @@ def test_jobs_waiting_for_a_starting_engine_can_be_cancelled_and_stop_ends_the_r
     pid, first, second, third, state = loop.run(go())
     assert [type(e).__name__ for e in (first, second, third)] == ["JobCancelled"] * 3
     assert state == "stopped" and not alive(pid)
+
+
+KILLS = 100 if LONG else 10
+
+
+@pytest.mark.timeout(300 + 150 * KILLS)    # each round starts a fresh engine (imports, model load)
+def test_kill_9_mid_job_again_and_again_every_job_ends_and_none_is_lost(loop, tiny_root):
+    """The reliability figure: the engine is killed (SIGKILL) in the middle of a job, KILLS times.  Each
+    time the client reports that job as engine_died, restarts the engine and runs the job queued behind
+    it there; every job submitted ends exactly once, and every job that was not running when its engine
+    died ends with its result."""
+    client = EngineClient(cwd=ROOT, env=engine_env(tiny_root))
+    rounds = []
+
+    async def go():
+        await client.start()
+        for i in range(KILLS):
+            pid = client.engine_pid
+            running = Watch(client.submit(long_job()))
+            queued = [Watch(client.submit(small(100 * i + k))) for k in range(2)]
+            await asyncio.wait_for(running.denoising.wait(), 300)
+            os.kill(pid, signal.SIGKILL)
+            await running.task
+            for w in queued:
+                await w.task
+            rounds.append((pid, client.engine_pid, running.events, [w.events for w in queued]))
+        await client.stop()
+
+    loop.run(go(), timeout=240 + 140 * KILLS)
+    recoveries = lost = 0
+    for pid, new_pid, running_events, queued_events in rounds:
+        assert finals_of(running_events) == [running_events[-1]]
+        assert isinstance(running_events[-1], Failed) and running_events[-1].code == "engine_died"
+        for events in queued_events:
+            assert finals_of(events) == [events[-1]]
+            lost += not (isinstance(events[-1], Finished) and events[-1].result.patches)
+        recoveries += new_pid is not None and new_pid != pid and not alive(pid)
+    print(f"\nkill -9 mid-job x{KILLS}: {recoveries} recoveries, {lost} lost results "
+          f"({2 * KILLS} queued jobs, each ended once)")
+    assert recoveries == KILLS and lost == 0

@@ -10,6 +10,7 @@ Most cases run against the engine's dispatcher in this process, over a socket pa
 import io
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -23,9 +24,29 @@ from core.engine.connection import Connection
 from core.engine.service import EngineService
 from core.link import protocol as P
 
-from .engine_helpers import RawEngine, engine_env
+from .engine_helpers import LONG, RawEngine, engine_env
 
-COUNTS = {"in-process": 0, "subprocess": 0}
+# Fuzzed frames sent, per transport (a case's frames, not counting the marker that checks the reply).
+COUNTS = {"in-process": 0, "stdio": 0}
+# What no message to a client may contain: the words of a Python exception instead of ours.
+UNCLEAR = re.compile(
+    r"object is not|invalid literal|Traceback|NoneType|'(str|int|float|bool|dict|list|tuple|bytes)'"
+    r"|\b[A-Z][A-Za-z]*(Error|Exception)\b|not subscriptable|has no attribute|unhashable|unexpected keyword"
+    r"|positional argument|takes \d+ |unsupported operand|codec can't|Expecting (value|property|',')"
+    r"|line \d+ column \d+|\(char \d+\)|surrogates not allowed|__\w+__|<class |object at 0x")
+
+
+def unclear(messages) -> list[str]:
+    """The texts among the engine's messages that look like a Python exception's."""
+    texts = [m.get("message") for m in messages if m.type in ("error", "model_status")]
+    return [t for t in texts if isinstance(t, str) and UNCLEAR.search(t)]
+
+
+def frames_in(data: bytes) -> int:
+    return max(1, data.count(P.MAGIC))
+
+
+VALID_IDS = st.sampled_from(["j", "job-1", "a1b2c3d4e5f60718293a4b5c6d7e8f90", "x.y:z_9"])
 BASE = JobRequest("inpaint", Params(prompt="x", steps=1, seed=1, strength=1.0), model="/nonexistent/model",
                   image=ImageBuffer(8, 8, "BGRA_U8", bytes(range(256))),
                   mask=ImageBuffer(8, 8, "GRAY_U8", bytes([255] * 64)))
@@ -86,7 +107,7 @@ def leaves(d, path=()):
 @st.composite
 def mutated_submits(draw):
     """A valid submit with one to three fields replaced by random JSON, payloads sometimes changed."""
-    msg = P.submit(draw(st.text(max_size=8)) or "j", BASE)
+    msg = P.submit(draw(VALID_IDS | st.text(max_size=8)) or "j", BASE)
     header = json.loads(json.dumps(msg.header))
     for _ in range(draw(st.integers(1, 3))):
         paths = [p for p in leaves(header) if p and p[0] != "type"]  # other types: random_messages
@@ -121,7 +142,7 @@ def plausible_submits(draw):
         mask = ImageBuffer(mw, mh, "GRAY_U8", draw(st.binary(min_size=mw * mh, max_size=mw * mh)))
     params = Params(
         prompt=draw(st.text(max_size=30)), negative_prompt=draw(st.text(max_size=10)),
-        num_images=mostly(st.just(1), st.integers(-2, 9)), steps=mostly(st.integers(1, 2), st.integers(-5, 10**6)),
+        num_images=mostly(st.just(1), st.integers(-2, 9)), steps=mostly(st.integers(1, 2), st.sampled_from([-5, 0, 513, 10**6])),
         guidance=mostly(st.floats(1, 20), st.floats(-5, 50)), strength=mostly(st.floats(0.5, 1), st.floats(-1, 2)),
         seed=mostly(st.none() | st.integers(0, 2**32 - 1), st.integers(-(2**40), 2**40)), weighted=draw(st.booleans()))
     options = Options(grow=mostly(st.integers(0, 40), st.integers(-2, 600)),
@@ -133,7 +154,8 @@ def plausible_submits(draw):
     origin = mostly(st.just((0, 0)), st.sampled_from([(3, 2), (-1, 0)]))
     canvas = mostly(st.just(None), st.sampled_from([(w + 3, h + 2), (1, 1), (20000, 5)]))
     req = JobRequest(mode, params, options, model=model, image=image, mask=mask, origin=origin, canvas=canvas)
-    return P.encode_bytes(P.submit(draw(st.text(min_size=1, max_size=8)), req, previews=draw(st.booleans())))
+    job_id = mostly(VALID_IDS, st.text(min_size=1, max_size=8))
+    return P.encode_bytes(P.submit(job_id, req, previews=draw(st.booleans()))), job_id
 
 
 @st.composite
@@ -249,6 +271,7 @@ def check(service, replies, reason):
         assert m.type in P.ENGINE_MESSAGES, m.header
         if m.type == "error":
             assert m.get("code") in P.ENGINE_ERRORS and isinstance(m.get("message"), str), m.header
+    assert not unclear(replies), unclear(replies)
     fatal = [m for m in replies if m.type == "error" and m.get("fatal")]
     if fatal:  # refused at the connection: after the refusal only the jobs it had get their end, then it closes
         assert len(fatal) == 1 and reason in ("protocol_error", "version_mismatch", "unauthorized")
@@ -262,7 +285,7 @@ def check(service, replies, reason):
 
 
 def case(service, data, until_done=False):
-    COUNTS["in-process"] += 1
+    COUNTS["in-process"] += frames_in(data)
     replies, reason = converse(service, data, until_done=until_done)
     check(service, replies, reason)
     return replies, reason
@@ -344,11 +367,17 @@ def test_mutated_requests_fail_with_their_job_or_run(service, data):
 
 
 @settings(FAST, max_examples=100)
-@given(data=plausible_submits())
-def test_odd_but_well_formed_requests_are_refused_or_run(service, data):
+@given(case_=plausible_submits())
+def test_odd_but_well_formed_requests_are_refused_or_run(service, case_):
+    data, job_id = case_
     replies, reason = case(service, HELLO + data + PING, until_done=True)
     assert reason == "eof"
     job = [m for m in replies if m.get("job_id") is not None]
+    if not P.valid_job_id(job_id):  # refused without naming the job: its id cannot be sent back
+        assert job == []
+        assert [m.get("parameter") for m in replies if m.type == "error" and m.get("code") == "bad_message"] \
+            == ["job_id"]
+        return
     accepted = [m for m in job if m.type == "accepted"]
     ends = [m for m in job if m.type in ("result", "cancelled", "error")]
     assert len(ends) == 1, [m.header for m in job]  # refused, or accepted and then ended: once
@@ -366,7 +395,33 @@ def test_the_queue_is_empty_after_all_those_clients_left(service):
     assert len(service.queue) == 0
 
 
-# --- the real engine process ----------------------------------------------------------------------
+# --- the real engine processes: stdio and serve -------------------------------------------------------
+# At least STDIO_FRAMES and SERVE_FRAMES fuzzed frames (DD_TEST_LONG=1: ten times as many): no process
+# dies, no frame goes unanswered, no message is unclear.
+
+STDIO_FRAMES = 10_000 if LONG else 1_000
+SERVE_FRAMES = 10_000 if LONG else 1_000
+FIGURES = {t: {"frames": 0, "deaths": 0, "hangs": 0, "unclear": 0} for t in ("stdio", "serve")}
+
+
+def tally(transport: str, data: bytes, replies, alive: bool) -> None:
+    """Count the case's frames; a death or an unclear message is counted, then fails the test."""
+    figures = FIGURES[transport]
+    figures["frames"] += frames_in(data)
+    COUNTS[transport] = figures["frames"]
+    bad = unclear(replies)
+    figures["unclear"] += len(bad)
+    figures["deaths"] += not alive
+    assert alive, f"the {transport} engine died"
+    assert not bad, bad
+    for m in replies:
+        assert m.type in P.ENGINE_MESSAGES, m.header
+        assert m.type != "error" or m.get("code") in P.ENGINE_ERRORS, m.header
+
+
+def examples(frames: int, per_example: float) -> int:
+    return int(frames / per_example) + 20
+
 
 @pytest.fixture(scope="module")
 def raw_engine(tiny_root):
@@ -377,38 +432,129 @@ def raw_engine(tiny_root):
     assert b"Traceback" not in raw.stderr, raw.stderr.decode(errors="replace")[-2000:]
 
 
-SUBPROCESS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SUBPROCESS = settings(deadline=None, derandomize=True, database=None,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                             HealthCheck.data_too_large])
+ANY_MESSAGES = random_messages(allow_shutdown=False) | mutated_submits() | junk_headers
 
 
-@SUBPROCESS
-@given(data=random_messages(allow_shutdown=False) | mutated_submits() | junk_headers)
-def test_engine_process_answers_bad_messages_and_stays_alive(raw_engine, data):
-    COUNTS["subprocess"] += 1
-    marker = f"ping-{COUNTS['subprocess']}"
+def marked(raw_engine, transport, data):
+    """Send ``data`` then a marker; wait for the marker's answer (no answer within 120 s is a hang)."""
+    marker = f"ping-{sum(f['frames'] for f in FIGURES.values())}"
     assert raw_engine.send_bytes(data + frame({"type": marker}))
-    msg, before = raw_engine.until(lambda m: m.type == "error" and marker in m.get("message", ""), timeout=120)
-    for m in before:
-        assert m.type in P.ENGINE_MESSAGES
-        assert m.type != "error" or m.get("code") in P.ENGINE_ERRORS
-        assert not m.get("fatal")
-    assert raw_engine.proc.poll() is None
+    try:
+        msg, before = raw_engine.until(lambda m: m.type == "error" and marker in m.get("message", ""),
+                                       timeout=120)
+    except TimeoutError:
+        FIGURES[transport]["hangs"] += 1
+        raise
+    return before
+
+
+@settings(SUBPROCESS, max_examples=examples(STDIO_FRAMES, 1.9))
+@given(data=ANY_MESSAGES)
+def test_engine_process_answers_bad_messages_and_stays_alive(raw_engine, data):
+    before = marked(raw_engine, "stdio", data)
+    tally("stdio", data, before, raw_engine.proc.poll() is None)
+    assert not [m for m in before if m.get("fatal")]
 
 
 @settings(SUBPROCESS, max_examples=12)
 @given(data=st.binary(min_size=1, max_size=100) | oversized() | truncations().filter(lambda d: len(d) > len(HELLO))
        | st.just(b"GET / HTTP/1.1\r\nHost: engine\r\n\r\n"))
 def test_engine_process_refuses_a_broken_stream_cleanly(data):
-    COUNTS["subprocess"] += 1
     raw = RawEngine()
     raw.send_bytes(data)
     code = raw.close(timeout=60)
     replies = decode_replies(raw.proc.stdout.read())
+    tally("stdio", data, replies, True)
     assert code in (0, 2)
     if code == 2:  # refused: it said why before closing
         assert replies[-1].type == "error" and replies[-1].get("fatal")
         assert replies[-1].get("code") in ("protocol_error", "version_mismatch")
     assert b"Traceback" not in raw.stderr
+
+
+@pytest.fixture(scope="module")
+def server(tiny_root):
+    from .engine_helpers import ServeProcess
+
+    srv = ServeProcess(env=engine_env(tiny_root))
+    yield srv
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.stderr, srv.stderr[-2000:]
+
+
+def serve_case(server, data: bytes, authenticate: bool = True) -> tuple[list, bool]:
+    """``data`` on a fresh connection (after a hello with the token), then a marker, then our side closes;
+    the replies until the server closes.  Silence for 120 s is a hang."""
+    sock = server.connect(timeout=120)
+    marker = f"ping-{FIGURES['serve']['frames']}"
+    replies = []
+    try:
+        hello = P.encode_bytes(P.hello(token=server.token)) if authenticate else b""
+        try:
+            sock.sendall(hello + data + frame({"type": marker}))
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:   # refused and closed while we were still sending
+            pass
+        f = sock.makefile("rb")
+        try:
+            while (m := P.read_message(f.read)) is not None:
+                replies.append(m)
+        except TimeoutError:
+            FIGURES["serve"]["hangs"] += 1
+            raise AssertionError("the server did not answer within 120 s") from None
+        except (ConnectionResetError, P.FramingError):
+            pass
+    finally:
+        sock.close()
+    answered = any(m.type == "error" and marker in m.get("message", "") for m in replies)
+    fatal = [m for m in replies if m.type == "error" and m.get("fatal")]
+    return replies, answered or bool(fatal) or not authenticate
+
+
+SERVE_MESSAGES = ANY_MESSAGES | oversized() | truncations() | st.binary(min_size=1, max_size=200)
+
+
+@settings(SUBPROCESS, max_examples=examples(SERVE_FRAMES, 1.7))
+@given(data=SERVE_MESSAGES)
+def test_serve_answers_bad_frames_and_stays_alive(server, data):
+    replies, settled = serve_case(server, data)
+    tally("serve", data, replies, server.alive())
+    assert settled, [m.header for m in replies]
+    assert replies[0].type == "hello"
+    fatal = [m for m in replies if m.type == "error" and m.get("fatal")]
+    assert len(fatal) <= 1 and all(m.get("code") in ("protocol_error", "too_slow") for m in fatal), fatal
+
+
+@settings(SUBPROCESS, max_examples=30)
+@given(case_=plausible_submits())
+def test_serve_runs_or_refuses_well_formed_requests(server, case_):
+    data, _job_id = case_
+    replies, settled = serve_case(server, data)
+    tally("serve", data, replies, server.alive())
+    assert settled
+
+
+@settings(SUBPROCESS, max_examples=60)
+@given(data=SERVE_MESSAGES | hello_versions)
+def test_serve_refuses_anything_before_the_token(server, data):
+    replies, _ = serve_case(server, data, authenticate=False)
+    tally("serve", data, replies, server.alive())
+    assert not [m for m in replies if m.type not in ("error",)], [m.header for m in replies]
+    assert replies and replies[-1].get("fatal")
+    assert replies[-1].get("code") in ("unauthorized", "protocol_error", "version_mismatch")
+
+
+def test_fuzz_figures():
+    """The figures of the reliability table (this module's subprocess cases)."""
+    print("\n| transport | fuzzed frames | engine deaths | hangs | unclear messages |")
+    print("|---|---|---|---|---|")
+    for t, f in FIGURES.items():
+        print(f"| {t} | {f['frames']} | {f['deaths']} | {f['hangs']} | {f['unclear']} |")
+    assert FIGURES["stdio"]["frames"] >= STDIO_FRAMES and FIGURES["serve"]["frames"] >= SERVE_FRAMES, FIGURES
+    assert all(f["deaths"] == f["hangs"] == f["unclear"] == 0 for f in FIGURES.values())
 
 
 # --- what the fuzzing found, pinned down --------------------------------------------------------

@@ -153,14 +153,20 @@ def test_a_crashing_job_ends_with_an_error_and_the_worker_survives():
             raise KeyError("boom")
         return Outcome("result", 1)
 
-    finals = []
-    q = JobQueue(execute, on_final=lambda job, o: finals.append((job.id, o.kind, o.code)))
+    finals, texts = [], []
+
+    def on_final(job, o):
+        finals.append((job.id, o.kind, o.code))
+        texts.append(o.message)
+
+    q = JobQueue(execute, on_final=on_final)
     q.submit(Job("bad", None, object()))
     q.submit(Job("good", None, object()))
     deadline = time.monotonic() + 5
     while len(finals) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert finals == [("bad", "error", "job_failed"), ("good", "result", "")]
+    assert "boom" not in texts[0] and "KeyError" not in texts[0] and "engine's log" in texts[0]
     q.close()
 
 

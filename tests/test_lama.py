@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import os
 import pickle
+import re
 import sys
 import types
 import zipfile
@@ -131,8 +132,12 @@ def test_loader_refuses_pickles_and_foreign_files(tmp_path):
         load_generator(tmp_path / "other.safetensors")
     assert "big-lama" in str(e.value)
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(ModelNotFound):
+    with pytest.raises(ModelNotFound) as e2:
         load_generator(tmp_path / "broken.safetensors")
+    for refusal in (e.value, e2.value):     # our words, not the library's (they go to the log only)
+        text = str(refusal)
+        assert "download the LaMa weights again" in text
+        assert not re.search(r"Error|Exception|header|deserializ|Missing key|Unexpected key|size mismatch", text), text
 
 
 # ----------------------------------------------------------------------------- converter

@@ -149,3 +149,13 @@ class TestInpaintWithControls(PipelineContract):
         req = image_request("inpaint", **{"strength": 0.9, **kw})
         return replace(req, controls=(Control("canny", buffer(IMG), 1.0, 0.0, 0.6),
                                       Control("scribble", buffer(IMG), 0.5, 0.3, 1.0)))
+
+
+class TestLive(PipelineContract):
+    """SD-Turbo at 1–4 steps without guidance (the contract's requests ask for 3 steps)."""
+
+    mode = "live"
+    batch = False
+
+    def request(self, **kw):
+        return image_request("live", **{"strength": 0.5, **kw})

@@ -158,3 +158,26 @@ def test_loaded_pipelines_never_touch_the_network(tiny_root, policy, monkeypatch
     mm = ModelManager(policy, models_dir=tiny_root, hub_cache=tiny_root / "none")
     res = run_job(inpaint_request(rgba_u8(48, 48), rect_mask(48, 48, 8, 8, 30, 30), steps=2), mm)
     assert np.asarray(res.patches[0].image.width) > 0
+
+
+def test_a_model_installed_in_the_models_folder_is_found_by_its_name(tiny_root, tmp_path, monkeypatch):
+    shutil.copytree(tiny_root / "sd2-inpainting", tmp_path / "my-finetune")
+    monkeypatch.chdir(tmp_path / "my-finetune" / "unet")        # not a path relative to where the engine runs
+    r = resolve("my-finetune", models_dir=tmp_path)
+    assert r.path == tmp_path / "my-finetune" and r.source == "models-dir" and r.name == "my-finetune"
+
+
+def test_a_remote_client_may_name_installed_models_only(tiny_root, tmp_path):
+    from core.contract.params import ValidationError
+    from core.models.resolver import REMOTE_MODEL_RULE, check_remote_model
+
+    shutil.copytree(tiny_root / "sd2-inpainting", tmp_path / "my-finetune")
+    for ok in (None, "sd2-inpainting", "sd2-x4-upscaler", "big-lama", "my-finetune"):
+        check_remote_model(ok, tmp_path)
+    refused = ["/etc", "~/.bashrc", "../../etc/passwd", "/proc/self/environ", str(tmp_path / "my-finetune"),
+               "my-finetune/unet", "..", ".hidden", "not-installed", "stabilityai/stable-diffusion-2-inpainting",
+               "C:\\models\\x", "", 3, ["a"]]
+    for bad in refused:
+        with pytest.raises(ValidationError) as e:
+            check_remote_model(bad, tmp_path)
+        assert e.value.parameter == "model" and str(e.value) == REMOTE_MODEL_RULE

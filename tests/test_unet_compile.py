@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import pytest
 import torch
@@ -237,10 +238,11 @@ def test_unloading_a_compiled_model_warns_that_its_memory_stays(tiny_root, polic
     assert "had a compiled UNet" in caplog.text and "restarts" in caplog.text
 
 
-def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stops_cleanly(loop, tiny_root):
-    """``--compile`` (the dock's "Compile the UNet"): the capabilities carry the decision, the first job
-    finishes without waiting for the compilation, the dock hears "compiling", and stopping the engine
-    in the middle of a compilation is prompt and clean."""
+def test_an_engine_compiles_by_default_only_while_idle_and_stops_cleanly(loop, tiny_root):
+    """With no flag and DD_COMPILE unset the engine compiles (the capabilities say so); the first job
+    finishes without waiting and the compilation starts only after it; a job that arrives meanwhile
+    pauses it ("compile_paused", then "compiling" once the engine is idle again); stopping the engine in
+    the middle of a compilation is prompt and clean."""
     import time
 
     from core.contract.events import Finished
@@ -250,22 +252,161 @@ def test_an_engine_started_with_compile_says_so_compiles_beside_the_job_and_stop
     from .helpers import inpaint_request, rect_mask, rgba_u8
 
     caps, model_status = [], []
-    client = EngineClient(cwd=ROOT, env=engine_env(tiny_root),
-                          engine_args=["--compile"], on_capabilities=caps.append,
+    client = EngineClient(cwd=ROOT, env=engine_env(tiny_root, DD_COMPILE=""), on_capabilities=caps.append,
                           on_model_status=model_status.append, heartbeat_timeout=60)
     loop.run(client.start())
+    states = lambda: [s.state for s in model_status]  # noqa: E731
     try:
         request = inpaint_request(rgba_u8(64, 80, seed=2), rect_mask(64, 80, 20, 16, 60, 48), steps=2, seed=3)
         events = loop.run(collect(loop.call(lambda: client.submit(request))))
         assert isinstance(events[-1], Finished)
         assert caps and "UNet compile: torch.compile with inductor" in caps[-1].device_reason
-        states = [s.state for s in model_status]
-        assert "compiling" in states and "compiled" not in states, states   # the job did not wait
+        assert "compiling" not in states(), states()       # nothing was compiled while the job ran
+        deadline = time.monotonic() + 120
+        while "compiling" not in states() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "compiling" in states(), states()            # the engine went idle: it compiles now
+        second = loop.run(collect(loop.call(lambda: client.submit(request))))
+        assert isinstance(second[-1], Finished)
+        seen = states()
+        if "compiled" not in seen[:seen.index("compiling") + 1]:   # it was still compiling when the job came
+            assert seen[seen.index("compiling") + 1] == "compile_paused", seen
+            deadline = time.monotonic() + 60
+            while states().count("compiling") < 2 and "compiled" not in states() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert states().count("compiling") == 2 or "compiled" in states(), states()    # and went on after it
     finally:
         t0 = time.perf_counter()
         loop.run(client.stop())
         stopped = time.perf_counter() - t0
     assert client.status.state == "stopped" and stopped < 30
+
+
+def test_the_engine_compiles_unless_told_not_to(monkeypatch):
+    from core.engine.stdio import build_parser, service_kwargs
+    from core.models.device import engine_wants_compile
+
+    monkeypatch.delenv("DD_COMPILE", raising=False)
+    assert engine_wants_compile(None) is True
+    assert engine_wants_compile(False) is False
+    monkeypatch.setenv("DD_COMPILE", "0")
+    assert engine_wants_compile(None) is False and engine_wants_compile(True) is True   # the flag wins
+    compile_of = lambda *argv: service_kwargs(build_parser().parse_args(list(argv)))["compile"]  # noqa: E731
+    assert (compile_of(), compile_of("--compile"), compile_of("--no-compile")) == (None, True, False)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--compile", "--no-compile"])
+
+
+def gate_and_statuses(settle: float = 0.05):
+    from core.models.compile_gate import CompileGate
+
+    return CompileGate(settle=settle), []
+
+
+def wait_for(predicate, timeout: float = WAIT) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_gated_compilation_waits_for_an_idle_engine_and_pauses_while_a_job_runs(unet):
+    """The engine's gate: while a job runs the shape does not compile (every call runs eagerly); once
+    idle it compiles; a job arriving mid-compilation pauses it (the job's calls run eagerly, with the
+    same numbers), and it goes on once the engine is idle again."""
+    import time
+
+    gate, seen = gate_and_statuses()
+
+    def on_status(state, detail):
+        seen.append(state)
+        if state == "compiling" and seen.count("compiling") == 1:
+            gate.set_busy(True)          # a job arrives just as the compilation starts
+
+    gate.set_busy(True)                  # the job whose first call asks for the shape
+    d = unet_compile.install(unet, on_status=on_status, gate=gate)
+    try:
+        x, t, ctx = inputs()
+        expected = eager_only(unet, x, t, ctx)
+        assert torch.equal(call(unet, x, t, ctx), expected)
+        time.sleep(0.3)
+        assert d.compiling and seen == [] and not d.ready         # it waits for the engine to be idle
+        gate.set_busy(False)
+        assert wait_for(lambda: "compile_paused" in seen), seen
+        assert seen == ["compiling", "compile_paused"] and d.compiling and not d.ready
+        for _ in range(2):                                        # the job's calls while it is paused
+            assert torch.equal(call(unet, x, t, ctx), expected)
+        assert d.calls == {"eager": 3, "compiled": 0, "refused": 0} and gate.pauses == 1
+        gate.set_busy(False)
+        assert d.wait(WAIT) and d.ready, d.failed
+        assert seen == ["compiling", "compile_paused", "compiling", "compiled"]
+        timing = next(iter(d.timings.values()))
+        assert timing["pauses"] == 1 and timing["paused_seconds"] > 0
+        torch.testing.assert_close(call(unet, x, t, ctx), expected, rtol=1e-4, atol=1e-4)
+        assert d.calls["compiled"] == 1
+    finally:
+        unet_compile.uninstall(unet)
+
+
+def test_the_gate_pauses_a_compiling_thread_only_where_no_lock_of_a_job_can_be_held():
+    """The pausing trace function stops the compiling thread at a call in the compiler's code, never
+    inside a logging handler (or an import, a condition, a queue) whose lock a job may need: here the
+    compiling thread logs through a handler that itself runs compiler code, and the job's thread logs to
+    the same handler while the compilation is paused."""
+    import logging
+    import threading
+
+    import torch.fx
+
+    from core.models.compile_gate import CompileGate
+
+    gate = CompileGate(settle=0.0)
+    events, stop, inside_handler = [], threading.Event(), threading.Event()
+
+    class CompilerInHandler(logging.Handler):
+        def emit(self, record):
+            if threading.current_thread().name == "fake-compile":
+                inside_handler.set()
+                torch.fx.Graph()          # compiler code, but under the handler's lock
+                inside_handler.clear()
+
+    log = logging.getLogger("dd-test-gate")
+    log.propagate = False
+    handler = CompilerInHandler()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    made = [0]
+
+    def compile_like():
+        with gate.turn(on_pause=lambda paused: events.append(paused)):
+            while not stop.is_set():
+                log.info("lowering a node")
+                torch.fx.Graph()          # where it may stop
+                made[0] += 1
+
+    thread = threading.Thread(target=compile_like, name="fake-compile", daemon=True)
+    try:
+        thread.start()
+        assert wait_for(lambda: made[0] > 3, 60)
+        gate.set_busy(True)
+        assert wait_for(lambda: events == [True], 60)
+        assert not inside_handler.is_set()          # it stopped outside the handler...
+        log.info("the job's own log line")          # ...so the job can log (this would hang otherwise)
+        before = made[0]
+        time.sleep(0.2)
+        assert made[0] == before                    # and it makes no progress while paused
+        gate.set_busy(False)
+        assert wait_for(lambda: events == [True, False] and made[0] > before, 60)
+    finally:
+        stop.set()
+        gate.set_busy(False)
+        thread.join(60)
+        log.removeHandler(handler)
+    assert not thread.is_alive()
 
 
 def test_inductor_caches_in_the_app_cache_folder_unless_told_otherwise(monkeypatch, tmp_path):

@@ -139,6 +139,11 @@ class Gateway:
             log.warning("%s: refused: %s token", conn.name, e.reason if msg.get("token") else "missing")
             conn.last_word(error("unauthorized", str(e), fatal=True))
             return "unauthorized"
+        busy = conn.admit()      # the server's cap on authenticated connections (serve.Pool)
+        if busy:
+            log.warning("%s: refused: %s", conn.name, busy)
+            conn.last_word(error("server_busy", busy, fatal=True))
+            return "server_busy"
         beat = msg.get("heartbeat")
         if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
             conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)

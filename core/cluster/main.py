@@ -2,7 +2,7 @@
 
 The gateway joins the Ray cluster, deploys (or updates) the engine application as the config file says,
 lists the models through one replica, and then serves editors exactly as ``serve`` does
-(``core.engine.serve.run``: TLS, pre-authentication limits, the plain-text warning), with per-artist
+(``core.engine.serve.run``: TLS, the limits of ``engine.netlimits``, plain text refused off loopback), with per-artist
 tokens instead of the one printed token.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import params as P
 from .params import Range, ValidationError
 
 ImageBuffer = Any   # a ``jobs.ImageBuffer`` (jobs imports this module, so not the other way round)
@@ -24,6 +25,7 @@ CONTROL_LABELS = {"scribble": "Scribble", "lineart": "Line art", "softedge": "So
 # pose (no pose estimator is included: the artist draws the skeleton).
 PREPROCESS_TYPES = ("scribble", "lineart", "softedge", "canny", "depth")
 MAX_CONTROLS = 4
+MODEL_MAX_CHARS = 4096    # as a request's model (jobs.MODEL_MAX_CHARS)
 RANGES = {
     "strength": Range("strength", 0.0, 2.0, integer=False, default=1.0),
     "start": Range("start", 0.0, 1.0, integer=False, default=0.0),
@@ -74,11 +76,34 @@ def from_header(index: int, d, image: ImageBuffer) -> Control:
                    origin, d.get("model"))
 
 
-def validate(controls, formats) -> tuple[Control, ...]:
+def listed(value) -> list:
+    """A request dict's ``controls``: a list of at most ``MAX_CONTROLS`` (none when absent)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CONTROLS:
+        raise ValidationError("controls", f"controls must be a list of at most {MAX_CONTROLS} control layers, "
+                                          f"got {P.shown(value)}")
+    return value
+
+
+def from_headers(dicts: list, bufs: dict) -> tuple[Control, ...]:
+    """The controls ``dicts`` describe, each taking its decoded buffer (``buffer_name``) out of ``bufs``."""
+    out = []
+    for i, d in enumerate(dicts):
+        if buffer_name(i) not in bufs:
+            raise ValidationError(field(i, "image"), f"{field(i, 'image')}: the control's pixels are missing")
+        out.append(from_header(i, d, bufs.pop(buffer_name(i))))
+    return tuple(out)
+
+
+def validate(controls, formats, mode: str = "", takes: bool = True) -> tuple[Control, ...]:
     """Check every control (type, strength, start/end, pixels in one of ``formats``); return them with
-    numbers normalised.  Raises ValidationError naming the field (``controls[0].end``)."""
+    numbers normalised.  Raises ValidationError naming the field (``controls[0].end``), or "controls"
+    when the job's ``mode`` takes none (``takes``: its ``ModeSpec.controls``)."""
     from dataclasses import replace
 
+    if controls and not takes:
+        raise ValidationError("controls", f"{mode} takes no control layers")
     if not isinstance(controls, (tuple, list)):
         raise ValidationError("controls", "controls must be a list")
     if len(controls) > MAX_CONTROLS:
@@ -87,7 +112,7 @@ def validate(controls, formats) -> tuple[Control, ...]:
     for i, c in enumerate(controls):
         if c.type not in CONTROL_TYPES:
             raise ValidationError(field(i, "type"), f"{field(i, 'type')} must be one of {', '.join(CONTROL_TYPES)}, "
-                                                    f"got {c.type!r}")
+                                                    f"got {P.shown(c.type)}")
         values = {}
         for name, rng in RANGES.items():
             try:
@@ -99,6 +124,8 @@ def validate(controls, formats) -> tuple[Control, ...]:
                                                    f"({values['start']:g}), got {values['end']:g}")
         if c.model is not None and not isinstance(c.model, str):
             raise ValidationError(field(i, "model"), f"{field(i, 'model')} must be text: a ControlNet file or folder")
+        if c.model is not None:
+            P.check_text(field(i, "model"), c.model, MODEL_MAX_CHARS)
         c.image.check(field(i, "image"), formats)
         out.append(replace(c, **values))
     return tuple(out)

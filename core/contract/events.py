@@ -111,7 +111,8 @@ class ModelStatus:
     """A model being loaded or unloaded by the engine's cache."""
 
     model: str
-    state: str               # loading | loaded | unloaded | failed | compiling | compiled | compile_failed | compile_skipped
+    state: str               # loading | loaded | unloaded | failed | compiling | compile_paused | compiled |
+    #                          compile_failed | compile_skipped
     path: str = ""
     shared: tuple[str, ...] = ()   # components reused from another loaded model
     seconds: float | None = None

@@ -26,6 +26,9 @@ class JobControl:
         self._on_progress = on_progress
         self._on_preview = on_preview
         self.preview_every = preview_every
+        # How a step's latents become a preview image (the pipeline template sets it to the tiny
+        # autoencoder's decoder when that is installed); None: the pipelines' linear projection.
+        self.decode_preview: Callable[[object], object] | None = None
         self.phase = "queued"
         self.step = 0
         self.total = 0

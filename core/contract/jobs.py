@@ -16,10 +16,15 @@ from . import params as P
 from .geometry import Rect
 from .modes import IMAGE_REQUIRED, MODE_SPECS, MODES, SELECTION_REQUIRED, spec
 from .params import ValidationError
+from .samplers import SAMPLER_CHOICES
 
 MASKED_CONTENT = ("original", "fill", "noise")
 DEPTH_SOURCES = ("auto", "given")
-FILL_BACKENDS = ("auto", "opencv", "lama")
+FILL_BACKENDS = ("auto", "patch", "opencv", "lama")
+FILL_NAMES = {"lama": "LaMa", "patch": "Patches", "opencv": "OpenCV"}   # result layer names by model label
+# Which autoencoder turns pixels into latents and back: the model's own VAE, or the tiny one (TAESD,
+# when installed: much faster, a little softer; without it the full VAE is used and a warning says so).
+VAES = ("full", "tiny")
 
 # Pixel layouts.  The editor's own (Krita, little-endian): BGRA U8/U16 and RGBA F16/F32.
 # RGBA_U8/RGB_U8/GRAY_* are used for files and masks.  ``linear`` marks linear-light data.
@@ -41,6 +46,11 @@ DEPTH_FORMATS = ("GRAY_U8", "GRAY_U16")
 # writes it): the engine reads its red channel, decoded from linear light where the layer is linear.
 DEPTH_INPUT_FORMATS = DEPTH_FORMATS + EDITOR_FORMATS
 MAX_SIDE = 16384
+MODEL_MAX_CHARS = 4096
+# Request fields that name a file or folder on the engine's machine (a model today; LoRAs, embeddings or
+# control images would be listed here too).  A remote client may only give names of installed things
+# there (core.models.resolver.check_remote_model), never paths.
+NAMED_FILE_FIELDS = ("model",)
 
 
 @dataclass(frozen=True)
@@ -69,23 +79,54 @@ class ImageBuffer:
         return {"width": self.width, "height": self.height, "format": self.format, "linear": self.linear}
 
     @classmethod
-    def from_header(cls, header: dict, data) -> ImageBuffer:
-        return cls(int(header["width"]), int(header["height"]), str(header["format"]), data,
-                   bool(header.get("linear", False)))
+    def from_header(cls, header: dict, data, name: str = "image") -> ImageBuffer:
+        """The buffer a JSON header describes (``header()``'s inverse); ValidationError naming the buffer
+        and the field for anything else."""
+        check_buffer_header(name, header)
+        return cls(header["width"], header["height"], header["format"], data, header.get("linear", False))
 
     def check(self, name: str, formats=None) -> None:
-        if self.format not in PIXEL_FORMATS:
-            raise ValidationError(name, f"{name}: unknown pixel format {self.format!r}; "
+        if not isinstance(self.format, str) or self.format not in PIXEL_FORMATS:
+            raise ValidationError(name, f"{name}: unknown pixel format {P.shown(self.format)}; "
                                         f"use one of {', '.join(PIXEL_FORMATS)}")
         if formats is not None and self.format not in formats:
             raise ValidationError(name, f"{name} must be in format {', '.join(formats)}, got {self.format}")
         for side, v in (("width", self.width), ("height", self.height)):
-            if not isinstance(v, int) or not (1 <= v <= MAX_SIDE):
-                raise ValidationError(name, f"{name} {side} must be in 1–{MAX_SIDE} px, got {v!r}")
+            if type(v) is not int or not (1 <= v <= MAX_SIDE):
+                raise ValidationError(name, f"{name} {side} must be in 1–{MAX_SIDE} px, got {P.shown(v)}")
         if len(self.data) != self.expected_nbytes():
             raise ValidationError(
                 name, f"{name}: {self.width}x{self.height} {self.format} needs {self.expected_nbytes()} bytes, "
                       f"got {len(self.data)}")
+
+
+BUFFER_FIELDS = ("width", "height", "format", "linear")
+
+
+def check_buffer_header(name: str, header) -> int:
+    """Check a buffer's JSON description ({"width", "height", "format", "linear"}) and return how many
+    bytes its pixels take.  ValidationError (parameter ``name``) naming the field and what it must be."""
+    where = f"buffer {name!r}"
+    if not isinstance(header, dict):
+        raise ValidationError(name, f"{where} must be described by an object with {', '.join(BUFFER_FIELDS)}, "
+                                    f"got {P.shown(header)}")
+    unknown = [k for k in header if k not in BUFFER_FIELDS]
+    if unknown:
+        raise ValidationError(name, f"{where}: unknown field {P.shown(unknown[0])}; a buffer has "
+                                    f"{', '.join(BUFFER_FIELDS)}")
+    for side in ("width", "height"):
+        v = header.get(side)
+        if type(v) is not int or not 1 <= v <= MAX_SIDE:
+            raise ValidationError(name, f"{where}: {side!r} must be a whole number of pixels in 1–{MAX_SIDE}, "
+                                        f"got {P.shown(v)}")
+    fmt = header.get("format")
+    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
+        raise ValidationError(name, f"{where}: 'format' must be one of {', '.join(PIXEL_FORMATS)}, "
+                                    f"got {P.shown(fmt)}")
+    if not isinstance(header.get("linear", False), bool):
+        raise ValidationError(name, f"{where}: 'linear' must be true or false, got {P.shown(header['linear'])}")
+    channels, size = PIXEL_FORMATS[fmt]
+    return header["width"] * header["height"] * channels * size
 
 
 @dataclass(frozen=True)
@@ -121,11 +162,13 @@ class Options:
     tile: int = 96                   # upscale: tile side in input px (tuned by the benchmark)
     width: int | None = None         # generate: target size when there is no selection
     height: int | None = None
-    backend: str = "auto"            # fill: auto | opencv | lama
+    backend: str = "auto"            # fill: auto | patch | opencv | lama
     expand_left: int = 0             # expand: px the canvas grows on each side (contract.expand)
     expand_top: int = 0
     expand_right: int = 0
     expand_bottom: int = 0
+    sampler: str = "auto"            # samplers.SAMPLER_CHOICES; auto = the model's catalogue default
+    vae: str = "full"                # full | tiny (TAESD encodes and decodes; Live's default)
     control_type: str = "canny"      # preprocess: the control picture to make (controls.PREPROCESS_TYPES)
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
@@ -180,50 +223,71 @@ class JobRequest:
 
     @classmethod
     def from_dict(cls, d: dict, data: dict[str, bytes] | None = None) -> JobRequest:
-        """Inverse of ``to_dict``; ``data`` maps buffer name to its bytes.  Unknown keys are refused."""
+        """Inverse of ``to_dict``; ``data`` maps buffer name to its bytes.  Unknown keys are refused, and
+        every refusal is a ValidationError naming the field and what it must be."""
         if not isinstance(d, dict):
-            raise ValidationError("request", "request must be an object")
+            raise ValidationError("request", f"request must be an object, got {P.shown(d)}")
+        unknown = [k for k in d if k not in REQUEST_FIELDS]
+        if unknown:
+            raise ValidationError("request", f"request: unknown field {P.shown(unknown[0])}; a request has "
+                                             f"{', '.join(REQUEST_FIELDS)}")
         data = data or {}
-        params = _dataclass_from(Params, d.get("params") or {}, "params")
-        options = _dataclass_from(Options, d.get("options") or {}, "options")
+        params = _dataclass_from(Params, d.get("params"), "params")
+        options = _dataclass_from(Options, d.get("options"), "options")
+        described = d.get("buffers")
+        if described is None:
+            described = {}
+        if not isinstance(described, dict):
+            raise ValidationError("buffers", f"buffers must be an object naming image, mask or depth, "
+                                             f"got {P.shown(described)}")
         bufs = {}
-        control_dicts = d.get("controls") or []
-        if not isinstance(control_dicts, list):
-            raise ValidationError("controls", "controls must be a list")
-        names = ("image", "mask", "depth", *(C.buffer_name(i) for i in range(len(control_dicts))))
-        for name, header in (d.get("buffers") or {}).items():
+        control_dicts = C.listed(d.get("controls"))
+        names = (*BUFFER_NAMES, *(C.buffer_name(i) for i in range(len(control_dicts))))
+        for name, header in described.items():
             if name not in names:
-                raise ValidationError("buffers", f"unknown buffer {name!r}")
+                raise ValidationError("buffers", f"unknown buffer {P.shown(name)}; buffers are "
+                                                 f"{', '.join(names)}")
             if name not in data:
                 raise ValidationError(name, f"buffer {name!r} is described but its bytes are missing")
-            try:
-                bufs[name] = ImageBuffer.from_header(header, data[name])
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValidationError(name, f"bad header for buffer {name!r}: {e}") from None
-        origin = d.get("origin") or (0, 0)
-        canvas = d.get("canvas")
-        try:
-            origin = (int(origin[0]), int(origin[1]))
-            canvas = (int(canvas[0]), int(canvas[1])) if canvas else None
-        except (TypeError, ValueError, IndexError):
-            raise ValidationError("origin", "origin and canvas must be pairs of integers") from None
-        controls = []
-        for i, cd in enumerate(control_dicts):
-            if C.buffer_name(i) not in bufs:
-                raise ValidationError(C.field(i, "image"), f"{C.field(i, 'image')}: the control's pixels are missing")
-            controls.append(C.from_header(i, cd, bufs.pop(C.buffer_name(i))))
+            bufs[name] = ImageBuffer.from_header(header, data[name], name)
+        origin = _pair(d.get("origin"), "origin", "[x, y]: two whole numbers", -MAX_SIDE, MAX_SIDE, (0, 0))
+        canvas = _pair(d.get("canvas"), "canvas", f"[width, height]: two whole numbers in 1–{MAX_SIDE}", 1,
+                       MAX_SIDE, None)
+        controls = C.from_headers(control_dicts, bufs)     # takes the controls' buffers out of bufs
         return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
-                   origin=origin, canvas=canvas, controls=tuple(controls), **bufs)
+                   origin=origin, canvas=canvas, controls=controls, **bufs)
+
+
+REQUEST_FIELDS = ("mode", "params", "options", "model", "origin", "canvas", "buffers", "controls")
+BUFFER_NAMES = ("image", "mask", "depth")
+
+
+def _pair(value, name: str, what: str, low: int, high: int, default):
+    if value is None:
+        return default
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(type(v) is int and low <= v <= high for v in value)):
+        raise ValidationError(name, f"{name} must be {what}, got {P.shown(value)}")
+    return (value[0], value[1])
 
 
 def _dataclass_from(klass, d, name):
+    if d is None:
+        return klass()
     if not isinstance(d, dict):
-        raise ValidationError(name, f"{name} must be an object")
-    known = {f.name for f in fields(klass)}
-    unknown = set(d) - known
+        raise ValidationError(name, f"{name} must be an object, got {P.shown(d)}")
+    known = [f.name for f in fields(klass)]
+    unknown = [k for k in d if k not in known]
     if unknown:
-        raise ValidationError(name, f"unknown {name}: {', '.join(sorted(unknown))}")
-    return klass(**d)
+        raise ValidationError(name, f"{name}: unknown field {P.shown(unknown[0])}; {name} has "
+                                    f"{', '.join(known)}")
+    defaults = klass()      # JSON lists become the tuples of tuple fields (loras, embeddings)
+    return klass(**{k: _frozen(v) if isinstance(v, list) and isinstance(getattr(defaults, k), tuple) else v
+                    for k, v in d.items()})
+
+
+def _frozen(value):
+    return tuple(_frozen(v) if isinstance(v, list) else v for v in value)
 
 
 def validate(req: JobRequest) -> JobRequest:
@@ -234,16 +298,15 @@ def validate(req: JobRequest) -> JobRequest:
     """
     P.check_choice("mode", req.mode, MODES)
     mode = MODE_SPECS[req.mode]
-    if req.model is not None and not isinstance(req.model, str):
-        raise ValidationError("model", "model must be text: a folder, a .safetensors file, a hub id or a catalogue key")
+    if req.model is not None:
+        if not isinstance(req.model, str):
+            raise ValidationError("model", f"model must be text: a folder, a .safetensors file, a hub id or a "
+                                           f"catalogue key, got {P.shown(req.model)}")
+        P.check_text("model", req.model, MODEL_MAX_CHARS)
     params = _valid_params(req, mode)
     options = _valid_options(req, mode)
     _check_buffers(req, mode, options)
-    controls = req.controls
-    if controls:
-        if not mode.controls:
-            raise ValidationError("controls", f"{req.mode} takes no control layers")
-        controls = C.validate(controls, EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"))
+    controls = C.validate(req.controls, EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"), req.mode, mode.controls)
     return replace(req, params=params, options=options, controls=controls)
 
 
@@ -255,13 +318,19 @@ def _valid_params(req: JobRequest, mode) -> Params:
     steps = P.check("steps", p.steps)
     guidance = P.check("guidance", p.guidance)
     strength = P.check("strength", p.strength)
+    for name, low, high in mode.param_ranges:
+        value = {"steps": steps, "strength": strength}.get(name, getattr(p, name))
+        if not (low <= value <= high):
+            rng = P.Range(name, low, high, P.RANGES[name].integer)
+            raise ValidationError(name, f"{name} must be in {rng.describe()} for {mode.title} "
+                                        f"({', '.join(mode.models) or 'this mode'}), got {value!r}")
     seed = None if p.seed is None or p.seed == "" else P.check("seed", p.seed)
     loras, embeddings = P.check_loras(p.loras), P.check_embeddings(p.embeddings)
     for name, given in (("loras", loras), ("embeddings", embeddings)):
         if given and name not in mode.params:
             raise ValidationError(name, f"{name}: {req.mode} takes no {name} (only the SD2 prompt modes do)")
     return replace(p, num_images=num_images, steps=steps, guidance=guidance, strength=strength,
-                   seed=seed, weighted=bool(p.weighted), loras=loras, embeddings=embeddings)
+                   seed=seed, weighted=P.check_flag("weighted", p.weighted), loras=loras, embeddings=embeddings)
 
 
 def _valid_options(req: JobRequest, mode) -> Options:
@@ -271,6 +340,8 @@ def _valid_options(req: JobRequest, mode) -> Options:
     P.check_choice("masked_content", o.masked_content, MASKED_CONTENT)
     P.check_choice("depth_source", o.depth_source, DEPTH_SOURCES)
     P.check_choice("backend", o.backend, FILL_BACKENDS)
+    P.check_choice("sampler", o.sampler, SAMPLER_CHOICES)
+    P.check_choice("vae", o.vae, VAES)
     P.check_choice("control_type", o.control_type, C.PREPROCESS_TYPES)
     if o.output_format is not None:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
@@ -286,7 +357,8 @@ def _valid_options(req: JobRequest, mode) -> Options:
     if height is not None:
         height = P.check_multiple_of("height", height, 8)
     return replace(o, grow=grow, feather=feather, noise_level=noise_level, tile=tile, width=width,
-                   height=height, color_match=bool(o.color_match), output_linear=bool(o.output_linear), **sides)
+                   height=height, color_match=P.check_flag("color_match", o.color_match),
+                   output_linear=P.check_flag("output_linear", o.output_linear), **sides)
 
 
 def _check_buffers(req: JobRequest, mode, options: Options) -> None:
@@ -412,10 +484,10 @@ class JobResult:
 
 def result_name(mode: str, prompt: str, seed: int | None, model: str | None = None, limit: int = 48) -> str:
     """The name of a result layer, e.g. ``[Inpaint] red scarf (seed 1234)``.  A mode that names its
-    backend instead of a prompt (Fill) gives ``[Fill] LaMa`` or ``[Fill] OpenCV`` and no seed."""
+    backend instead of a prompt (Fill) gives ``[Fill] LaMa``, ``[Fill] Patches`` or ``[Fill] OpenCV`` and no seed."""
     known = MODE_SPECS.get(mode)
     if known is not None and known.names_backend:
-        prompt, seed = ("LaMa" if (model or "").startswith("lama") else "OpenCV"), None
+        prompt, seed = FILL_NAMES.get((model or "").split(":")[0].split("-")[0], "Patches"), None
     text = " ".join(prompt.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"

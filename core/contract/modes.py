@@ -31,6 +31,8 @@ REGION_GROWN, REGION_CONTEXT = "grown", "context"
 
 COMMON_PARAMS = ("prompt", "negative_prompt", "num_images", "steps", "guidance", "strength", "seed", "weighted",
                  "loras", "embeddings")
+# The working size of Live frames: the model's native size at most, smaller on the CPU (speed first).
+LIVE_SIZE, LIVE_SIZE_CPU = 512, 384
 
 # What the dock calls each phase of a job (the engine's phases: ``jobcontrol.PHASES``); a mode may
 # rename some (``ModeSpec.phase_labels``).
@@ -75,6 +77,10 @@ class ModeSpec:
     # The result needs the canvas grown by the ``expand_*`` options (``contract.expand``): its patch is in
     # the grown canvas's coordinates, and applying it resizes the canvas before adding the layer.
     grows_canvas: bool = False
+    # Common parameters whose range or default differs for this mode: (name, low, high) and (name, value).
+    param_ranges: tuple[tuple[str, float, float], ...] = ()
+    param_defaults: tuple[tuple[str, object], ...] = ()
+    live: bool = False              # the dock can run it continuously (its Live switch)
     controls: bool = False          # takes control layers (``contract.controls``: SD 2.1 ControlNets)
 
     @property
@@ -88,26 +94,37 @@ class ModeSpec:
     def uses_prompt(self) -> bool:
         return "prompt" in self.params
 
+    @property
+    def uses_guidance(self) -> bool:
+        """False for a distilled model's mode: no classifier-free guidance (no negative prompt pass)."""
+        return "guidance" in self.params
+
+    def param_range(self, name: str) -> tuple[float, float] | None:
+        """(low, high) of a common parameter when this mode narrows it, else None (the product's range)."""
+        return next(((lo, hi) for n, lo, hi in self.param_ranges if n == name), None)
+
     def phase_label(self, phase: str) -> str:
         return dict(self.phase_labels).get(phase) or PHASE_LABELS.get(phase, phase.capitalize())
 
 
 _IMAGE_PARAMS = COMMON_PARAMS
 _REGION_OPTIONS = ("grow", "feather", "color_match")
+# SD-Turbo (adversarial diffusion distillation of SD 2.1): 1 to 4 steps, no classifier-free guidance.
+_LIVE_PARAMS = ("prompt", "steps", "strength", "seed", "weighted")
 
 MODE_TABLE: tuple[ModeSpec, ...] = (
     ModeSpec(
         "inpaint", "Inpaint", "Inpaint", "Generate",
         ModeAction("Inpaint selection…", "Ctrl+Alt+Shift+P",
                    "Repaint the selected part of the layer from a prompt, on a new layer", layer_menu=True),
-        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "masked_content"),
+        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "masked_content", "sampler", "vae"),
         selection=SELECTION_ASKED, selection_hint="select the area to repaint",
         strength=STRENGTH_ALWAYS, models=("sd2-inpainting",), controls=True),
     ModeSpec(
         "restyle", "Restyle", "Restyle (depth)", "Generate",
         ModeAction("Restyle layer…", "Ctrl+Alt+Shift+R",
                    "Repaint the layer (or the selection) keeping its depth, on a new layer", layer_menu=True),
-        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "depth_source"),
+        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "depth_source", "sampler"),
         strength=STRENGTH_ALWAYS, models=("sd2-depth",)),
     ModeSpec(
         "depth", "Depth map", "Depth map", "Make depth map",
@@ -127,7 +144,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         "generate", "Generate", "Generate", "Generate",
         ModeAction("Generate image…", "Ctrl+Alt+Shift+G", "Generate an image from a prompt, on a new layer",
                    activation="1"),
-        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "width", "height"),
+        params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "width", "height", "sampler", "vae"),
         image=IMAGE_OPTIONAL, strength=STRENGTH_WITH_IMAGE, models=("sd2-1", "sd2-1-base"), controls=True),
     ModeSpec(
         "fill", "Fill", "Fill (remove object)", "Fill selection",
@@ -145,7 +162,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         ModeAction("Expand canvas…", "Ctrl+Alt+Shift+E",
                    "Grow the canvas and paint the new border from a prompt, on a new layer", layer_menu=True),
         params=_IMAGE_PARAMS,
-        options=("expand_left", "expand_top", "expand_right", "expand_bottom", "color_match"),
+        options=("expand_left", "expand_top", "expand_right", "expand_bottom", "color_match", "sampler"),
         defaults=(("expand_right", 256),),
         selection_hint="the selection is not used: the sizes say how far each side grows",
         strength=STRENGTH_ALWAYS, output=OUTPUT_EXPANDED, grows_canvas=True, models=("sd2-inpainting",),
@@ -157,6 +174,14 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
                    "layer, to edit and use as a control", layer_menu=True),
         options=("control_type",),
         phase_labels=(("encoding", "Making the control picture"),)),
+    ModeSpec(
+        "live", "Live", "Live (SD-Turbo)", "Generate",
+        ModeAction("Live painting (SD-Turbo)…", "",
+                   "Repaint the layer (or the selection) in 1–4 steps with SD-Turbo; with Live on, the dock "
+                   "repaints it after every change"),
+        params=_LIVE_PARAMS, options=(*_REGION_OPTIONS, "vae"), defaults=(("vae", "tiny"),),
+        strength=STRENGTH_ALWAYS, models=("sd-turbo",),
+        param_ranges=(("steps", 1, 4),), param_defaults=(("steps", 1), ("strength", 0.5)), live=True),
 )
 
 MODE_SPECS: dict[str, ModeSpec] = {m.key: m for m in MODE_TABLE}

@@ -35,18 +35,18 @@ class Range:
     def check(self, value):
         """Return ``value`` (as int or float) if it is in range, else raise ValidationError."""
         if isinstance(value, bool) or value is None:
-            raise ValidationError(self.name, f"{self.name} must be a number in {self.describe()}, got {value!r}")
+            raise ValidationError(self.name, f"{self.name} must be a number in {self.describe()}, got {shown(value)}")
         if self.integer:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             if not isinstance(value, int):
                 raise ValidationError(
-                    self.name, f"{self.name} must be a whole number in {self.describe()}, got {value!r}"
+                    self.name, f"{self.name} must be a whole number in {self.describe()}, got {shown(value)}"
                 )
         elif not isinstance(value, (int, float)) or value != value:  # NaN fails too
-            raise ValidationError(self.name, f"{self.name} must be a number in {self.describe()}, got {value!r}")
+            raise ValidationError(self.name, f"{self.name} must be a number in {self.describe()}, got {shown(value)}")
         if not (self.low <= value <= self.high):
-            raise ValidationError(self.name, f"{self.name} must be in {self.describe()}, got {value!r}")
+            raise ValidationError(self.name, f"{self.name} must be in {self.describe()}, got {shown(value)}")
         return int(value) if self.integer else float(value)
 
 
@@ -90,16 +90,23 @@ def check_multiple_of(name: str, value: int, multiple: int) -> int:
 
 
 def check_choice(name: str, value, choices) -> str:
-    if value not in choices:
-        raise ValidationError(name, f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise ValidationError(name, f"{name} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
     return value
 
 
-def check_text(name: str, value) -> str:
+def check_text(name: str, value, limit: int = PROMPT_MAX_CHARS) -> str:
+    """``value`` if it is text of at most ``limit`` characters that UTF-8 can carry (no lone surrogate:
+    JSON's "\\ud800" escapes make one, and it cannot be encoded, logged or sent back)."""
     if not isinstance(value, str):
-        raise ValidationError(name, f"{name} must be text, got {type(value).__name__}")
-    if len(value) > PROMPT_MAX_CHARS:
-        raise ValidationError(name, f"{name} must be at most {PROMPT_MAX_CHARS} characters, got {len(value)}")
+        raise ValidationError(name, f"{name} must be text, got {shown(value)}")
+    if len(value) > limit:
+        raise ValidationError(name, f"{name} must be at most {limit} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValidationError(name, f"{name} must be valid Unicode text: character {e.start + 1} is a lone "
+                                    f"surrogate (U+{ord(value[e.start]):04X})") from None
     return value
 
 
@@ -170,3 +177,29 @@ def embedding_token(file: str) -> str:
     """The prompt word of an embedding file: its name without folders and ``.safetensors``."""
     base = file.replace("\\", "/").rsplit("/", 1)[-1]
     return base[: -len(ADAPTER_SUFFIX)] if base.lower().endswith(ADAPTER_SUFFIX) else base
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(name, f"{name} must be true or false, got {shown(value)}")
+    return value
+
+
+def shown(value, limit: int = 40) -> str:
+    """A short, printable description of a value a client sent, in the terms of JSON (for messages):
+    ``'abc'``, ``12``, ``true``, ``null``, ``a list``, ``an object``.  Never longer than about ``limit``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= limit else f"a number of {len(text)} digits"
+    if isinstance(value, str):
+        text = repr(value[:limit])   # escapes control characters and lone surrogates
+        return text + ("…" if len(value) > limit else "")
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a value of another kind"

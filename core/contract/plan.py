@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .geometry import Rect, model_size, plan_region
 from .jobs import JobRequest, Options
-from .modes import REGION_CONTEXT, ModeSpec, spec
+from .modes import LIVE_SIZE, LIVE_SIZE_CPU, REGION_CONTEXT, ModeSpec, spec
 from .params import SEED_MAX
 
 
@@ -56,6 +56,18 @@ class Schedule:
         return cls(steps, total, min(1.0, (steps + 0.5) / total))
 
 
+def guidance_scale(req: JobRequest) -> float:
+    """The guidance scale to give diffusers: the request's, or 0 for a mode without classifier-free
+    guidance (a distilled model: one UNet pass per step, no negative prompt)."""
+    return req.params.guidance if spec(req.mode).uses_guidance else 0.0
+
+
+def live_native(native: int, device: str) -> int:
+    """The side of a Live frame's working area: the model's native size, at most ``LIVE_SIZE``, and
+    ``LIVE_SIZE_CPU`` on the CPU (a frame's cost grows with its area)."""
+    return min(native, LIVE_SIZE_CPU if device == "cpu" else LIVE_SIZE)
+
+
 def image_rect(req: JobRequest) -> Rect:
     """Where the request's pixels sit on the canvas."""
     if req.image is None:
@@ -73,7 +85,7 @@ def plan_region_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, 
     o, p = req.options, req.params
     region = image_region(req, bbox)
     size = model_size(region.w, region.h, native, multiple=multiple)
-    kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
+    kwargs = dict(num_inference_steps=p.steps, guidance_scale=guidance_scale(req), width=size[0], height=size[1])
     expected = p.steps
     if spec(req.mode).uses_strength(req.image is not None):
         sched = Schedule.of(p.steps, p.strength)
@@ -114,6 +126,6 @@ def plan_text_job(req: JobRequest, bbox: Rect | None, native: int, seed: int, mu
     region = text_region(bbox, req.canvas_size, req.options)
     size = model_size(region.w, region.h, native, multiple=multiple)
     p, o = req.params, req.options
-    kwargs = dict(num_inference_steps=p.steps, guidance_scale=p.guidance, width=size[0], height=size[1])
+    kwargs = dict(num_inference_steps=p.steps, guidance_scale=guidance_scale(req), width=size[0], height=size[1])
     return RegionPlan(req.mode, region, size, seeds_for(seed, p.num_images), o.grow, o.feather, False,
                       kwargs, p.steps)

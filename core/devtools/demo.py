@@ -1,5 +1,5 @@
 """The headless demo on the sample image shipped in resources/: first Fill removes the red ball (a real
-result with no SD2 weights: LaMa when installed, else OpenCV), then inpainting repaints it.
+result with no SD2 weights: LaMa when installed, else the patch fill), then inpainting repaints it.
 
 Inpainting uses the real stable-diffusion-2-inpainting when the resolver finds it; otherwise it builds
 the tiny smoke-test models and says so plainly (their images are noise: they prove the pipeline runs).
@@ -64,12 +64,12 @@ def run_demo(out_dir: Path, steps: int | None = None) -> list[Path]:
 
 
 def run_fill_step(out_dir: Path, models) -> list[Path]:
-    """Fill: remove the red ball with no prompt (auto backend: LaMa if installed, else OpenCV)."""
+    """Fill: remove the red ball with no prompt (auto backend: LaMa if installed, else the patch fill)."""
     from ..contract.jobs import Params, default_options
     from ..jobfiles import request_from_files, run_files
     from ..lama.weights import lama_installed
 
-    backend = "LaMa" if lama_installed(models.models_dir) else "OpenCV (LaMa weights not installed)"
+    backend = "LaMa" if lama_installed(models.models_dir) else "the patch fill (LaMa weights not installed)"
     say(f"fill: removing the red ball in {SAMPLE} with {backend}")
     job = request_from_files("fill", Params(), default_options("fill"), image=SAMPLE, mask=SAMPLE_MASK)
     return run_files(job, out_dir / "fill.png", models)

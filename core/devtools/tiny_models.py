@@ -4,7 +4,9 @@ resolver and loader as real models.
 
 Kinds (see ``KINDS``): ``inpaint`` (9-channel UNet), ``depth`` (5-channel UNet + DPT-hybrid depth
 estimator), ``x4`` (7-channel UNet with noise-level class embeddings + the x4 VAE), ``v`` (2-1 style,
-v-prediction) and ``base`` (2-1-base style, epsilon).
+v-prediction), ``base`` (2-1-base style, epsilon), ``turbo`` (SD-Turbo: the 2-1-base architecture with
+its Euler scheduler on trailing timesteps) and ``taesd`` (the tiny autoencoder, diffusers'
+``AutoencoderTiny``: a single model, not a pipeline).
 
 Full size reads the published architectures from ``../shared/reference/sd2/*.json`` (or
 ``DD_SD2_CONFIGS``); speed and memory do not depend on the weights' values.
@@ -18,9 +20,13 @@ import os
 import sys
 from pathlib import Path
 
-KINDS = ("inpaint", "depth", "x4", "v", "base")
+KINDS = ("inpaint", "depth", "x4", "v", "base", "turbo", "taesd")
 KIND_KEYS = {"inpaint": "sd2-inpainting", "depth": "sd2-depth", "x4": "sd2-x4-upscaler",
-             "v": "sd2-1", "base": "sd2-1-base"}
+             "v": "sd2-1", "base": "sd2-1-base", "turbo": "sd-turbo", "taesd": "taesd"}
+# SD-Turbo's scheduler as its repo saves it: Euler, trailing timesteps (one step starts at t = 999).
+TURBO_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                       prediction_type="epsilon", timestep_spacing="trailing", steps_offset=1,
+                       interpolation_type="linear", use_karras_sigmas=False)
 SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                  clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
 X4_SCHEDULER = dict(beta_start=0.0001, beta_end=0.02, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -94,7 +100,7 @@ def _unet(kind: str, full: bool, configs: Path):
 
     if full:
         name = {"inpaint": "unet-2-inpainting.json", "depth": "unet-2-depth.json", "x4": "unet-x4-upscaler.json",
-                "v": "unet-2-1-768v.json", "base": "unet-2-1-base.json"}[kind]
+                "v": "unet-2-1-768v.json", "base": "unet-2-1-base.json", "turbo": "unet-2-1-base.json"}[kind]
         return UNet2DConditionModel(**_load_config(configs, name))
     if kind == "x4":
         return UNet2DConditionModel(
@@ -123,6 +129,17 @@ def _vae(x4: bool, full: bool, configs: Path):
         block_out_channels=[32, 32, 64] if x4 else [32, 32, 64, 64], in_channels=3, out_channels=3,
         down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
         latent_channels=4, sample_size=128, scaling_factor=0.08333 if x4 else 0.18215, force_upcast=True)
+
+
+def _tiny_vae(full: bool):
+    """TAESD: at full size diffusers' default ``AutoencoderTiny`` (TAESD's architecture); tiny, the same
+    four stages (×8, 4 latent channels) with 8 channels and one block each."""
+    from diffusers import AutoencoderTiny
+
+    if full:
+        return AutoencoderTiny()
+    return AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                           num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
 
 
 def _depth_estimator(full: bool, configs: Path):
@@ -177,7 +194,7 @@ def _build_module(factory, full: bool, seed: int):
 
 def build_pipeline(kind: str, *, full: bool = False, seed: int = 0, configs: Path | None = None,
                    tokenizer_dir: Path | None = None):
-    """Build a pipeline object in memory (random weights)."""
+    """Build a pipeline object in memory (random weights); for ``taesd`` the one model."""
     import tempfile
 
     from diffusers import (
@@ -192,6 +209,8 @@ def build_pipeline(kind: str, *, full: bool = False, seed: int = 0, configs: Pat
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "taesd":
+        return _build_module(lambda: _tiny_vae(full), full, seed + 4).eval()
     configs = configs or default_configs_dir()
     tok = byte_tokenizer(tokenizer_dir or Path(tempfile.mkdtemp(prefix="dd-tok-")))
     te = _build_module(lambda: _text_encoder(full, configs, tok), full, seed)
@@ -217,7 +236,11 @@ def build_pipeline(kind: str, *, full: bool = False, seed: int = 0, configs: Pat
         return StableDiffusionInpaintPipeline(**common, scheduler=PNDMScheduler.from_config(SCHEDULER),
                                               safety_checker=None, feature_extractor=None,
                                               requires_safety_checker=False)
-    if kind == "v":
+    if kind == "turbo":
+        from diffusers import EulerDiscreteScheduler
+
+        sched = EulerDiscreteScheduler.from_config(TURBO_SCHEDULER)
+    elif kind == "v":
         sched = DDIMScheduler.from_config({**SCHEDULER, "prediction_type": "v_prediction"})
     else:
         sched = PNDMScheduler.from_config({**SCHEDULER, "prediction_type": "epsilon"})
@@ -259,7 +282,8 @@ def save_pipeline(pipe, folder: Path, native: int | None = None, variant: str | 
     elif variant is not None:
         raise ValueError(f"variant must be None or 'fp16', got {variant!r}")
     pipe.save_pretrained(folder, safe_serialization=True, variant=variant)
-    _fix_model_index(folder)
+    if (folder / "model_index.json").is_file():
+        _fix_model_index(folder)
     if native:
         from ..models.resolver import MODEL_NOTES
 
@@ -271,7 +295,7 @@ def build(kind: str, folder: Path, *, full: bool = False, seed: int = 0, configs
           variant: str | None = None) -> Path:
     """Build and save one pipeline as a diffusers folder; returns the folder."""
     folder = Path(folder)
-    if (folder / "model_index.json").is_file() and (folder / ".complete").is_file():
+    if (folder / ".complete").is_file():
         return folder
     pipe = build_pipeline(kind, full=full, seed=seed, configs=configs, tokenizer_dir=folder / ".tok")
     save_pipeline(pipe, folder, native=None if full else TINY_NATIVE, variant=variant)

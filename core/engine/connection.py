@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 
+from ..contract.params import shown
 from ..link import bulk
 from ..link.protocol import (
     LIMITS,
@@ -22,11 +23,20 @@ from ..link.protocol import (
     ProtocolError,
     encode,
     error,
+    job_id_or_none,
     read_message,
 )
+from .declared import check_declared
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_PREVIEWS = 4
+
+
+def release(msg: Message) -> None:
+    """Give back what was reserved for ``msg``'s payloads, unless a job took it over (``msg.hold = None``)."""
+    hold, msg.hold = msg.hold, None
+    if hold is not None:
+        hold.release()
 
 
 class PeerBase:
@@ -47,6 +57,10 @@ class PeerBase:
 
     def send(self, msg: Message, *, droppable: bool = False) -> bool:
         raise NotImplementedError
+
+    def admit(self) -> str | None:
+        """Called once the hello is accepted: why this peer cannot be served now, or None."""
+        return None
 
     def _encode(self, msg: Message):
         """The frame's chunks, or None if the connection is closed or ``msg`` cannot be encoded (logged)."""
@@ -81,7 +95,7 @@ class PeerBase:
         if self.needs_token and not self.ready:
             self.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
             return "unauthorized"
-        self.send(error(e.code, str(e), job_id=e.job_id))
+        self.send(error(e.code, str(e), job_id=e.job_id, parameter=e.parameter))
         return None
 
     def handle(self, msg: Message) -> str | None:
@@ -94,9 +108,13 @@ class PeerBase:
                 self.last_word(reply)
                 return e.code
             self.send(reply)
-        except Exception as e:  # a bug must not take the engine down: report and carry on
+        except Exception:  # a bug must not take the engine down: log it, answer plainly, carry on
             log.exception("%s: handling a %s message failed", self.name, msg.header.get("type"))
-            self.send(error("bad_message", f"{msg.header.get('type')}: {type(e).__name__}: {e}"))
+            self.send(error("internal_error", f"the engine could not handle this {shown(msg.header.get('type'))} "
+                                              f"message (an internal error, described in the engine's log)",
+                            job_id=job_id_or_none(msg) if msg.header.get("type") == "submit" else None))
+        finally:
+            release(msg)
         return None
 
 
@@ -165,7 +183,7 @@ class Connection(PeerBase):
             while not self.closed.is_set():
                 limits = PRE_AUTH_LIMITS if self.needs_token and not self.ready else LIMITS
                 try:
-                    msg = read_message(self._read, limits)
+                    msg = read_message(self._read, limits, admit=check_declared)
                     if msg is not None and "bulk" in msg.header:
                         msg = bulk.restore(msg, self.bulk, mapped=True)
                 except (FramingError, MessageError) as e:
@@ -175,7 +193,7 @@ class Connection(PeerBase):
                         break
                     continue
                 except (OSError, ValueError) as e:  # reset, timeout, closed file
-                    reason = f"read failed: {e}"
+                    reason = f"read failed ({type(e).__name__})"
                     break
                 if msg is None:
                     break

@@ -48,6 +48,7 @@ class Job:
     cancel_requested: bool = False
     device: str | None = None
     bulk_names: set = field(default_factory=set)   # shared-memory files its patches were made in (core.link.bulk)
+    hold: object = None             # what was reserved for its pixels (a shared engine's budget), released at its end
 
     @property
     def key(self) -> tuple:
@@ -152,6 +153,16 @@ class JobQueue:
         with self._cond:
             return len(self._jobs)
 
+    def positions_by_owner(self) -> dict[int, tuple[object, dict[str, int]]]:
+        """id(owner) -> (owner, {job id: position}) for every owner with a queued or running job, in one pass."""
+        with self._cond:
+            out: dict[int, tuple[object, dict[str, int]]] = {}
+            for j in self._running.values():
+                out.setdefault(id(j.owner), (j.owner, {}))[1][j.id] = 0
+            for i, j in enumerate(self._queued, start=1):
+                out.setdefault(id(j.owner), (j.owner, {}))[1][j.id] = i
+            return out
+
     def owners(self) -> list:
         with self._cond:
             seen = {}
@@ -210,9 +221,10 @@ class JobQueue:
             self._on_change()
             try:
                 outcome = self._execute(job, device)
-            except BaseException as e:  # execute reports its own errors; this is the last resort
+            except BaseException:  # execute reports its own errors; this is the last resort
                 log.exception("job %s crashed its worker", job.id)
-                outcome = Outcome.error("job_failed", f"internal error: {type(e).__name__}: {e}")
+                outcome = Outcome.error("job_failed", "the job failed because of an internal error in the engine "
+                                                      "(described in the engine's log)")
             if job.cancel_requested and outcome.kind == "result":
                 outcome = Outcome.cancelled()  # the artist asked to drop it: no late layer
             with self._cond:

@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import platform
+import re
 import threading
 import time
 from dataclasses import replace
@@ -18,7 +19,7 @@ from .. import __version__, pipelines
 from ..contract.catalog import CATALOG, MODE_MODELS
 from ..contract.events import Capabilities
 from ..contract.jobcontrol import Cancelled, JobControl
-from ..contract.jobs import EDITOR_FORMATS, JobRequest, JobResult, validate
+from ..contract.jobs import EDITOR_FORMATS, NAMED_FILE_FIELDS, JobRequest, JobResult, validate
 from ..contract.modes import MODES
 from ..contract.params import ValidationError
 from ..link import bulk
@@ -37,15 +38,25 @@ from ..link.protocol import (
     result,
 )
 from .jobqueue import DuplicateJob, Job, JobQueue, Outcome, QueueClosed
+from .queuenews import QueueNews
 
 log = logging.getLogger(__name__)
+# An absolute server path inside a message ("/srv/models/x", "~/x", "C:\\x"): a remote client is not told.
+_SERVER_PATH = re.compile(r"(?<![\w.~-])(?:~|[A-Za-z]:)?[/\\][^\s,;'\"()]*")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute path replaced by "(a server folder)": for remote clients."""
+    return _SERVER_PATH.sub("(a server folder)", text)
 
 
 class EngineService:
     """Shared by every connection of one engine process.
 
     ``models``: a ready ``ModelManager`` (tests); otherwise one is made on first use for the device
-    policy chosen from ``device``/``dtype``/``compile`` (or DD_DEVICE/DD_DTYPE/DD_COMPILE, or the hardware).
+    policy chosen from ``device``/``dtype``/``compile`` (or DD_DEVICE/DD_DTYPE/DD_COMPILE, or the hardware;
+    the UNet is compiled unless ``compile`` is False or DD_COMPILE=0, and only while no job is queued or
+    running: ``compile_gate``).
     ``token``: connections made with ``needs_token`` must present it in their hello.
     ``allow_shutdown``: whether a client may stop the engine (yes over stdio, no for a shared server).
     """
@@ -64,15 +75,18 @@ class EngineService:
         self._models_dir, self._hub_cache, self._capacity = models_dir, hub_cache, capacity
         self._policy = models.policy if models is not None else None
         self._lock = threading.RLock()         # policy, models, capabilities
-        self._queue_lock = threading.Lock()    # queue snapshots go out in order
         self._connections: list = []
         self._capabilities: Capabilities | None = None
+        from ..models.compile_gate import CompileGate
+
+        self.compile_gate = CompileGate()
         self._warm_up = warm_up
         self._warm_started = False
         self.closing = False
         self.stopped = threading.Event()
         self.queue = JobQueue(self._execute, devices=(self._queue_device(),), on_final=self._final,
                               on_change=self._queue_changed)
+        self.queue_news = QueueNews(self.queue.positions_by_owner)
         self._handlers = {
             "submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
             "capabilities": self._send_capabilities, "heartbeat": lambda conn, msg: None,
@@ -128,6 +142,11 @@ class EngineService:
                 log.warning("%s: refused: %s token", conn.name, "wrong" if token else "missing")
                 conn.last_word(error("unauthorized", "wrong or missing token", fatal=True))
                 return "unauthorized"
+        busy = conn.admit()
+        if busy:
+            log.warning("%s: refused: %s", conn.name, busy)
+            conn.last_word(error("server_busy", busy, fatal=True))
+            return "server_busy"
         beat = msg.get("heartbeat")
         if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
             conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
@@ -142,7 +161,7 @@ class EngineService:
         with self._lock:
             caps = self._capabilities
         if caps is not None:
-            conn.send(capabilities(caps))
+            conn.send(self._capabilities_for(conn, caps))
         self._start_warm_up()
         return None
 
@@ -161,13 +180,33 @@ class EngineService:
             if not pipelines.available(req.mode):
                 raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
                                               f"(version {__version__})")
+            if conn.needs_token:    # a remote client names installed models, never server paths
+                from ..models import adapters
+                from ..models.resolver import check_remote_model
+
+                where = self._models.models_dir if self._models else self._models_dir
+                for name in NAMED_FILE_FIELDS:
+                    check_remote_model(getattr(req, name), where)
+                for i, c in enumerate(req.controls):    # a ControlNet: a catalogue key or an installed name
+                    try:
+                        check_remote_model(c.model, where)
+                    except ValidationError as e:
+                        raise ValidationError(f"controls[{i}].model", str(e)) from None
+                adapters.check_remote("loras", [f for f, _ in req.params.loras], where)
+                adapters.check_remote("embeddings", list(req.params.embeddings), where)
         except ValidationError as e:
             conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))
             return None
         job = Job(job_id, req, owner=conn, previews=bool(msg.get("previews", True)))
         job.control = self._control(job)
+
+        def announce(pos):
+            self.queue_news.accepted(conn, job_id, pos)
+            conn.send(message("accepted", job_id=job_id, position=pos))
+
         try:
-            self.queue.submit(job, announce=lambda pos: conn.send(message("accepted", job_id=job_id, position=pos)))
+            self.queue.submit(job, announce=announce)
+            job.hold, msg.hold = msg.hold, None     # its pixels stay reserved until it ends
         except DuplicateJob as e:
             # Without job_id: this error must not end the job that already has this id.
             conn.send(error("duplicate_job", str(e)))
@@ -205,9 +244,14 @@ class EngineService:
         t0 = time.perf_counter()
         log.info("job %s (%s) starts on %s", job.id, job.request.mode, device)
         try:
-            if self._models is None:  # the first job waits for the device probe and the libraries
-                job.control.set_phase("loading")
+            from ..models import loader
+
+            if self._models is None or not loader.libraries_imported():
+                job.control.set_phase("loading")  # the first job waits for the device probe and the libraries
             models = self.models()
+            # Every import of the heavy libraries is finished before a job runs: diffusers' lazy imports
+            # are not thread-safe, and the warm-up may be importing them right now (it holds the lock).
+            loader.import_libraries()
             with results_in(self._result_maker(job)):
                 res = run_with_memory_retry(lambda: pipelines.execute(job.request, models, job.control), models)
             outcome = Outcome("result", in_request_layout(job.request, res))
@@ -218,11 +262,13 @@ class EngineService:
         except ModelError as e:
             outcome = Outcome.error(getattr(e, "code", "model_error"), str(e))
         except Exception as e:
+            log.exception("job %s failed", job.id)
             if is_out_of_memory(e):
-                outcome = Outcome.error("out_of_memory", f"not enough memory for this job: {e}"[:500])
-            else:
-                log.exception("job %s failed", job.id)
-                outcome = Outcome.error("job_failed", f"{type(e).__name__}: {e}"[:500])
+                outcome = Outcome.error("out_of_memory", "not enough memory for this job, even with every other "
+                                                         "model unloaded: try a smaller image or fewer images")
+            else:  # the exception's text stays in the log: a client sees what happened, not Python's words
+                outcome = Outcome.error("job_failed", "the job failed because of an internal error in the engine "
+                                                      "(described in the engine's log)")
         log.info("job %s: %s%s after %.2f s", job.id, outcome.kind, f" ({outcome.code})" if outcome.code else "",
                  time.perf_counter() - t0)
         return outcome
@@ -243,24 +289,28 @@ class EngineService:
         elif outcome.kind == "cancelled":
             conn.send(message("cancelled", job_id=job.id))
         else:
-            conn.send(error(outcome.code, outcome.message, job_id=job.id, parameter=outcome.parameter))
+            text = redact_paths(outcome.message) if conn.needs_token else outcome.message
+            conn.send(error(outcome.code, text, job_id=job.id, parameter=outcome.parameter))
         bulk.release(job.bulk_names)    # patches made but never sent
+        hold, job.hold = job.hold, None
+        if hold is not None:
+            hold.release()
+        job.request = None              # its pixels go now, not whenever the job object is collected
 
     def _queue_changed(self) -> None:
-        with self._queue_lock:
-            for owner in self.queue.owners():
-                owner.send(message("queue", positions=self.queue.positions(owner)))
+        self.compile_gate.set_busy(len(self.queue) > 0)    # background compilations wait for an idle engine
+        self.queue_news.changed()
 
     # --- models and capabilities -----------------------------------------------------------------
 
     def policy(self):
         with self._lock:
             if self._policy is None:
-                from ..models.device import choose_policy, probe, wants_compile
+                from ..models.device import choose_policy, engine_wants_compile, probe
 
                 self._policy = choose_policy(probe(), self._device or os.environ.get("DD_DEVICE") or None,
                                              self._dtype or os.environ.get("DD_DTYPE") or None,
-                                             compile=self._compile or wants_compile())
+                                             compile=engine_wants_compile(self._compile))
                 log.info("device policy: %s", self._policy)
             return self._policy
 
@@ -270,13 +320,27 @@ class EngineService:
                 from ..models.manager import ModelManager
 
                 self._models = ModelManager(self.policy(), models_dir=self._models_dir, hub_cache=self._hub_cache,
-                                            capacity=self._capacity)
+                                            capacity=self._capacity, compile_gate=self.compile_gate)
             if self._models.on_status is None:
                 self._models.on_status = self._model_status
+            if getattr(self._models, "compile_gate", False) is None:
+                self._models.compile_gate = self.compile_gate
             return self._models
 
     def _model_status(self, status: dict) -> None:
-        self.broadcast(message("model_status", **status))
+        local = message("model_status", **status)
+        remote = message("model_status", **{**status, "path": "", "message": redact_paths(str(status.get("message")
+                                                                                             or ""))})
+        self.broadcast(local, remote)
+
+    @staticmethod
+    def _capabilities_for(conn, caps: Capabilities) -> Message:
+        """The capabilities message for ``conn``: a remote client sees models by name, not where they are."""
+        if not conn.needs_token:
+            return capabilities(caps)
+        models = tuple({k: None if k == "path" else redact_paths(v) if isinstance(v, str) and k in ("message", "hint")
+                        else v for k, v in m.items()} for m in caps.models)
+        return capabilities(replace(caps, models=models))
 
     def scan_capabilities(self) -> Capabilities:
         from ..models.resolver import ModelError, resolve
@@ -321,26 +385,31 @@ class EngineService:
 
     @staticmethod
     def _lama_entry(models_dir) -> dict:
-        """The fast fill's optional LaMa weights (Fill works without them, with OpenCV)."""
+        """The fast fill's optional LaMa weights (Fill works without them, with patches)."""
         from ..lama import weights
+        from ..models.resolver import ModelError
 
         entry = {"key": "big-lama", "title": "LaMa (fast fill, optional)", "found": False, "path": None,
                  "source": None, "hint": weights.install_hint(), "modes": ["fill"], "optional": True}
         try:
             path = weights.find_weights(None, models_dir)
             entry.update(found=True, path=str(path), source="models_dir")
-        except Exception as e:  # ModelNotFound, or a refused pickle
+        except ModelError as e:  # ModelNotFound, or a refused pickle
             entry["message"] = str(e)[:300]
+        except Exception:
+            log.exception("looking for the LaMa weights failed")
+            entry["message"] = "the LaMa weights could not be looked for (described in the engine's log)"
         return entry
 
     def _send_capabilities(self, conn, msg: Message) -> None:
         try:
             caps = self.scan_capabilities()
-        except Exception as e:
+        except Exception:
             log.exception("capabilities scan failed")
-            conn.send(error("model_error", f"could not list devices and models: {e}"))
+            conn.send(error("model_error", "could not list devices and models (an internal error, described in "
+                                           "the engine's log)"))
             return None
-        conn.send(capabilities(caps))
+        conn.send(self._capabilities_for(conn, caps))
         return None
 
     def _start_warm_up(self) -> None:
@@ -356,31 +425,39 @@ class EngineService:
         t0 = time.perf_counter()
         try:
             caps = self.scan_capabilities()
-            self.broadcast(capabilities(caps))
+            self.broadcast_capabilities(caps)
             log.info("capabilities ready after %.2f s: %s, modes %s", time.perf_counter() - t0, caps.device,
                      ", ".join(caps.modes))
             if self._warm_up:
                 from ..models import loader
 
-                loader.quiet_libraries()
-                for e in caps.models:
-                    if e["found"] and e["key"] in CATALOG:
-                        loader.pipeline_class(CATALOG[e["key"]].pipeline)
+                loader.import_libraries()
                 log.info("libraries imported after %.2f s", time.perf_counter() - t0)
         except Exception:
             log.exception("warm-up failed")
 
     # --- heartbeats, broadcast, shutdown ----------------------------------------------------------
 
-    def broadcast(self, msg: Message) -> None:
+    def broadcast(self, msg: Message, remote: Message | None = None) -> None:
+        """``msg`` to every ready connection (``remote`` instead to those of remote clients)."""
         with self._lock:
             conns = [c for c in self._connections if c.ready]
         for c in conns:
-            c.send(msg)
+            c.send(remote if remote is not None and c.needs_token else msg)
+
+    def broadcast_capabilities(self, caps: Capabilities) -> None:
+        with self._lock:
+            conns = [c for c in self._connections if c.ready]
+        for c in conns:
+            c.send(self._capabilities_for(c, caps))
 
     def _heartbeats(self) -> None:
         while not self.stopped.wait(0.05):
             now = time.monotonic()
+            try:
+                self.queue_news.send_due(now)
+            except Exception:
+                log.exception("sending queue positions failed")
             with self._lock:
                 conns = list(self._connections)
             for c in conns:

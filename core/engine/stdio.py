@@ -29,9 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 def add_engine_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
     ap.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
-    ap.add_argument("--compile", action="store_true",
-                    help="compile the UNet with torch.compile, in the background, once per input shape "
-                         "(faster steps after minutes of compiling; also DD_COMPILE=1)")
+    compile_ = ap.add_mutually_exclusive_group()
+    compile_.add_argument("--compile", dest="compile", action="store_true", default=None,
+                          help="compile the UNet with torch.compile once per input shape, while no job runs "
+                               "(the default where a compiler is found; DD_COMPILE=0 turns it off)")
+    compile_.add_argument("--no-compile", dest="compile", action="store_false",
+                          help="never compile the UNet (also DD_COMPILE=0)")
     ap.add_argument("--models-dir", help="the app's models folder (default: platformdirs or DD_MODELS_DIR)")
     ap.add_argument("--capacity", type=int, default=2, help="pipelines kept loaded (default 2)")
     ap.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
@@ -43,7 +46,7 @@ def add_engine_options(ap: argparse.ArgumentParser) -> None:
 def service_kwargs(args) -> dict:
     from pathlib import Path
 
-    return dict(device=args.device, dtype=args.dtype, compile=args.compile or None, capacity=max(1, args.capacity), heartbeat=args.heartbeat,
+    return dict(device=args.device, dtype=args.dtype, compile=args.compile, capacity=max(1, args.capacity), heartbeat=args.heartbeat,
                 models_dir=Path(args.models_dir) if args.models_dir else None, warm_up=not args.no_warm_up)
 
 

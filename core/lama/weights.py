@@ -9,12 +9,15 @@ too: the key prefix is recognised and the configuration is read off the tensor s
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 from ..contract import paths
 from ..models.resolver import PICKLE_SUFFIXES, ModelNotFound, UnsafeModelFile, pickle_refusal
 from .model import LamaConfig
+
+log = logging.getLogger(__name__)
 
 FORMAT = "diffusion-dock-lama"
 FOLDER = "big-lama"
@@ -39,6 +42,8 @@ def install_hint() -> str:
 def find_weights(explicit: str | Path | None = None, models_dir: Path | None = None) -> Path:
     """The LaMa weights file: ``explicit`` (a .safetensors file or a folder holding one), else the
     app's models folder.  Raises ModelNotFound (with what to do) or UnsafeModelFile for pickles."""
+    if explicit == FOLDER:    # the catalogue's key for LaMa: the models folder's copy
+        explicit = None
     if explicit:
         p = Path(explicit).expanduser()
         if p.is_file():
@@ -142,8 +147,10 @@ def load_generator(path: str | Path, device: str = "cpu"):
         raise UnsafeModelFile(f"{path}: LaMa weights are read from .safetensors files only")
     try:
         tensors, meta = read_safetensors(path)
-    except Exception as e:  # a truncated or foreign file
-        raise ModelNotFound(f"{path} is not a readable safetensors file: {e}") from None
+    except Exception as e:  # a truncated or foreign file (the library's words go to the log only)
+        log.warning("reading %s failed: %s", path, e)
+        raise ModelNotFound(f"{path} is not a readable safetensors file (damaged, cut short or of another "
+                            f"format): download the LaMa weights again") from None
     try:
         state = generator_state(tensors)
         config = (LamaConfig.from_dict(json.loads(meta["config"])) if meta.get("format") == FORMAT
@@ -155,7 +162,9 @@ def load_generator(path: str | Path, device: str = "cpu"):
                 state[key] = torch.zeros((), dtype=torch.long)
         model.load_state_dict(state, strict=True, assign=True)
     except (ValueError, RuntimeError, KeyError) as e:
-        raise ModelNotFound(f"{path} does not hold big-lama generator weights: {e}") from None
+        log.warning("%s: not big-lama generator weights: %s", path, e)
+        raise ModelNotFound(f"{path} does not hold big-lama generator weights (its tensors have other names or "
+                            f"shapes): download the LaMa weights again") from None
     model.float().eval().requires_grad_(False)
     return model.to(device)
 

@@ -20,12 +20,13 @@ with a ``version_mismatch``/``unauthorized`` error and closes.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 
 from ..contract.events import Accepted, Capabilities, Failed, Finished, JobCancelled, Preview, Progress
 from ..contract.jobs import JobRequest, JobResult
-from ..contract.params import ValidationError
+from ..contract.params import ValidationError, shown
 
 PROTOCOL_VERSION = 1
 MAGIC = b"\x89DDP"
@@ -50,6 +51,10 @@ ENGINE_ERRORS = (
     "out_of_memory",         # even after unloading every cached model
     "job_failed",            # an unexpected error inside the job (details in the engine log)
     "engine_shutting_down",  # submitted while the engine stops
+    "internal_error",        # handling a message failed inside the engine (details in its log)
+    "payload_too_large",     # a shared engine: the job's pixels exceed what one connection may send
+    "server_busy",           # a shared engine: no room now (pixels in memory, connections); try again later
+    "too_slow",              # a shared engine: a frame stalled or crawled in: the connection closes
     # from a cluster gateway (python -m core serve --cluster; older clients show the message as it is)
     "queue_full",            # the artist already has as many jobs waiting as the gateway allows
     "worker_lost",           # the GPU worker running the job died, and again on the retry
@@ -107,10 +112,12 @@ class FramingError(ProtocolError):
 
 @dataclass
 class Message:
-    """One frame: its header fields (``type`` included) and its payloads."""
+    """One frame: its header fields (``type`` included) and its payloads.  ``hold``: what the receiver
+    reserved for the payloads (a shared engine's memory budget), released when they are dropped."""
 
     header: dict
     payloads: list = field(default_factory=list)
+    hold: object = field(default=None, repr=False, compare=False)
 
     @property
     def type(self) -> str:
@@ -163,27 +170,40 @@ def parse_prefix(prefix: bytes, limits: Limits = LIMITS) -> tuple[int, int]:
 def parse_header(raw: bytes, payload_len: int, limits: Limits = LIMITS) -> tuple[dict, list[int]]:
     """The header object and the payload sizes it lists, or MessageError (the frame is still intact)."""
     try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise MessageError("bad_message", f"frame header is not valid JSON: {str(e)[:200]}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError("bad_message", f"frame header must be UTF-8 text (byte {e.start} is not)") from None
+    try:
+        header = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise MessageError("bad_message", f"frame header must be one JSON object (invalid JSON at character "
+                                          f"{e.pos})") from None
+    except (ValueError, RecursionError):
+        raise MessageError("bad_message", "frame header must be one JSON object (numbers finite, nesting "
+                                          "shallow)") from None
     if not isinstance(header, dict):
-        raise MessageError("bad_message", "frame header must be a JSON object")
+        raise MessageError("bad_message", f"frame header must be a JSON object, got {shown(header)}")
     kind = header.get("type")
     if not isinstance(kind, str) or not kind:
-        raise MessageError("bad_message", "frame header has no message type")
+        raise MessageError("bad_message", f"frame header: 'type' must be the message type as text, "
+                                          f"got {shown(kind)}")
     sizes = header.pop("payloads", [])
     if (not isinstance(sizes, list) or len(sizes) > limits.max_payloads
             or not all(type(s) is int and s >= 0 for s in sizes)):
-        raise MessageError("bad_message", f"'payloads' must list at most {limits.max_payloads} byte counts")
+        raise MessageError("bad_message", f"frame header: 'payloads' must list at most {limits.max_payloads} "
+                                          f"byte counts")
     if sum(sizes) != payload_len:
-        raise MessageError("bad_message", f"payload sizes {sizes} do not add up to the frame's {payload_len} bytes")
+        raise MessageError("bad_message", f"frame header: 'payloads' adds up to {sum(sizes)} bytes, the frame "
+                                          f"carries {payload_len}")
     return header, sizes
 
 
-def read_message(read, limits: Limits = LIMITS) -> Message | None:
+def read_message(read, limits: Limits = LIMITS, admit=None) -> Message | None:
     """Read one frame with ``read(n)`` (a blocking file-like read).  None at a clean end of stream.
 
-    Raises FramingError (close the connection) or MessageError (the frame was consumed; carry on).
+    ``admit(header, sizes)``, if given, is called before the payloads are read; a MessageError from it
+    skips them unread.  Raises FramingError (close the connection) or MessageError (the frame was
+    consumed; carry on).
     """
     prefix = _read_exactly(read, PREFIX.size, allow_eof=True)
     if prefix is None:
@@ -192,6 +212,8 @@ def read_message(read, limits: Limits = LIMITS) -> Message | None:
     raw = _read_exactly(read, header_len)
     try:
         header, sizes = parse_header(raw, payload_len, limits)
+        if admit is not None:
+            admit(header, sizes)
     except MessageError:
         _discard(read, payload_len)
         raise
@@ -305,26 +327,42 @@ def _discard(read, n: int) -> None:
 
 # --- typed messages ---------------------------------------------------------------------------
 
+_KINDS = {int: "a whole number", str: "text", dict: "an object", list: "a list", bool: "true or false"}
+
+
 def _field(msg: Message, name: str, kind, *, optional: bool = False):
     value = msg.header.get(name)
     if value is None and optional:
         return None
     if kind is int and type(value) is not int or kind is not int and not isinstance(value, kind):
-        what = getattr(kind, "__name__", str(kind))
-        raise MessageError("bad_message", f"{msg.type}: field {name!r} must be {what}, got {type(value).__name__}",
-                           job_id=_job_id_or_none(msg))
+        what = _KINDS.get(kind, "another kind of value")
+        raise MessageError("bad_message", f"{shown(msg.type)}: {name!r} must be {what}, got {shown(value)}",
+                           job_id=job_id_or_none(msg), parameter=name)
     return value
 
 
-def _job_id_or_none(msg: Message) -> str | None:
-    j = msg.header.get("job_id")
-    return j if isinstance(j, str) and 0 < len(j) <= 128 else None
+# Job ids: what a client may choose.  Letters, digits and - _ . : only (they go into log lines and back
+# to the client verbatim), 1–128 characters.
+JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}\Z")
+JOB_ID_RULE = "'job_id' must be 1–128 characters of letters, digits and - _ . :"
+
+
+def valid_job_id(job_id) -> bool:
+    return isinstance(job_id, str) and JOB_ID.match(job_id) is not None
+
+
+def job_id_or_none(msg) -> str | None:
+    """The message's (or header's) job id if it is a valid one, else None."""
+    j = (msg.header if isinstance(msg, Message) else msg).get("job_id")
+    return j if valid_job_id(j) else None
+
 
 
 def job_id_of(msg: Message) -> str:
-    job_id = _job_id_or_none(msg)
+    job_id = job_id_or_none(msg)
     if job_id is None:
-        raise MessageError("bad_message", f"{msg.type}: 'job_id' must be a string of 1–128 characters")
+        raise MessageError("bad_message", f"{shown(msg.type)}: {JOB_ID_RULE}, got {shown(msg.header.get('job_id'))}",
+                           parameter="job_id")
     return job_id
 
 
@@ -336,7 +374,8 @@ def check_hello(msg: Message) -> int:
     """The peer's protocol version, or ProtocolError ``version_mismatch``."""
     version = msg.header.get("protocol")
     if type(version) is not int:
-        raise MessageError("version_mismatch", f"hello must carry an integer protocol version, got {version!r}")
+        raise MessageError("version_mismatch", f"hello: 'protocol' must be the protocol version, a whole number, "
+                                               f"got {shown(version)}")
     if version != PROTOCOL_VERSION:
         raise MessageError("version_mismatch",
                            f"protocol version {version} is not supported (this side speaks {PROTOCOL_VERSION}): "
@@ -371,16 +410,15 @@ def request_of(msg: Message) -> JobRequest:
     names = msg.header.get("buffers", [])
     if (not isinstance(names, list) or len(names) != len(msg.payloads)
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
-        raise MessageError("bad_message", "submit: 'buffers' must name each payload once", job_id=_job_id_or_none(msg))
-    described = d.get("buffers") or {}
+        raise MessageError("bad_message", "submit: 'buffers' must name each payload once, in order",
+                           job_id=job_id_or_none(msg), parameter="buffers")
+    described = d.get("buffers")
+    if described is None:
+        described = {}
     if not isinstance(described, dict) or set(described) != set(names):
-        raise ValidationError("buffers", "the request's buffers must match the frame's payloads")
-    try:
-        return JobRequest.from_dict(d, dict(zip(names, msg.payloads)))
-    except ValidationError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
-        raise ValidationError("request", f"bad request: {str(e)[:200]}") from None
+        raise ValidationError("buffers", "request.buffers must describe exactly the frame's payloads "
+                                         f"({', '.join(names) or 'none'})")
+    return JobRequest.from_dict(d, dict(zip(names, msg.payloads)))
 
 
 def result(job_id: str, res: JobResult) -> Message:
@@ -391,8 +429,11 @@ def result_of(msg: Message) -> JobResult:
     h = _field(msg, "result", dict)
     try:
         return JobResult.from_header(h, list(msg.payloads))
-    except (TypeError, ValueError, KeyError, AttributeError, ValidationError) as e:
-        raise MessageError("bad_message", f"result: bad header: {e}", job_id=_job_id_or_none(msg)) from None
+    except ValidationError as e:
+        raise MessageError("bad_message", f"result: {e}", job_id=job_id_or_none(msg)) from None
+    except (TypeError, ValueError, KeyError, AttributeError):
+        raise MessageError("bad_message", "result: the result's description does not follow the protocol",
+                           job_id=job_id_or_none(msg)) from None
 
 
 def preview(job_id: str, width: int, height: int, data) -> Message:
@@ -410,8 +451,8 @@ def capabilities_of(msg: Message) -> Capabilities:
         d["models"] = tuple(d.get("models") or ())
         d["modes"] = tuple(d.get("modes") or ())
         return Capabilities(**d)
-    except TypeError as e:
-        raise MessageError("bad_message", f"capabilities: {e}") from None
+    except TypeError:
+        raise MessageError("bad_message", "capabilities: the fields do not follow the protocol") from None
 
 
 def event_of(msg: Message):
@@ -420,7 +461,7 @@ def event_of(msg: Message):
     kind = msg.type
     if kind not in ("accepted", "progress", "preview", "result", "error", "cancelled"):
         return None
-    if kind == "error" and _job_id_or_none(msg) is None:
+    if kind == "error" and job_id_or_none(msg) is None:
         return None
     job_id = job_id_of(msg)
     if kind == "accepted":

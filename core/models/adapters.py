@@ -136,3 +136,17 @@ def installed(models_dir: Path | None) -> dict[str, list[dict]]:
             if d.is_dir() else []
         out[field] = [{"name": p.name, "bytes": p.stat().st_size} for p in files]
     return out
+
+
+REMOTE_ADAPTER_RULE = ("a shared server takes LoRA and embedding files installed in its models folder (loras/, "
+                       "embeddings/), named by their file name only")
+
+
+def check_remote(field: str, names, models_dir: Path | None) -> None:
+    """What a remote client may give as LoRA or embedding files: the plain name of a file installed in the
+    models folder.  Anything else (a path, a name that is not installed) gets the same ValidationError,
+    which says nothing about the server's files."""
+    where = folder(models_dir, field)
+    for name in names:
+        if not (isinstance(name, str) and is_plain_name(name) and name.strip() and (where / name).is_file()):
+            raise ValidationError(field, f"{field}: {REMOTE_ADAPTER_RULE}")

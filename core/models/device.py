@@ -85,8 +85,10 @@ def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | 
 
 
 def compile_decision(facts: HardwareFacts, device: str, wanted: bool) -> tuple[bool, str]:
-    """Whether the UNet is compiled, and why ("" when not asked for).  Off unless asked for: the first job of every new
-    latent shape waits for nothing but runs eagerly while a compilation of minutes goes on beside it.
+    """Whether the UNet is compiled, and why ("" when not asked for).  The engine asks for it unless told
+    not to (``engine_wants_compile``); in-process callers (the command line, tests) only when asked.  The
+    first job of every new latent shape waits for nothing: it runs eagerly, and the shape compiles once
+    the engine is idle (``core/models/compile_gate.py``).
 
     - CPU: inductor writes C++ and needs a compiler (g++/clang++, or MSVC's cl on Windows);
     - CUDA/ROCm: inductor writes triton kernels and needs triton;
@@ -146,10 +148,21 @@ def cxx_compiler() -> str:
     return next((path for path in map(shutil.which, filter(None, names)) if path), "")
 
 
-def wants_compile(value: str | None = None) -> bool:
-    """DD_COMPILE (or ``value``) read as a yes/no: 1, true, yes, on."""
-    value = os.environ.get("DD_COMPILE", "") if value is None else value
-    return value.strip().lower() in ("1", "true", "yes", "on")
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def wants_compile(value: str | None = None, default: bool = False) -> bool:
+    """DD_COMPILE (or ``value``) read as a yes/no (1, true, yes, on / 0, false, no, off); ``default``
+    when it is unset, empty or neither."""
+    value = (os.environ.get("DD_COMPILE", "") if value is None else value).strip().lower()
+    return True if value in YES else False if value in NO else default
+
+
+def engine_wants_compile(flag: bool | None) -> bool:
+    """The engine compiles its UNets unless told not to: ``flag`` (``--compile`` / ``--no-compile``, the
+    dock's setting) when given, else DD_COMPILE, else yes.  Granted only where it can work
+    (``compile_decision``)."""
+    return flag if flag is not None else wants_compile(default=True)
 
 
 def torch_dtype(name: str):

@@ -2,43 +2,93 @@
 
 from __future__ import annotations
 
+import threading
+
+from ..contract.catalog import CATALOG
 from . import env
 from .device import DevicePolicy, torch_dtype
 from .resolver import ResolvedModel
 
 env.apply()
 
-
-def quiet_libraries() -> None:
-    """No progress bars or chatter from diffusers/transformers: the engine reports progress itself."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+# diffusers and transformers import their submodules lazily, on first attribute access, and those
+# lazy imports are not thread-safe: two threads importing different pipelines at once can see a
+# half-initialised module ("cannot import name 'FromSingleFileMixin' from 'diffusers.loaders'").
+# So every import of these libraries in the engine happens under one lock, and ``import_libraries``
+# imports everything a job can need before the first job runs (service.py waits for it).
+IMPORT_LOCK = threading.RLock()
+_imported = False
 
 # Components that only serve the (disabled) safety checker.
 _NO_SAFETY = dict(safety_checker=None, requires_safety_checker=False)
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline")
+# The only pipeline classes the engine loads: a model folder naming any other (DiffusionPipeline, a
+# custom pipeline) is refused before diffusers sees it.
+PIPELINE_CLASSES = tuple(dict.fromkeys([*(s.pipeline for s in CATALOG.values()), *SD_PIPELINES]))
+
+
+def quiet_libraries() -> None:
+    """No progress bars or chatter from diffusers/transformers: the engine reports progress itself."""
+    with IMPORT_LOCK:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()
+        diffusers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+
+
+def import_libraries() -> None:
+    """Import torch, diffusers, transformers, compel and every class a job loads or calls, once, in
+    whichever thread asks first; other threads wait until it is done.  Idempotent and cheap afterwards."""
+    global _imported
+    if _imported:
+        return
+    with IMPORT_LOCK:
+        if _imported:
+            return
+        import torch  # noqa: F401
+
+        quiet_libraries()
+        import diffusers
+        import transformers
+
+        for name in PIPELINE_CLASSES:
+            getattr(diffusers, name)
+        for name in ("DPMSolverMultistepScheduler", "DDIMScheduler", "DDPMScheduler", "PNDMScheduler",
+                     "EulerDiscreteScheduler", "UNet2DConditionModel", "AutoencoderKL"):
+            getattr(diffusers, name)
+        for name in ("CLIPTextModel", "CLIPTokenizer", "DPTForDepthEstimation", "DPTImageProcessor"):
+            getattr(transformers, name)
+        import compel
+        import compel.prompt_parser  # noqa: F401
+        import diffusers.models.autoencoders.vae
+        import diffusers.models.modeling_outputs
+
+        _imported = True
+
+
+def libraries_imported() -> bool:
+    return _imported
 
 
 def pipeline_class(name: str):
-    import diffusers
+    """The diffusers class of one of ``PIPELINE_CLASSES`` (ValueError for any other name)."""
+    if not isinstance(name, str) or name not in PIPELINE_CLASSES:
+        raise ValueError(f"not a Stable Diffusion 2 pipeline class: {str(name)[:80]!r}")
+    with IMPORT_LOCK:
+        import diffusers
 
-    cls = getattr(diffusers, name, None)
-    if cls is None:
-        raise ValueError(f"unknown diffusers pipeline {name}")
-    return cls
+        return getattr(diffusers, name)
 
 
 def load_kwargs(model: ResolvedModel, policy: DevicePolicy, *, without_depth_estimator: bool = False,
                 components: dict | None = None) -> dict:
     """Keyword arguments for ``from_pretrained``/``from_single_file`` (pure decision, tested)."""
     kw: dict = dict(local_files_only=True, dtype=torch_dtype(policy.dtype))
-    if not model.single_file:
-        kw["use_safetensors"] = True
+    if not model.single_file:   # (from_single_file reads one .safetensors file and no code at all)
+        kw.update(use_safetensors=True, trust_remote_code=False)
     if model.variant:
         kw["variant"] = model.variant
     if model.pipeline in SD_PIPELINES:
@@ -58,34 +108,38 @@ def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_e
     Never touches the network; refuses pickle weights (``use_safetensors=True``).
     """
 
-    quiet_libraries()
+    import_libraries()
     cls = pipeline_class(model.pipeline)
     kw = load_kwargs(model, policy, without_depth_estimator=without_depth_estimator, components=components)
-    if model.single_file:
-        pipe = cls.from_single_file(str(model.path), config=str(model.config), **kw)
-    else:
-        pipe = cls.from_pretrained(str(model.path), **kw)
+    with IMPORT_LOCK:   # loading resolves component classes through the lazy modules too
+        if model.single_file:
+            pipe = cls.from_single_file(str(model.path), config=str(model.config), **kw)
+        else:
+            pipe = cls.from_pretrained(str(model.path), **kw)
     vae_dtype = policy.upscaler_vae_dtype if model.pipeline == "StableDiffusionUpscalePipeline" else policy.vae_dtype
     pipe.to(policy.device)
     if pipe.vae.dtype != torch_dtype(vae_dtype):
         pipe.vae.to(torch_dtype(vae_dtype))
         mixed_precision_vae(pipe.vae)
-    use_fast_scheduler(pipe)
+    # The pipeline keeps the scheduler the model ships with: each job makes its own sampler from its
+    # config (core/models/samplers.py).
     pipe.set_progress_bar_config(disable=True)
     for m in (pipe.unet, pipe.text_encoder, pipe.vae):
         m.eval().requires_grad_(False)
     return pipe
 
 
-def use_fast_scheduler(pipe) -> None:
-    """DPM-Solver++ 2M (Karras sigmas) instead of PNDM/DDIM: good images in 20–25 steps.
-    The prediction type stays what the model's scheduler config says.  The x4 upscaler keeps its own."""
-    from diffusers import DPMSolverMultistepScheduler
+def load_tiny_vae(model: ResolvedModel, policy: DevicePolicy):
+    """The tiny autoencoder (TAESD, diffusers' ``AutoencoderTiny``) from its folder: offline,
+    safetensors only, in the VAE's dtype on the policy's device."""
+    from diffusers import AutoencoderTiny
 
-    if type(pipe).__name__ == "StableDiffusionUpscalePipeline":
-        return
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(
-        pipe.scheduler.config, algorithm_type="dpmsolver++", use_karras_sigmas=True)
+    quiet_libraries()
+    variant = {"variant": model.variant} if model.variant else {}
+    vae = AutoencoderTiny.from_pretrained(str(model.path), local_files_only=True, use_safetensors=True,
+                                          dtype=torch_dtype(policy.vae_dtype), **variant)
+    vae.to(policy.device).eval().requires_grad_(False)
+    return vae
 
 
 def mixed_precision_vae(vae) -> None:
@@ -121,12 +175,12 @@ def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):
     encoder) is not read at all.  Returns an object with ``depth_estimator`` and ``feature_extractor``."""
     from types import SimpleNamespace
 
+    from .resolver import ModelNotFound
+
+    import_libraries()
     import torch
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
-    from .resolver import ModelNotFound
-
-    quiet_libraries()
     folder = model.config if model.single_file else model.path
     weights = folder / "depth_estimator"
     if model.single_file or not weights.is_dir():
@@ -134,8 +188,9 @@ def load_depth_estimator(model: ResolvedModel, policy: DevicePolicy):
                             f"depth; give a depth image instead (depth source 'given')")
     # ``variant``: a folder as the installer downloads it holds only model.fp16.safetensors.
     variant = {"variant": model.variant} if model.variant else {}
-    estimator = DPTForDepthEstimation.from_pretrained(str(weights), local_files_only=True, use_safetensors=True,
-                                                      dtype=torch.float32, **variant)
-    processor = DPTImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
+    with IMPORT_LOCK:
+        estimator = DPTForDepthEstimation.from_pretrained(str(weights), local_files_only=True, use_safetensors=True,
+                                                          trust_remote_code=False, dtype=torch.float32, **variant)
+        processor = DPTImageProcessor.from_pretrained(str(folder / "feature_extractor"), local_files_only=True)
     estimator.to(policy.device).eval().requires_grad_(False)
     return SimpleNamespace(depth_estimator=estimator, feature_extractor=processor)

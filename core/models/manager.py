@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract.catalog import CATALOG, MODE_MODELS
+from ..contract.catalog import CATALOG, MODE_MODELS, TINY_VAE
 from ..contract.jobcontrol import JobControl
 from ..contract.params import ValidationError
 from .device import DevicePolicy, current_policy
 from .memory import GiB, OutOfMemory, available_memory, free_memory, is_out_of_memory, retry_after_unloading
-from .resolver import ResolvedModel, resolve
+from .resolver import ModelError, ResolvedModel, resolve
 from .weights import FingerprintCache, estimate_weight_bytes
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ class LoadedModel:
 def check_fits(mode: str, resolved: ResolvedModel) -> None:
     """Refuse a model whose pipeline cannot do ``mode`` (an upscaler asked to inpaint, ...)."""
     specs = [CATALOG[k] for k in MODE_MODELS.get(mode, ())]
-    if specs and resolved.pipeline not in {s.pipeline for s in specs}:
+    distilled = resolved.spec is not None and resolved.spec.distilled
+    if specs and (resolved.pipeline not in {s.pipeline for s in specs}
+                  or resolved.spec is not None and distilled != any(s.distilled for s in specs)):
         what = resolved.spec.title if resolved.spec else resolved.pipeline or "an unknown pipeline"
         raise ValidationError("model", f"model {resolved.name} is {what}, which cannot {mode}; "
                                        f"{mode} needs {' or '.join(s.title for s in specs)}")
@@ -64,7 +66,7 @@ class ModelManager:
                  hub_cache: Path | None = None, capacity: int = 2, config: Path | None = None,
                  on_status: Callable[[dict], None] | None = None,
                  available_memory: Callable[[], int | None] | None = None, reserve: int = GiB,
-                 fingerprints: FingerprintCache | None = None):
+                 fingerprints: FingerprintCache | None = None, compile_gate=None):
         self._policy = policy
         self.config = config  # config folder for an explicitly named single-file model
         self.models_dir = models_dir
@@ -72,12 +74,15 @@ class ModelManager:
         self.capacity = capacity
         self._loaded: OrderedDict = OrderedDict()
         self._components: dict[tuple, object] = {}
+        self._tiny: dict[tuple, object] = {}      # the tiny autoencoder, when one was asked for
         self._lock = threading.RLock()
         self.loads = 0  # how many pipelines were loaded from disk (for tests and benchmarks)
         self.on_status = on_status
         self._available = available_memory
         self.reserve = reserve
         self.fingerprints = fingerprints or FingerprintCache.default()
+        # The engine's gate (core/models/compile_gate.py): UNets compile only while no job runs.
+        self.compile_gate = compile_gate
 
     @property
     def policy(self) -> DevicePolicy:
@@ -110,7 +115,7 @@ class ModelManager:
                 loaded = self._load(resolved, key, shared_keys, without_depth_estimator)
             except Exception as e:
                 if not is_out_of_memory(e):
-                    self._status(resolved, "failed", message=str(e)[:300])
+                    self._status(resolved, "failed", message=_said(e))
                     raise
                 log.warning("out of memory loading %s: unloading every cached model and retrying", resolved.name)
                 self.unload_all()
@@ -118,7 +123,7 @@ class ModelManager:
                 try:
                     loaded = self._load(resolved, key, shared_keys, without_depth_estimator)
                 except Exception as e2:
-                    self._status(resolved, "failed", message=str(e2)[:300])
+                    self._status(resolved, "failed", message=_said(e2))
                     if is_out_of_memory(e2):
                         raise OutOfMemory(f"not enough memory to load {resolved.name}, even with every other "
                                           f"model unloaded") from e2
@@ -173,6 +178,29 @@ class ModelManager:
             self._status(resolved, "loaded")
             return loaded
 
+    def tiny_vae(self):
+        """The tiny autoencoder (TAESD) when it is installed, loaded once and kept like a model; None
+        when it is not (previews then use the linear projection, and jobs the full VAE)."""
+        from .resolver import ModelError
+
+        try:
+            resolved = resolve(TINY_VAE, models_dir=self.models_dir, hub_cache=self.hub_cache)
+        except ModelError:
+            return None
+
+        def load():
+            from .loader import load_tiny_vae
+
+            return load_tiny_vae(resolved, self.policy)
+
+        # Kept beside the LRU of pipelines, not in it: a few MB must not push a pipeline out.
+        key = (str(resolved.path), self.policy.device, self.policy.vae_dtype)
+        with self._lock:
+            if key not in self._tiny:
+                self._tiny.clear()
+                self._tiny[key] = self._retry_out_of_memory(load)
+            return self._tiny[key]
+
     def _retry_out_of_memory(self, load):
         """``load()``; on out-of-memory unload every cached model and try once more."""
         return retry_after_unloading(load, self.unload_all, what="while loading",
@@ -203,7 +231,7 @@ class ModelManager:
         models would not help, torch keeps a compiled graph's memory (``_warn_if_compiled``)."""
         from .unet_compile import install
 
-        install(unet, has_room=self._fits,
+        install(unet, has_room=self._fits, gate=self.compile_gate,
                 on_status=lambda state, detail: self._status(resolved, state, message=detail))
 
     def _shared_keys(self, resolved: ResolvedModel) -> dict[str, tuple]:
@@ -287,6 +315,7 @@ class ModelManager:
             gone = list(self._loaded.values())
             self._loaded.clear()
             self._components.clear()
+            self._tiny.clear()
             for loaded in gone:
                 _warn_if_compiled(loaded)
                 if loaded.resolved is not None:
@@ -300,6 +329,14 @@ class ModelManager:
             self.on_status({"model": resolved.name, "path": str(resolved.path), "state": state, **extra})
         except Exception:
             log.exception("model status callback failed")
+
+
+def _said(e: Exception) -> str:
+    """What a status message may say about a failed load: our own words (ModelError, ValidationError), never
+    a library's exception text (that goes to the log with the job's failure)."""
+    if isinstance(e, (ModelError, ValidationError)):
+        return str(e)[:300]
+    return "loading failed (an internal error, described in the engine's log)"
 
 
 def _warn_if_compiled(loaded: LoadedModel) -> None:

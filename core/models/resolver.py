@@ -12,6 +12,7 @@ Pickle files (``.ckpt``, ``.pt``, ``.bin``) are refused: loading one can run arb
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,54 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+# "stable_diffusion": a diffusers pipeline module (older folders name the safety checker so; it is never loaded)
+LIBRARIES = ("diffusers", "transformers", "stable_diffusion")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "scheduler_config.json")
+_CODE_KEYS = ("auto_map", "custom_pipeline", "_custom_pipeline")
+
+
+def code_refusal(folder: Path, what: str) -> UnsafeModelFile:
+    return UnsafeModelFile(f"{folder} is refused: {what}. Diffusion Dock never runs code that comes with a "
+                           f"model; use the model's plain diffusers folder (configs and .safetensors weights only)")
+
+
+def _check_no_code(folder: Path, index: dict) -> None:
+    """Refuse a folder that could make diffusers or transformers import code of its own: Python files,
+    components from other libraries than diffusers and transformers, or configs that map classes to
+    code (``auto_map``, custom pipelines).  Loading passes trust_remote_code=False as well."""
+    if not isinstance(index.get("_class_name"), str) or not _IDENTIFIER.match(index["_class_name"]):
+        raise code_refusal(folder, "its model_index.json does not name a diffusers pipeline class")
+    folders = [folder]
+    for comp, entry in index.items():
+        if comp.startswith("_") or not isinstance(entry, list):
+            continue
+        if entry in ([None, None], [None]) or (len(entry) == 2 and entry[0] is None):
+            continue
+        if (len(entry) != 2 or entry[0] not in LIBRARIES or not isinstance(entry[1], str)
+                or not _IDENTIFIER.match(entry[1])):
+            raise code_refusal(folder, f"its component {comp[:40]!r} is not a diffusers or transformers class")
+        folders.append(folder / comp)
+    if any(k in index for k in _CODE_KEYS):
+        raise code_refusal(folder, "its model_index.json names custom code")
+    for d in folders:
+        if not d.is_dir():
+            continue
+        if any(p.suffix == ".py" for p in d.iterdir()):
+            raise code_refusal(folder, f"it holds Python code ({d.name}/*.py)")
+        for name in _CONFIGS:
+            cfg = _read_json(d / name) if (d / name).is_file() else {}
+            if isinstance(cfg, dict) and any(k in cfg for k in _CODE_KEYS):
+                raise code_refusal(folder, f"{d.name}/{name} maps classes to custom code")
+
+
 def _weights_variant(folder: Path) -> tuple[bool, str | None]:
-    """(complete, variant) for a diffusers folder; raise UnsafeModelFile if a component has only pickles."""
+    """(complete, variant) for a diffusers folder; raise UnsafeModelFile if a component has only pickles
+    or the folder carries code of its own."""
     index = _read_json(folder / "model_index.json")
+    if not isinstance(index, dict):
+        index = {}
+    _check_no_code(folder, index)
     variant = None
     for comp in WEIGHT_COMPONENTS:
         entry = index.get(comp)
@@ -98,6 +144,16 @@ def _weights_variant(folder: Path) -> tuple[bool, str | None]:
             return False, None
         if not any(".fp16." not in f for f in safes):
             variant = "fp16"
+    for comp, entry in index.items():   # any other component diffusers would load (never the safety checker)
+        if comp in WEIGHT_COMPONENTS or comp == "safety_checker" or not (isinstance(entry, list) and entry
+                                                                        and entry[0]):
+            continue
+        d = folder / comp
+        files = [p.name for p in d.iterdir()] if d.is_dir() else []
+        if not any(f.endswith(".safetensors") for f in files):
+            pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+            if pickles:
+                raise pickle_refusal(d / pickles[0])
     return True, variant
 
 
@@ -114,20 +170,65 @@ def _prediction_of(folder: Path) -> str:
     return sched.get("prediction_type") or "epsilon"
 
 
+def _scheduler_of(folder: Path) -> tuple[str, str]:
+    """(scheduler class, timestep spacing) a pipeline folder names."""
+    sched = _read_json(folder / "scheduler" / "scheduler_config.json")
+    return str(sched.get("_class_name", "")), str(sched.get("timestep_spacing", ""))
+
+
 def identify(folder: Path) -> tuple[str, ModelSpec | None, str]:
-    """(pipeline class, catalogue spec or None, prediction type) of a diffusers folder."""
+    """(pipeline class, catalogue spec or None, prediction type) of a diffusers folder (or of a single
+    component's folder: its config.json names the model class)."""
     index = _read_json(folder / "model_index.json")
+    if not index:
+        component = str(_read_json(folder / "config.json").get("_class_name", ""))
+        found = [s for s in by_pipeline(component) if s.component]
+        return component, (found[0] if found else None), ""
+    pipeline, candidates, prediction = _candidates(folder, index)
+    if len(candidates) > 1:   # e.g. SD-Turbo beside 2.1-base: told apart by the scheduler it names
+        sched = _scheduler_of(folder)
+        candidates = ([c for c in candidates if c.scheduler == sched]
+                      or [c for c in candidates if c.scheduler is None] or candidates)
+    return pipeline, (candidates[0] if candidates else None), prediction
+
+
+def _candidates(folder: Path, index: dict) -> tuple[str, list[ModelSpec], str]:
+    """(pipeline class, the catalogue specs with its pipeline, UNet input and prediction type, prediction)."""
     pipeline = index.get("_class_name", "")
     in_ch = _read_json(folder / "unet" / "config.json").get("in_channels")
     prediction = _prediction_of(folder)
     candidates = by_pipeline(pipeline, in_ch)
     if len(candidates) > 1:
         candidates = [c for c in candidates if c.prediction == prediction] or candidates
-    return pipeline, (candidates[0] if candidates else None), prediction
+    return pipeline, candidates, prediction
+
+
+def _component_model(folder: Path, name: str | None, source: str, want: ModelSpec | None = None
+                     ) -> ResolvedModel | None:
+    """A single diffusers model (TAESD): config.json naming its class and safetensors weights beside it.
+    A folder with only pickle weights is refused."""
+    config = _read_json(folder / "config.json")
+    cls = str(config.get("_class_name", ""))
+    if not cls or (want is not None and cls != want.pipeline):
+        return None
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    safes = [f for f in files if f.endswith(".safetensors")]
+    if not safes:
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise pickle_refusal(folder / pickles[0])
+        return None
+    variant = "fp16" if not any(".fp16." not in f for f in safes) else None
+    spec = want or next((s for s in by_pipeline(cls) if s.component), None)
+    return ResolvedModel(name or (spec.key if spec else folder.name), spec, folder, source, cls, "", None,
+                         variant, None)
 
 
 def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec | None = None
                   ) -> ResolvedModel | None:
+    if want is not None and want.component or want is None and (folder / "config.json").is_file() \
+            and not (folder / "model_index.json").is_file():
+        return _component_model(folder, name, source, want) if folder.is_dir() else None
     if not (folder / "model_index.json").is_file():
         return None
     complete, variant = _weights_variant(folder)
@@ -137,7 +238,9 @@ def _folder_model(folder: Path, name: str | None, source: str, want: ModelSpec |
     if want is not None:
         if pipeline != want.pipeline:
             return None
-        spec = spec or want
+        # The folder of a catalogue model that its files fit is that model (SD-Turbo's folder with
+        # another scheduler saved in it is still SD-Turbo); one they do not fit is what they say.
+        spec = want if want in _candidates(folder, _read_json(folder / "model_index.json"))[1] else spec or want
     return ResolvedModel(name or (spec.key if spec else folder.name), spec, folder, source, pipeline,
                          prediction, None, variant, _native_override(folder))
 
@@ -196,9 +299,10 @@ def _explicit(path: Path, config: Path | None, models_dir: Path, hub_cache: Path
         spec = next((s for s in CATALOG.values() if path.name in s.single_files), None)
         return _single_file_model(path, spec, config, models_dir, hub_cache, "explicit")
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
+        if not (path / "model_index.json").is_file() and not (path / "config.json").is_file():
             # A hub-cache repo folder (models--org--name) is accepted too.
-            snaps = sorted((path / "snapshots").glob("*/model_index.json")) if (path / "snapshots").is_dir() else []
+            snaps = sorted(p for pat in ("*/model_index.json", "*/config.json")
+                           for p in (path / "snapshots").glob(pat)) if (path / "snapshots").is_dir() else []
             if snaps:
                 path = snaps[-1].parent
             else:
@@ -250,7 +354,7 @@ def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> R
         found = _folder_model(snap, spec.key, "hf-cache", spec)
         if found:
             return found
-    for fname in (f"{spec.key}.safetensors", *spec.single_files):
+    for fname in () if spec.component else (f"{spec.key}.safetensors", *spec.single_files):
         file = models_dir / fname
         if file.is_file():
             try:
@@ -269,6 +373,38 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix != "" or Path(name).exists()
 
 
+# The name of a model installed in the models folder (its folder's name): no separators, no leading dot.
+INSTALLED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")
+REMOTE_MODEL_RULE = ("model must be the name of a model installed on the server: a catalogue key (such as "
+                     "sd2-inpainting) or the name of a model in the server's models folder; a remote client "
+                     "cannot name files or folders")
+
+
+def _installed_folder(name: str, models_dir: Path) -> Path | None:
+    """``models_dir/name`` when ``name`` is a plain name and that folder is a model (or LaMa's folder)."""
+    if not INSTALLED_NAME.match(name) or ".." in name:
+        return None
+    folder = models_dir / name
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def check_remote_model(name, models_dir: Path | None = None) -> None:
+    """What a remote client may give as ``model``: nothing (the mode's default), a catalogue key, LaMa's
+    key, or the name of a model installed in the models folder.  Anything else, whether or not it exists
+    on this machine, gets the same ValidationError, which says nothing about the server's files."""
+    from ..contract.params import ValidationError
+
+    if name is None or isinstance(name, str) and (name in CATALOG or name == LAMA_KEY):
+        return
+    models_dir = Path(models_dir) if models_dir else paths.models_dir()
+    if isinstance(name, str) and _installed_folder(name, models_dir) is not None:
+        return
+    raise ValidationError("model", REMOTE_MODEL_RULE)
+
+
+LAMA_KEY = "big-lama"
+
+
 def resolve(name: str | None = None, mode: str | None = None, *, config: str | Path | None = None,
             models_dir: Path | None = None, hub_cache: Path | None = None) -> ResolvedModel:
     """Find a model by explicit path, catalogue key, hub id, or (``name=None``) the mode's default."""
@@ -276,11 +412,12 @@ def resolve(name: str | None = None, mode: str | None = None, *, config: str | P
     config = Path(config).expanduser() if config else None
     if name:
         spec = by_name(name)
-        if spec is None and _plain(name) and (models_dir / name / "model_index.json").is_file():
-            found = _folder_model(models_dir / name, name, "models-dir")   # an imported model, by its name
+        installed = _installed_folder(name, models_dir) if spec is None else None
+        if installed is not None:    # a model installed in the models folder, by its folder's name
+            found = _folder_model(installed, name, "models-dir")
             if found is None:
-                raise ModelNotFound(f"the model {name} in {models_dir} is incomplete (a component has no "
-                                    f".safetensors weights): import it again")
+                raise ModelNotFound(f"the model {name} in the models folder has incomplete weights (no "
+                                    f".safetensors for every component): import it again")
             return found
         if spec is None and (_looks_like_path(name) or "/" not in name):
             return _explicit(Path(name).expanduser(), config, models_dir, hub_cache)

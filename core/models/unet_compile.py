@@ -11,6 +11,10 @@ The compiled graph holds its own, prepacked copy of the weights (the eager weigh
 shapes that are not compiled): ``max_shapes`` bounds how many such copies one UNet may have, and a
 shape is compiled only when ``has_room(bytes)`` says the copy fits (checked again at each later call
 of that shape, so it compiles once memory has been freed).
+
+With a ``gate`` (``core.models.compile_gate``: the engine's) the compilation waits until no job is
+queued or running, and pauses while one is (jobs then run eagerly, whatever their shape); without one
+(the benchmark, tests) it starts at once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ log = logging.getLogger(__name__)
 # engine does.  They are patched into inductor's config around the compiling call: given to
 # torch.compile as ``options`` instead, freezing is silently not applied (torch 2.13).
 INDUCTOR_OPTIONS = {"freezing": True, "cpp.weight_prepack": True}
+# A gated compilation compiles its kernels one at a time in its own thread (no pool of compile
+# workers), so that pausing that thread pauses all of it.
+GATED_OPTIONS = {"compile_threads": 1}
 MAX_SHAPES = 2
 # With a compiled UNet the model's width and height are multiples of 64 px instead of 8: regions of
 # similar aspect then share one compiled graph (geometry.model_size: the stretch is at most half a step
@@ -64,14 +71,16 @@ class CompiledUNet:
     """Dispatches the calls of one UNet between its eager forward and compiled graphs.
 
     ``on_status(state, detail)`` hears "compiling", "compiled" (detail: seconds), "compile_failed"
-    (detail: the error) and "compile_skipped" (not enough memory for the compiled copy; said once per
-    shape), each with the shape key's tensor shapes.  ``options``: inductor settings.
-    ``has_room(bytes)``: whether that much memory can be spent on a compiled copy (None: always).
+    (detail: the error), "compile_skipped" (not enough memory for the compiled copy; said once per
+    shape) and, with a gate, "compile_paused" (a job arrived; "compiling" again when it resumes), each
+    with the shape key's tensor shapes.  ``options``: inductor settings.  ``has_room(bytes)``: whether
+    that much memory can be spent on a compiled copy (None: always).  ``gate``: a
+    ``compile_gate.CompileGate`` that holds compilations while the engine is busy (None: compile at once).
     """
 
     def __init__(self, unet, *, options: dict | None = None, max_shapes: int = MAX_SHAPES,
                  on_status: Callable[[str, str], None] | None = None,
-                 has_room: Callable[[int], bool] | None = None):
+                 has_room: Callable[[int], bool] | None = None, gate=None):
         import torch
 
         self.unet = unet
@@ -83,8 +92,10 @@ class CompiledUNet:
         self.failed: dict = {}
         self.skipped: set = set()     # shapes not compiled (yet) for want of memory
         self.has_room = has_room
+        self.gate = gate
         self.copy_bytes = int(COPY_FACTOR * sum(p.numel() * p.element_size() for p in unet.parameters()))
         self.calls = {"eager": 0, "compiled": 0, "refused": 0}
+        self.timings: dict = {}       # shape key -> compiling seconds, paused seconds, pauses
         self._lock = threading.Lock()
         self._compiling = None
         self._thread: threading.Thread | None = None
@@ -161,6 +172,15 @@ class CompiledUNet:
         self._thread.start()
 
     def _compile(self, key, args, kwargs) -> None:
+        shapes = describe(key)
+        if self.gate is None:
+            self._compile_now(key, args, kwargs, self.options, None)
+            return
+        with self.gate.turn(on_pause=lambda paused: self._status("compile_paused" if paused else "compiling",
+                                                                 shapes)) as paused:
+            self._compile_now(key, args, kwargs, {**self.options, **GATED_OPTIONS}, paused)
+
+    def _compile_now(self, key, args, kwargs, options: dict, paused) -> None:
         import torch
         import torch._inductor.config as inductor_config
 
@@ -170,21 +190,26 @@ class CompiledUNet:
         try:
             grad, inference = key[1], key[2]
             with (torch.inference_mode(inference), torch.set_grad_enabled(grad),
-                  inductor_config.patch(self.options)):
+                  inductor_config.patch(options)):
                 self._compiled(*args, **kwargs)     # compiles, then runs once
         except Exception as e:   # any failure leaves this shape eager, with the reason logged
             with self._lock:
                 self.failed[key] = f"{type(e).__name__}: {e}"
                 self._compiling = None
             log.warning("UNet compilation for %s failed, staying eager: %s", shapes, self.failed[key][:500])
-            self._status("compile_failed", f"{shapes}: {self.failed[key][:300]}")
+            self._status("compile_failed", f"{shapes}: the compiler failed (described in the engine's log); "
+                                           f"this shape runs uncompiled")
             return
         seconds = time.perf_counter() - t0
+        waited = paused.seconds if paused is not None else 0.0
+        self.timings[key] = {"seconds": seconds - waited, "paused_seconds": waited,
+                             "pauses": paused.count if paused is not None else 0}
         with self._lock:
             self.ready.add(key)
             self._compiling = None
-        log.info("UNet compiled for %s in %.1f s", shapes, seconds)
-        self._status("compiled", f"{shapes} in {seconds:.1f} s")
+        note = f" (and {waited:.1f} s paused while jobs ran)" if waited else ""
+        log.info("UNet compiled for %s in %.1f s%s", shapes, seconds - waited, note)
+        self._status("compiled", f"{shapes} in {seconds - waited:.1f} s{note}")
 
     def _status(self, state: str, detail: str) -> None:
         if self.on_status is None:

@@ -23,6 +23,7 @@ PIPELINES: dict[str, str] = {
     "generate": f"{__name__}.generate",
     "fill": f"{__name__}.fill",
     "expand": f"{__name__}.expand",
+    "live": f"{__name__}.live",
     "preprocess": f"{__name__}.preprocess",
 }
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest, JobResult, Options, Params, Patch
 from ..contract.params import SEED_MAX
+from .preview import step_decoder
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,6 +37,8 @@ class Models(Protocol):
     def get_part(self, mode: str, name: str | None = None, *, control: JobControl | None = None): ...
 
     def get_other(self, key: tuple, load, *, control: JobControl | None = None): ...
+
+    def tiny_vae(self): ...
 
 
 class Pipeline(Protocol):
@@ -74,6 +77,8 @@ class PipelineBase:
     def run(self, req: JobRequest, models: Models, control: JobControl) -> JobResult:
         t0 = time.perf_counter()
         seed = choose_seed(req.params) if self.seeded else 0   # an unseeded job ignores it
+        if control.wants_preview and control.decode_preview is None:
+            control.decode_preview = step_decoder(models)
         out = self.work(req, models, control, seed)
         params = req.params
         if self.seeded:

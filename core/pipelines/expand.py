@@ -15,7 +15,7 @@ comes back to the window's size.  The old pixels are context only: the patch's a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -180,11 +180,12 @@ class Expand(PipelineBase):
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
         from ..models.unet_compile import size_multiple
-        from .common import prompt_kwargs
+        from .common import prompt_kwargs, sampler_of, with_sampler
         from .fill import CancelOnly, choose_backend, fill_array
 
         loaded = models.get("expand", req.model, control=control)
-        pipe, native = loaded.pipe, loaded.resolved.native
+        sampler = sampler_of(req, loaded)
+        pipe, native = with_sampler(loaded.pipe, sampler), loaded.resolved.native   # one sampler for every pass
         job = plan(req, native)
         seeds = seeds_for(seed, req.params.num_images)
         total = len(job.passes) * Schedule.of(req.params.steps, req.params.strength).steps * len(seeds)
@@ -213,7 +214,8 @@ class Expand(PipelineBase):
         return Output(patches, loaded.resolved.name, tuple(warnings),
                       {"model_seconds": round(time.perf_counter() - t_model, 4), "canvas": list(job.new_size),
                        "region": list(job.area.as_tuple()), "passes": len(job.passes),
-                       "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes})
+                       "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes},
+                      replace(req.options, sampler=sampler))
 
 
 PIPELINE = Expand()

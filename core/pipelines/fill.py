@@ -1,8 +1,10 @@
 """Fill: remove what is selected and fill it from its surroundings.  No prompt, no diffusion.
 
 Backends: ``lama`` (the big-lama generator, when its weights are installed or given with
-``model``) and ``opencv`` (Telea inpainting, always available).  ``auto`` takes LaMa when it is
-installed, else OpenCV.  Region, context and compositing are those of inpainting
+``model``), ``patch`` (texture-aware: patches copied from the surroundings, no weights;
+``core.raster.fastfill.fill_textured``) and ``opencv`` (Telea inpainting, smooth).  ``auto`` takes LaMa
+when it is installed, else ``patch``: ``python -m core.fill_eval`` chose it over Telea and OpenCV
+contrib's xphoto fills.  Region, context and compositing are those of inpainting
 (``core.pipelines.regionjob``): pixels outside the selection stay bit-identical.  Unlike diffusion, the fill
 works at the region's own resolution, downscaled only above a size limit.
 """
@@ -26,29 +28,31 @@ from . import regionjob
 from .base import Output, PipelineBase
 
 # Largest working area (pixels) per backend; larger regions are filled downscaled and scaled back.
-# LaMa costs about 0.4 TFLOP per 512×512 (a few seconds on a desktop CPU); OpenCV's time grows with
-# the hole's area.
+# LaMa costs about 0.4 TFLOP per 512×512 (a few seconds on a desktop CPU); the fills without weights
+# grow with the hole's area.
 LAMA_MAX_PIXELS = {"cuda": 2048 * 2048, "mps": 1536 * 1536, "cpu": 1024 * 1024}
-OPENCV_MAX_PIXELS = 1024 * 1024
+NO_WEIGHTS_MAX_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class BackendChoice:
-    name: str                      # "opencv" or "lama"
+    name: str                      # "patch", "opencv" or "lama"
     weights: Path | None = None    # the LaMa weights file
     warnings: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return f"lama:{self.weights.name}" if self.weights is not None else "opencv-telea"
+        if self.weights is not None:
+            return f"lama:{self.weights.name}"
+        return "opencv-telea" if self.name == "opencv" else self.name
 
 
 def choose_backend(requested: str, model: str | None, models_dir: Path | None) -> BackendChoice:
-    """``auto`` → LaMa when its weights are found (or ``model`` names them), else OpenCV."""
+    """``auto`` → LaMa when its weights are found (or ``model`` names them), else the patch fill."""
     from ..lama.weights import find_weights, install_hint
 
-    if requested == "opencv":
-        return BackendChoice("opencv", warnings=(f"backend opencv: the LaMa weights {model} are not used",)
+    if requested in ("opencv", "patch"):
+        return BackendChoice(requested, warnings=(f"backend {requested}: the LaMa weights {model} are not used",)
                              if model else ())
     if requested == "lama" or model:
         return BackendChoice("lama", find_weights(model, models_dir))
@@ -61,9 +65,9 @@ def choose_backend(requested: str, model: str | None, models_dir: Path | None) -
     folder = default_weights_path(models_dir).parent
     pickles = sorted(p for p in folder.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES) if folder.is_dir() else []
     if pickles:
-        return BackendChoice("opencv", warnings=(
+        return BackendChoice("patch", warnings=(
             f"{pickles[0]} is a pickle checkpoint and is not loaded; LaMa needs it converted: {install_hint()}",))
-    return BackendChoice("opencv")
+    return BackendChoice("patch")
 
 
 class CancelOnly:
@@ -103,8 +107,11 @@ def fill_array(rgb: np.ndarray, hole: np.ndarray, choice: BackendChoice, models,
                                  lambda: load_generator(path, device), control=control)
         control.set_phase("denoising", 0, len(model.model))
         return lama_infer.fill(model, rgb, hole, device=device, on_layer=control.report_step)
-    control.set_phase("denoising", 0, rgb.shape[2])
-    return fastfill.fill_opencv(rgb, hole, on_channel=control.report_step)
+    if choice.name == "opencv":
+        control.set_phase("denoising", 0, rgb.shape[2])
+        return fastfill.fill_opencv(rgb, hole, on_channel=control.report_step)
+    control.set_phase("denoising", 0, 1)
+    return fastfill.fill_textured(rgb, hole, on_step=control.report_step)
 
 
 def unknown_pixels(work: regionjob.RegionWork) -> np.ndarray:
@@ -129,7 +136,7 @@ class Fill(PipelineBase):
         if choice.name == "lama":
             limit = LAMA_MAX_PIXELS.get(models.policy.device, LAMA_MAX_PIXELS["cpu"])
         else:
-            limit = OPENCV_MAX_PIXELS
+            limit = NO_WEIGHTS_MAX_PIXELS
         size = work_size(plan.region.w, plan.region.h, limit)
         if size != (plan.region.w, plan.region.h):
             warnings.append(f"the region ({plan.region.w}x{plan.region.h}) is larger than the {choice.name} fill's "

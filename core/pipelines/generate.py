@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest
@@ -21,7 +22,7 @@ from ..raster import scaling
 from . import adapters, regionjob
 from . import controls as controls_job
 from .base import Output, PipelineBase
-from .common import encode_image, image_kwargs, run_pipeline
+from .common import encode_image, image_kwargs, run_pipeline, sampler_of, tiny_autoencoder, with_sampler
 
 _img2img: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -41,20 +42,22 @@ def img2img_pipeline(pipe):
     return _img2img[pipe]
 
 
-def text_to_image(pipe, plan, params, control: JobControl, device: str, controls=None):
+def text_to_image(pipe, plan, params, control: JobControl, device: str, sampler: str, tiny=None, controls=None):
     if controls is not None:
-        return run_pipeline(controls_job.pipeline("text", pipe, controls), plan, params, control, device,
-                            image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
-    return run_pipeline(pipe, plan, params, control, device, **plan.pipeline_kwargs)
+        return run_pipeline(with_sampler(controls_job.pipeline("text", pipe, controls), sampler), plan, params, control,
+                            device, tiny=tiny, image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
+    return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, tiny=tiny, **plan.pipeline_kwargs)
 
 
-def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, controls=None):
-    latents = encode_image(pipe, work.model_rgb).repeat(len(plan.seeds), 1, 1, 1)
+def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, sampler: str,
+                   tiny=None, controls=None):
+    latents = encode_image(pipe, work.model_rgb, tiny).repeat(len(plan.seeds), 1, 1, 1)
     if controls is not None:
-        return run_pipeline(controls_job.pipeline("image", pipe, controls), plan, params, control, device,
-                            image=latents, control_image=controls.image_arg(), **controls.kwargs(),
-                            **image_kwargs(plan))
-    return run_pipeline(img2img_pipeline(pipe), plan, params, control, device, image=latents, **image_kwargs(plan))
+        return run_pipeline(with_sampler(controls_job.pipeline("image", pipe, controls), sampler), plan, params,
+                            control, device, tiny=tiny, image=latents, control_image=controls.image_arg(),
+                            **controls.kwargs(), **image_kwargs(plan))
+    return run_pipeline(with_sampler(img2img_pipeline(pipe), sampler), plan, params, control, device, tiny=tiny,
+                        image=latents, **image_kwargs(plan))
 
 
 class Generate(PipelineBase):
@@ -65,6 +68,8 @@ class Generate(PipelineBase):
         loaded = models.get("generate", req.model, control=control)
         pipe, native, device = loaded.pipe, loaded.resolved.native, models.policy.device
         bbox = regionjob.selection_bbox(req)
+        sampler = sampler_of(req, loaded)
+        tiny, notes = tiny_autoencoder(req, models)
         if req.image is not None:
             plan = plan_region_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             work = regionjob.prepare(req, plan)
@@ -72,7 +77,8 @@ class Generate(PipelineBase):
                                             control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = image_to_image(pipe, plan, work, req.params, control, device, controls)
+                images, warnings = image_to_image(pipe, plan, work, req.params, control, device, sampler, tiny,
+                                                  controls)
             control.set_phase("finishing")
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
@@ -81,17 +87,17 @@ class Generate(PipelineBase):
                                             control)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = text_to_image(pipe, plan, req.params, control, device, controls)
+                images, warnings = text_to_image(pipe, plan, req.params, control, device, sampler, tiny, controls)
             control.set_phase("finishing")
             region = plan.region
             alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
                                             "RGBA_U8")
             patches = [regionjob.patch_of(req, region, im, alpha, s) for im, s in zip(images, plan.seeds)]
-        return Output(patches, loaded.resolved.name, warnings,
+        return Output(patches, loaded.resolved.name, notes + tuple(warnings),
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
                        "prediction": pipe.scheduler.config.prediction_type,
                        "image_to_image": req.image is not None,
-                       **({"controlnets": controls.names} if controls else {})})
+                       **({"controlnets": controls.names} if controls else {})}, replace(req.options, sampler=sampler))
 
 
 PIPELINE = Generate()

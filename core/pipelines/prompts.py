@@ -41,7 +41,9 @@ def _conditioning(compel, text: str, weighted: bool, name: str = "prompt"):
         except Exception as e:  # pyparsing's ParseException: the weight syntax does not parse
             from ..contract.params import ValidationError
 
-            raise ValidationError(name, f"{name}: the weight syntax cannot be read ({e}); fix the brackets "
+            at = getattr(e, "col", None)
+            where = f" near character {at}" if isinstance(at, int) else ""
+            raise ValidationError(name, f"{name}: the weight syntax cannot be read{where}; fix the brackets "
                                         f"or turn weights off") from None
     else:
         conj = Conjunction([FlattenedPrompt([Fragment(text, 1.0)])])

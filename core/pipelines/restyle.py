@@ -7,6 +7,8 @@ is a separate model part, loaded only when the depth is "auto", so a given depth
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..contract.jobcontrol import JobControl
@@ -19,7 +21,7 @@ from ..raster.pixels import depth_array
 from . import adapters, regionjob
 from . import depth as depth_job
 from .base import Output, PipelineBase
-from .common import image_kwargs, mean_encoding, run_pipeline
+from .common import image_kwargs, mean_encoding, run_pipeline, sampler_of, with_sampler
 
 
 def given_depth(req: JobRequest, plan) -> np.ndarray:
@@ -65,13 +67,15 @@ class Restyle(PipelineBase):
         else:
             depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
         check_not_flat(depth, "given" if given else "estimated")
+        sampler = sampler_of(req, loaded)
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device)
+            images, warnings = denoise(with_sampler(loaded.pipe, sampler), plan, work, depth, req.params, control,
+                                       models.policy.device)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         return Output(patches, loaded.resolved.name, warnings,
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
-                       "depth_source": req.options.depth_source})
+                       "depth_source": req.options.depth_source}, replace(req.options, sampler=sampler))
 
 
 PIPELINE = Restyle()

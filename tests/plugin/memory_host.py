@@ -97,6 +97,10 @@ class MemoryDocument(H.HostDocument):
     def active_layer(self):
         return self.layer(self.active_id) if self.active_id else None
 
+    def activate_layer(self, layer_id):
+        self._find(layer_id)
+        self.active_id = layer_id
+
     def read_pixels(self, layer_id, rect):
         self.check_rect(rect)
         layer = self._find(layer_id)

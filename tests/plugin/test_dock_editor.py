@@ -272,7 +272,7 @@ def test_fill_from_the_layer_action_and_the_results_survive_a_restart(qtbot, win
     item = wait_job(session.items[-1])
     assert item.state == "done", item.message
     [rec] = item.results
-    assert rec.name == "[Fill] OpenCV" and rec.seed is None
+    assert rec.name == "[Fill] Patches" and rec.seed is None
     # A new session on the same results folder (the editor restarted) lists it and can apply it.
     from plugin.diffusion_dock.session.dock_session import DockSession
 
@@ -284,8 +284,8 @@ def test_fill_from_the_layer_action_and_the_results_survive_a_restart(qtbot, win
     assert strip.item_of(rec.id) is not None
     strip.item_of(rec.id).setSelected(True)
     [info] = other.panel.apply_results(strip.selected_records())
-    assert info.name == "[Fill] OpenCV"
-    assert other.document.layers[0].name == "[Fill] OpenCV"
+    assert info.name == "[Fill] Patches"
+    assert other.document.layers[0].name == "[Fill] Patches"
     arr = layer_array(other.document.layers[0].image)
     assert arr[20:32, 20:36, 3].all() and not arr[:18].any()
     assert "gone" in other.panel.last_message[1]          # its source layer is not in this document

@@ -83,12 +83,17 @@ def test_engine_status_line(panel, session):
     assert status_line(panel) == "Loading sd2-inpainting…"
     session._on_model_status(ModelStatus("sd2-inpainting", "loaded", seconds=1.0))
     assert status_line(panel) == "Ready · cpu bfloat16"
+    # the UNet compiles by default while the engine is idle, pauses while jobs run, and says when it is done
     session._on_model_status(ModelStatus("sd2-inpainting", "compiling", message="[2, 9, 64, 64]"))
-    assert status_line(panel) == "Ready · compiling the UNet of sd2-inpainting (jobs run meanwhile)"
+    assert status_line(panel) == "Ready · cpu bfloat16 · compiling…"
+    assert "UNet of sd2-inpainting: compiling for [2, 9, 64, 64]" in panel.engine_bar.label.toolTip()
+    session._on_model_status(ModelStatus("sd2-inpainting", "compile_paused", message="[2, 9, 64, 64]"))
+    assert status_line(panel) == "Ready · cpu bfloat16 · compiling… (paused while jobs run)"
+    assert "compiling paused while jobs run" in panel.engine_bar.label.toolTip()
     session._on_model_status(ModelStatus("sd2-inpainting", "compiled", message="[2, 9, 64, 64] in 190 s"))
-    assert status_line(panel) == "Ready · cpu bfloat16"
+    assert status_line(panel) == "Ready · cpu bfloat16 · compiled"
     assert panel.engine_bar.label.toolTip().endswith("\nUNet of sd2-inpainting: compiled for [2, 9, 64, 64] in 190 s")
-    # an artist who asked for compiling hears when it did not happen, and why (in the tooltip)
+    # the artist hears when it did not happen, and why (in the tooltip)
     skipped = "[2, 4, 96, 96]: the compiled copy needs about 1.85 GiB more memory than is free; runs eagerly"
     session._on_model_status(ModelStatus("sd2-depth", "compile_skipped", message=skipped))
     assert status_line(panel) == "Ready · cpu bfloat16 · UNet not compiled"
@@ -96,6 +101,8 @@ def test_engine_status_line(panel, session):
     session._on_model_status(ModelStatus("sd2-depth", "compile_failed", message="[2, 4, 96, 96]: InductorError: …"))
     assert "UNet of sd2-depth: compiling failed for [2, 4, 96, 96]: InductorError" in panel.engine_bar.label.toolTip()
     session._on_model_status(ModelStatus("sd2-depth", "unloaded"))
+    assert status_line(panel) == "Ready · cpu bfloat16 · compiled"
+    session._on_model_status(ModelStatus("sd2-inpainting", "unloaded"))
     assert status_line(panel) == "Ready · cpu bfloat16"
     session._on_status(EngineStatus("restarting", "the engine stopped (exit code -9)", "engine_died"))
     assert status_line(panel) == "Restarting the engine: the engine stopped (exit code -9)"
@@ -141,7 +148,7 @@ def test_a_missing_model_shows_its_install_line_and_the_dock_starts_in_fill(pane
     assert panel.mode == "fill"
     assert panel.last_message[0] == "info" and "Fill" in panel.last_message[1]
     hint = panel.model_hint.text()
-    assert hint.count("\n") == 0 and "LaMa" in hint and "OpenCV" in hint
+    assert hint.count("\n") == 0 and "LaMa" in hint and "patches" in hint
     panel.set_mode("inpaint")
     hint = panel.model_hint.text()
     assert "\n" not in hint and "not installed" in hint
@@ -207,23 +214,57 @@ def test_each_mode_shows_its_own_inputs(panel, mode, shown, hidden):
 
 
 def test_engine_settings_carry_device_and_compile_to_the_engine_command(qtbot, session, tmp_path):
-    """The settings dialog's Device and "Compile the UNet" reach the local engine's command line,
-    and survive a save and load."""
+    """The settings dialog's Device and "Compile the UNet" reach the local engine's command line, and
+    survive a save and load.  Compiling is on unless turned off (the engine's default: no flag)."""
+    import json
+
     from plugin.diffusion_dock.panel.widgets import EngineSettingsDialog
 
     dialog = EngineSettingsDialog(Settings())
     qtbot.addWidget(dialog)
-    assert not dialog.compile.isChecked()
+    assert dialog.compile.isChecked()
     dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
-    dialog.compile.setChecked(True)
+    dialog.compile.setChecked(False)
     chosen = dialog.settings()
-    assert (chosen.device, chosen.compile) == ("cpu", True)
+    assert (chosen.device, chosen.compile_unet) == ("cpu", False)
     chosen.save(tmp_path / "dock.json")
     loaded = Settings.load(tmp_path / "dock.json")
-    assert loaded.compile is True
-    assert EngineSettingsDialog(loaded).compile.isChecked()
+    assert loaded.compile_unet is False
+    assert not EngineSettingsDialog(loaded).compile.isChecked()
     session.settings = loaded
     client = session._make_client()
-    assert list(client.options.engine_args) == ["--device", "cpu", "--compile"]
-    session.settings.compile = False
+    assert list(client.options.engine_args) == ["--device", "cpu", "--no-compile"]
+    session.settings.compile_unet = True
     assert list(session._make_client().options.engine_args) == ["--device", "cpu"]
+    # a settings file of the dock before compiling became the default holds "compile": false, the old
+    # default: it does not turn compiling off
+    (tmp_path / "old.json").write_text(json.dumps({"engine": "local", "compile": False}))
+    assert Settings.load(tmp_path / "old.json").compile_unet is True
+
+
+def test_the_sampler_is_chosen_in_the_form_and_kept_per_mode(panel):
+    """The Sampler row of the modes that denoise: Auto (the model's catalogue default) first, then every
+    sampler; the choice goes into the request's options, and each mode keeps its own."""
+    from core.contract import samplers
+
+    form = panel.form
+    box = form.sampler
+    assert [box.itemData(i) for i in range(box.count())] == list(samplers.SAMPLER_CHOICES)
+    assert box.itemText(0) == "Auto (DPM++ 2M, 25 steps)" and box.currentData() == "auto"
+    panel.show()
+    for mode in ("inpaint", "restyle", "generate", "expand"):
+        panel.set_mode(mode)
+        assert form.rows["sampler"][1].isVisibleTo(panel), mode
+    for mode in ("upscale", "depth", "fill"):
+        panel.set_mode(mode)
+        assert not form.rows["sampler"][1].isVisibleTo(panel), mode
+    panel.set_mode("inpaint")
+    box.setCurrentIndex(box.findData("euler_a"))
+    assert form.spec().options.sampler == "euler_a"
+    panel.set_mode("generate")
+    assert box.currentData() == "auto"                       # generate has its own
+    panel.set_mode("inpaint")
+    assert box.currentData() == "euler_a"
+    form.load_spec("restyle", {"steps": 30}, {"sampler": "unipc"})   # a provenance record re-loaded
+    assert form.mode == "restyle" and box.currentData() == "unipc" and form.steps.value() == 30
+    assert form.saved_options()["inpaint"]["sampler"] == "euler_a"

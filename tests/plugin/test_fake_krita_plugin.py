@@ -52,9 +52,9 @@ def test_actions_reach_the_dock(fake_krita_plugin):
 def test_result_layer_undo_and_redo_in_one_step(fake_krita_plugin):
     r = fake_krita_plugin
     assert r["with_preview"] == ["[Preview] preview", "Background"]
-    assert r["after_apply"] == ["[Fill] OpenCV", "Background"]
+    assert r["after_apply"] == ["[Fill] Patches", "Background"]
     assert r["after_undo"] == ["Background"]
-    assert r["after_redo"] == ["[Fill] OpenCV", "Background"]
+    assert r["after_redo"] == ["[Fill] Patches", "Background"]
     assert r["provenance_after_redo"]["seed"] == 7
 
 

@@ -22,7 +22,8 @@ SEL = (20, 12, 22, 18)   # x, y, w, h of the driver's selection
 
 @pytest.fixture(scope="module")
 def gui(tmp_path_factory, tiny_root):
-    results, out_dir, proc = run_gui_scenario(tmp_path_factory.mktemp("krita-gui-home"), models_dir=tiny_root)
+    results, out_dir, proc = run_gui_scenario(tmp_path_factory.mktemp("krita-gui-home"), models_dir=tiny_root,
+                                              timeout=600)   # with Live's frames, on a busy machine
     assert "crash" not in results, results["crash"] + "\n" + proc.stderr[-3000:]
     assert not results.get("timeout"), results
     return results, out_dir
@@ -94,9 +95,9 @@ def test_layer_menu_gets_entries_and_other_menus_do_not(gui_run):
 def test_result_layer_undo_and_redo_in_one_step(gui_run):
     assert gui_run["host_active_layer"] == "Background"
     assert gui_run["with_preview"] == ["[Preview] preview", "Background"]
-    assert gui_run["after_apply"] == ["[Fill] OpenCV", "Background"]
+    assert gui_run["after_apply"] == ["[Fill] Patches", "Background"]
     assert gui_run["after_undo"] == ["Background"]
-    assert gui_run["after_redo"] == ["[Fill] OpenCV", "Background"]
+    assert gui_run["after_redo"] == ["[Fill] Patches", "Background"]
     assert gui_run["provenance_after_redo"]["seed"] == 7
 
 
@@ -165,3 +166,25 @@ def test_an_action_runs_a_tiny_model_inpaint_through_the_dock(gui, models):
     assert res["job"]["max_stall_ms"] > 0
     print(f"\nKrita: largest event-loop stall during the tiny inpaint {res['job']['max_stall_ms']:.1f} ms, "
           f"idle {res['idle_stall_ms']:.1f} ms; reading the layer took {res['job']['prepare_ms']:.1f} ms")
+
+
+def test_live_repaints_after_each_edit_in_one_preview_layer(gui_run):
+    live = gui_run["live"]
+    assert live["bar_visible"]
+    frames = live["frames"]
+    assert [f["what"] for f in frames] == ["first", "edit 0", "edit 1", "edit 2", "selection"]
+    seqs = [f["seq"] for f in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)          # always a newer frame
+    for f in frames:
+        assert f["mode"] == "live" and f["request_is_layer"] and f["shown_is_patch"], f
+        assert len(f["preview_ids"]) == 1 and f["layers"][-1] == "Background", f
+        assert f["active"] == "Background", f          # Krita activates the inserted preview: not for long
+    assert len({f["preview_ids"][0] for f in frames[:4]}) == 1            # the preview layer is reused
+    assert frames[-1]["has_mask"] and not frames[0]["has_mask"]
+    # Off: no layer left.  Apply: the frame becomes the layer, one undo removes it.
+    assert live["off_layers"] == ["Background"] and not live["off_active"]
+    assert live["applied_layers"][0].startswith("[Live] a glass vase (seed ") and not live["applied_active"]
+    assert live["applied_stored"] == ["applied"]
+    assert live["after_apply_undo"] == ["Background"]
+    print(f"\nKrita Live: undo action before '{live['undo_text_before']}', during Live '{live['undo_text_live']}', "
+          f"after Live off '{live['undo_text_off']}'")

@@ -1,4 +1,4 @@
-"""Row 10: what one control layer costs.  A ControlNet runs the UNet's encoder half again at every step
+"""Row 11: what one control layer costs.  A ControlNet runs the UNet's encoder half again at every step
 (diffusers' ControlNet pipelines call it, then the UNet with its residuals), so one control's cost is
 measured as a share of a guided 512² inpaint step: the UNet alone against ControlNet + UNet, both in the
 engine's dtype, with a full-size random-weight SD 2.1 ControlNet (``ControlNetModel.from_unet`` shapes)
@@ -56,7 +56,7 @@ def run(profile: Profile, models, log) -> Row:
     x, t, ctx = step_inputs(unet, 2, size, unet.dtype)
     cond = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1)).to(unet.dtype)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    log(f"row 10: ControlNet of {weights / 2**30:.2f} GiB ({str(unet.dtype).replace('torch.', '')}); timing steps")
+    log(f"row 11: ControlNet of {weights / 2**30:.2f} GiB ({str(unet.dtype).replace('torch.', '')}); timing steps")
 
     def plain():
         unet(x, t, encoder_hidden_states=ctx)
@@ -76,7 +76,7 @@ def run(profile: Profile, models, log) -> Row:
     # The ControlNet timed alone against the UNet alone: on a shared machine the difference of two whole
     # steps (with and without it) drowns in the noise; both steps are kept in the figures.
     share, flop_share = t_net / t_plain, flops_net / flops_unet
-    log(f"row 10: step {fmt_s(t_plain)}, ControlNet alone {fmt_s(t_net)} ({share:.0%}), step with one control "
+    log(f"row 11: step {fmt_s(t_plain)}, ControlNet alone {fmt_s(t_net)} ({share:.0%}), step with one control "
         f"{fmt_s(t_both)}; FLOPs {flop_share:.0%} of the UNet's")
     figures = {"size": size, "batch": 2, "dtype": str(unet.dtype).replace("torch.", ""),
                "step_s": t_plain, "step_all_s": plain_all, "controlnet_s": t_net, "controlnet_all_s": net_all,
@@ -87,5 +87,5 @@ def run(profile: Profile, models, log) -> Row:
     measured = (f"one control costs {flop_share:.0%} of a guided {size}² inpaint step's FLOPs; timed, the ControlNet "
                 f"takes {fmt_s(t_net)} beside the UNet's {fmt_s(t_plain)} ({share:.0%}); its weights {gib(weights)}, "
                 f"text encoder and VAE shared")
-    return Row(10, "A control costs part of a step", measured, f"≤ {GOAL_SHARE:.0%} of a step",
+    return Row(11, "A control costs part of a step", measured, f"≤ {GOAL_SHARE:.0%} of a step",
                max(share, flop_share) <= GOAL_SHARE, figures)

@@ -32,6 +32,8 @@ class Profile:
     expand_px: int = 256           # row 9: px added on one side
     expand_steps: int = 10         # row 9: steps of both jobs
     expand_rounds: int = 3         # row 9: rounds (best of; both jobs each round, in alternating order)
+    live_sizes: tuple[int, ...] = (512, 384)   # row 10: Live frame sides (working size = layer size)
+    live_repeats: int = 3          # row 10: timed frames per size and autoencoder (best of, after a warm one)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,11 +47,11 @@ QUICK = Profile("quick", tiny=False, size=512, step_repeats=2, e2e_steps=3, canv
                 canvas_steps=1, canvas_rounds=3, x4_tile=64, x4_sizes=(64, 256), x4_steps=1,
                 tile_candidates=(64, 96, 128), tile_input=128, layer=4096, layer_repeats=3, stall_layer=4096,
                 start_repeats=3, channels_last_step=False, compiled_step=False, fp32_repeats=1, expand_steps=2,
-                expand_rounds=2)
+                expand_rounds=2, live_repeats=2)
 SMOKE = Profile("smoke", tiny=True, size=128, step_repeats=1, e2e_steps=2, canvases=(128, 512, 1024), selection=64,
                 canvas_steps=1, canvas_rounds=2, x4_tile=64, x4_sizes=(16, 64), x4_steps=1, tile_candidates=(64,),
                 tile_input=16, layer=256, layer_repeats=1, stall_layer=256, start_repeats=1, compiled_step=False, fp32_repeats=1,
-                expand_size=(256, 192), expand_px=64, expand_steps=1, expand_rounds=2)
+                expand_size=(256, 192), expand_px=64, expand_steps=1, expand_rounds=2, live_sizes=(128, 96), live_repeats=1)
 
 
 def profile(quick: bool, smoke: bool) -> Profile:

@@ -23,7 +23,7 @@ from ...contract.params import ValidationError
 from .. import protocol as P
 from .handle import JobHandle
 from .jobs import JobTable
-from .link import EngineError, EngineLink
+from .link import EngineError, EngineLink, os_reason
 from .supervisor import EngineOptions, Supervisor
 
 log = logging.getLogger("diffusion_dock.client")
@@ -212,7 +212,7 @@ class EngineClient:
         except P.FramingError as e:
             reason = f"the engine sent a broken frame ({e})"
         except (OSError, EOFError) as e:
-            reason = reason or f"the engine's connection failed: {e}"
+            reason = reason or f"the engine's connection failed: {os_reason(e)}"
         except asyncio.CancelledError:
             return
         await self._supervisor.lost(link, code, reason)

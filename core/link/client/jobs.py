@@ -45,8 +45,11 @@ class JobTable:
         try:
             msg = P.submit(handle.job_id, handle.request, previews=handle.previews)
             P.encode(msg)  # fail here, not in the link, on what JSON cannot carry
-        except (TypeError, ValueError) as e:
-            self.end(handle, Failed(handle.job_id, "invalid_parameter", f"the request cannot be sent: {e}"))
+        except (TypeError, ValueError) as e:   # (validated requests never get here)
+            log.warning("job %s cannot be encoded: %s", handle.job_id, e)
+            self.end(handle, Failed(handle.job_id, "invalid_parameter", "the request cannot be sent: a field holds "
+                                    "a value the protocol cannot carry (a number that is not finite, or an "
+                                    "object that is not text, a number or a list)"))
             return
         handle.mark_sent(link)
         link.send(msg)

@@ -29,6 +29,27 @@ PIPE_BYTES = 1 << 20       # Linux's default limit for an unprivileged pipe (/pr
 READ_BYTES = 1 << 20
 
 
+def os_reason(e: BaseException) -> str:
+    """What went wrong with a connection or a process start, in words for the artist (the exception's own
+    text, with its errno and its C file, goes to the log only)."""
+    import ssl
+
+    log.info("connection or start failure: %r", e)
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return ("the server's TLS certificate could not be verified: give the dock the server's certificate "
+                "(or the authority that signed it)")
+    if isinstance(e, ssl.SSLError):
+        return "the TLS handshake failed: check that the server uses TLS and the URL starts with tls://"
+    if isinstance(e, ConnectionRefusedError):
+        return "the connection was refused: is the server running at that address and port?"
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return f"{e.filename} was not found"
+    strerror = getattr(e, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror[:1].lower() + strerror[1:]
+    return "the connection ended unexpectedly"
+
+
 class EngineError(Exception):
     """The engine could not be started or reached.  ``code`` is one of ``core.link.protocol.ERROR_CODES``."""
 
@@ -127,7 +148,7 @@ class EngineLink:
         except P.ProtocolError as e:
             raise EngineError("engine_start_failed", f"{self.where} is not a Diffusion Dock engine: {e}") from None
         except (OSError, EOFError) as e:
-            raise EngineError("engine_start_failed", f"the connection closed during the hello: {e}") from None
+            raise EngineError("engine_start_failed", f"the connection closed during the hello: {os_reason(e)}") from None
         if msg is None:
             raise EngineError("engine_start_failed", await self.exit_reason("before saying hello"))
         if msg.type == "error":

@@ -17,7 +17,7 @@ from ...contract.events import EngineStatus
 from .. import bulk
 from .. import protocol as P
 from .jobs import JobTable
-from .link import EngineError, EngineLink
+from .link import EngineError, EngineLink, os_reason
 
 log = logging.getLogger("diffusion_dock.client")
 
@@ -94,7 +94,7 @@ class Supervisor:
             await self._start_failed(e.code, str(e))
             return
         except OSError as e:
-            await self._start_failed("engine_start_failed", f"cannot start the engine: {e}")
+            await self._start_failed("engine_start_failed", f"cannot start the engine: {os_reason(e)}")
             return
         except asyncio.CancelledError:  # stop() while starting: no process may be left behind
             if self.starting is not None:

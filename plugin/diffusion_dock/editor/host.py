@@ -5,6 +5,7 @@ ever converted."""
 from __future__ import annotations
 
 from .. import host as H
+from ..host.watch import SignalWatch
 from .document import EditorDocument, Layer
 from .pixels import LITTLE_ENDIAN, new_layer_image, read_rect, write_rect
 
@@ -113,6 +114,12 @@ class EditorHostDocument(H.HostDocument):
         self._alive()
         self.doc.clear_preview()
 
+    def change_token(self, layer_id: str, rect: H.Rect) -> object:
+        # A QImage's cache key changes whenever its pixels are written; a new selection is a new image.
+        layer = self._layer(layer_id)
+        selection = self.doc.selection
+        return rect.as_tuple(), layer.image.cacheKey(), None if selection is None else selection.cacheKey()
+
 
 class EditorHost(H.Host):
     """The standalone editor window as a host.  ``window.document`` is the open document."""
@@ -127,6 +134,12 @@ class EditorHost(H.Host):
     def active_document(self) -> EditorHostDocument | None:
         doc = getattr(self.window, "document", None)
         return None if doc is None or doc.closed else EditorHostDocument(doc)
+
+    def watch(self, on_change):
+        """The document's own signals: every change of pixels, selection, layers or the active layer."""
+        doc = self.window.document
+        return SignalWatch(on_change, (doc.pixels_changed, doc.selection_changed, doc.layers_changed,
+                                       doc.active_changed))
 
     def open_result_document(self, name: str, patch: H.Patch, layer_name: str, provenance: dict,
                              color: H.ColorInfo) -> EditorHostDocument:

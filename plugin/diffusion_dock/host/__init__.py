@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import re
 import time
+import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runtime.coreapi import core, geometry, jobs
@@ -238,6 +240,12 @@ class HostDocument(ABC):
     @abstractmethod
     def active_layer(self) -> LayerInfo | None: ...
 
+    def activate_layer(self, layer_id: str) -> None:
+        """Make ``layer_id`` the active layer (Live keeps the artist on the source layer when the editor
+        activates the preview layer it inserted).  Raises LayerNotFound.  This default does nothing: an
+        editor that never activates a preview layer needs nothing."""
+        self.layer(layer_id)
+
     @abstractmethod
     def read_pixels(self, layer_id: str, rect: Rect) -> ImageBuffer:
         """The layer's pixels over ``rect`` (canvas coordinates; transparent zeros where it has
@@ -303,6 +311,14 @@ class HostDocument(ABC):
         and removing it would be another, which a later Ctrl+Z would undo, bringing the preview back."""
         return None
 
+    def change_token(self, layer_id: str, rect: Rect) -> object:
+        """A value that changes whenever the layer's pixels or the selection over ``rect`` change (Live
+        compares it from one check to the next).  This default reads both and takes their CRC (a few
+        ms for a 1024² region); a host that knows when its pixels change gives something cheaper."""
+        pixels = self.read_pixels(layer_id, rect)
+        sel = self.read_selection(rect)
+        return (rect.as_tuple(), zlib.crc32(pixels.data), None if sel is None else zlib.crc32(sel.data))
+
     # -- shared checks
     def require_supported(self, layer_id: str) -> LayerInfo:
         """The layer, or UnsupportedColorModel when the dock cannot work on it."""
@@ -360,6 +376,14 @@ class Host(ABC):
         others.  Used for results that do not fit the source's canvas (upscale ×4, a large text-to-image).
         The source document is not touched."""
         raise HostError(f"{self.name} cannot open new documents")
+
+    def watch(self, on_change: Callable[[], None]):
+        """Call ``on_change`` (on the Qt thread) whenever the active document's layers or selection may
+        have changed, until the returned ``watch.Watch`` is stopped.  This default polls (Krita has no
+        Python signal for pixel changes); ``change_token`` tells a real change from none."""
+        from .watch import PollWatch
+
+        return PollWatch(on_change)
 
     def document(self) -> HostDocument:
         """The active document or NoDocument."""

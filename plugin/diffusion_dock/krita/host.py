@@ -122,6 +122,14 @@ class KritaDocument(H.HostDocument):
     def layer(self, layer_id: str) -> H.LayerInfo:
         return self._info(*self._find(layer_id))
 
+    def activate_layer(self, layer_id: str) -> None:
+        # Krita activates a layer inserted by a script, a moment later (seen on 5.1.5): the artist's
+        # next stroke would go to the locked preview layer.
+        node = self._find(layer_id)[0]
+        active = self.doc.activeNode()
+        if active is None or node_id(active) != layer_id:
+            self.doc.setActiveNode(node)
+
     def active_layer(self) -> H.LayerInfo | None:
         node = self.doc.activeNode()
         if node is None:

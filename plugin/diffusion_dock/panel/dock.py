@@ -21,8 +21,10 @@ from ..runtime import qimages
 from ..runtime.coreapi import events, expand, modes
 from ..runtime.qt import QShortcut, QtCore, QtGui, QTimer, QtWidgets, Signal
 from ..session.job_builder import DockError, build
+from ..session.live import LiveSession
 from ..session.results import ResultActions
 from .form import FIRST_MODE, JobForm
+from .live_view import LiveBar
 from .pages import DockPages
 from .results_view import ResultsView
 from .widgets import ID_ROLE, EngineSettingsDialog, EngineStatusBar, QueueList, engine_text
@@ -88,6 +90,9 @@ class DockPanel(QtWidgets.QWidget):
         self.form.reuse_seed.clicked.connect(self.use_last_seed)
         layout.addWidget(self.form)
         self._build_run(layout)
+        self.live = LiveSession(self.session, self.results_actions, self.host, self.form.spec, self)
+        self.live_bar = LiveBar(self.live, self.form)
+        layout.insertWidget(layout.indexOf(self.message), self.live_bar)
         self.results_view = ResultsView(self.session, self.results_actions, self.show_message, self._reuse,
                                         self.refresh_context)
         layout.addWidget(self.results_view)
@@ -165,6 +170,9 @@ class DockPanel(QtWidgets.QWidget):
 
     def _mode_shown(self) -> None:
         self.generate_button.setText(self.form.mode_spec.run_label)
+        self.live_bar.setVisible(self.form.mode_spec.live)
+        if not self.form.mode_spec.live:
+            self.live.stop()
         self.clear_message()
         self._refresh_hint()
         self.refresh_context()
@@ -256,6 +264,7 @@ class DockPanel(QtWidgets.QWidget):
     def canvas_changed(self) -> None:
         """The editor's active document or view changed (Krita: DockWidget.canvasChanged)."""
         self.refresh_context()
+        self.live.check()
 
     def showEvent(self, event):
         super().showEvent(event)
@@ -302,7 +311,7 @@ class DockPanel(QtWidgets.QWidget):
         for m in missing:
             title = m.get("title") or m.get("key")
             if m.get("optional"):
-                lines.append(f"{title.split(' (')[0]} is not installed: Fill uses OpenCV (hover for LaMa).")
+                lines.append(f"{title.split(' (')[0]} is not installed: Fill copies patches (hover for LaMa).")
                 tips.append(f"For LaMa, {m.get('hint')}")
             else:
                 lines.append(f"{title} is not installed: {m.get('hint')}")

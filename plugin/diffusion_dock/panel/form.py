@@ -18,16 +18,29 @@ from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
 from .controls_box import ControlsBox, control_type_box
+from .mode_params import ModeParams
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
-from .widgets import MultipleOf8Spin, RunKeys, SeedEdit, compact_combo, float_spin, int_spin, prompt_edit
+from .widgets import (
+    MultipleOf8Spin,
+    RunKeys,
+    SeedEdit,
+    compact_combo,
+    float_spin,
+    growth_box,
+    int_spin,
+    prompt_edit,
+    sampler_combo,
+    vae_combo,
+)
 
 FIRST_MODE = "inpaint"       # the dock starts here
 MASKED_CONTENT_LABELS = {"original": "original pixels", "fill": "filled (object removed)", "noise": "noise"}
-BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "opencv": "OpenCV (fast, smooth)", "lama": "LaMa"}
+BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no model, textured)",
+                  "opencv": "OpenCV (fastest, smooth)", "lama": "LaMa"}
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
-               "expand", "control_type")    # options the job builder sets, never the artist
+               "expand", "vae", "control_type")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -98,6 +111,7 @@ class JobForm(QtWidgets.QWidget):
         self._mode_options: dict[str, jobs.Options] = {m: jobs.default_options(m) for m in modes.MODES}
         self._mode_models: dict[str, str] = {}       # mode → the model chosen for it (saved in the settings)
         self._installed: list[dict] = []             # the engine's capabilities entries
+        self._mode_params = ModeParams()             # Live's own steps and strength
         self.bindings: dict[str, Binding] = {}
         self.rows: dict[str, tuple] = {}
         self._invalid: list[QtWidgets.QWidget] = []
@@ -158,6 +172,7 @@ class JobForm(QtWidgets.QWidget):
         self.num_images, self.steps = int_spin("num_images"), int_spin("steps")
         self.guidance, self.strength = float_spin("guidance", 0.5, 1), float_spin("strength", 0.05, 2)
         self.seed = SeedEdit()
+        self.sampler = sampler_combo()
         self.reuse_seed = QtWidgets.QToolButton()
         self.reuse_seed.setObjectName("reuse_seed")
         self.reuse_seed.setText("Last")
@@ -170,6 +185,7 @@ class JobForm(QtWidgets.QWidget):
         self.params_form = QtWidgets.QFormLayout()
         for key, label, widget, box in (("num_images", "Images", self.num_images, None),
                                         ("steps", "Steps", self.steps, None),
+                                        ("sampler", "Sampler", self.sampler, None),
                                         ("guidance", "Guidance", self.guidance, None),
                                         ("strength", "Strength", self.strength, None),
                                         ("seed", "Seed", self.seed, seed_box)):
@@ -233,7 +249,8 @@ class JobForm(QtWidgets.QWidget):
         self.backend = compact_combo("backend")
         for key in jobs.FILL_BACKENDS:
             self.backend.addItem(BACKEND_LABELS[key], key)
-        grow_box = self._build_growth()
+        grow_box, self.expand_boxes = growth_box(self.growth_changed.emit)
+        self.vae = vae_combo()
         self.control_type = control_type_box(compact_combo("control_type"))
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
@@ -247,6 +264,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("image_to_image", "", self.image_to_image, None),
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
                                           ("expand", "Add", None, grow_box),
+                                          ("vae", "Autoencoder", self.vae, None),
                                           ("control_type", "Make", self.control_type, None),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
@@ -259,24 +277,6 @@ class JobForm(QtWidgets.QWidget):
             self.bind(name, box, "expand")
         self.bind("expand", grow_box, "expand")                  # errors about the growth as a whole
         layout.addWidget(self.options_group)
-
-    def _build_growth(self) -> QtWidgets.QWidget:
-        """Expand: px added on each side, laid out around the canvas they grow."""
-        box = QtWidgets.QWidget()
-        box.setObjectName("expand")
-        grid = QtWidgets.QGridLayout(box)
-        grid.setContentsMargins(0, 0, 0, 0)
-        self.expand_boxes = {}
-        for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
-            spin = int_spin(name, step=64)
-            spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
-            spin.valueChanged.connect(lambda _v: self.growth_changed.emit())
-            grid.addWidget(spin, row, col)
-            self.expand_boxes[name] = spin
-        canvas = QtWidgets.QLabel("canvas")
-        canvas.setObjectName("expand_canvas")
-        grid.addWidget(canvas, 1, 1)
-        return box
 
     # --- modes ---------------------------------------------------------------------------------------
 
@@ -296,6 +296,7 @@ class JobForm(QtWidgets.QWidget):
         if not force:
             self._mode_options[self._mode] = self.read_options()
         old, self._mode = self._mode, mode
+        self._mode_params.switch(self.bindings, old, mode)
         if self.mode_box.currentIndex() != modes.MODES.index(mode):
             self.mode_box.blockSignals(True)
             self.mode_box.setCurrentIndex(modes.MODES.index(mode))
@@ -321,6 +322,7 @@ class JobForm(QtWidgets.QWidget):
                        image_to_image=ms.image == modes.IMAGE_OPTIONAL,
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)
+        self.negative.setVisible("negative_prompt" in used)
         self.controls_box.setVisible(ms.controls)
         for key, (lab, widget) in self.rows.items():
             widget.setVisible(visible[key])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runtime import qimages
-from ..runtime.coreapi import params
+from ..runtime.coreapi import catalog, expand, params, samplers
 from ..runtime.qt import QEvent, QObject, Qt, QtCore, QtGui, QtWidgets, Signal
 from ..session.settings import Settings
 
@@ -127,6 +127,55 @@ def compact_combo(name: str) -> QtWidgets.QComboBox:
     return box
 
 
+VAE_LABELS = {"full": "full VAE (best)", "tiny": "tiny TAESD (fast)"}
+
+
+def vae_combo() -> QtWidgets.QComboBox:
+    """The autoencoder (``jobs.VAES``): the model's full VAE, or the tiny TAESD."""
+    box = compact_combo("vae")
+    for key, label in VAE_LABELS.items():
+        box.addItem(label, key)
+    box.setToolTip("What turns pixels into latents and back: the model's full VAE, or the tiny "
+                   "autoencoder TAESD (much faster, a little softer; when it is installed)")
+    return box
+
+
+def growth_box(on_change) -> tuple[QtWidgets.QWidget, dict]:
+    """Expand: px added on each side, laid out around the canvas they grow; (the box, name → spin box)."""
+    box = QtWidgets.QWidget()
+    box.setObjectName("expand")
+    grid = QtWidgets.QGridLayout(box)
+    grid.setContentsMargins(0, 0, 0, 0)
+    spins = {}
+    for name, (row, col) in zip(expand.FIELDS, ((1, 0), (0, 1), (1, 2), (2, 1))):
+        spin = int_spin(name, step=64)
+        spin.setToolTip(f"px added on the {name.split('_')[1]} ({params.RANGES[name].describe()})")
+        spin.valueChanged.connect(lambda _v: on_change())
+        grid.addWidget(spin, row, col)
+        spins[name] = spin
+    canvas = QtWidgets.QLabel("canvas")
+    canvas.setObjectName("expand_canvas")
+    grid.addWidget(canvas, 1, 1)
+    return box, spins
+
+
+def sampler_combo() -> QtWidgets.QComboBox:
+    """The sampler (``samplers.SAMPLER_CHOICES``): Auto is the model's catalogue default."""
+    box = compact_combo("sampler")
+    defaults = sorted({(samplers.label(s.sampler), s.steps) for s in catalog.CATALOG.values()
+                       if s.sampler != samplers.MODEL})
+    auto = ", ".join(f"{name}, {steps} steps" for name, steps in defaults)
+    box.addItem(f"Auto ({auto})", samplers.AUTO)
+    for s in samplers.SAMPLERS:
+        box.addItem(s.label, s.key)
+        box.setItemData(box.count() - 1, s.note, Qt.ItemDataRole.ToolTipRole)
+    box.setItemData(0, "The model's recommended sampler and step count (the catalogue's choice)",
+                    Qt.ItemDataRole.ToolTipRole)
+    box.setToolTip("How the noise is removed, step by step. The seed gives the same image again with the same "
+                   "sampler and steps")
+    return box
+
+
 # ------------------------------------------------------------------------------------------- engine status
 
 STATE_COLOURS = {"ready": "#3a3", "starting": "#d90", "restarting": "#d90", "stopped": "#888", "dead": "#c33"}
@@ -167,8 +216,10 @@ class EngineStatusBar(QtWidgets.QWidget):
         self.label.setToolTip(tooltip)
 
 
-COMPILE_WORDS = {"compiled": "compiled for", "compile_failed": "compiling failed for",
+COMPILE_WORDS = {"compiling": "compiling for", "compile_paused": "compiling paused while jobs run, for",
+                 "compiled": "compiled for", "compile_failed": "compiling failed for",
                  "compile_skipped": "not compiled for"}
+COMPILING = ("compiling", "compile_paused")
 
 
 def engine_text(session) -> tuple[str, str, str]:
@@ -178,18 +229,20 @@ def engine_text(session) -> tuple[str, str, str]:
     caps = session.capabilities
     if st.state == "ready":
         loading = session.loading_models()
-        compiling = session.compiling_models()
+        outcomes = session.compile_outcomes(tuple(COMPILE_WORDS))
+        states = {state for _, state, _ in outcomes}
         if loading:
             text = f"Loading {', '.join(loading)}…"
-        elif compiling:
-            text = f"Ready · compiling the UNet of {', '.join(compiling)} (jobs run meanwhile)"
-        elif caps is not None:
-            text = f"Ready · {caps.device} {caps.dtype}"
         else:
-            text = "Ready · looking for models…"
-        outcomes = session.compile_outcomes(tuple(COMPILE_WORDS))
-        if any(state != "compiled" for _, state, _ in outcomes) and not loading and not compiling:
-            text += " · UNet not compiled"
+            text = f"Ready · {caps.device} {caps.dtype}" if caps is not None else "Ready · looking for models…"
+            if states & set(COMPILING):
+                # the UNet compiles while no job runs; jobs run meanwhile, eagerly
+                text += " · compiling…" + (" (paused while jobs run)" if states & set(COMPILING) == {"compile_paused"}
+                                           else "")
+            elif states and states <= {"compiled"}:
+                text += " · compiled"
+            elif states:
+                text += " · UNet not compiled"
         tip = ""
         if caps is not None:
             tip = f"{where}, engine {caps.engine_version}: {caps.device} {caps.dtype} ({caps.device_reason})"
@@ -360,9 +413,12 @@ class EngineSettingsDialog(QtWidgets.QDialog):
         for d in ("", "cuda", "mps", "cpu"):
             self.device.addItem(d or "automatic", d)
         self.device.setCurrentIndex(max(0, self.device.findData(settings.device)))
-        self.compile = QtWidgets.QCheckBox("Compile the UNet (faster steps; minutes of compiling, in the "
-                                           "background, for each new image shape)")
-        self.compile.setChecked(bool(settings.compile))
+        self.compile = QtWidgets.QCheckBox("Compile the UNet (faster steps; minutes of compiling for each new "
+                                           "image size, only while no job runs)")
+        self.compile.setToolTip("The engine compiles the UNet with torch.compile where a C++ compiler (CPU) or "
+                                "triton (GPU) is found, kept in its cache across restarts; jobs never wait for "
+                                "it. Off: never (also DD_COMPILE=0).")
+        self.compile.setChecked(bool(settings.compile_unet))
         self.url = QtWidgets.QLineEdit(settings.url)
         self.url.setPlaceholderText("tls://server:7860")
         self.token = QtWidgets.QLineEdit(settings.token)
@@ -392,7 +448,7 @@ class EngineSettingsDialog(QtWidgets.QDialog):
         s.engine = "remote" if self.remote.isChecked() else "local"
         s.python = self.python.text().strip()
         s.device = self.device.currentData() or ""
-        s.compile = self.compile.isChecked()
+        s.compile_unet = self.compile.isChecked()
         s.url = self.url.text().strip()
         s.token = self.token.text().strip()
         s.cafile = str(Path(self.cafile.text().strip()).expanduser()) if self.cafile.text().strip() else ""

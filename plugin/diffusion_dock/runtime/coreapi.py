@@ -79,6 +79,7 @@ if TYPE_CHECKING:   # type checkers read the repository's modules (and the clien
         params,
         paths,
         plan,
+        samplers,
     )
     from core.link.client import EngineClient, JobHandle  # noqa: F401
 else:
@@ -93,6 +94,7 @@ else:
     expand = load("contract.expand")
     paths = load("contract.paths")
     atomic = load("contract.atomic")
+    samplers = load("contract.samplers")
     controls = load("contract.controls")
 
 

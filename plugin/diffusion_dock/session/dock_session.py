@@ -55,6 +55,8 @@ class JobItem:
     parameter: str | None = None
     results: list = field(default_factory=list)   # StoredResult
     preview: QtGui.QImage | None = None
+    keep: bool = True             # a finished result is saved to the results store (Live frames are not)
+    result: jobs.JobResult | None = None   # the result of a job that is not kept (until it is)
     max_stall_ms: float = 0.0     # largest event-loop stall while the job was followed
     prepare_ms: float = 0.0       # time spent reading the pixels before submitting
     submitted: float = field(default_factory=time.monotonic)
@@ -94,6 +96,8 @@ class JobItem:
             step = f" {self.step}/{self.total}" if self.total else ""
             return f"{self.phase_text}{step}"
         if self.state is events.JobState.DONE:
+            if not self.keep and not self.results:
+                return "done: frame"
             n = len(self.results)
             return f"done: {n} result{'s' if n != 1 else ''}"
         if self.state is events.JobState.CANCELLED:
@@ -153,7 +157,7 @@ class DockSession(QObject):
                 raise EngineNotFound("remote engine: no URL set (Engine settings)")
             return client_mod.EngineClient(url=s.url, token=s.token or None, cafile=s.cafile or None, **common)
         local = find_local_engine(s)
-        args = (["--device", s.device] if s.device else []) + (["--compile"] if s.compile else [])
+        args = (["--device", s.device] if s.device else []) + ([] if s.compile_unet else ["--no-compile"])
         return client_mod.EngineClient(python=local.python, cwd=local.root, engine_args=args, env=self.env,
                                        **common)
 
@@ -255,9 +259,6 @@ class DockSession(QObject):
     def loading_models(self) -> list[str]:
         return [m for m, s in self.model_states.items() if s.state == "loading"]
 
-    def compiling_models(self) -> list[str]:
-        return [m for m, s in self.model_states.items() if s.state == "compiling"]
-
     def compile_outcomes(self, states: tuple[str, ...]) -> list[tuple[str, str, str]]:
         """(model, state, message) of the models whose UNet compilation last reported one of ``states``."""
         return [(m, s.state, s.message) for m, s in self.model_states.items() if s.state in states]
@@ -267,9 +268,12 @@ class DockSession(QObject):
     def active_items(self) -> list[JobItem]:
         return [i for i in self.items if not i.final]
 
-    def submit(self, prepared: PreparedJob, spec: JobSpec, prepare_ms: float = 0.0) -> JobItem:
+    def submit(self, prepared: PreparedJob, spec: JobSpec, prepare_ms: float = 0.0, *, keep: bool = True,
+               previews: bool = True) -> JobItem:
+        """Send a job; ``keep=False``: its result stays in ``item.result`` instead of being saved and
+        listed (Live frames: ``keep_result`` saves the one that is applied)."""
         client = self.ensure_client()
-        item = JobItem(id="", spec=spec, prepared=prepared, prepare_ms=prepare_ms)
+        item = JobItem(id="", spec=spec, prepared=prepared, prepare_ms=prepare_ms, keep=keep)
         if client is None:
             item.id = f"local-{len(self.items)}"
             item.state, item.code, item.message = events.JobState.FAILED, "engine_not_found", self.setup_error
@@ -279,7 +283,7 @@ class DockSession(QObject):
             self.job_finished.emit(item)
             return item
         self.meter.watch(item)
-        item.handle = client.submit(prepared.request, validated=True)   # job_builder validated it
+        item.handle = client.submit(prepared.request, validated=True, previews=previews)   # job_builder validated it
         item.id = item.handle.job_id
         self._documents[item.id] = prepared.document
         self.items.append(item)
@@ -319,7 +323,11 @@ class DockSession(QObject):
                     self.job_preview.emit(item)
                     continue
                 elif isinstance(ev, events.Finished):
-                    await self._finished(item, ev.result)
+                    if item.keep:
+                        await self._finished(item, ev.result)
+                    else:
+                        item.result, item.state = ev.result, events.JobState.DONE
+                        item.message = "; ".join(ev.result.warnings)
                 elif isinstance(ev, events.Failed):
                     item.state, item.code, item.message, item.parameter = item.handle.state, ev.code, ev.message, \
                         ev.parameter
@@ -338,6 +346,33 @@ class DockSession(QObject):
 
     async def _finished(self, item: JobItem, result) -> None:
         """Save every patch (pixels, thumbnail, provenance) to disk, then announce them."""
+        saved = await aio.loop().run_in_executor(None, self._write, self._records(item, result), item.preview)
+        for rec, patch in zip(saved, result.patches):
+            self._remember(rec.id, patch)
+        item.results = saved
+        item.state = events.JobState.DONE
+        item.message = "; ".join(result.warnings)
+        seeds = [p.seed for p in result.patches if p.seed is not None]
+        if seeds:
+            self.last_seed = seeds[0]
+        self.results_added.emit(list(reversed(saved)))
+
+    def keep_result(self, item: JobItem) -> list[StoredResult]:
+        """Save the result of a job sent with ``keep=False`` (a Live frame being applied), as any result
+        is saved, and list it; returns its records (already saved: the same ones)."""
+        if item.results or item.result is None:
+            return list(item.results)
+        item.results = self._save(item, item.result)
+        for rec, patch in zip(item.results, item.result.patches):
+            self._remember(rec.id, patch)
+        self.results_added.emit(list(reversed(item.results)))
+        return list(item.results)
+
+    def _save(self, item: JobItem, result) -> list[StoredResult]:
+        return self._write(self._records(item, result), item.preview)
+
+    def _records(self, item: JobItem, result) -> list:
+        """(record, patch) of each patch of ``result`` (reads the document: on the Qt thread)."""
         prepared = item.prepared
         records = []
         now = time.time()
@@ -355,29 +390,19 @@ class DockSession(QObject):
                 target=prepared.target,
                 warnings=list(result.warnings), created=now + i * 1e-3, stats=item.stats())
             records.append((rec, patch))
-        fallback = item.preview
+        return records
 
-        def save_all():
-            out = []
-            for rec, patch in records:
-                thumb = qimages.thumbnail(patch.image)
-                if thumb is None and fallback is not None:
-                    thumb = qimages.scaled(fallback, 160)
-                self.store.save(rec, patch.image.data, qimages.png_bytes(thumb) if thumb is not None else None)
-                out.append(rec)
-            self.store.prune()
-            return out
-
-        saved = await aio.loop().run_in_executor(None, save_all)
+    def _write(self, records: list, fallback) -> list[StoredResult]:
+        """Pixels, thumbnail and record of each result to disk (any thread)."""
+        out = []
         for rec, patch in records:
-            self._remember(rec.id, patch)
-        item.results = saved
-        item.state = events.JobState.DONE
-        item.message = "; ".join(result.warnings)
-        seeds = [p.seed for p in result.patches if p.seed is not None]
-        if seeds:
-            self.last_seed = seeds[0]
-        self.results_added.emit(list(reversed(saved)))
+            thumb = qimages.thumbnail(patch.image)
+            if thumb is None and fallback is not None:
+                thumb = qimages.scaled(fallback, 160)
+            self.store.save(rec, patch.image.data, qimages.png_bytes(thumb) if thumb is not None else None)
+            out.append(rec)
+        self.store.prune()
+        return out
 
     # --- results ----------------------------------------------------------------------------------
 

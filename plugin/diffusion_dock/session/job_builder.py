@@ -107,6 +107,15 @@ def _growing(doc: H.HostDocument, source: H.LayerInfo, spec: JobSpec, canvas: tu
                                    origin=(region.x, region.y), canvas=canvas)
 
 
+def image_region(doc: H.HostDocument, source: H.LayerInfo, spec: JobSpec) -> Rect:
+    """The canvas area a job that reads the layer's pixels reads: the selection's region (grown, with
+    context), else the layer's content.  Raises DockError for an empty layer."""
+    sel = doc.selection_bounds()
+    if sel is not None:
+        return plan.selection_region(modes.MODE_SPECS[spec.mode], sel, doc.size, spec.options)
+    return _content(doc, source, spec.mode)
+
+
 def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJob:
     """The request for ``spec`` on layer ``layer_id`` (None: the active layer) of ``doc``.
 
@@ -150,10 +159,7 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
         req = jobs.JobRequest(mode, p, o, model=spec.model, mask=mask, origin=(region.x, region.y),
                               canvas=canvas)
     else:
-        if sel is not None:
-            region = plan.selection_region(ms, sel, canvas, o)
-        else:
-            region = _content(doc, source, mode)
+        region = image_region(doc, source, spec)
         image = doc.read_pixels(source.id, region)
         if sel is not None:
             mask = doc.read_selection(region)

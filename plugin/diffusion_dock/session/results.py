@@ -112,6 +112,34 @@ class ResultActions:
             self.clear_preview()
             return str(e)
 
+    def show_patch(self, doc, source_id: str, patch, name: str, key: str) -> str:
+        """Show a patch that is not a saved result (a Live frame) in the preview layer, remembered under
+        ``key``; returns why it could not be shown, or ""."""
+        try:
+            if self.previewing is not None and not same_document(self.previewing[0], doc):
+                self.clear_preview()
+            doc.show_preview(source_id, patch, name)
+            self.previewing = (doc, key)
+            return ""
+        except SHOWN_ERRORS as e:
+            self.clear_preview()
+            return str(e)
+
+    def commit_patch(self, doc, source_id: str, patch, name: str, provenance: dict, key: str) -> H.LayerInfo:
+        """The patch shown under ``key`` becomes a NEW layer above its source: the preview layer itself
+        where the host can (in Krita its insertion is then the layer's one undo step), else a new layer
+        added once the preview is gone.  Raises HostError."""
+        shown = self.previewing
+        info = None
+        if shown is not None and shown[1] == key and same_document(shown[0], doc):
+            self.previewing = None
+            info = doc.apply_preview(source_id, patch, name, provenance)
+            if info is None:
+                clear_preview_of(shown[0])
+        else:
+            self.clear_preview()
+        return info or doc.add_result_layer(source_id, patch, name, provenance)
+
     def clear_preview(self) -> None:
         if self.previewing is None:
             return

@@ -34,7 +34,10 @@ class Settings:
     token: str = ""
     cafile: str = ""
     device: str = ""               # "" = the engine decides; cpu | cuda | mps
-    compile: bool = False          # local engine compiles its UNets (``--compile``)
+    # The local engine compiles its UNets while idle unless this is off (``--no-compile``).  Named anew
+    # when the default became on: files saved before hold ``"compile": false``, the old default, which
+    # must not keep it off.
+    compile_unet: bool = True
     form: dict = field(default_factory=dict)   # mode → the form's last values
     models: dict = field(default_factory=dict)  # mode → the model chosen for it ("" or absent: the default)
 

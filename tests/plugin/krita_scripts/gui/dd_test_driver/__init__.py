@@ -59,6 +59,7 @@ def scenario():
             run_setup_flow()
             finish(0)
         run_dock_job()
+        run_live()
         if os.environ.get("DD_SCREENSHOT"):
             run_screenshot()
         finish(0)
@@ -189,6 +190,93 @@ def run_dock_job():
     settle(doc)
     results["after_second_undo"] = layer_names(doc)
     step("dock job checked")
+
+
+def run_live():
+    """Live on its own document: the first frame, a few edits (pixels written as a stroke writes them,
+    then a selection), each followed by a newer frame in the one preview layer; Live off; Live again
+    and Apply.  What Krita's undo action would undo at each point is recorded."""
+    from diffusion_dock.krita import plugin
+    from diffusion_dock.krita.host import node_id
+
+    k = Krita.instance()
+    window = k.activeWindow()
+    w, h = 64, 48
+    doc = k.createDocument(w, h, "ddlive", "RGBA", "U8", "", 72.0)
+    window.addView(doc)
+    settle(doc)
+    bg = doc.rootNode().childNodes()[0]
+    bg.setPixelData(QByteArray(pattern(w, h)), 0, 0, w, h)
+    doc.refreshProjection()
+    settle(doc)
+    panel = plugin.CONTROLLER.panel()
+    live = panel.live
+    panel.set_mode("live")
+    panel.form.prompt.setPlainText("a glass vase")
+    settle()
+    out = results["live"] = {"bar_visible": panel.live_bar.isVisible(), "undo_text_before": k.action("edit_undo").text(),
+                             "frames": []}
+
+    def settled():
+        return live.in_flight == 0 and not live._timer.isActive() and live.shown is not None \
+            and live.shown_seq == live.seq
+
+    def spin_live(predicate, timeout, what):
+        try:
+            spin(predicate, timeout, what)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; Live: active {live.active}, seq {live.seq}, shown {live.shown_seq}, "
+                               f"in flight {live.in_flight}, counts {live.counts}, message {live.message!r}, "
+                               f"layers {layer_names(doc)}") from None
+
+    def frame(what):
+        item = live.shown
+        req = item.prepared.request
+        region = (req.origin[0], req.origin[1], req.image.width, req.image.height)
+        previews = [n for n in doc.rootNode().childNodes() if n.name().startswith("[Preview]")]
+        patch = item.result.patches[0]
+        shown = bytes(previews[0].pixelData(patch.x, patch.y, patch.image.width, patch.image.height)) if previews else b""
+        out["frames"].append({
+            "what": what, "seq": live.shown_seq, "sent": live.counts["sent"], "layers": layer_names(doc),
+            "preview_ids": [node_id(n) for n in previews], "active": doc.activeNode().name() if doc.activeNode() else None,
+            "request_is_layer": req.image.data == bytes(bg.pixelData(*region)), "has_mask": req.mask is not None,
+            "shown_is_patch": shown == bytes(patch.image.data), "mode": req.mode})
+
+    panel.live_bar.toggle.setChecked(True)
+    spin_live(settled, 120, "the first Live frame")
+    frame("first")
+    for i in range(3):                                     # strokes: the layer's pixels change
+        sent = live.counts["sent"]
+        block = bytes([(40 * i + 9) % 256, 200, (90 * i) % 256, 255]) * 64
+        bg.setPixelData(QByteArray(block), 8 + 12 * i, 10, 8, 8)
+        doc.refreshProjection()
+        spin_live(lambda sent=sent: live.counts["sent"] > sent and settled(), 90, f"the frame of edit {i}")
+        frame(f"edit {i}")
+    sent = live.counts["sent"]
+    sel = Selection()
+    sel.select(10, 8, 30, 20, 255)
+    doc.setSelection(sel)
+    spin_live(lambda: live.counts["sent"] > sent and settled(), 90, "the frame of the selection")
+    frame("selection")
+    out["undo_text_live"] = k.action("edit_undo").text()
+    panel.live_bar.toggle.setChecked(False)
+    settle(doc)
+    out["off_layers"] = layer_names(doc)
+    out["off_active"] = live.active
+    out["undo_text_off"] = k.action("edit_undo").text()
+    # Live again, then Apply: the frame becomes the layer.
+    panel.live_bar.toggle.setChecked(True)
+    spin_live(settled, 90, "a frame to apply")
+    item = live.shown
+    panel.live_bar.apply_button.click()
+    settle(doc)
+    out["applied_layers"] = layer_names(doc)
+    out["applied_active"] = live.active
+    out["applied_stored"] = [panel.session.store.get(rec.id).state for rec in item.results]
+    k.action("edit_undo").trigger()
+    settle(doc)
+    out["after_apply_undo"] = layer_names(doc)
+    step("live checked")
 
 
 def run_screenshot():
