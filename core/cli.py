@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from .contract.controls import PREPROCESS_TYPES, parse_spec
+
 EXIT_USAGE, EXIT_MODEL, EXIT_CANCELLED, EXIT_FAILED = 2, 3, 4, 1
 
 
@@ -97,6 +99,19 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_controls(p: argparse.ArgumentParser) -> None:
+    def control_spec(text: str):    # TYPE:IMAGE[:STRENGTH[:START:END]] (contract.controls.parse_spec)
+        try:
+            return parse_spec(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
+                   help="a control picture (the image's size) the model follows with an SD 2.1 ControlNet "
+                        "(repeatable): TYPE scribble, lineart, softedge, canny, depth or pose; strength S 0–2 "
+                        "(default 1); START:END the fraction of the steps it acts on (default 0:1)")
+
+
 def _add_region(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow", type=whole_number, default=8, help="px the model repaints beyond the selection (default 8)")
     p.add_argument("--feather", type=whole_number, default=8, help="px of soft edge inside the selection (default 8)")
@@ -134,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masked-content", choices=("original", "fill", "noise"), default="original",
                    help="what the model starts from inside the selection (default original)")
     _add_vae(p)
+    _add_controls(p)
 
     p = sub.add_parser("fill", help="remove the selection and fill it from its surroundings (LaMa, or patches without weights)")
     p.add_argument("--image", required=True, help="input image")
@@ -176,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_sampler(p)
     _add_vae(p)
+    _add_controls(p)
+
+    p = sub.add_parser("preprocess", help="make a control picture from an image: edges, line art, scribble "
+                                          "(OpenCV) or depth (DPT-hybrid of stable-diffusion-2-depth)")
+    p.add_argument("control_type", choices=PREPROCESS_TYPES, metavar="TYPE", help=", ".join(PREPROCESS_TYPES))
+    p.add_argument("--image", required=True, help="input image")
+    p.add_argument("--mask", help="selection mask, same size: only the selection is made into a control picture")
+    _add_common(p, prompt=False, images=False, strength=False, model=False)
 
     p = sub.add_parser("live", help="one Live frame: the image (or the selection) repainted by SD-Turbo in 1–4 steps, "
                                     "no guidance")
@@ -242,7 +266,8 @@ def request_from_args(args, mode: str):
         seed=getattr(args, "seed", None), weighted=getattr(args, "weighted", False),
         loras=tuple(getattr(args, "lora", None) or ()), embeddings=tuple(getattr(args, "embedding", None) or ()))
     opt = dict(default_options(mode).__dict__)
-    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler", "vae"):
+    for name in ("grow", "feather", "masked_content", "noise_level", "tile", "width", "height", "backend", "sampler",
+                 "vae", "control_type"):
         if getattr(args, name, None) is not None:
             opt[name] = getattr(args, name)
     if getattr(args, "no_color_match", False):
@@ -251,7 +276,7 @@ def request_from_args(args, mode: str):
         opt.update({f"expand_{side}": getattr(args, side) or 0 for side in ("left", "top", "right", "bottom")})
     job = request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
                              mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
-                             model=getattr(args, "model", None))
+                             model=getattr(args, "model", None), controls=getattr(args, "control", ()))
     if mode == "expand":
         job = expand_to_aspect(args, job)
     return job
@@ -376,6 +401,7 @@ def check_outputs(args) -> list[Path]:
     count = getattr(args, "num_images", 1) or 1
     outs = [numbered(out, i) for i in range(max(1, min(count, 4)))]
     inputs = {flag: Path(getattr(args, flag)) for flag in ("image", "mask", "depth") if getattr(args, flag, None)}
+    inputs.update((f"control #{i + 1}", Path(c[1])) for i, c in enumerate(getattr(args, "control", None) or ()))
     for path in outs:
         if path.is_dir():
             raise atomic.WriteError(path, "it is a folder; give a file name such as out.png")

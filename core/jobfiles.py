@@ -34,7 +34,7 @@ class FileRequest:
 
 def request_from_files(mode: str, params: Params, options: Options, *, image: str | Path | None = None,
                        mask: str | Path | None = None, depth: str | Path | None = None,
-                       model: str | None = None) -> FileRequest:
+                       model: str | None = None, controls=()) -> FileRequest:
     """Read the files a job needs and build its request.  Raises ValidationError naming the file."""
     ms = spec(mode)
     buf = mask_buf = depth_buf = None
@@ -57,8 +57,25 @@ def request_from_files(mode: str, params: Params, options: Options, *, image: st
     if depth is not None:
         depth_buf = read_depth(depth, size)
         options = replace(options, depth_source="given")
-    req = JobRequest(mode, params, options, model=model, image=buf, mask=mask_buf, depth=depth_buf)
+    req = JobRequest(mode, params, options, model=model, image=buf, mask=mask_buf, depth=depth_buf,
+                     controls=read_controls(controls, size or (options.width, options.height)))
     return FileRequest(req, keep_alpha)
+
+
+def read_controls(specs, size) -> tuple:
+    """Controls from ``(type, path, strength, start, end)`` (``controls.parse_spec``): each picture must be
+    ``size`` (the image's, or width × height without one); one of another size is refused, never stretched."""
+    from .contract.controls import Control, field
+
+    out = []
+    for i, (kind, path, strength, start, end) in enumerate(specs):
+        buf, _alpha = read_image(path, field(i, "image"))
+        if size[0] is not None and (buf.width, buf.height) != tuple(size):
+            raise ValidationError(field(i, "image"), f"control {path} is {buf.width}x{buf.height}, the image is "
+                                                     f"{size[0]}x{size[1]}: a control must be the image's size "
+                                                     f"(it is never stretched)")
+        out.append(Control(kind, buf, strength, start, end))
+    return tuple(out)
 
 
 def widen(image: ImageBuffer) -> ImageBuffer:

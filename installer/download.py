@@ -398,7 +398,7 @@ def download_model(spec: ModelSpec, *, cache_dir: Path | None = None, models_dir
     t0 = time.monotonic()
     commit, files = remote_files(spec.repo_id, endpoint=endpoint, token=token, revision=revision)
     try:
-        wanted = plan_files(spec.pipeline, files, weights=not config_only)
+        wanted = plan_files(spec.pipeline, files, weights=not config_only, only=spec.files)
     except PlanError as e:
         raise DownloadError(f"{spec.repo_id}: {e}") from None
     if models_dir is not None:

@@ -81,12 +81,16 @@ def _unsafe(path: str) -> bool:
     return path.lower().endswith(PICKLE_SUFFIXES + OTHER_WEIGHT_SUFFIXES)
 
 
-def plan_files(pipeline: str, files: list[RemoteFile], *, weights: bool = True, prefer_fp16: bool = True
-               ) -> list[RemoteFile]:
-    """The files to fetch for ``pipeline`` from a repo listing ``files``, configs first.
+def plan_files(pipeline: str, files: list[RemoteFile], *, weights: bool = True, prefer_fp16: bool = True,
+               only: tuple[str, ...] = ()) -> list[RemoteFile]:
+    """The files to fetch for ``pipeline`` from a repo listing ``files``, configs first.  ``only``: a
+    single-file model (a ControlNet), exactly these safetensors files of the repo (its config is the
+    engine's own), nothing else.
 
     Raises PlanError when the repo lacks model_index.json or safetensors weights for a component.
     """
+    if only:
+        return plan_single_files(files, only, weights)
     if pipeline in COMPONENT_CLASSES:
         return _plan_component(pipeline, files, weights=weights, prefer_fp16=prefer_fp16)
     pats = allow_patterns(pipeline, weights)
@@ -119,6 +123,19 @@ def plan_files(pipeline: str, files: list[RemoteFile], *, weights: bool = True, 
             use = shards
         out += sorted(use, key=lambda f: f.path)
     return out
+
+
+def plan_single_files(files: list[RemoteFile], only: tuple[str, ...], weights: bool = True) -> list[RemoteFile]:
+    """The files named in ``only`` (safetensors only), or PlanError naming the one the repo lacks."""
+    by_path = {f.path: f for f in files}
+    out = []
+    for name in only:
+        if _unsafe(name) or not name.endswith(".safetensors"):
+            raise PlanError(f"{name} is not a safetensors file; only safetensors are fetched")
+        if name not in by_path:
+            raise PlanError(f"the repo has no {name}")
+        out.append(by_path[name])
+    return out if weights else []
 
 
 def _plan_component(model_class: str, files: list[RemoteFile], *, weights: bool, prefer_fp16: bool

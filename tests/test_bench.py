@@ -31,7 +31,7 @@ def test_smoke_run_measures_every_row(smoke):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(js.read_text())
     rows = {row["row"]: row for row in data["rows"]}
-    assert sorted(rows) == list(range(1, 11))
+    assert sorted(rows) == list(range(1, 12))
     for row in rows.values():
         assert row["verdict"] in ("PASS", "FAIL"), row
         assert not row["measured"].startswith("error"), row
@@ -55,6 +55,7 @@ def test_smoke_run_measures_every_row(smoke):
     assert rows[3]["figures"]["same_model_inputs_for_every_canvas"] is True
     timed = {side: len(v["all_s"]) for side, v in rows[3]["figures"]["canvases"].items()}
     assert timed == {"128": 2, "512": 1, "1024": 2}                    # the goal's two canvases every round
+    assert rows[11]["figures"]["gflop_controlnet"] > 0 and rows[11]["figures"]["step_with_control_s"] > 0
     assert rows[6]["figures"]["together"]["shared"]["depth"]             # depth reused shared components
     expand, inpaint = rows[9]["figures"]["expand"], rows[9]["figures"]["inpaint"]   # both jobs ran, both rounds
     assert len(expand["all_s"]) == len(inpaint["all_s"]) == 2 and rows[9]["figures"]["ratio"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from core.contract import modes
 from core.contract.jobs import JobRequest, Options
@@ -117,6 +118,37 @@ class TestExpand(PipelineContract):
         alpha[patch.y:patch.y + patch.image.height, patch.x:patch.x + patch.image.width] = \
             as_array(patch.image)[..., 3]
         return alpha[:H, :W]
+
+
+class TestPreprocess(PipelineContract):
+    mode = "preprocess"
+    seeded = False
+    cancel_phase = "encoding"
+
+    def request(self, **kw):
+        return image_request("preprocess", Options(control_type="softedge"), **kw)
+
+
+class TestInpaintWithControls(PipelineContract):
+    """Inpaint through the ControlNet pipeline (two tiny ControlNets at once) keeps the same contract."""
+
+    mode = "inpaint"
+
+    @pytest.fixture(autouse=True)
+    def _controlnets(self, tiny_root):
+        from core.devtools.tiny_models import build_controlnet
+
+        for kind in ("canny", "scribble"):
+            build_controlnet(tiny_root / f"controlnet-{kind}")
+
+    def request(self, **kw):
+        from dataclasses import replace
+
+        from core.contract.controls import Control
+
+        req = image_request("inpaint", **{"strength": 0.9, **kw})
+        return replace(req, controls=(Control("canny", buffer(IMG), 1.0, 0.0, 0.6),
+                                      Control("scribble", buffer(IMG), 0.5, 0.3, 1.0)))
 
 
 class TestLive(PipelineContract):

@@ -68,8 +68,11 @@ def test_the_sampler_is_a_validated_choice_of_the_diffusion_modes():
 def test_the_default_is_a_per_model_catalogue_field():
     for spec in catalog.CATALOG.values():
         assert spec.sampler in samplers.SAMPLER_SPECS and spec.steps > 0, spec.key
-    diffusion = [s for s in catalog.CATALOG.values() if s.key != "sd2-x4-upscaler"]
+    diffusion = [s for s in catalog.CATALOG.values()
+                 if s.pipeline.endswith("Pipeline") and s.key != "sd2-x4-upscaler" and not s.distilled]
     assert {s.sampler for s in diffusion} == {"dpmpp_2m"} and {s.steps for s in diffusion} == {25}
+    turbo = catalog.CATALOG["sd-turbo"]     # distilled: the sampler it ships with, one step
+    assert (turbo.sampler, turbo.steps) == (samplers.MODEL, 1)
     assert catalog.CATALOG["sd2-x4-upscaler"].sampler == samplers.MODEL
     assert samplers.resolve("auto", "unipc") == "unipc" and samplers.resolve("euler", "unipc") == "euler"
     assert samplers.resolve("auto", None) == samplers.FALLBACK

@@ -18,6 +18,7 @@ class ModelSpec:
     unet_in_channels: int
     title: str
     single_files: tuple[str, ...] = ()  # names of the original single-file checkpoints
+    files: tuple[str, ...] = ()  # a single-file model (ControlNets): the repo files to fetch
     # The sampler a job with sampler "auto" runs (``samplers.SAMPLERS``) and the step count it was
     # chosen for: DPM-Solver++ 2M at 25 steps, from published comparisons (README, "Samplers").  The
     # x4 upscaler keeps the scheduler it ships with.
@@ -29,12 +30,14 @@ class ModelSpec:
     # (scheduler class, timestep spacing) its folder names, when that tells it from a sibling of the
     # same pipeline, UNet and prediction type (SD-Turbo from 2.1-base).
     scheduler: tuple[str, str] | None = None
-    optional: bool = False    # no job needs it; installed, it makes something better (TAESD: previews)
+    # No job needs it: installed, it makes something better (TAESD: previews) or possible (ControlNets).
+    optional: bool = False
 
     @property
     def component(self) -> bool:
-        """A single diffusers model (config.json + weights at the folder's root), not a pipeline."""
-        return not self.pipeline.endswith("Pipeline")
+        """A single diffusers model (config.json + weights at the folder's root), not a pipeline, nor a
+        model fetched as single files (ControlNets: ``core.models.controlnets``)."""
+        return not self.pipeline.endswith("Pipeline") and not self.files
 
     @property
     def cache_folder(self) -> str:
@@ -72,6 +75,18 @@ CATALOG: dict[str, ModelSpec] = {
                   "Tiny autoencoder TAESD (previews and Live, optional)", optional=True),
     )
 }
+
+# SD 2.1 ControlNets (thibaud/controlnet-sd21: single-file safetensors in the original ControlNet layout,
+# fp16, 728 MB each; the repo's .ckpt files are pickles and never fetched).  Control type -> file stem.
+_CONTROLNET_FILES = {"scribble": "scribble", "lineart": "lineart", "softedge": "hed", "canny": "canny",
+                     "depth": "depth", "pose": "openposev2"}
+CONTROLNETS: dict[str, str] = {t: f"controlnet-{t}" for t in _CONTROLNET_FILES}   # control type -> catalogue key
+CATALOG.update(
+    (f"controlnet-{t}", ModelSpec(
+        f"controlnet-{t}", "thibaud/controlnet-sd21", "ControlNetModel", 768, "", (), 4,
+        f"ControlNet {t} for SD 2.1", (f"{stem}-sd21-safe.safetensors",),
+        files=(f"control_v11p_sd21_{stem}.safetensors",), optional=True))
+    for t, stem in _CONTROLNET_FILES.items())
 
 # The models a mode tries, best first (``modes.ModeSpec.models``).
 MODE_MODELS: dict[str, tuple[str, ...]] = {m.key: m.models for m in MODE_TABLE}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from . import controls as C
 from . import expand as E
 from . import params as P
 from .geometry import Rect
@@ -168,6 +169,7 @@ class Options:
     expand_bottom: int = 0
     sampler: str = "auto"            # samplers.SAMPLER_CHOICES; auto = the model's catalogue default
     vae: str = "full"                # full | tiny (TAESD encodes and decodes; Live's default)
+    control_type: str = "canny"      # preprocess: the control picture to make (controls.PREPROCESS_TYPES)
     # The layout of the patches when the request has no image (text-to-image): the editor's layer
     # format, so that the editor never converts pixels.  None = RGBA_U8.
     output_format: str | None = None
@@ -190,6 +192,7 @@ class JobRequest:
     depth: ImageBuffer | None = None  # restyle with depth_source="given": GRAY_U8/U16, same size as image
     origin: tuple[int, int] = (0, 0)  # where image's top-left pixel sits on the canvas
     canvas: tuple[int, int] | None = None  # canvas size; None = image size
+    controls: tuple[C.Control, ...] = ()   # control layers (modes with ``ModeSpec.controls``)
 
     @property
     def canvas_size(self) -> tuple[int, int]:
@@ -200,7 +203,9 @@ class JobRequest:
         return (self.options.width or 512, self.options.height or 512)
 
     def buffers(self) -> dict[str, ImageBuffer]:
-        return {k: v for k, v in (("image", self.image), ("mask", self.mask), ("depth", self.depth)) if v}
+        bufs = {k: v for k, v in (("image", self.image), ("mask", self.mask), ("depth", self.depth)) if v}
+        bufs.update((C.buffer_name(i), c.image) for i, c in enumerate(self.controls))
+        return bufs
 
     def to_dict(self) -> dict:
         """JSON-ready description; pixel buffers are described by their headers only."""
@@ -212,6 +217,8 @@ class JobRequest:
             "origin": list(self.origin),
             "canvas": list(self.canvas) if self.canvas else None,
             "buffers": {k: b.header() for k, b in self.buffers().items()},
+            **({"controls": [c.header(C.buffer_name(i)) for i, c in enumerate(self.controls)]}
+               if self.controls else {}),
         }
 
     @classmethod
@@ -234,21 +241,24 @@ class JobRequest:
             raise ValidationError("buffers", f"buffers must be an object naming image, mask or depth, "
                                              f"got {P.shown(described)}")
         bufs = {}
+        control_dicts = C.listed(d.get("controls"))
+        names = (*BUFFER_NAMES, *(C.buffer_name(i) for i in range(len(control_dicts))))
         for name, header in described.items():
-            if name not in BUFFER_NAMES:
+            if name not in names:
                 raise ValidationError("buffers", f"unknown buffer {P.shown(name)}; buffers are "
-                                                 f"{', '.join(BUFFER_NAMES)}")
+                                                 f"{', '.join(names)}")
             if name not in data:
                 raise ValidationError(name, f"buffer {name!r} is described but its bytes are missing")
             bufs[name] = ImageBuffer.from_header(header, data[name], name)
         origin = _pair(d.get("origin"), "origin", "[x, y]: two whole numbers", -MAX_SIDE, MAX_SIDE, (0, 0))
         canvas = _pair(d.get("canvas"), "canvas", f"[width, height]: two whole numbers in 1–{MAX_SIDE}", 1,
                        MAX_SIDE, None)
+        controls = C.from_headers(control_dicts, bufs)     # takes the controls' buffers out of bufs
         return cls(mode=d.get("mode", ""), params=params, options=options, model=d.get("model"),
-                   origin=origin, canvas=canvas, **bufs)
+                   origin=origin, canvas=canvas, controls=controls, **bufs)
 
 
-REQUEST_FIELDS = ("mode", "params", "options", "model", "origin", "canvas", "buffers")
+REQUEST_FIELDS = ("mode", "params", "options", "model", "origin", "canvas", "buffers", "controls")
 BUFFER_NAMES = ("image", "mask", "depth")
 
 
@@ -296,7 +306,8 @@ def validate(req: JobRequest) -> JobRequest:
     params = _valid_params(req, mode)
     options = _valid_options(req, mode)
     _check_buffers(req, mode, options)
-    return replace(req, params=params, options=options)
+    controls = C.validate(req.controls, EDITOR_FORMATS + ("RGBA_U8", "RGBA_U16"), req.mode, mode.controls)
+    return replace(req, params=params, options=options, controls=controls)
 
 
 def _valid_params(req: JobRequest, mode) -> Params:
@@ -331,6 +342,7 @@ def _valid_options(req: JobRequest, mode) -> Options:
     P.check_choice("backend", o.backend, FILL_BACKENDS)
     P.check_choice("sampler", o.sampler, SAMPLER_CHOICES)
     P.check_choice("vae", o.vae, VAES)
+    P.check_choice("control_type", o.control_type, C.PREPROCESS_TYPES)
     if o.output_format is not None:
         P.check_choice("output_format", o.output_format, EDITOR_FORMATS + ("RGBA_U8",))
     noise_level = P.check("noise_level", o.noise_level)

@@ -81,6 +81,7 @@ class ModeSpec:
     param_ranges: tuple[tuple[str, float, float], ...] = ()
     param_defaults: tuple[tuple[str, object], ...] = ()
     live: bool = False              # the dock can run it continuously (its Live switch)
+    controls: bool = False          # takes control layers (``contract.controls``: SD 2.1 ControlNets)
 
     @property
     def option_defaults(self) -> dict:
@@ -118,7 +119,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
                    "Repaint the selected part of the layer from a prompt, on a new layer", layer_menu=True),
         params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "masked_content", "sampler", "vae"),
         selection=SELECTION_ASKED, selection_hint="select the area to repaint",
-        strength=STRENGTH_ALWAYS, models=("sd2-inpainting",)),
+        strength=STRENGTH_ALWAYS, models=("sd2-inpainting",), controls=True),
     ModeSpec(
         "restyle", "Restyle", "Restyle (depth)", "Generate",
         ModeAction("Restyle layer…", "Ctrl+Alt+Shift+R",
@@ -144,7 +145,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         ModeAction("Generate image…", "Ctrl+Alt+Shift+G", "Generate an image from a prompt, on a new layer",
                    activation="1"),
         params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "width", "height", "sampler", "vae"),
-        image=IMAGE_OPTIONAL, strength=STRENGTH_WITH_IMAGE, models=("sd2-1", "sd2-1-base")),
+        image=IMAGE_OPTIONAL, strength=STRENGTH_WITH_IMAGE, models=("sd2-1", "sd2-1-base"), controls=True),
     ModeSpec(
         "fill", "Fill", "Fill (remove object)", "Fill selection",
         ModeAction("Fill selection", "Ctrl+Alt+Shift+F",
@@ -166,6 +167,13 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         selection_hint="the selection is not used: the sizes say how far each side grows",
         strength=STRENGTH_ALWAYS, output=OUTPUT_EXPANDED, grows_canvas=True, models=("sd2-inpainting",),
         phase_labels=(("encoding", "Pre-filling the border"),)),
+    ModeSpec(
+        "preprocess", "Control layer", "Make control layer", "Make control layer",
+        ModeAction("Make control layer…", "Ctrl+Alt+Shift+K",
+                   "Turn the layer (or the selection) into a control picture (edges, line art, depth…) on a new "
+                   "layer, to edit and use as a control", layer_menu=True),
+        options=("control_type",),
+        phase_labels=(("encoding", "Making the control picture"),)),
     ModeSpec(
         "live", "Live", "Live (SD-Turbo)", "Generate",
         ModeAction("Live painting (SD-Turbo)…", "",

@@ -303,6 +303,33 @@ def build(kind: str, folder: Path, *, full: bool = False, seed: int = 0, configs
     return folder
 
 
+def build_controlnet(folder: Path, *, full: bool = False, seed: int = 0, configs: Path | None = None,
+                     cross_attention_dim: int | None = None) -> Path:
+    """A ControlNet with the shapes of the tiny (or, ``full``, the SD 2.1) 4-channel UNet, random weights,
+    saved as a diffusers ControlNet folder.  ``cross_attention_dim`` makes one for another base model
+    (the shape check must refuse it)."""
+    from diffusers import ControlNetModel
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and (folder / ".complete").is_file():
+        return folder
+    configs = configs or default_configs_dir()
+
+    def make():
+        unet = _unet("v" if full else "base", full, configs)
+        net = ControlNetModel.from_unet(unet)
+        if cross_attention_dim is None:
+            return net
+        return ControlNetModel.from_config({**net.config, "cross_attention_dim": cross_attention_dim})
+
+    net = _build_module(make, full, seed + 4).eval()
+    if not full:   # its output convolutions start at zero (a fresh ControlNet adds nothing): give them weights
+        _fill_random(net, seed + 4)
+    net.save_pretrained(folder, safe_serialization=True)
+    (folder / ".complete").write_text("ok\n")
+    return folder
+
+
 def build_all(root: Path, *, full: bool = False, kinds=KINDS, seed: int = 0, variant: str | None = None
               ) -> dict[str, Path]:
     """Build every kind into ``root/<catalogue key>`` (the app models-folder layout)."""

@@ -187,6 +187,11 @@ class EngineService:
                 where = self._models.models_dir if self._models else self._models_dir
                 for name in NAMED_FILE_FIELDS:
                     check_remote_model(getattr(req, name), where)
+                for i, c in enumerate(req.controls):    # a ControlNet: a catalogue key or an installed name
+                    try:
+                        check_remote_model(c.model, where)
+                    except ValidationError as e:
+                        raise ValidationError(f"controls[{i}].model", str(e)) from None
                 adapters.check_remote("loras", [f for f, _ in req.params.loras], where)
                 adapters.check_remote("embeddings", list(req.params.embeddings), where)
         except ValidationError as e:

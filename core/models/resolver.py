@@ -315,7 +315,36 @@ def _explicit(path: Path, config: Path | None, models_dir: Path, hub_cache: Path
     raise ModelNotFound(f"{path} does not exist")
 
 
+CONTROLNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
+
+
+def controlnet_path(path: Path, names: tuple[str, ...] = ()) -> Path | None:
+    """``path`` if it is a ControlNet we can read (a .safetensors file, a diffusers ControlNet folder),
+    or the file named in ``names`` inside the folder ``path``; else None."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return path
+    if path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in CONTROLNET_WEIGHTS):
+        return path
+    return next((path / n for n in names if (path / n).is_file()), None) if path.is_dir() else None
+
+
+def search_controlnet(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> ResolvedModel | None:
+    """A catalogue ControlNet (``core.models.controlnets``): ``<models dir>/<key>/`` holding its file or a
+    diffusers ControlNet folder, the file itself in the models folder, or the file in the HF cache."""
+    names = (*spec.files, *spec.single_files)
+    found = None
+    for cand in (models_dir / spec.key, *(models_dir / n for n in names)):
+        if found is None and (p := controlnet_path(cand, names)) is not None:
+            found = (p, "models-dir")
+    for snap in hub_snapshots(spec.repo_id, hub_cache) if found is None else ():
+        if found is None and (p := controlnet_path(snap, names)) is not None and p != snap:
+            found = (p, "hf-cache")
+    return None if found is None else ResolvedModel(spec.key, spec, found[0], found[1], spec.pipeline, "")
+
+
 def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> ResolvedModel | None:
+    if spec.pipeline == "ControlNetModel":
+        return search_controlnet(spec, models_dir, hub_cache)
     for folder in (models_dir / spec.key, models_dir / spec.repo_id.replace("/", "--"),
                    models_dir / spec.repo_id.split("/")[1]):
         found = _folder_model(folder, spec.key, "models-dir", spec)

@@ -24,6 +24,7 @@ PIPELINES: dict[str, str] = {
     "fill": f"{__name__}.fill",
     "expand": f"{__name__}.expand",
     "live": f"{__name__}.live",
+    "preprocess": f"{__name__}.preprocess",
 }
 
 

@@ -12,12 +12,15 @@ from ..contract.jobs import JobRequest
 from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import adapters, regionjob
+from . import controls as controls_job
 from .base import Output, PipelineBase
 from .common import (
     decode_latents,
     encode_image,
     generators,
+    mean_encoding,
     prompt_kwargs,
+    run_pipeline,
     sampler_of,
     step_callback,
     tiny_autoencoder,
@@ -103,10 +106,29 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
     return [np.asarray(im, dtype=np.float32) for im in out.images], warnings
 
 
+def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
+                       controls: controls_job.Controls, start_rgb, sampler: str, tiny=None):
+    """The same job through diffusers' ControlNet inpaint pipeline over ``pipe``'s modules with sampler
+    ``sampler``: it takes the start image as pixels (``start_rgb``) and encodes it itself with the full
+    VAE, to the posterior's mean (``mean_encoding``); ``tiny``, the tiny autoencoder, decodes only."""
+    import torch
+
+    control.set_phase("encoding", 0, plan.expected_steps)
+    repaint = work.model_mask >= 0.5
+    # One copy per image: the pipeline encodes each with that image's generator, so image i still
+    # depends only on seed + i (one copy would be encoded with the first generator only).
+    image = torch.from_numpy(np.ascontiguousarray(start_rgb.transpose(2, 0, 1)))[None].repeat(len(plan.seeds), 1, 1, 1)
+    with mean_encoding(pipe.vae):
+        return run_pipeline(with_sampler(controls_job.pipeline("inpaint", pipe, controls), sampler), plan, params,
+                            control, device, tiny=tiny, image=image, mask_image=repaint[None, ..., None].astype(np.float32),
+                            control_image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
+
+
 class Inpaint(PipelineBase):
     mode = "inpaint"
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
+        found = controls_job.find(req, models)
         loaded = models.get("inpaint", req.model, control=control)
         sampler = sampler_of(req, loaded)
         pipe = with_sampler(loaded.pipe, sampler)
@@ -118,21 +140,32 @@ class Inpaint(PipelineBase):
         if content != "original" and req.params.strength >= 1.0:
             notes.append(f"masked content '{content}' has no effect at strength 1: the model starts from pure "
                          f"noise (use a strength below 1)")
+        controls = controls_job.prepare(req, found, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name, models,
+                                        control)
+        if controls is not None and content == "noise":
+            notes.append("masked content 'noise' is not used with control layers: the job starts from the original")
         tiny, tiny_notes = tiny_autoencoder(req, models)
-        start = None
-        if uses_start_image(req.params):
-            prefilled = prefill(req, work, models, control) if content == "fill" else None
+        start = prefilled = None
+        if content == "fill" and uses_start_image(req.params):
+            prefilled = prefill(req, work, models, control)
+        if controls is None and uses_start_image(req.params):
             start = start_latents(pipe, plan, work, content, prefilled, tiny)
         t_model = time.perf_counter()
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start, tiny)
+            if controls is not None:
+                start_rgb = work.model_rgb if prefilled is None else prefilled
+                images, warnings = denoise_controlled(loaded.pipe, plan, work, req.params, control,
+                                                      models.policy.device, controls, start_rgb, sampler, tiny)
+            else:
+                images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start, tiny)
         model_seconds = time.perf_counter() - t_model
         warnings = tuple(notes) + tiny_notes + tuple(warnings)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
         return Output(patches, loaded.resolved.name, warnings,
                       {"model_seconds": round(model_seconds, 4), "region": list(plan.region.as_tuple()),
-                       "model_size": list(plan.model_size)}, replace(req.options, sampler=sampler))
+                       "model_size": list(plan.model_size), **({"controlnets": controls.names} if controls else {})},
+                      replace(req.options, sampler=sampler))
 
 
 PIPELINE = Inpaint()

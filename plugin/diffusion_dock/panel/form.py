@@ -17,6 +17,7 @@ from .. import host as H
 from ..runtime.coreapi import expand, jobs, modes, params
 from ..runtime.qt import QtWidgets, Signal
 from ..session.job_builder import DockError, JobSpec, mode_label, text_size
+from .controls_box import ControlsBox, control_type_box
 from .mode_params import ModeParams
 from .model_choice import AdapterList, ModelBox, adapter_names, fitting_models
 from .widgets import (
@@ -39,7 +40,7 @@ BACKEND_LABELS = {"auto": "auto (LaMa when installed)", "patch": "Patches (no mo
 NOT_SAVED = ("output_format", "output_linear")
 # The rows of the options group that make it worth showing (size and colour match alone do not).
 OPTION_ROWS = ("grow", "feather", "masked_content", "depth_source", "noise_level", "tile", "image_to_image", "backend",
-               "expand", "vae")    # options the job builder sets, never the artist
+               "expand", "vae", "control_type")    # options the job builder sets, never the artist
 PARAM_FIELDS = {f.name for f in fields(jobs.Params)}
 OPTION_FIELDS = {f.name for f in fields(jobs.Options)}
 
@@ -165,6 +166,8 @@ class JobForm(QtWidgets.QWidget):
         layout.addWidget(self.prompt_box)
         for name, w in (("prompt", self.prompt), ("negative_prompt", self.negative), ("weighted", self.weighted)):
             self.bind(name, w, "prompt")
+        self.controls_box = ControlsBox(layers)
+        layout.addWidget(self.controls_box)
 
         self.num_images, self.steps = int_spin("num_images"), int_spin("steps")
         self.guidance, self.strength = float_spin("guidance", 0.5, 1), float_spin("strength", 0.05, 2)
@@ -248,6 +251,7 @@ class JobForm(QtWidgets.QWidget):
             self.backend.addItem(BACKEND_LABELS[key], key)
         grow_box, self.expand_boxes = growth_box(self.growth_changed.emit)
         self.vae = vae_combo()
+        self.control_type = control_type_box(compact_combo("control_type"))
         self.color_match = QtWidgets.QCheckBox("Match colours")
         self.color_match.setObjectName("color_match")
         self.color_match.setToolTip("Match the result's colours (mean and spread) to the ring around the selection")
@@ -261,6 +265,7 @@ class JobForm(QtWidgets.QWidget):
                                           ("size", "Size", None, size), ("backend", "Fill with", self.backend, None),
                                           ("expand", "Add", None, grow_box),
                                           ("vae", "Autoencoder", self.vae, None),
+                                          ("control_type", "Make", self.control_type, None),
                                           ("color_match", "", self.color_match, None)):
             self._row(form, key, label, shown or widget)
             if widget is not None:
@@ -318,6 +323,7 @@ class JobForm(QtWidgets.QWidget):
                        size="width" in used and self.text_to_image)
         self.prompt_box.setVisible("prompt" in used)
         self.negative.setVisible("negative_prompt" in used)
+        self.controls_box.setVisible(ms.controls)
         for key, (lab, widget) in self.rows.items():
             widget.setVisible(visible[key])
             if lab is not None:
@@ -355,7 +361,8 @@ class JobForm(QtWidgets.QWidget):
         ms = self.mode_spec
         return JobSpec(self._mode, self.read_params(), self.read_options(), model=self.model_box.currentData(),
                        depth_layer=self.depth_source.currentData() if "depth_source" in ms.options else None,
-                       image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked())
+                       image_to_image=ms.image == modes.IMAGE_OPTIONAL and self.image_to_image.isChecked(),
+                       controls=self.controls_box.specs() if ms.controls else ())
 
     def load_spec(self, mode: str, p: dict, o: dict) -> None:
         """Put a provenance record's (or saved) settings into the form."""
@@ -435,6 +442,9 @@ class JobForm(QtWidgets.QWidget):
         if binding is not None:
             _set_invalid(binding.widget, True)
             self._invalid.append(binding.widget)
+        elif (parameter or "").startswith("controls"):
+            _set_invalid(self.controls_box, True)
+            self._invalid.append(self.controls_box)
 
     def invalid_widgets(self) -> list:
         return list(self._invalid)

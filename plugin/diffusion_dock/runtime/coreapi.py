@@ -69,6 +69,7 @@ if TYPE_CHECKING:   # type checkers read the repository's modules (and the clien
     from core.contract import (
         atomic,
         catalog,
+        controls,
         events,
         expand,
         geometry,
@@ -94,6 +95,7 @@ else:
     paths = load("contract.paths")
     atomic = load("contract.atomic")
     samplers = load("contract.samplers")
+    controls = load("contract.controls")
 
 
 _qasync = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import host as H
-from ..runtime.coreapi import expand, geometry, jobs, modes, params, plan
+from ..runtime.coreapi import controls, expand, geometry, jobs, modes, params, plan
 
 Rect = geometry.Rect
 
@@ -30,6 +30,18 @@ class DockError(H.HostError):
 
 
 @dataclass(frozen=True)
+class ControlSpec:
+    """One control of the dock's list: its layer (None = the active layer), type, strength, start/end."""
+
+    layer: str | None = None
+    type: str = "scribble"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    active: bool = True
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What the dock's form says."""
 
@@ -39,6 +51,7 @@ class JobSpec:
     depth_layer: str | None = None      # modes with depth_source: a layer holding the depth (None = estimate it)
     image_to_image: bool = False        # modes whose image is optional: start from the layer's pixels
     model: str | None = None
+    controls: tuple[ControlSpec, ...] = ()   # modes with ModeSpec.controls
 
 
 @dataclass(frozen=True)
@@ -163,8 +176,26 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
             o = replace(o, width=None, height=None)
         req = jobs.JobRequest(mode, p, o, model=spec.model, image=image, mask=mask, depth=depth,
                               origin=(region.x, region.y), canvas=canvas)
+    if ms.controls and any(c.active for c in spec.controls):
+        req = replace(req, controls=read_controls(doc, source, region, spec.controls))
     try:
         req = jobs.validate(req)
     except params.ValidationError as e:
         raise DockError(str(e), e.parameter) from None
     return PreparedJob(req, doc, source, region, target, describe(mode, p.prompt, source.name))
+
+
+def read_controls(doc: H.HostDocument, source: H.LayerInfo, region: Rect, specs) -> tuple:
+    """The active controls' pixels over exactly the region the job reads (or paints), in each control
+    layer's own layout, like the source layer's."""
+    if region.x < 0 or region.y < 0 or region.x + region.w > doc.size[0] or region.y + region.h > doc.size[1]:
+        raise DockError("Control layers need the painted area inside the canvas: choose a size no larger than "
+                        "the canvas, or select an area.", "controls")
+    out = []
+    for c in (c for c in specs if c.active):
+        info = doc.require_supported(c.layer or source.id)
+        if info.preview:
+            raise DockError("A control cannot be the dock's preview layer: pick another layer.", "controls")
+        out.append(controls.Control(c.type, doc.read_pixels(info.id, region), c.strength, c.start, c.end,
+                                    origin=(region.x, region.y)))
+    return tuple(out)

@@ -1,0 +1,126 @@
+"""The dock's control layers (issue 19) through pytest-qt: the list under the prompt, what the job builder
+sends (each control layer's own pixels over exactly the job's region, in its own layout), inactive and
+removed rows, modes without controls, a CMYK control layer refused by name, and the Make control layer
+mode's type choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plugin.diffusion_dock import host as H
+from plugin.diffusion_dock.panel.form import JobForm
+from plugin.diffusion_dock.session import job_builder
+
+from .memory_host import MemoryDocument
+
+U8 = H.ColorInfo("RGBA", "U8", "sRGB")
+F32_LINEAR = H.ColorInfo("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+W, HGT = 96, 64
+
+
+@pytest.fixture
+def doc():
+    d = MemoryDocument(W, HGT)
+    rng = np.random.default_rng(0)
+    d.add("photo", rng.integers(0, 256, (HGT, W, 4), dtype=np.uint8) | np.uint8(0), U8)
+    d.stack[0].pixels[..., 3] = 255
+    sketch = np.zeros((HGT, W, 4), np.float32)
+    sketch[20:24, 10:80] = 1.0
+    d.add("sketch", sketch, F32_LINEAR)
+    return d
+
+
+@pytest.fixture
+def form(qtbot, doc):
+    f = JobForm(lambda: None, doc.layers, lambda: doc.size)
+    qtbot.addWidget(f)
+    f.show()
+    return f
+
+
+def test_controls_list_shows_for_modes_with_controls(form):
+    form.set_mode("inpaint")
+    assert form.controls_box.isVisible()
+    form.set_mode("upscale")
+    assert not form.controls_box.isVisible()
+    form.set_mode("generate")
+    assert form.controls_box.isVisible()
+
+
+def test_a_control_row_sends_its_layers_pixels_over_the_jobs_region(qtbot, form, doc):
+    photo, sketch = doc.stack
+    form.set_mode("inpaint")
+    mask = np.zeros((HGT, W), np.uint8)
+    mask[10:40, 20:60] = 255
+    doc.select(mask)
+    form.controls_box.add_button.click()
+    row = form.controls_box.rows[0]
+    assert row.layer.currentText() == "Active layer"        # the default source
+    row.layer.setCurrentIndex(row.layer.findData(sketch.id))
+    row.type.setCurrentIndex(row.type.findData("canny"))
+    row.strength.setValue(1.4)
+    row.start.setValue(0.1)
+    row.end.setValue(0.7)
+    form.controls_box.add_button.click()                     # a second row, on the active layer, then off
+    form.controls_box.rows[1].active.setChecked(False)
+    prepared = job_builder.build(doc, photo.id, form.spec())
+    req = prepared.request
+    assert len(req.controls) == 1
+    c = req.controls[0]
+    assert (c.type, c.strength, c.start, c.end) == ("canny", pytest.approx(1.4), pytest.approx(0.1), pytest.approx(0.7))
+    r = prepared.region
+    assert c.origin == (r.x, r.y) == req.origin
+    assert (c.image.width, c.image.height) == (r.w, r.h) == (req.image.width, req.image.height)
+    assert c.image.format == "RGBA_F32" and c.image.linear      # the control layer's own layout
+    expected = sketch.pixels[r.y:r.y + r.h, r.x:r.x + r.w]
+    assert c.image.data == np.ascontiguousarray(expected).tobytes()
+    # the wire form carries it
+    assert "control0" in req.to_dict()["buffers"]
+    form.controls_box.rows[1].active.setChecked(True)
+    both = job_builder.build(doc, photo.id, form.spec()).request.controls
+    assert both[1].image.data == np.ascontiguousarray(photo.pixels[r.y:r.y + r.h, r.x:r.x + r.w]).tobytes()
+    form.controls_box.remove(form.controls_box.rows[0])
+    assert [c.type for c in job_builder.build(doc, photo.id, form.spec()).request.controls] == ["scribble"]
+
+
+def test_bad_control_is_named_and_outlined(form, doc):
+    photo, _ = doc.stack
+    form.set_mode("generate")
+    form.width_box.setValue(512)
+    form.height_box.setValue(512)
+    form.controls_box.add_button.click()
+    with pytest.raises(job_builder.DockError) as e:       # larger than the canvas: no control layer there
+        job_builder.build(doc, photo.id, form.spec())
+    assert e.value.parameter == "controls" and "inside the canvas" in str(e.value)
+    form.size_from_canvas()
+    row = form.controls_box.rows[0]
+    row.start.setValue(0.8)
+    row.end.setValue(0.2)
+    with pytest.raises(job_builder.DockError) as e:
+        job_builder.build(doc, photo.id, form.spec())
+    assert e.value.parameter == "controls[0].end"
+    form.mark_invalid(e.value.parameter)
+    assert form.controls_box in form.invalid_widgets()
+
+
+def test_a_cmyk_control_layer_is_refused_by_name(form, doc):
+    photo, _ = doc.stack
+    cmyk = doc.add("print", np.zeros((HGT, W, 5), np.uint8), H.ColorInfo("CMYKA", "U8", "proof"))
+    doc.select(np.full((HGT, W), 255, np.uint8))
+    form.set_mode("inpaint")
+    form.controls_box.add_button.click()
+    row = form.controls_box.rows[0]
+    row.refresh()
+    row.layer.setCurrentIndex(row.layer.findData(cmyk.id))
+    with pytest.raises(H.UnsupportedColorModel) as e:
+        job_builder.build(doc, photo.id, form.spec())
+    assert "print" in str(e.value)
+
+
+def test_make_control_layer_mode_offers_the_preprocessor_types(form, doc):
+    form.set_mode("preprocess")
+    assert form.control_type.isVisible() and not form.controls_box.isVisible()
+    form.control_type.setCurrentIndex(form.control_type.findData("lineart"))
+    req = job_builder.build(doc, doc.stack[0].id, form.spec()).request
+    assert req.mode == "preprocess" and req.options.control_type == "lineart"

@@ -1,0 +1,111 @@
+"""Control pictures and the command line of control layers (issue 19): each OpenCV preprocessor on the
+sample image as a property test (size, range, grey, something found), depth through the tiny depth model,
+``python -m core preprocess`` and ``--control`` on generate and inpaint, in a real subprocess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from core.raster import preprocess
+
+from .conftest import ROOT
+from .test_cli import run_cli
+
+SAMPLE = ROOT / "resources" / "sample.png"
+
+
+def sample_rgb() -> np.ndarray:
+    return np.asarray(Image.open(SAMPLE).convert("RGB"), np.float32) / 255.0
+
+
+@pytest.mark.parametrize("kind", preprocess.OPENCV_TYPES)
+def test_preprocessor_on_the_sample_image(kind):
+    rgb = sample_rgb()
+    out = preprocess.preprocess(kind, rgb)
+    assert out.shape == rgb.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])   # grey
+    # the ball and the horizon give strokes, but most of the picture is background (black)
+    assert 0.002 < float((out[..., 0] > 0.5).mean()) < 0.5
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(kind=st.sampled_from(preprocess.OPENCV_TYPES), w=st.integers(1, 90), h=st.integers(1, 90),
+       seed=st.integers(0, 2**16), flat=st.booleans())
+def test_preprocessor_properties(kind, w, h, seed, flat):
+    rng = np.random.default_rng(seed)
+    rgb = np.full((h, w, 3), 0.4, np.float32) if flat else rng.random((h, w, 3), dtype=np.float32)
+    out = preprocess.preprocess(kind, rgb)
+    assert out.shape == (h, w, 3) and np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
+    if flat:
+        assert out.max() == 0.0   # nothing to find in a flat picture
+
+
+def test_cli_preprocess_each_type_and_the_selection(tiny_root, tmp_path):
+    for kind in ("canny", "softedge", "lineart", "scribble", "depth"):
+        out = tmp_path / f"{kind}.png"
+        r = run_cli("preprocess", kind, "--image", SAMPLE, "--out", out, env={"DD_MODELS_DIR": str(tiny_root)})
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == [str(out)]
+        a = np.asarray(Image.open(out).convert("RGB"))
+        assert a.shape[:2] == Image.open(SAMPLE).size[::-1]
+        assert a.std() > 0, kind
+    mask = ROOT / "resources" / "sample_mask.png"
+    out = tmp_path / "sel.png"
+    r = run_cli("preprocess", "canny", "--image", SAMPLE, "--mask", mask, "--out", out)
+    assert r.returncode == 0, r.stderr
+    src, got = np.asarray(Image.open(SAMPLE).convert("RGB")), np.asarray(Image.open(out).convert("RGB"))
+    outside = np.asarray(Image.open(mask).convert("L")) == 0
+    assert np.array_equal(got[outside], src[outside])
+    r = run_cli("preprocess", "pose", "--image", SAMPLE, "--out", tmp_path / "p.png")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "TYPE" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def controlnets(tiny_root):
+    from core.devtools.tiny_models import build_controlnet
+
+    return build_controlnet(tiny_root / "controlnet-canny")
+
+
+def test_cli_generate_and_inpaint_with_controls(tiny_root, controlnets, tmp_path):
+    env = {"DD_MODELS_DIR": str(tiny_root)}
+    edges = tmp_path / "edges.png"
+    Image.fromarray((preprocess.canny(np.random.default_rng(0).random((128, 128, 3), dtype=np.float32))
+                     * 255).astype(np.uint8)).save(edges)
+    plain, ctl = tmp_path / "plain.png", tmp_path / "ctl.png"
+    common = ["--model", tiny_root / "sd2-1-base", "--prompt", "x", "--width", 128, "--height", 128, "--steps", 3,
+              "--seed", 4]
+    assert run_cli("generate", *common, "--out", plain, env=env).returncode == 0
+    r = run_cli("generate", *common, "--control", f"canny:{edges}:1.5:0:0.8", "--control", f"canny:{edges}:0.5",
+                "--out", ctl, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(ctl)))
+    inp = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)).save(inp)
+    r = run_cli("inpaint", "--model", tiny_root / "sd2-inpainting", "--image", inp, "--prompt", "x", "--steps", 2,
+                "--control", f"canny:{edges}", "--out", tmp_path / "i.png", env=env)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("control, needle, code", [
+    ("canny:{small}", "never stretched", 2),
+    ("canny:{edges}:3", "controls[0].strength", 2),
+    ("canny:{edges}:1:0.8:0.2", "controls[0].end", 2),
+    ("pose:{edges}", "python -m installer models download controlnet-pose", 3),
+    ("canny:{missing}", "missing.png", 2),
+])
+def test_cli_bad_controls_exit_with_one_line(tiny_root, controlnets, tmp_path, control, needle, code):
+    edges, small = tmp_path / "edges.png", tmp_path / "small.png"
+    Image.new("RGB", (128, 128)).save(edges)
+    Image.new("RGB", (96, 96)).save(small)
+    spec = control.format(edges=edges, small=small, missing=tmp_path / "missing.png")
+    r = run_cli("generate", "--model", tiny_root / "sd2-1-base", "--width", 128, "--height", 128, "--steps", 1,
+                "--control", spec, "--out", tmp_path / "o.png", "--quiet", env={"DD_MODELS_DIR": str(tiny_root)})
+    assert r.returncode == code, r.stderr
+    assert needle in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "o.png").exists()
