@@ -38,6 +38,7 @@ from ..link.protocol import (
     message,
     request_of,
 )
+from ..models import remote
 from .fairqueue import FairQueue, QueueFull
 from .replica import is_final
 from .tokens import TokenError, TokenStore
@@ -198,6 +199,7 @@ class Gateway:
             return
         try:
             req = validate(request_of(msg))
+            remote.check_names(req, self.cfg.models)   # artists name models and files, never server paths
             model_id = self.model_id(req)
         except ValidationError as e:
             conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))

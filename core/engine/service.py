@@ -19,7 +19,7 @@ from .. import __version__, pipelines
 from ..contract.catalog import CATALOG, MODE_MODELS
 from ..contract.events import Capabilities
 from ..contract.jobcontrol import Cancelled, JobControl
-from ..contract.jobs import EDITOR_FORMATS, NAMED_FILE_FIELDS, JobRequest, JobResult, validate
+from ..contract.jobs import EDITOR_FORMATS, JobRequest, JobResult, validate
 from ..contract.modes import MODES
 from ..contract.params import ValidationError
 from ..link import bulk
@@ -181,19 +181,9 @@ class EngineService:
                 raise ValidationError("mode", f"mode {req.mode!r} is not available in this engine "
                                               f"(version {__version__})")
             if conn.needs_token:    # a remote client names installed models, never server paths
-                from ..models import adapters
-                from ..models.resolver import check_remote_model
+                from ..models import remote
 
-                where = self._models.models_dir if self._models else self._models_dir
-                for name in NAMED_FILE_FIELDS:
-                    check_remote_model(getattr(req, name), where)
-                for i, c in enumerate(req.controls):    # a ControlNet: a catalogue key or an installed name
-                    try:
-                        check_remote_model(c.model, where)
-                    except ValidationError as e:
-                        raise ValidationError(f"controls[{i}].model", str(e)) from None
-                adapters.check_remote("loras", [f for f, _ in req.params.loras], where)
-                adapters.check_remote("embeddings", list(req.params.embeddings), where)
+                remote.check_request(req, self._models.models_dir if self._models else self._models_dir)
         except ValidationError as e:
             conn.send(error("invalid_parameter", str(e), job_id=job_id, parameter=e.parameter))
             return None
