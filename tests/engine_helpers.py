@@ -162,7 +162,7 @@ class ServeProcess:
     def hello(self, sock, **fields) -> P.Message:
         """Say hello with the token on ``sock``; the engine's answer."""
         sock.sendall(P.encode_bytes(P.hello(token=self.token, **fields)))
-        f = sock.makefile("rb")
+        f = sock.makefile("rb", buffering=0)   # unbuffered: a later read gets what this one did not use
         while True:
             msg = P.read_message(f.read)
             if msg is None or msg.type in ("hello", "error"):

@@ -374,9 +374,9 @@ def test_odd_but_well_formed_requests_are_refused_or_run(service, case_):
     assert reason == "eof"
     job = [m for m in replies if m.get("job_id") is not None]
     if not P.valid_job_id(job_id):  # refused without naming the job: its id cannot be sent back
-        assert job == []
-        assert [m.get("parameter") for m in replies if m.type == "error" and m.get("code") == "bad_message"] \
-            == ["job_id"]
+        assert job == []    # refused once: for its id, or for its payloads when those are checked first
+        assert len([m for m in replies if m.type == "error" and m.get("code") in ("bad_message",
+                                                                                  "invalid_parameter")]) == 1
         return
     accepted = [m for m in job if m.type == "accepted"]
     ends = [m for m in job if m.type in ("result", "cancelled", "error")]

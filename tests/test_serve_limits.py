@@ -51,7 +51,7 @@ def frame(header: dict, payload_sizes=()) -> bytes:
 def read_until(sock, predicate, timeout: float = 120):
     """Messages from ``sock`` until ``predicate(msg)`` (that one included) or the end of the stream."""
     sock.settimeout(timeout)
-    f = sock.makefile("rb")
+    f = sock.makefile("rb", buffering=0)   # unbuffered: a later read gets what this one did not use
     out = []
     try:
         while (m := P.read_message(f.read)) is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..contract.jobs import check_buffer_header
 from ..contract.params import ValidationError, shown
-from ..link.protocol import Message, MessageError, job_id_of
+from ..link.protocol import MessageError, job_id_or_none
 
 
 def check_declared(header: dict, sizes: list[int]) -> None:
@@ -18,7 +18,7 @@ def check_declared(header: dict, sizes: list[int]) -> None:
     kind = header.get("type")
     if kind != "submit":
         raise MessageError("bad_message", f"{shown(kind)} messages carry no payloads, got {len(sizes)}")
-    job_id = job_id_of(Message(header, []))    # a job id that cannot be sent back is the first thing wrong
+    job_id = job_id_or_none(header)
     names = header.get("buffers")
     if (not isinstance(names, list) or len(names) != len(sizes) or not all(isinstance(n, str) for n in names)
             or len(set(names)) != len(names)):
