@@ -139,6 +139,7 @@ def mode_request(mode):
         "expand": JobRequest("expand", Params(prompt="a meadow", steps=1, seed=4), Options(expand_right=16),
                              image=small),
         "live": JobRequest("live", Params(prompt="glass", steps=2, seed=4, strength=0.5), image=image, mask=mask),
+        "preprocess": JobRequest("preprocess", options=Options(control_type="softedge"), image=image, mask=mask),
     }[mode]
 
 

@@ -11,7 +11,7 @@ from core.contract.jobs import Options, validate
 from core.contract.plan import plan_region_job
 from core.pipelines import inpaint as ip
 from core.pipelines import regionjob, run_job
-from core.pipelines.common import encode_image
+from core.pipelines.common import encode_image, with_sampler
 from core.raster.pixels import as_array
 
 from .helpers import inpaint_request, rect_mask
@@ -95,9 +95,12 @@ def test_fill_counts_only_below_strength_1_and_more_as_strength_falls(models):
 
 def test_fill_pulls_the_result_toward_the_filled_image(models):
     """At low strength, the result is closer to (the VAE's rendering of) the filled image than the
-    result of starting from the original is: measured 0.14 against 0.18 mean abs difference.  One step
-    (the tiny models' random UNet moves the image away from its start at every step)."""
+    result of starting from the original is: measured 0.13 against 0.18 mean abs difference.  One step
+    of DPM++ 2M Karras, whose last noise level is small: the tiny models' random UNet moves the image
+    away from its start at every step, the more so the noisier the step (the linear spacing's last step
+    of 7 starts at t≈140, where both starts end up 0.16 from the filled image)."""
     req, pipe, plan, work = prepared(models, "fill", strength=0.15, steps=1)
+    pipe = with_sampler(pipe, "dpmpp_2m_karras")
     filled = ip.prefill(req, work, models, JobControl())
     lat = encode_image(pipe, filled)
     with torch.inference_mode():
