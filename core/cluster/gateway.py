@@ -27,11 +27,10 @@ from .. import __version__
 from ..contract.catalog import CATALOG, MODE_MODELS
 from ..contract.jobs import validate
 from ..contract.params import ValidationError
+from ..engine import handshake
 from ..link.protocol import (
     Message,
-    MessageError,
     capabilities_of,
-    check_hello,
     error,
     hello,
     job_id_of,
@@ -92,6 +91,9 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._conns: list = []
         self.lock = threading.RLock()
+        self._handlers = {"submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
+                          "capabilities": self._send_capabilities, "heartbeat": lambda c, m: None,
+                          "shutdown": self._refuse_shutdown, "hello": self._hello_again}
         self._tasks: set = set()
         self._next_check = 0.0
 
@@ -115,39 +117,13 @@ class Gateway:
             log.info("%s left: cancelled its %d job(s)", conn.name, len(mine))
 
     def handle(self, conn, msg: Message) -> str | None:
-        if not conn.ready:
-            if msg.type != "hello":
-                conn.last_word(error("unauthorized", "say hello with your token first", fatal=True))
-                return "unauthorized"
-            return self._hello(conn, msg)
-        handler = {"submit": self._submit, "cancel": self._cancel, "cancel_all": self._cancel_all,
-                   "capabilities": self._send_capabilities, "heartbeat": lambda c, m: None,
-                   "shutdown": self._refuse_shutdown, "hello": self._hello_again}.get(msg.type)
-        if handler is None:
-            conn.send(error("unknown_message", f"unknown message type {msg.type[:60]!r}"))
-            return None
-        return handler(conn, msg)
+        return handshake.route(conn, msg, self._handlers, self._hello, token_required=True)
 
     def _hello(self, conn, msg: Message) -> str | None:
         try:
-            check_hello(msg)
-        except MessageError as e:
-            conn.last_word(error(e.code, str(e), fatal=True))
-            return e.code
-        try:
-            artist = self.tokens.verify(msg.get("token"))
-        except TokenError as e:
-            log.warning("%s: refused: %s token", conn.name, e.reason if msg.get("token") else "missing")
-            conn.last_word(error("unauthorized", str(e), fatal=True))
-            return "unauthorized"
-        busy = conn.admit()      # the server's cap on authenticated connections (serve.Pool)
-        if busy:
-            log.warning("%s: refused: %s", conn.name, busy)
-            conn.last_word(error("server_busy", busy, fatal=True))
-            return "server_busy"
-        beat = msg.get("heartbeat")
-        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
-            conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
+            artist = handshake.accept_hello(conn, msg, lambda token: self._artist(conn, token))
+        except handshake.Refused as e:
+            return e.close(conn)
         conn.artist = artist
         conn.ready = True
         conn.send(hello(engine_version=__version__, pid=os.getpid(), python=platform.python_version(),
@@ -157,6 +133,14 @@ class Gateway:
         if self.capabilities is not None:
             conn.send(message("capabilities", capabilities=self.capabilities))
         return None
+
+    def _artist(self, conn, token):
+        """The artist whose token this is (``tokens``)."""
+        try:
+            return self.tokens.verify(token)
+        except TokenError as e:
+            log.warning("%s: refused: %s token", conn.name, e.reason if token else "missing")
+            raise handshake.Refused("unauthorized", str(e)) from None
 
     def _hello_again(self, conn, msg: Message) -> None:
         conn.send(error("bad_message", "hello was already exchanged on this connection"))

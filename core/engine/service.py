@@ -26,9 +26,7 @@ from ..link import bulk
 from ..link.protocol import (
     PROTOCOL_VERSION,
     Message,
-    MessageError,
     capabilities,
-    check_hello,
     error,
     hello,
     job_id_of,
@@ -37,6 +35,7 @@ from ..link.protocol import (
     request_of,
     result,
 )
+from . import handshake
 from .jobqueue import DuplicateJob, Job, JobQueue, Outcome, QueueClosed
 from .queuenews import QueueNews
 
@@ -114,42 +113,13 @@ class EngineService:
 
     def handle(self, conn, msg: Message) -> str | None:
         """Handle one message; returns a reason to end the connection, or None to carry on."""
-        kind = msg.type
-        if not conn.ready:
-            if kind != "hello":
-                if conn.needs_token:
-                    conn.last_word(error("unauthorized", "say hello with the engine's token first", fatal=True))
-                    return "unauthorized"
-                conn.send(error("hello_required", f"{kind}: say hello first"))
-                return None
-            return self._hello(conn, msg)
-        handler = self._handlers.get(kind)
-        if handler is None:
-            conn.send(error("unknown_message", f"unknown message type {kind[:60]!r}"))
-            return None
-        return handler(conn, msg)
+        return handshake.route(conn, msg, self._handlers, self._hello, token_required=conn.needs_token)
 
     def _hello(self, conn, msg: Message) -> str | None:
         try:
-            check_hello(msg)
-        except MessageError as e:
-            conn.last_word(error(e.code, str(e), fatal=True))
-            return e.code
-        if conn.needs_token:
-            token = msg.get("token")
-            if not (isinstance(token, str) and self.token
-                    and hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode())):
-                log.warning("%s: refused: %s token", conn.name, "wrong" if token else "missing")
-                conn.last_word(error("unauthorized", "wrong or missing token", fatal=True))
-                return "unauthorized"
-        busy = conn.admit()
-        if busy:
-            log.warning("%s: refused: %s", conn.name, busy)
-            conn.last_word(error("server_busy", busy, fatal=True))
-            return "server_busy"
-        beat = msg.get("heartbeat")
-        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
-            conn.heartbeat_every = min(max(float(beat), 0.05), 60.0)
+            handshake.accept_hello(conn, msg, lambda token: self._check_token(conn, token))
+        except handshake.Refused as e:
+            return e.close(conn)
         conn.ready = True
         offered = msg.get("bulk_dir")
         if getattr(conn, "bulk_allowed", False) and isinstance(offered, str) and offered == bulk.directory():
@@ -167,6 +137,13 @@ class EngineService:
 
     def _hello_again(self, conn, msg: Message) -> None:
         conn.send(error("bad_message", "hello was already exchanged on this connection"))
+
+    def _check_token(self, conn, token) -> None:
+        """A connection made with ``needs_token`` (a remote one) presents the engine's token."""
+        if conn.needs_token and not (isinstance(token, str) and self.token
+                                     and hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode())):
+            log.warning("%s: refused: %s token", conn.name, "wrong" if token else "missing")
+            raise handshake.Refused("unauthorized", "wrong or missing token")
 
     # --- jobs -----------------------------------------------------------------------------------
 
