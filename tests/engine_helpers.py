@@ -193,27 +193,33 @@ class ServeProcess:
             return self.proc.wait()
 
 
+def socket_connection(service, name: str, **kw):
+    """(our socket, the service's ``Connection`` on the other end of a socket pair): the stdio engine's
+    connection, reading and writing a socket instead of pipes; closing it shuts its end."""
+    import socket
+
+    from core.engine.connection import Connection
+
+    ours, theirs = socket.socketpair()
+    reader = theirs.makefile("rb")
+
+    def close():
+        try:
+            theirs.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        reader.close()
+        theirs.close()
+
+    return ours, Connection(service, reader.read, theirs.sendall, name=name, close=close, **kw)
+
+
 class SocketPeer:
     """A client of an in-process ``EngineService`` over a socket pair (the stdio engine's ``Connection``):
     it sends frames, and a thread collects every message with the bytes its frame took."""
 
     def __init__(self, service, **kw):
-        import socket
-
-        from core.engine.connection import Connection
-
-        self.ours, theirs = socket.socketpair()
-        reader = theirs.makefile("rb")
-
-        def close():
-            try:
-                theirs.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            reader.close()
-            theirs.close()
-
-        self.conn = Connection(service, reader.read, theirs.sendall, name="peer", close=close, **kw)
+        self.ours, self.conn = socket_connection(service, "peer", **kw)
         self.thread = threading.Thread(target=self.conn.serve, daemon=True)
         self.thread.start()
         self.messages: list = []

@@ -20,11 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.contract.jobs import MODES, PIXEL_FORMATS, ImageBuffer, JobRequest, Options, Params
-from core.engine.connection import Connection
 from core.engine.service import EngineService
 from core.link import protocol as P
 
-from .engine_helpers import LONG, RawEngine, engine_env
+from .engine_helpers import LONG, RawEngine, engine_env, socket_connection
 
 # Fuzzed frames sent, per transport (a case's frames, not counting the marker that checks the reply).
 COUNTS = {"in-process": 0, "stdio": 0}
@@ -204,18 +203,7 @@ def converse(service, data: bytes, timeout: float = 120, until_done: bool = Fals
     """Send ``data`` on a fresh connection, close our side, return (reply messages, why it ended).
 
     ``until_done``: keep the connection open until every accepted job has sent its final message."""
-    ours, theirs = socket.socketpair()
-    reader = theirs.makefile("rb")
-
-    def close():
-        try:
-            theirs.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        reader.close()
-        theirs.close()
-
-    conn = Connection(service, reader.read, theirs.sendall, name="fuzz", close=close)
+    ours, conn = socket_connection(service, "fuzz")
     ended = {}
     t = threading.Thread(target=lambda: ended.setdefault("reason", conn.serve()), daemon=True)
     t.start()

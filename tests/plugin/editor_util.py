@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from plugin.diffusion_dock.editor import pixels
+from plugin.diffusion_dock.editor.document import EditorDocument
+from plugin.diffusion_dock.editor.window import EditorWindow
 from plugin.diffusion_dock.runtime.coreapi import geometry
 from plugin.diffusion_dock.runtime.qt import QPoint, QPointF, Qt
 
@@ -34,3 +36,19 @@ def drag(qtbot, canvas, points, modifiers=Qt.KeyboardModifier.NoModifier, button
     for p in wp[1:]:
         qtbot.mouseMove(canvas, p)
     qtbot.mouseRelease(canvas, button, modifiers, wp[-1])
+
+
+def open_window(qtbot, session, width: int, height: int, seed: int, name: str):
+    """(a shown editor window with the dock on ``session``, its one layer's pixels): a new document whose
+    layer is opaque noise from ``seed`` (B, G, R, A order), with nothing to undo; closing it asks nothing."""
+    doc = EditorDocument.new(width, height, name)
+    src = np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
+    src[..., 3] = 255
+    pixels.write_rect(doc.layers[0].image, 0, 0, width, height, src.tobytes())
+    doc.undo_stack.clear()
+    win = EditorWindow(doc, session=session)
+    win.confirm_close = False
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    return win, src

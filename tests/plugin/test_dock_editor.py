@@ -17,7 +17,7 @@ from plugin.diffusion_dock.editor.window import EditorWindow
 from plugin.diffusion_dock.runtime.qt import Qt
 
 from .dock_util import close_session, make_session, spin_until, wait_job
-from .editor_util import layer_array
+from .editor_util import layer_array, open_window
 
 W, H = 96, 64
 
@@ -31,18 +31,7 @@ def session(qapp, tiny_root, tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, session):
-    rng = np.random.default_rng(3)
-    doc = EditorDocument.new(W, H, "dock-test")
-    src = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
-    src[..., 3] = 255
-    pixels.write_rect(doc.layers[0].image, 0, 0, W, H, src.tobytes())
-    doc.undo_stack.clear()
-    win = EditorWindow(doc, session=session)
-    win.confirm_close = False
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.source = src
+    win, win.source = open_window(qtbot, session, W, H, 3, "dock-test")
     yield win
     for w in list(EditorWindow.windows):
         if w is not win:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
-import numpy as np
 import pytest
 
 from core.devtools import tiny_adapters as T
 from plugin.diffusion_dock.editor import pixels
-from plugin.diffusion_dock.editor.document import EditorDocument
-from plugin.diffusion_dock.editor.window import EditorWindow
 
 from .dock_util import close_session, make_session, spin_until, wait_job
+from .editor_util import open_window
 
 W, H = 64, 64
 
@@ -41,14 +39,7 @@ def session(qapp, models, tmp_path_factory):
 def test_choices_come_from_the_engine_are_saved_per_mode_and_recorded(qtbot, session, tmp_path):
     if importlib.util.find_spec("peft") is None:
         pytest.skip("peft is not installed (pyproject lists it)")
-    doc = EditorDocument.new(W, H, "models-test")
-    src = np.random.default_rng(2).integers(0, 256, (H, W, 4), dtype=np.uint8)
-    src[..., 3] = 255
-    pixels.write_rect(doc.layers[0].image, 0, 0, W, H, src.tobytes())
-    win = EditorWindow(doc, session=session)
-    win.confirm_close = False
-    qtbot.addWidget(win)
-    win.show()
+    win, _ = open_window(qtbot, session, W, H, 2, "models-test")
     panel, form = win.panel, win.panel.form
     session.start_engine()
     spin_until(lambda: session.capabilities is not None, 120, "the engine's capabilities")
@@ -69,7 +60,7 @@ def test_choices_come_from_the_engine_are_saved_per_mode_and_recorded(qtbot, ses
 
     mask = pixels.new_mask(W, H)
     pixels.write_rect(mask, 16, 16, 24, 24, bytes([255]) * 24 * 24)
-    doc.set_selection(mask)
+    win.document.set_selection(mask)
     form.prompt.setPlainText("a tinystyle cat")
     form.steps.setValue(2)
     form.seed.setText("5")

@@ -20,8 +20,6 @@ import pytest
 
 from plugin.diffusion_dock import host as H
 from plugin.diffusion_dock.editor import pixels
-from plugin.diffusion_dock.editor.document import EditorDocument
-from plugin.diffusion_dock.editor.window import EditorWindow
 from plugin.diffusion_dock.runtime.coreapi import events, jobs
 from plugin.diffusion_dock.runtime.qt import QObject, Qt, Signal
 from plugin.diffusion_dock.session.job_builder import JobSpec
@@ -29,7 +27,7 @@ from plugin.diffusion_dock.session.live import LiveSession
 from plugin.diffusion_dock.session.results import ResultActions
 
 from .dock_util import close_session, make_session, spin_until
-from .editor_util import layer_array
+from .editor_util import layer_array, open_window
 from .memory_host import MemoryDocument, MemoryHost
 
 U8 = H.ColorInfo("RGBA", "U8", H.SRGB_PROFILE)
@@ -263,17 +261,7 @@ def session(qapp, tiny_root, tmp_path_factory):
 
 @pytest.fixture
 def window(qtbot, session):
-    rng = np.random.default_rng(5)
-    doc = EditorDocument.new(W, H_, "live-test")
-    src = rng.integers(0, 256, (H_, W, 4), dtype=np.uint8)
-    src[..., 3] = 255
-    pixels.write_rect(doc.layers[0].image, 0, 0, W, H_, src.tobytes())
-    doc.undo_stack.clear()
-    win = EditorWindow(doc, session=session)
-    win.confirm_close = False
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
+    win, _ = open_window(qtbot, session, W, H_, 5, "live-test")
     win.panel.set_mode("live")
     win.panel.form.prompt.setPlainText("a glass vase")
     yield win
