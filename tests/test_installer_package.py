@@ -41,6 +41,24 @@ def krita_importer():
     return module
 
 
+def zip_import(release: Path):
+    """What the artist does with the zip, for ``run_gui_scenario``'s ``install``: into a fresh HOME, Krita's
+    importer puts the zip's plugin in place and enables it as its dialog does (``python`` /
+    ``enable_diffusion_dock=true``); returns the pykrita folder."""
+    from installer import kritarc
+
+    importer = krita_importer()
+
+    def install(home: Path) -> Path:
+        resources = home / ".local" / "share" / "krita"
+        resources.mkdir(parents=True)
+        importer.PluginImporter(str(release), str(resources), lambda p: True).import_all()
+        kritarc.write_key(home / ".config" / "kritarc", "enable_diffusion_dock", "true")
+        return resources / "pykrita"
+
+    return install
+
+
 def test_the_zip_holds_the_plugin_its_engine_and_a_stamp(release):
     z = zipfile.ZipFile(release)
     names = set(z.namelist())
@@ -99,18 +117,10 @@ def test_krita_5_1s_own_importer_finds_and_copies_everything(release, tmp_path):
 def test_real_krita_loads_the_plugin_imported_from_the_zip(release, tmp_path):
     """A fresh HOME: Krita's importer puts the zip's plugin in place and enables it as its dialog does
     (``python`` / ``enable_diffusion_dock=true``); Krita starts with the docker, actions and menus."""
-    from installer import kritarc
 
     from .plugin.krita_gui import run_gui_scenario
 
-    importer = krita_importer()
-
-    def import_zip(home: Path) -> Path:
-        resources = home / ".local" / "share" / "krita"
-        resources.mkdir(parents=True)
-        importer.PluginImporter(str(release), str(resources), lambda p: True).import_all()
-        kritarc.write_key(home / ".config" / "kritarc", "enable_diffusion_dock", "true")
-        return resources / "pykrita"
+    import_zip = zip_import(release)
 
     results, _, proc = run_gui_scenario(tmp_path / "home", install=import_zip, DD_DRIVER_REGISTRATION_ONLY="1",
                                         timeout=240)
@@ -134,23 +144,15 @@ def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, t
     import time
 
     from core.devtools import tiny_adapters as T
-    from installer import kritarc
 
     from .plugin.krita_gui import run_gui_scenario
     from .test_installer_setup import make_ready_venv, tiny_hub
 
-    importer = krita_importer()
+    import_zip = zip_import(release)
     venv = make_ready_venv(tmp_path)
     models = tmp_path / "models"
     T.save(T.lora_state(tiny_root / "sd2-inpainting", seed=1), models / "loras" / "tiny-lora.safetensors")
     hub, handle = tiny_hub(tiny_root)
-
-    def import_zip(home: Path) -> Path:
-        resources = home / ".local" / "share" / "krita"
-        resources.mkdir(parents=True)
-        importer.PluginImporter(str(release), str(resources), lambda p: True).import_all()
-        kritarc.write_key(home / ".config" / "kritarc", "enable_diffusion_dock", "true")
-        return resources / "pykrita"
 
     t0 = time.monotonic()
     try:
