@@ -123,6 +123,9 @@ def test_same_code_runs_on_pyqt5_from_system_python(tmp_path):
         box = qt.QtWidgets.QMessageBox()
         assert hasattr(box, "exec")
         assert qasync().QtModuleName == "PyQt5"
+        qt.QTimer.singleShot(0, app.quit)     # the way out a host takes: the hook leaves with aboutToQuit
+        app.exec()
+        assert not hook.installed
         print("ok")
     """)
     # qasync alone (not the venv's site-packages, which hold PyQt6).

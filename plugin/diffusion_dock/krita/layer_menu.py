@@ -48,6 +48,9 @@ class LayerMenuHook(QObject):
             self.failed = "no QApplication"
             return False
         app.installEventFilter(self)
+        # Out before the application goes: a filter still installed while the interpreter shuts down is
+        # called for the widgets' last events with half its Python gone (a crash on exit, PyQt5).
+        app.aboutToQuit.connect(self.uninstall)
         self.installed = True
         return True
 
