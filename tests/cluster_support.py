@@ -1,7 +1,8 @@
 """A local Ray cluster on 127.0.0.1 and a gateway in front of it, for the ``cluster`` tests and the benchmark.
 
 ``RayHead`` runs ``ray start --head --block`` in its own process group (so every process Ray starts,
-replicas included, is stopped with it, by that group's id); ``Gateway`` runs ``python -m core serve
+replicas included, is stopped with it, by that group's id); ``RayNode`` adds a second node the same way
+(a test loses it by killing its group); ``Gateway`` runs ``python -m core serve
 --cluster`` against it with a config and a tokens file of its own.
 """
 
@@ -83,6 +84,71 @@ class RayHead:
         stop_group(self.proc)
         self.log.close()
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+class RayNode:
+    """A second Ray node on this machine: ``ray start --address=HEAD --block`` on 127.0.0.1 in its own process
+    group. ``lose()`` kills the whole group at once (raylet, object store, agents, the replicas on it) with
+    SIGKILL, as when a machine loses its power or network: nothing on it says goodbye to the cluster."""
+
+    def __init__(self, head: RayHead, num_cpus: int = 1, env: dict | None = None):
+        self.log = open(Path(head.temp) / f"node-{free_port()}.log", "w+")
+        ray = Path(sys.executable).with_name("ray")
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc = subprocess.Popen(
+            [str(ray), "start", f"--address={head.address}", "--block", "--node-ip-address=127.0.0.1",
+             f"--num-cpus={num_cpus}", "--num-gpus=0", "--disable-usage-stats", "--object-store-memory=134217728"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start (node) exited {self.proc.returncode}: {self.output()[-2000:]}")
+            if "Ray runtime started" in self.output():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the Ray node did not start within {timeout:g} s: {self.output()[-2000:]}")
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def processes(self) -> set[int]:
+        """The node's processes: ``ray start`` and its descendants (Ray's workers have their own sessions)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = set(), [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found.add(pid)
+                todo += children.get(pid, [])
+        return found
+
+    def holds(self, pid: int) -> bool:
+        """Whether process ``pid`` (a replica's) runs on this node."""
+        return pid in self.processes()
+
+    def lose(self) -> None:
+        """Every process of the node killed at once (SIGKILL)."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        stop_group(self.proc, grace=5.0)
+        self.log.close()
 
 
 def cluster_yaml(path: Path, tiny_root: Path, *, replicas=2, models=("sd2-inpainting",),

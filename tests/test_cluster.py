@@ -190,6 +190,7 @@ def test_jobs_go_to_the_replica_that_holds_their_model(cluster):
     after = boss.cluster["routing"]
     hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
     assert (hits, misses) == (5, 1), after
+    assert boss.cluster["missed"][-1:] == [["dan", "m0"]], boss.cluster["missed"]   # the first job: a cold load
     assert boss.cluster["models"] == {"sd2-1-base": 1, "sd2-inpainting": 1}, boss.cluster["models"]
     stop(c, dan, boss)
 

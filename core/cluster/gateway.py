@@ -62,6 +62,7 @@ class GatewayJob:
     cancel_requested: bool = False
     replica: str | None = None
     stream: object = None
+    lost_by: str = ""                 # how the last loss reached the gateway (a Ray exception's name)
     submitted: float = field(default_factory=time.monotonic)
 
     @property
@@ -86,6 +87,7 @@ class Gateway:
         self.replicas: dict[str, dict] = {}           # replica id -> its last report
         self.status: dict = {}
         self.routing = {"hits": 0, "misses": 0}         # jobs that found their model loaded on their replica
+        self.missed: deque = deque(maxlen=20)          # (artist, job id) of the recent misses
         self.capabilities = capabilities
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -255,8 +257,8 @@ class Gateway:
                                              f"{job.attempts} times (process killed or machine gone); the job "
                                              f"did not finish: submit it again", job_id=job.job_id))
                     break
-                log.warning("job %s of %s: its replica died; running it again from the start (%d of %d)",
-                            job.job_id, job.artist, job.attempts, self.cfg.retries)
+                log.warning("job %s of %s: its replica died (%s); running it again from the start (%d of %d)",
+                            job.job_id, job.artist, job.lost_by, job.attempts, self.cfg.retries)
                 job.conn.send(message("progress", job_id=job.job_id, step=0, total=0, phase="retrying"))
         except Exception:
             log.exception("job %s: the gateway failed", job.job_id)
@@ -304,7 +306,9 @@ class Gateway:
                 self._deliver(job, message("cancelled", job_id=job.job_id))
                 return "done"
             if kind == "lost":
+                job.lost_by = type(e).__name__
                 self._forget_replica(job.replica)
+                abandon(stream)
                 return "lost"
             if isinstance(e, asyncio.CancelledError):
                 raise
@@ -313,6 +317,7 @@ class Gateway:
                                      "log)", job_id=job.job_id))
             return "done"
         if not final:
+            job.lost_by = "stream ended early"
             self._forget_replica(job.replica)
             return "lost"
         return "done"
@@ -334,7 +339,10 @@ class Gateway:
         job.replica = info["replica"]
         with self.lock:
             if job.model_id and started:
-                self.routing["hits" if job.model_id in (info.get("models") or ()) else "misses"] += 1
+                hit = job.model_id in (info.get("models") or ())
+                self.routing["hits" if hit else "misses"] += 1
+                if not hit:
+                    self.missed.append(job.key)
             self.replicas[info["replica"]] = {**info, "seen": time.time()}
 
     def _forget_replica(self, replica: str | None) -> None:
@@ -446,6 +454,16 @@ class Gateway:
                     pass
         self.backend.close()
         return True
+
+
+def abandon(stream) -> None:
+    """Cancel a lost attempt's request (best effort). ``ActorUnavailableError`` means Ray could not reach the
+    replica, not that it is dead: a replica cut off from the network but still running must not finish the
+    job next to its retry; when it is dead, there is nothing left to cancel."""
+    try:
+        stream.cancel()
+    except Exception:
+        pass
 
 
 def close_soon(conn) -> None:

@@ -72,6 +72,16 @@ def torch_threads() -> int | None:
     return torch.get_num_threads() if torch is not None else None
 
 
+def ray_node_id() -> str | None:
+    """The Ray node this replica runs on (hostnames can repeat; Ray's node id does not)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:   # outside Ray (unit tests)
+        return None
+
+
 def load_for_jobs(models, key: str) -> None:
     """Load model ``key`` as the jobs that name it will use it (so the job itself finds it loaded)."""
     spec = CATALOG[key]
@@ -120,6 +130,7 @@ class ReplicaEngine:
         self.preload = [k for k in settings.get("models", ()) if k in CATALOG]
         self.pid = os.getpid()
         self.node = socket.gethostname()
+        self.node_id = ray_node_id()
         self.jobs_done = 0
         self.cancelled: deque = deque(maxlen=20)     # ids of jobs the engine here stopped on a cancel
         try:
@@ -138,7 +149,8 @@ class ReplicaEngine:
 
     def info(self) -> dict:
         policy = self.models.policy
-        return {"replica": self.replica, "pid": self.pid, "node": self.node, "models": self.loaded_models(),
+        return {"replica": self.replica, "pid": self.pid, "node": self.node, "node_id": self.node_id,
+                "models": self.loaded_models(),
                 "device": policy.device, "dtype": policy.dtype, "jobs_done": self.jobs_done,
                 "loads": self.models.loads, "cancelled": list(self.cancelled), "threads": torch_threads()}
 

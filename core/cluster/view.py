@@ -2,7 +2,8 @@
 
 An artist sees the replicas (running, starting), the models loaded and on how many replicas, how many
 jobs wait in all, and their own jobs (running, queued, the best place in line).  An admin sees every
-job (artist, id, state, place, model, replica), the replicas one by one and the recent dispatch order.
+job (artist, id, state, place, model, replica), the replicas one by one, the recent dispatch order and
+the recent jobs that found their model not loaded (multiplexing misses).
 Old clients ignore the field (it is an extra field of messages they know).
 """
 
@@ -17,6 +18,7 @@ def cluster_view(gateway, conn) -> dict:
         order = gateway.queue.positions()
         replicas = [dict(r) for r in gateway.replicas.values()]
         dispatched = list(gateway.dispatched)[-50:]
+        missed = list(gateway.missed)
     status = dict(gateway.status or {})
     models: dict[str, int] = {}
     for r in replicas:
@@ -40,9 +42,11 @@ def cluster_view(gateway, conn) -> dict:
         view["jobs"] = [{"artist": j.artist, "job_id": j.job_id, "state": j.state, "model": j.model_id,
                          "position": 0 if j.state == "running" else order.get(j.key), "replica": j.replica,
                          "attempts": j.attempts} for j in jobs if j.state != "done"]
-        view["replica_list"] = [{k: r.get(k) for k in ("replica", "pid", "node", "models", "device", "jobs_done",
-                                                       "loads", "cancelled", "threads")} for r in replicas]
+        view["replica_list"] = [{k: r.get(k) for k in ("replica", "pid", "node", "node_id", "models", "device",
+                                                       "jobs_done", "loads", "cancelled", "threads")}
+                                for r in replicas]
         view["dispatched"] = [list(k) for k in dispatched]
         view["routing"] = dict(gateway.routing)
+        view["missed"] = [list(k) for k in missed]
     return view
 

@@ -310,10 +310,11 @@ async def _serve(service, host: str, port: int, ctx, token: str | None, limits: 
         for sock in listeners:
             sock.close()
         service.closing = True
+        # the engine's job queue (a cluster gateway's fair queue has none: it cancels in ``disconnected``)
+        cancel_owner = getattr(getattr(service, "queue", None), "cancel_owner", None)
         for conn in pool.all():
-            queue = getattr(service, "queue", None)    # (a cluster gateway cancels in ``disconnected``)
-            if queue is not None:
-                queue.cancel_owner(conn)         # queued jobs end now, told; a running one at its next step
+            if cancel_owner is not None:
+                cancel_owner(conn)               # queued jobs end now, told; a running one at its next step
             conn.kick(error("engine_shutting_down", "the server is stopping", fatal=True), "server stopping")
         if tasks:
             await asyncio.wait(list(tasks), timeout=10)
