@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     rows.append(("throughput ratio 2 : 1 replicas", f"**{tp2 / tp1:.2f}×**"))
     r = found["routing"]
     rows.append((f"multiplexing: {r['jobs']} jobs alternating 2 models, 2 replicas of 1 model each",
-                 f"**{r['hits']} hits, {r['misses']} misses**; models on replicas: {r['models']}"))
+                 f"**{r['hits']} hits, {r['misses']} misses** (missed: {', '.join(r['missed']) or 'none'}, "
+                 f"of m0..m{r['jobs'] - 1}); models on replicas: {r['models']}"))
     rows.append(("torch threads in each replica", ", ".join(str(t) for t in r["threads"])))
     rows.append(("gateway start (deploy, replicas load their model): 1 / 2 replicas",
                  f"{found['start1']:.0f} s / {found['start2']:.0f} s"))
@@ -208,8 +209,10 @@ async def multiplexing(client: EngineClient) -> dict:
         await run_one(client, other_model_job(i) if i % 2 == 0 else job(i, 2), f"m{i}")
     await asyncio.sleep(0.5)
     after = (await view())
-    return {"jobs": n, "hits": after["routing"]["hits"] - before["hits"],
-            "misses": after["routing"]["misses"] - before["misses"], "models": after["models"],
+    misses = after["routing"]["misses"] - before["misses"]
+    missed = [job_id for _, job_id in after.get("missed", ())]      # the recent misses, oldest first
+    return {"jobs": n, "hits": after["routing"]["hits"] - before["hits"], "misses": misses,
+            "models": after["models"], "missed": missed[len(missed) - misses:] if misses else [],
             "threads": [r.get("threads") for r in after.get("replica_list", ())]}
 
 
