@@ -109,7 +109,7 @@ def test_bad_cli_spec_is_one_line(text):
 
 
 def test_catalogue_has_an_optional_sd21_controlnet_per_type():
-    for t in C.CONTROL_TYPES:
+    for t in C.CONTROLNET_TYPES:
         spec = CATALOG[CONTROLNETS[t]]
         assert spec.optional and spec.pipeline == "ControlNetModel" and spec.repo_id == "thibaud/controlnet-sd21"
         assert spec.files and all(f.endswith(".safetensors") for f in spec.files)

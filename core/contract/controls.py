@@ -17,10 +17,15 @@ from .params import Range, ValidationError
 
 ImageBuffer = Any   # a ``jobs.ImageBuffer`` (jobs imports this module, so not the other way round)
 
-# What the artist picks in the dock and on the command line, in the dock's order.
-CONTROL_TYPES = ("scribble", "lineart", "softedge", "canny", "depth", "pose")
+# What the artist picks in the dock and on the command line, in the dock's order: the ControlNet types,
+# then the reference image, which needs no ControlNet (its appearance through the UNet's self-attention:
+# ``core/pipelines/reference.py``), at most one per job, on the ``REFERENCE_MODES`` only.
+CONTROLNET_TYPES = ("scribble", "lineart", "softedge", "canny", "depth", "pose")
+REFERENCE = "reference"
+REFERENCE_MODES = ("generate", "inpaint")
+CONTROL_TYPES = (*CONTROLNET_TYPES, REFERENCE)
 CONTROL_LABELS = {"scribble": "Scribble", "lineart": "Line art", "softedge": "Soft edge", "canny": "Canny edges",
-                  "depth": "Depth", "pose": "Pose"}
+                  "depth": "Depth", "pose": "Pose", REFERENCE: "Reference image"}
 # What "Make control layer" (the ``preprocess`` mode) makes from a photo or painting: every type but the
 # pose (no pose estimator is included: the artist draws the skeleton).
 PREPROCESS_TYPES = ("scribble", "lineart", "softedge", "canny", "depth")
@@ -122,6 +127,8 @@ def validate(controls, formats, mode: str = "", takes: bool = True) -> tuple[Con
         if values["start"] >= values["end"]:
             raise ValidationError(field(i, "end"), f"{field(i, 'end')} must be above its start "
                                                    f"({values['start']:g}), got {values['end']:g}")
+        if c.type == REFERENCE:
+            _check_reference(i, c, controls, mode)
         if c.model is not None and not isinstance(c.model, str):
             raise ValidationError(field(i, "model"), f"{field(i, 'model')} must be text: a ControlNet file or folder")
         if c.model is not None:
@@ -129,6 +136,17 @@ def validate(controls, formats, mode: str = "", takes: bool = True) -> tuple[Con
         c.image.check(field(i, "image"), formats)
         out.append(replace(c, **values))
     return tuple(out)
+
+
+def _check_reference(index: int, c: Control, controls, mode: str) -> None:
+    if mode and mode not in REFERENCE_MODES:
+        raise ValidationError(field(index, "type"), f"{field(index, 'type')}: a reference image works on "
+                                                    f"{' and '.join(REFERENCE_MODES)} only, not on {mode}")
+    if any(o.type == REFERENCE for o in controls[:index]):
+        raise ValidationError(field(index, "type"), f"{field(index, 'type')}: at most one reference image per job")
+    if c.model is not None:
+        raise ValidationError(field(index, "model"), f"{field(index, 'model')}: a reference image uses no "
+                                                     f"ControlNet, so it takes no model")
 
 
 def check_covers(index: int, control: Control, region: tuple[int, int, int, int]) -> None:

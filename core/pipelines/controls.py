@@ -69,21 +69,24 @@ def control_picture(control: C.Control, region: Rect, size: tuple[int, int]) -> 
 def find(req: JobRequest, models) -> list:
     """The ControlNet of each control, found on disk before anything is loaded (a missing one is named
     with its install command at once)."""
-    return [controlnets.resolve(c.type, c.model, models_dir=getattr(models, "models_dir", None),
+    return [None if c.type == C.REFERENCE else   # no ControlNet: pipelines/reference.py
+            controlnets.resolve(c.type, c.model, models_dir=getattr(models, "models_dir", None),
                                 hub_cache=getattr(models, "hub_cache", None)) for c in req.controls]
 
 
 def prepare(req: JobRequest, found: list, region: Rect, size: tuple[int, int], pipe, base_name: str, models,
             control: JobControl) -> Controls | None:
     """Load the ControlNets ``found`` for the request's controls (each checked against the base model's
-    UNet first) and cut their pictures; None without controls."""
-    if not req.controls:
+    UNet first) and cut their pictures; None without ControlNet controls (a reference image is not one)."""
+    if not any(c.type != C.REFERENCE for c in req.controls):
         return None
     import torch
 
     policy = models.policy
     out = Controls([], [], [], [], [], [])
     for i, (c, resolved) in enumerate(zip(req.controls, found, strict=True)):
+        if c.type == C.REFERENCE:
+            continue
         C.check_covers(i, c, region.as_tuple())
         controlnets.check_fits(resolved, pipe.unet.config, base_name, C.field(i, "model"))
         key = ("controlnet", str(resolved.path), policy.device, policy.dtype)

@@ -21,6 +21,7 @@ from ..models.unet_compile import size_multiple
 from ..raster import scaling
 from . import adapters, regionjob
 from . import controls as controls_job
+from . import reference as reference_job
 from .base import Output, PipelineBase
 from .common import encode_image, image_kwargs, run_pipeline, sampler_of, tiny_autoencoder, with_sampler
 
@@ -42,22 +43,29 @@ def img2img_pipeline(pipe):
     return _img2img[pipe]
 
 
-def text_to_image(pipe, plan, params, control: JobControl, device: str, sampler: str, tiny=None, controls=None):
+def text_to_image(pipe, plan, params, control: JobControl, device: str, sampler: str, tiny=None, controls=None,
+                  reference=None):
     if controls is not None:
-        return run_pipeline(with_sampler(controls_job.pipeline("text", pipe, controls), sampler), plan, params, control,
-                            device, tiny=tiny, image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
-    return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, tiny=tiny, **plan.pipeline_kwargs)
+        job = with_sampler(controls_job.pipeline("text", pipe, controls), sampler)
+        with reference_job.applied(job, reference):
+            return run_pipeline(job, plan, params, control, device, tiny=tiny, image=controls.image_arg(),
+                                **controls.kwargs(), **plan.pipeline_kwargs)
+    job = with_sampler(pipe, sampler)
+    with reference_job.applied(job, reference):
+        return run_pipeline(job, plan, params, control, device, tiny=tiny, **plan.pipeline_kwargs)
 
 
 def image_to_image(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str, sampler: str,
-                   tiny=None, controls=None):
+                   tiny=None, controls=None, reference=None):
     latents = encode_image(pipe, work.model_rgb, tiny).repeat(len(plan.seeds), 1, 1, 1)
     if controls is not None:
-        return run_pipeline(with_sampler(controls_job.pipeline("image", pipe, controls), sampler), plan, params,
-                            control, device, tiny=tiny, image=latents, control_image=controls.image_arg(),
-                            **controls.kwargs(), **image_kwargs(plan))
-    return run_pipeline(with_sampler(img2img_pipeline(pipe), sampler), plan, params, control, device, tiny=tiny,
-                        image=latents, **image_kwargs(plan))
+        job = with_sampler(controls_job.pipeline("image", pipe, controls), sampler)
+        with reference_job.applied(job, reference):
+            return run_pipeline(job, plan, params, control, device, tiny=tiny, image=latents,
+                                control_image=controls.image_arg(), **controls.kwargs(), **image_kwargs(plan))
+    job = with_sampler(img2img_pipeline(pipe), sampler)
+    with reference_job.applied(job, reference):
+        return run_pipeline(job, plan, params, control, device, tiny=tiny, image=latents, **image_kwargs(plan))
 
 
 class Generate(PipelineBase):
@@ -75,19 +83,22 @@ class Generate(PipelineBase):
             work = regionjob.prepare(req, plan)
             controls = controls_job.prepare(req, found, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
                                             control)
+            reference = reference_job.prepare(req, plan.region, plan.model_size, pipe, plan.seeds)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
                 images, warnings = image_to_image(pipe, plan, work, req.params, control, device, sampler, tiny,
-                                                  controls)
+                                                  controls, reference)
             control.set_phase("finishing")
             patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         else:
             plan = plan_text_job(req, bbox, native, seed, size_multiple(loaded.pipe))
             controls = controls_job.prepare(req, found, plan.region, plan.model_size, pipe, loaded.resolved.name, models,
                                             control)
+            reference = reference_job.prepare(req, plan.region, plan.model_size, pipe, plan.seeds)
             control.set_phase("encoding", 0, plan.expected_steps)
             with adapters.applied(pipe, req.params, models.models_dir):
-                images, warnings = text_to_image(pipe, plan, req.params, control, device, sampler, tiny, controls)
+                images, warnings = text_to_image(pipe, plan, req.params, control, device, sampler, tiny, controls,
+                                                 reference)
             control.set_phase("finishing")
             region = plan.region
             alpha = scaling.feathered_alpha(regionjob.selection_crop(req, region), plan.feather if bbox else 0,
@@ -97,7 +108,9 @@ class Generate(PipelineBase):
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
                        "prediction": pipe.scheduler.config.prediction_type,
                        "image_to_image": req.image is not None,
-                       **({"controlnets": controls.names} if controls else {})}, replace(req.options, sampler=sampler))
+                       **({"controlnets": controls.names} if controls else {}),
+                       **({"reference_steps": reference.steps} if reference else {})},
+                      replace(req.options, sampler=sampler))
 
 
 PIPELINE = Generate()

@@ -13,6 +13,7 @@ from ..contract.plan import plan_region_job
 from ..models.unet_compile import size_multiple
 from . import adapters, regionjob
 from . import controls as controls_job
+from . import reference as reference_job
 from .base import Output, PipelineBase
 from .common import (
     decode_latents,
@@ -72,12 +73,12 @@ def prefill(req: JobRequest, work: regionjob.RegionWork, models, control: JobCon
 
 
 def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
-            image_latents=None, tiny=None, *, announce: bool = True):
+            image_latents=None, tiny=None, *, announce: bool = True, reference=None):
     """Run the diffusers inpaint pipeline; returns (float RGB images at model size, warnings).
     ``image_latents``: where the denoising starts (None: the region as it is, encoded only when the
     strength is below 1); ``tiny``: the tiny autoencoder, which then encodes and decodes.  ``announce``:
     report the encoding phase with this run's steps (False for a job of several runs, which announced
-    its own total: Expand's passes)."""
+    its own total: Expand's passes); ``reference``: a reference image (``reference.prepare``) to inject."""
     import torch
 
     if announce:
@@ -89,7 +90,7 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
     if image_latents is None:  # strength 1: the pipeline wants an image but never encodes it
         image_latents = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
     masked_latents = encode_image(pipe, work.model_rgb * ~repaint[..., None], tiny)
-    with torch.inference_mode():
+    with torch.inference_mode(), reference_job.applied(pipe, reference):
         out = pipe(
             **prompts,
             image=image_latents,
@@ -107,7 +108,7 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
 
 
 def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
-                       controls: controls_job.Controls, start_rgb, sampler: str, tiny=None):
+                       controls: controls_job.Controls, start_rgb, sampler: str, tiny=None, reference=None):
     """The same job through diffusers' ControlNet inpaint pipeline over ``pipe``'s modules with sampler
     ``sampler``: it takes the start image as pixels (``start_rgb``) and encodes it itself with the full
     VAE, to the posterior's mean (``mean_encoding``); ``tiny``, the tiny autoencoder, decodes only."""
@@ -118,9 +119,10 @@ def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: 
     # One copy per image: the pipeline encodes each with that image's generator, so image i still
     # depends only on seed + i (one copy would be encoded with the first generator only).
     image = torch.from_numpy(np.ascontiguousarray(start_rgb.transpose(2, 0, 1)))[None].repeat(len(plan.seeds), 1, 1, 1)
-    with mean_encoding(pipe.vae):
-        return run_pipeline(with_sampler(controls_job.pipeline("inpaint", pipe, controls), sampler), plan, params,
-                            control, device, tiny=tiny, image=image, mask_image=repaint[None, ..., None].astype(np.float32),
+    job = with_sampler(controls_job.pipeline("inpaint", pipe, controls), sampler)
+    with mean_encoding(pipe.vae), reference_job.applied(job, reference):
+        return run_pipeline(job, plan, params, control, device, tiny=tiny, image=image,
+                            mask_image=repaint[None, ..., None].astype(np.float32),
                             control_image=controls.image_arg(), **controls.kwargs(), **plan.pipeline_kwargs)
 
 
@@ -142,6 +144,7 @@ class Inpaint(PipelineBase):
                          f"noise (use a strength below 1)")
         controls = controls_job.prepare(req, found, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name, models,
                                         control)
+        reference = reference_job.prepare(req, plan.region, plan.model_size, loaded.pipe, plan.seeds)
         if controls is not None and content == "noise":
             notes.append("masked content 'noise' is not used with control layers: the job starts from the original")
         tiny, tiny_notes = tiny_autoencoder(req, models)
@@ -155,16 +158,19 @@ class Inpaint(PipelineBase):
             if controls is not None:
                 start_rgb = work.model_rgb if prefilled is None else prefilled
                 images, warnings = denoise_controlled(loaded.pipe, plan, work, req.params, control,
-                                                      models.policy.device, controls, start_rgb, sampler, tiny)
+                                                      models.policy.device, controls, start_rgb, sampler, tiny,
+                                                      reference)
             else:
-                images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start, tiny)
+                images, warnings = denoise(pipe, plan, work, req.params, control, models.policy.device, start, tiny,
+                                           reference=reference)
         model_seconds = time.perf_counter() - t_model
         warnings = tuple(notes) + tiny_notes + tuple(warnings)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=False)
         return Output(patches, loaded.resolved.name, warnings,
                       {"model_seconds": round(model_seconds, 4), "region": list(plan.region.as_tuple()),
-                       "model_size": list(plan.model_size), **({"controlnets": controls.names} if controls else {})},
+                       "model_size": list(plan.model_size), **({"controlnets": controls.names} if controls else {}),
+                       **({"reference_steps": reference.steps} if reference else {})},
                       replace(req.options, sampler=sampler))
 
 
