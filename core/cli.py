@@ -108,8 +108,10 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
                    help="a control picture (the image's size) the model follows with an SD 2.1 ControlNet "
-                        "(repeatable): TYPE scribble, lineart, softedge, canny, depth or pose; strength S 0–2 "
-                        "(default 1); START:END the fraction of the steps it acts on (default 0:1)")
+                        "(repeatable): TYPE scribble, lineart, softedge, canny, depth or pose; or reference: an "
+                        "image whose look is borrowed through attention (no ControlNet, at most one, generate and "
+                        "inpaint); strength S 0–2 (default 1); START:END the fraction of the steps it acts on "
+                        "(default 0:1)")
 
 
 def _add_region(p: argparse.ArgumentParser) -> None:

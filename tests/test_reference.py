@@ -191,3 +191,28 @@ def cn(tiny_root):
     from core.devtools.tiny_models import build_controlnet
 
     return build_controlnet(tiny_root / CONTROLNETS["canny"], seed=0)
+
+
+def test_cli_reference_on_generate_and_inpaint(tiny_root, tmp_path):
+    from PIL import Image
+
+    from .test_cli import run_cli
+
+    env = {"DD_MODELS_DIR": str(tiny_root)}
+    style = tmp_path / "style.png"
+    Image.frombytes("RGBA", (SIZE, SIZE), picture().data).save(style)
+    plain, refd = tmp_path / "plain.png", tmp_path / "ref.png"
+    common = ["--model", tiny_root / "sd2-1-base", "--prompt", "x", "--width", 128, "--height", 128, "--steps", 2,
+              "--seed", 4, "--quiet"]
+    assert run_cli("generate", *common, "--out", plain, env=env).returncode == 0
+    r = run_cli("generate", *common, "--control", f"reference:{style}:1.5:0:1", "--out", refd, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(refd)))
+    small = tmp_path / "small.png"
+    Image.new("RGB", (96, 96)).save(small)
+    r = run_cli("inpaint", "--model", tiny_root / "sd2-inpainting", "--image", style, "--prompt", "x", "--steps", 1,
+                "--control", f"reference:{small}", "--out", tmp_path / "i.png", "--quiet", env=env)
+    assert r.returncode == 2 and "never stretched" in r.stderr and r.stderr.count("\n") == 1
+    r = run_cli("inpaint", "--model", tiny_root / "sd2-inpainting", "--image", style, "--prompt", "x", "--steps", 1,
+                "--control", f"reference:{style}", "--out", tmp_path / "i.png", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr

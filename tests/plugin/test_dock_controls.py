@@ -124,3 +124,19 @@ def test_make_control_layer_mode_offers_the_preprocessor_types(form, doc):
     form.control_type.setCurrentIndex(form.control_type.findData("lineart"))
     req = job_builder.build(doc, doc.stack[0].id, form.spec()).request
     assert req.mode == "preprocess" and req.options.control_type == "lineart"
+
+
+def test_the_type_list_offers_a_reference_image(form, doc):
+    photo, sketch = doc.stack
+    form.set_mode("generate")
+    form.size_from_canvas()
+    form.controls_box.add_button.click()
+    row = form.controls_box.rows[0]
+    types = [row.type.itemData(i) for i in range(row.type.count())]
+    assert types[-1] == "reference" and row.type.itemText(len(types) - 1) == "Reference image"
+    row.type.setCurrentIndex(row.type.findData("reference"))
+    row.layer.setCurrentIndex(row.layer.findData(sketch.id))
+    row.strength.setValue(0.6)
+    c = job_builder.build(doc, photo.id, form.spec()).request.controls[0]
+    assert (c.type, c.strength, c.model) == ("reference", pytest.approx(0.6), None)
+    assert c.image.data == np.ascontiguousarray(sketch.pixels).tobytes()

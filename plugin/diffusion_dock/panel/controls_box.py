@@ -71,6 +71,8 @@ class ControlRow(QtWidgets.QWidget):
         self.type.setObjectName("control_type_box")
         for key in controls.CONTROL_TYPES:
             self.type.addItem(controls.CONTROL_LABELS[key], key)
+        self.type.setToolTip("Reference image: the picture borrows the layer's colours and textures through "
+                             "attention (not its subject); at most one, on generate and inpaint")
         self.strength, self.start, self.end = _spin("strength", 0.1), _spin("start", 0.05), _spin("end", 0.05)
         remove = QtWidgets.QToolButton()
         remove.setObjectName("control_remove")
@@ -128,7 +130,8 @@ class ControlsBox(QtWidgets.QGroupBox):
         self.add_button = QtWidgets.QPushButton("Add control")
         self.add_button.setObjectName("add_control")
         self.add_button.setToolTip("Steer the picture with a layer: a scribble, line art, edges, a depth map or a "
-                                   "pose (needs that type's SD 2.1 ControlNet installed)")
+                                   "pose (needs that type's SD 2.1 ControlNet installed), or a reference image "
+                                   "(its look, borrowed through attention: no extra model)")
         self.add_button.clicked.connect(lambda: self.add())
         layout.addWidget(self.add_button)
 
