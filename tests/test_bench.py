@@ -31,7 +31,7 @@ def test_smoke_run_measures_every_row(smoke):
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(js.read_text())
     rows = {row["row"]: row for row in data["rows"]}
-    assert sorted(rows) == list(range(1, 12))
+    assert sorted(rows) == list(range(1, 13))
     for row in rows.values():
         assert row["verdict"] in ("PASS", "FAIL"), row
         assert not row["measured"].startswith("error"), row

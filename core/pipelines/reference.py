@@ -18,7 +18,8 @@ the reference's content as IP-Adapter's image encoder would: nothing "understand
   pushes the picture towards the reference as well.
 - **Start/end** as the ControlNets': step ``i`` of ``n`` that run is inside when ``i/n >= start`` and
   ``(i+1)/n <= end``.  Outside the window the UNet runs once, as without the reference.
-- **Cost**: each step inside the window runs the UNet twice plus one extra attention per ``attn1``.
+- **Cost**: each step inside the window runs the UNet twice, and each ``attn1`` of the job's call attends to
+  twice the tokens (plus its plain attention for the rows only partly injected: the unconditional ones).
 - On the 9-channel inpainting UNet the reference pass sees the whole reference as known (mask 0, the
   masked image = the reference).  Combines with ControlNets: their residuals go to the job's call only.
 - The reference's noise is drawn from its own generators (seed + i + ``NOISE_SEED_OFFSET``), so image i
@@ -105,18 +106,25 @@ class ReferenceAttnProcessor:
         st = self.state
         if st.mode == "write":
             st.bank[self.index] = hidden_states
-        plain = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         if st.mode != "read" or self.index not in st.bank:
-            return plain
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         import torch
 
         both = torch.cat([hidden_states, st.bank[self.index]], dim=1)
         injected = self.inner(attn, hidden_states, both, attention_mask, temb, *args, **kwargs)
         rows = hidden_states.shape[0]
-        weight = torch.full((rows, 1, 1), st.ref.strength, dtype=plain.dtype, device=plain.device)
-        if st.guided:   # the unconditional half comes first in diffusers' guided batch
-            weight[: rows // 2] *= 1.0 - STYLE_FIDELITY
-        return plain + weight * (injected - plain)
+        # the unconditional half comes first in diffusers' guided batch
+        weights = [st.ref.strength * (1.0 - STYLE_FIDELITY if st.guided and r < rows // 2 else 1.0)
+                   for r in range(rows)]
+        need = [r for r, w in enumerate(weights) if w != 1.0] if attention_mask is None else list(range(rows))
+        if not need:      # full injection everywhere: the plain attention is not needed
+            return injected
+        idx = torch.tensor(need, device=hidden_states.device)
+        plain = self.inner(attn, hidden_states[idx], None, attention_mask, temb, *args, **kwargs)
+        w = torch.tensor([weights[r] for r in need], dtype=plain.dtype, device=plain.device).view(-1, 1, 1)
+        out = injected.clone()
+        out[idx] = plain + w * (injected[idx] - plain)
+        return out
 
 
 def _reference_sample(ref: Reference, state_gens: list, scheduler, sample, t):
@@ -130,9 +138,9 @@ def _reference_sample(ref: Reference, state_gens: list, scheduler, sample, t):
     noise = torch.stack([torch.randn(lat.shape[1:], generator=g).to(sample.device, sample.dtype)
                          for g in state_gens])
     copies = sample.shape[0] // per_image
-    tt = (t if torch.is_tensor(t) else torch.tensor(t)).reshape(1).to(sample.device)
-    noisy = scheduler.add_noise(lat.expand(per_image, -1, -1, -1), noise, tt)
-    noisy = scheduler.scale_model_input(noisy, t).repeat(copies, 1, 1, 1)
+    t0 = (t if torch.is_tensor(t) else torch.tensor(t)).flatten()[0]   # one timestep for the whole batch
+    noisy = scheduler.add_noise(lat.expand(per_image, -1, -1, -1), noise, t0.reshape(1).to(sample.device))
+    noisy = scheduler.scale_model_input(noisy, t0).repeat(copies, 1, 1, 1)
     channels = sample.shape[1]
     if channels == lat.shape[1]:
         return noisy

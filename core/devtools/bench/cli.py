@@ -20,11 +20,12 @@ from .profiles import profile as choose_profile
 from .report import markdown, write_json, write_section
 
 ROOT = Path(__file__).resolve().parents[3]
-ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 TITLES = {1: "UNet step against the floor", 2: "End to end against stock diffusers", 3: "Canvas size does not matter",
           4: "Upscaling memory stays flat", 5: "The editor round trip is cheap", 6: "Shared components save memory",
           7: "Cold start", 8: "Previews are nearly free", 9: "Expand costs about an inpaint of its size",
-          10: "Live frame latency", 11: "A control costs part of a step"}
+          10: "Live frame latency", 11: "A control costs part of a step",
+          12: "A reference image costs one more UNet pass"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,9 +170,16 @@ def main(argv=None) -> int:
 
         rows.append(control.run(profile, get_models(), log))
 
+    def row12():
+        from . import reference
+
+        rows.append(reference.run(profile, get_models(), log))
+
     attempt([1], row1)
     gc.collect()
     attempt([11], row11)
+    gc.collect()
+    attempt([12], row12)
     gc.collect()
     attempt([2, 8], row28)
     gc.collect()
