@@ -176,6 +176,12 @@ def test_reference_with_the_sampler_of_the_job(exact_models):
         assert not np.array_equal(plain, pixels(run(exact_models, gen(exact_models, ref(1.0), sampler=sampler))))
 
 
+def test_a_float_linear_reference_is_converted(exact_models):
+    plain = pixels(run(exact_models, gen(exact_models, steps=2)))
+    res = run(exact_models, gen(exact_models, ref(1.0, image=lines(fmt="RGBA_F32")), steps=2))
+    assert res.timings["reference_steps"] == [0, 1] and not np.array_equal(pixels(res), plain)
+
+
 def test_reference_of_another_size_is_refused_not_stretched(exact_models):
     req = JobRequest("inpaint", Params(steps=2, seed=1), image=rgba(), mask=full_mask(),
                      controls=(ref(image=picture(size=96)),))
