@@ -107,11 +107,9 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
-                   help="a control picture (the image's size) the model follows with an SD 2.1 ControlNet "
-                        "(repeatable): TYPE scribble, lineart, softedge, canny, depth or pose; or reference: an "
-                        "image whose look is borrowed through attention (no ControlNet, at most one, generate and "
-                        "inpaint); strength S 0–2 (default 1); START:END the fraction of the steps it acts on "
-                        "(default 0:1)")
+                   help="a control picture (the image's size; repeatable): TYPE scribble, lineart, softedge, canny, "
+                        "depth, pose (SD 2.1 ControlNets) or reference (its look through attention, one); strength "
+                        "S 0–2 (default 1); START:END the fraction of the steps it acts on (default 0:1)")
 
 
 def _add_region(p: argparse.ArgumentParser) -> None:
