@@ -222,3 +222,11 @@ def test_cli_reference_on_generate_and_inpaint(tiny_root, tmp_path):
     r = run_cli("inpaint", "--model", tiny_root / "sd2-inpainting", "--image", style, "--prompt", "x", "--steps", 1,
                 "--control", f"reference:{style}", "--out", tmp_path / "i.png", "--quiet", env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_image_i_of_a_batch_depends_only_on_seed_plus_i(exact_models):
+    two = run(exact_models, replace(gen(exact_models, ref(1.0)), params=Params(steps=3, seed=5, num_images=2)))
+    one = run(exact_models, replace(gen(exact_models, ref(1.0)), params=Params(steps=3, seed=6)))
+    a, b = np.frombuffer(two.patches[1].image.data, np.uint8).astype(int), pixels(one).astype(int)
+    assert np.abs(a - b).max() <= 1      # as without a reference: float rounding differs with the batch size
+    assert not np.array_equal(pixels(two), np.frombuffer(two.patches[1].image.data, np.uint8))
