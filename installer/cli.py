@@ -49,7 +49,8 @@ def cmd_engine(args) -> int:
         + (f", NVIDIA driver CUDA {'.'.join(map(str, facts.cuda_driver))}" if facts.cuda_driver else ""))
     say(f"torch: {engine_venv.describe(choice, wheels)}")
     for note in choice.notes:
-        say(f"note: {note}")
+        if wheels is None or "--torch-index" not in note:      # with a wheel folder no index is used
+            say(f"note: {note}")
     for s in plan.skipped:
         say(f"skip: {s}")
     if args.dry_run:

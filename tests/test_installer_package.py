@@ -131,38 +131,6 @@ def test_real_krita_loads_the_plugin_imported_from_the_zip(release, tmp_path):
     assert all(results["actions"][a] is not None for a in results["actions"])
 
 
-# What the first-run test's wheel folder leaves out: the largest compiled packages (PyQt6 with its Qt, OpenCV,
-# NumPy, SymPy: about 600 MB unpacked), put beside the new environment as links to this test environment's
-# copies (a .pth file), so that the test stays within a few minutes.  Everything else is a wheel pip installs.
-NOT_REPACKED = ["PyQt6", "opencv-python-headless", "numpy", "sympy"]
-
-
-def engine_wheel_folder(tmp_path: Path) -> tuple[Path, Path, list[str]]:
-    """The wheel folder the first-run setup installs from (``--wheels``), built from this test environment
-    without network: torch is this machine's own CPU wheel (where pip's configuration keeps it), the other
-    requirements of the engine (pyproject.toml's, and what they need) are repacked from their installed files,
-    with setuptools for the engine's build.  Returns (folder, layer of links, the names in the folder)."""
-    import tomllib
-    from packaging.requirements import Requirement
-
-    from . import wheel_folder as W
-
-    torch_wheel = W.torch_wheel_on_disk()
-    require(torch_wheel is not None, "no torch wheel of this environment's version where pip's find-links point")
-    assert torch_wheel is not None
-    deps = [Requirement(r).name for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
-    layered = W.requirements_closure(NOT_REPACKED)
-    skip = {W._normalise(n) for n in layered} | {"torch"}
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    (wheels / torch_wheel.name).symlink_to(torch_wheel)
-    names = [torch_wheel.name]
-    for name in W.requirements_closure(deps) + ["setuptools"]:
-        if W._normalise(name) not in skip:
-            names.append(W.repack(name, wheels).name)
-    return wheels, W.layer(layered, tmp_path / "layer"), names
-
-
 @pytest.mark.krita(gui=True)
 @pytest.mark.slow
 def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, tmp_path, tiny_root, monkeypatch):
@@ -171,11 +139,10 @@ def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, t
     own ``_engine/``, with the computer's python3) against the fake hub, offline for pip (its configuration
     switched off, every proxy refusing): the environment is created, torch (this machine's CPU wheel) and
     the engine's requirements (wheels repacked from this test environment) are installed by pip from the
-    folder with ``--no-index``; only ``NOT_REPACKED`` are links beside it.  The models, plugin-record and
+    folder with ``--no-index``; only ``wheel_folder.NOT_REPACKED`` are links beside it.  The models, plugin-record and
     doctor steps run for real.  Then the engine starts from ``engine.json`` the setup wrote, and an inpaint
     of a selection with the chosen model and a LoRA from the models folder becomes a new layer."""
     import os
-    import sysconfig
     import time
 
     from core.devtools import tiny_adapters as T
@@ -184,18 +151,18 @@ def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, t
 
     from .plugin.krita_gui import run_gui_scenario
     from .test_installer_setup import tiny_hub
-    from .wheel_folder import offline_pip_env
+    from .wheel_folder import engine_wheel_folder, layered_venv, offline_pip_env, torch_wheel_on_disk
 
     choice = choose_torch(probe_host())
     require(choice.backend == "cpu" and choice.requirement.startswith("torch=="),
             f"the setup would choose {choice.describe()} here, not the CPU torch this test installs")
     t_build = time.monotonic()
+    require(torch_wheel_on_disk() is not None, "no torch wheel of this environment's version where pip's "
+                                               "find-links point")
     wheels, layer, names = engine_wheel_folder(tmp_path)
     build_seconds = time.monotonic() - t_build
     venv = tmp_path / "engine-venv"
-    site = venv / Path(sysconfig.get_path("purelib")).relative_to(sysconfig.get_path("data"))
-    site.mkdir(parents=True)
-    (site / "dd_test_layer.pth").write_text(f"{layer}\n")     # the links, seen by the new environment's Python
+    site = layered_venv(venv, layer)
     assert not engine_venv.venv_python(venv).exists()
     for key in [k for k in os.environ if k.upper().startswith("PIP_") or "PROXY" in k.upper()]:
         monkeypatch.delenv(key)

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -135,3 +136,43 @@ def offline_pip_env(env: dict | None = None) -> dict:
                http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
                no_proxy="127.0.0.1,localhost", PIP_DISABLE_PIP_VERSION_CHECK="1")
     return env
+
+
+# What ``engine_wheel_folder`` leaves out: the largest compiled packages (PyQt6 with its Qt, OpenCV, NumPy,
+# SymPy: about 600 MB unpacked), linked beside the new environment instead (``layered_venv``), so that a test
+# stays within a few minutes.  Everything else the engine needs is a wheel pip installs.
+NOT_REPACKED = ["PyQt6", "opencv-python-headless", "numpy", "sympy"]
+
+
+def engine_wheel_folder(out: Path) -> tuple[Path, Path, list[str]]:
+    """A wheel folder for ``installer setup --wheels``, built from this test environment without network:
+    torch is this machine's own wheel (``torch_wheel_on_disk``), the engine's other requirements
+    (pyproject.toml's, and what they need) are repacked from their installed files, with setuptools for
+    the engine's build.  Returns (the folder, the folder of links to ``NOT_REPACKED``, the wheels' names)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    torch_wheel = torch_wheel_on_disk()
+    if torch_wheel is None:
+        raise LookupError("no torch wheel of this environment's version where pip's find-links point")
+    root = Path(__file__).resolve().parent.parent
+    deps = [Requirement(r).name for r in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]]
+    layered = requirements_closure(NOT_REPACKED)
+    skip = {_normalise(n) for n in layered} | {"torch"}
+    wheels = out / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / torch_wheel.name).symlink_to(torch_wheel)
+    names = [torch_wheel.name]
+    for name in requirements_closure(deps) + ["setuptools"]:
+        if _normalise(name) not in skip:
+            names.append(repack(name, wheels).name)
+    return wheels, layer(layered, out / "layer"), names
+
+
+def layered_venv(venv: Path, links: Path) -> Path:
+    """Before the setup creates ``venv``: its site-packages with a ``.pth`` naming ``links`` (``python -m venv``
+    keeps what is there), so the new environment's Python and pip see those packages as installed."""
+    site = venv / Path(sysconfig.get_path("purelib")).relative_to(sysconfig.get_path("data"))
+    site.mkdir(parents=True)
+    (site / "dd_test_layer.pth").write_text(f"{links}\n")
+    return site
