@@ -40,15 +40,17 @@ def cmd_engine(args) -> int:
     except (UnsupportedHost, ValueError) as e:
         raise InstallerError(str(e), EXIT_USAGE) from None
     venv = Path(args.venv).expanduser() if args.venv else engine_venv.default_venv()
+    wheels = _wheels_arg(args.wheels)
     python = engine_venv.venv_python(venv)
     found = engine_venv.installed_torch(python) if python.exists() else None
     plan = engine_venv.plan(choice, venv, base_python=args.python, found_torch=found,
-                            editable=not args.no_editable)
+                            editable=not args.no_editable, wheels=wheels)
     say(f"hardware: {facts.system} {facts.machine}" + (f", GPU {', '.join(facts.gpus)}" if facts.gpus else "")
         + (f", NVIDIA driver CUDA {'.'.join(map(str, facts.cuda_driver))}" if facts.cuda_driver else ""))
-    say(f"torch: {choice.describe()}")
+    say(f"torch: {engine_venv.describe(choice, wheels)}")
     for note in choice.notes:
-        say(f"note: {note}")
+        if wheels is None or "--torch-index" not in note:      # with a wheel folder no index is used
+            say(f"note: {note}")
     for s in plan.skipped:
         say(f"skip: {s}")
     if args.dry_run:
@@ -67,6 +69,17 @@ def cmd_engine(args) -> int:
     say(f"engine environment ready in {seconds:.0f} s: {python} (torch {found and found.get('version')})")
     print(python)
     return EXIT_OK
+
+
+def _wheels_arg(value) -> Path | None:
+    """``--wheels DIR``: an existing folder (the error names the option and what it expects)."""
+    if not value:
+        return None
+    wheels = Path(value).expanduser()
+    if not wheels.is_dir():
+        raise InstallerError(f"--wheels: {wheels} is not a folder; expected the folder holding the .whl files "
+                             f"of torch and the engine's requirements", EXIT_USAGE)
+    return wheels.absolute()
 
 
 # --- models -------------------------------------------------------------------------------------------
@@ -245,10 +258,11 @@ def cmd_setup(args) -> int:
 
     venv = Path(args.venv).expanduser() if args.venv else engine_venv.default_venv()
     models = args.models if args.models is not None else [DEFAULT_MODEL]
+    wheels = Path(args.wheels).expanduser().absolute() if args.wheels else None   # checked by the setup
     if args.plan:
-        print(json.dumps(setup_run.plan(venv, models, args.torch)))
+        print(json.dumps(setup_run.plan(venv, models, args.torch, wheels)))
         return EXIT_OK
-    return setup_run.setup(venv, models, torch=args.torch,
+    return setup_run.setup(venv, models, torch=args.torch, wheels=wheels,
                            plugin_dir=Path(args.plugin_dir).expanduser() if args.plugin_dir else None)
 
 
@@ -261,7 +275,7 @@ def cmd_all(args) -> int:
     from . import engine_venv
 
     eargs = argparse.Namespace(torch=args.torch, torch_index=args.torch_index, venv=args.venv, python=None,
-                               dry_run=False, no_editable=False)
+                               dry_run=False, no_editable=False, wheels=args.wheels)
     cmd_engine(eargs)
     venv = Path(args.venv).expanduser() if args.venv else engine_venv.default_venv()
     py = str(engine_venv.venv_python(venv))
@@ -292,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--torch-index", help="package index URL to take torch from (overrides the choice)")
         p.add_argument("--venv", help="where the engine environment lives (default: .venv in the engine folder, "
                                       "or DD_ENGINE_VENV)")
+        p.add_argument("--wheels", metavar="DIR",
+                       help="install torch and the engine's requirements from this folder of .whl files only "
+                            "(pip --no-index --find-links DIR): offline, nothing is downloaded")
 
     p = sub.add_parser("all", help="everything: engine, models download sd2-inpainting, plugin, doctor")
     torch_opts(p)

@@ -41,6 +41,26 @@ class EnginePlan:
     constraints: Path | None = None
     constraint_text: str = ""
     stamp: Path | None = None
+    wheels: Path | None = None
+
+
+def source_args(choice: TorchChoice | None, wheels: Path | None) -> list[str]:
+    """Where pip takes packages from: only the wheel folder (``--no-index --find-links DIR``: offline, for
+    a studio without internet or a prepared USB stick), else the torch choice's index (torch), else pip's
+    configured index."""
+    if wheels is not None:
+        return ["--no-index", "--find-links", str(wheels)]
+    if choice is not None and choice.index_url:
+        return ["--index-url", choice.index_url]
+    return []
+
+
+def describe(choice: TorchChoice, wheels: Path | None = None) -> str:
+    """The torch build and where it comes from, for the setup page and ``engine``'s output."""
+    if wheels is None:
+        return choice.describe()
+    return (f"{choice.requirement} ({choice.backend}{', ' + choice.build if choice.build else ''}) from the "
+            f"wheel folder {wheels}: {choice.reason}")
 
 
 def installed_torch(python: Path) -> dict | None:
@@ -80,8 +100,12 @@ def torch_matches(found: dict | None, choice: TorchChoice) -> bool:
 
 
 def plan(choice: TorchChoice, venv: Path | None = None, *, base_python: str | None = None, root: Path = ROOT,
-         found_torch: dict | None = None, venv_exists: bool | None = None, editable: bool = True) -> EnginePlan:
+         found_torch: dict | None = None, venv_exists: bool | None = None, editable: bool = True,
+         wheels: Path | None = None) -> EnginePlan:
     """The commands that bring ``venv`` to the chosen torch plus the engine's requirements.
+
+    ``wheels``: a folder of wheel files; then both pip steps install from it alone (no index: nothing is
+    downloaded, and a package missing from the folder fails the step with pip's message).
 
     Pure given ``found_torch`` (what ``installed_torch`` reported) and ``venv_exists``.
     The project install runs under a constraints file pinning the torch just installed, so pip can
@@ -90,7 +114,8 @@ def plan(choice: TorchChoice, venv: Path | None = None, *, base_python: str | No
     venv = Path(venv or default_venv())
     python = venv_python(venv)
     venv_exists = python.exists() if venv_exists is None else venv_exists
-    p = EnginePlan(venv, python, choice)
+    wheels = Path(wheels).expanduser().absolute() if wheels is not None else None
+    p = EnginePlan(venv, python, choice, wheels=wheels)
     if venv_exists:
         p.skipped.append(f"virtual environment {venv} exists")
     else:
@@ -102,13 +127,14 @@ def plan(choice: TorchChoice, venv: Path | None = None, *, base_python: str | No
     else:
         if venv_exists and found_torch:  # another build (e.g. CPU where CUDA is wanted): replace it
             p.commands.append([str(python), "-m", "pip", "uninstall", "-y", "torch"])
-        p.commands.append(pip + choice.pip_args())
+        p.commands.append(pip + [choice.requirement] + source_args(choice, wheels))
         pinned = choice.requirement
     p.constraints = venv / "dd-torch-constraint.txt"
     p.constraint_text = pinned + "\n"
     p.stamp = venv / f".dd-engine-{requirements_key(root, pinned, editable)}"
     if p.commands or not p.stamp.exists():
-        p.commands.append(pip + ["-c", str(p.constraints)] + (["-e", str(root)] if editable else [str(root)]))
+        p.commands.append(pip + ["-c", str(p.constraints)] + source_args(None, wheels)
+                          + (["-e", str(root)] if editable else [str(root)]))
     else:
         p.skipped.append("the engine's requirements are installed (pyproject.toml unchanged)")
     return p

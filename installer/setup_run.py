@@ -13,7 +13,8 @@ on stdout (``EVENTS``):
 Steps: environment (the venv), torch, packages (the engine's requirements), models (each file with
 bytes; the downloader continues a partial file and skips verified ones, so starting again downloads
 nothing twice), plugin (``engine.json`` beside the dock, so that it finds the engine) and check
-(doctor).  Each step already done is reported ``skip``.  SIGTERM (the dock's Cancel) ends the running
+(doctor).  Each step already done is reported ``skip``.  ``--wheels DIR``: torch and the packages come
+from that folder of wheel files alone (pip ``--no-index --find-links DIR``).  SIGTERM (the dock's Cancel) ends the running
 child and exits 130.  Standard library only: it runs with any Python 3.10+.
 """
 
@@ -88,7 +89,7 @@ def free_bytes(where: Path) -> int:
         return 0
 
 
-def plan(venv: Path, models: list[str], torch: str | None = None) -> dict:
+def plan(venv: Path, models: list[str], torch: str | None = None, wheels: Path | None = None) -> dict:
     from . import engine_venv
     from .torch_choice import UnsupportedHost, choose_torch, probe_host
 
@@ -96,9 +97,11 @@ def plan(venv: Path, models: list[str], torch: str | None = None) -> dict:
     gpus = _gpu_memory() or list(facts.gpus)
     try:
         choice = choose_torch(facts, torch)
-        torch_text, backend, problem = choice.describe(), choice.backend, ""
+        torch_text, backend, problem = engine_venv.describe(choice, wheels), choice.backend, ""
     except (UnsupportedHost, ValueError) as e:
         torch_text, backend, problem = "", "cpu", str(e)
+    if wheels is not None and not Path(wheels).is_dir():
+        problem = problem or f"the wheel folder {wheels} does not exist"
     hardware = (", ".join(gpus) if gpus else
                 f"no GPU: the CPU{' with bf16' if _cpu_bf16() else ' (no bf16: float32)'}")
     python = engine_venv.venv_python(venv)
@@ -107,7 +110,7 @@ def plan(venv: Path, models: list[str], torch: str | None = None) -> dict:
         + sum(MODEL_BYTES.get(m, 0) for m in models)
     return {"hardware": hardware, "system": f"{facts.system} {facts.machine}", "torch": torch_text,
             "backend": backend, "problem": problem, "venv": str(venv), "installed": have_env,
-            "models": models, "needed": needed, "free": free_bytes(venv)}
+            "models": models, "needed": needed, "free": free_bytes(venv), "wheels": str(wheels or "")}
 
 
 def _terminate(signum, frame):
@@ -150,25 +153,30 @@ def _doctor_fix(python: Path, env: dict) -> tuple[list[tuple[str, str]], bool]:
     return problems, out.returncode == 0
 
 
-def setup(venv: Path, models: list[str], *, torch: str | None = None, plugin_dir: Path | None = None) -> int:
+def setup(venv: Path, models: list[str], *, torch: str | None = None, plugin_dir: Path | None = None,
+          wheels: Path | None = None) -> int:
     from . import engine_venv
     from .torch_choice import choose_torch, probe_host
 
     signal.signal(signal.SIGTERM, _terminate)
     step = "environment"
     try:
+        if wheels is not None and not Path(wheels).is_dir():
+            return _failed(step, f"the wheel folder {wheels} does not exist",
+                           "choose the folder holding the .whl files, or leave \"Wheel folder\" empty to "
+                           "download from the package index")
         choice = choose_torch(probe_host(), torch)
         python = engine_venv.venv_python(venv)
         found = engine_venv.installed_torch(python) if python.exists() else None
-        p = engine_venv.plan(choice, venv, found_torch=found)
+        p = engine_venv.plan(choice, venv, found_torch=found, wheels=wheels)
         by_step = {"environment": [c for c in p.commands if c[1:3] == ["-m", "venv"]],
-                   "torch": [c for c in p.commands if "torch" in " ".join(c) and "-e" not in c and "-c" not in c],
+                   "torch": [c for c in p.commands if c[1:3] != ["-m", "venv"] and "-c" not in c],
                    "packages": [c for c in p.commands if "-c" in c]}
         for step in ("environment", "torch", "packages"):
             if not by_step[step]:
                 emit("step", step=step, state="skip", text="already done")
                 continue
-            emit("step", step=step, state="start", text=choice.describe() if step == "torch" else "")
+            emit("step", step=step, state="start", text=engine_venv.describe(choice, wheels) if step == "torch" else "")
             for cmd in by_step[step]:
                 if "-c" in cmd and p.constraints is not None:
                     p.constraints.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +184,8 @@ def setup(venv: Path, models: list[str], *, torch: str | None = None, plugin_dir
                 emit("log", text="$ " + engine_venv.format_command(cmd))
                 if run_child(cmd) != 0:
                     return _failed(step, f"`{engine_venv.format_command(cmd)[:200]}` failed",
+                                   f"check that the wheel folder {wheels} holds every package pip names in the "
+                                   f"log, then press Install again" if wheels is not None else
                                    "check the network and the disk space, then press Install again: what is "
                                    "installed is kept")
             emit("step", step=step, state="done")

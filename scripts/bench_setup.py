@@ -1,6 +1,6 @@
 """Benchmark of the setup page: how long the editor's event loop stalls while the first-run setup runs.
 
-    .venv/bin/python scripts/bench_setup.py [--screenshots docs/screenshots]
+    .venv/bin/python scripts/bench_setup.py [--screenshots docs/screenshots] [--wheels]
 
 The dock's setup page (offscreen Qt) runs ``python -m installer setup`` as its child process against
 the fake hub of the tests (``tests/fake_hub.py``) serving the tiny inpainting model, into a stand-in
@@ -12,7 +12,10 @@ time and the largest event-loop stall the dock's ``StallMeter`` saw (10 ms ticks
 (reading its output, updating the bars): what the dock adds to a stall.  A first row measures the same meter with nothing running for 5 s: on a busy machine (the child
 processes share the cores with the editor) that is the noise floor the other rows stand on.  Prints a Markdown table; nothing here is a pass/fail test.  ``--screenshots DIR`` saves ``setup-page.png`` after the install and
 ``models-page.png`` (the models page on the same folders, one model installed).  POSIX only (the stand-in Python is
-a shell script).
+a shell script).  ``--wheels``: instead of the stand-in, the install creates the environment and pip
+installs torch and the engine's requirements for real, offline, from a wheel folder built as the first-run
+test builds it (``tests/wheel_folder.engine_wheel_folder``; about 2 minutes more): pip's output is what
+the dock reads then.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--screenshots", type=Path, help="save setup-page.png and models-page.png into this folder")
+    ap.add_argument("--wheels", action="store_true", help="a real environment from a wheel folder (offline pip)")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     work = Path(tempfile.mkdtemp(prefix="dd-bench-setup-"))
     try:
-        rows = run(work, args.screenshots)
+        rows = run(work, args.screenshots, args.wheels)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -47,7 +51,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def run(work: Path, shots: Path | None) -> list[dict]:
+def run(work: Path, shots: Path | None, wheels: bool = False) -> list[dict]:
     from core.devtools.tiny_models import build_all
     from plugin.diffusion_dock.panel.setup_page import SetupPage
     from plugin.diffusion_dock.runtime.qt import QtWidgets
@@ -60,8 +64,21 @@ def run(work: Path, shots: Path | None) -> list[dict]:
     build_all(work / "tiny", kinds=("inpaint",))
     hub, handle = tiny_hub(work / "tiny")
     (work / "plugin").mkdir()
-    page = SetupPage(venv=make_ready_venv(work), python=sys.executable, env=hub_env(work, handle.url),
-                     plugin_dir=work / "plugin")
+    env = hub_env(work, handle.url)
+    if wheels:
+        from tests.wheel_folder import engine_wheel_folder, layered_venv, offline_pip_env
+
+        folder, links, _names = engine_wheel_folder(work)
+        venv = work / "engine-venv"
+        layered_venv(venv, links)
+        env = offline_pip_env(env)
+        for key in [k for k in os.environ if k.upper().startswith("PIP_")]:   # the child's base environment
+            del os.environ[key]                                               # is this one's: no pip settings
+    else:
+        venv = make_ready_venv(work)
+    page = SetupPage(venv=venv, python=sys.executable, env=env, plugin_dir=work / "plugin")
+    if wheels:
+        page.wheels.setText(str(folder))
     page.resize(420, 720)
     page.show()
     meter = StallMeter()

@@ -133,23 +133,41 @@ def test_real_krita_loads_the_plugin_imported_from_the_zip(release, tmp_path):
 
 @pytest.mark.krita(gui=True)
 @pytest.mark.slow
-def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, tmp_path, tiny_root):
+def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, tmp_path, tiny_root, monkeypatch):
     """From the zip alone on a fresh HOME, in the real Krita under Xvfb: Krita's importer, the dock shows its
-    setup page by itself (no engine), Install runs the installer (the zip's own ``_engine/``, with the
-    computer's python3) against the fake hub; the engine environment is a stand-in whose Python is this
-    test environment's (torch and the packages already there: those three steps report "already done";
-    no wheel folder is used), so the models, plugin-record and doctor steps run for real.  Then the engine
-    starts from ``engine.json`` the setup wrote, and an inpaint of a selection with the chosen model and a
-    LoRA from the models folder becomes a new layer."""
+    setup page by itself (no engine), the Wheel folder field is filled, Install runs the installer (the zip's
+    own ``_engine/``, with the computer's python3) against the fake hub, offline for pip (its configuration
+    switched off, every proxy refusing): the environment is created, torch (this machine's CPU wheel) and
+    the engine's requirements (wheels repacked from this test environment) are installed by pip from the
+    folder with ``--no-index``; only ``wheel_folder.NOT_REPACKED`` are links beside it.  The models, plugin-record and
+    doctor steps run for real.  Then the engine starts from ``engine.json`` the setup wrote, and an inpaint
+    of a selection with the chosen model and a LoRA from the models folder becomes a new layer."""
+    import os
     import time
 
     from core.devtools import tiny_adapters as T
+    from installer import engine_venv
+    from installer.torch_choice import choose_torch, probe_host
 
     from .plugin.krita_gui import run_gui_scenario
-    from .test_installer_setup import make_ready_venv, tiny_hub
+    from .test_installer_setup import tiny_hub
+    from .wheel_folder import engine_wheel_folder, layered_venv, offline_pip_env, torch_wheel_on_disk
 
+    choice = choose_torch(probe_host())
+    require(choice.backend == "cpu" and choice.requirement.startswith("torch=="),
+            f"the setup would choose {choice.describe()} here, not the CPU torch this test installs")
+    t_build = time.monotonic()
+    require(torch_wheel_on_disk() is not None, "no torch wheel of this environment's version where pip's "
+                                               "find-links point")
+    wheels, layer, names = engine_wheel_folder(tmp_path)
+    build_seconds = time.monotonic() - t_build
+    venv = tmp_path / "engine-venv"
+    site = layered_venv(venv, layer)
+    assert not engine_venv.venv_python(venv).exists()
+    for key in [k for k in os.environ if k.upper().startswith("PIP_") or "PROXY" in k.upper()]:
+        monkeypatch.delenv(key)
+    offline = {k: v for k, v in offline_pip_env({}).items()}
     import_zip = zip_import(release)
-    venv = make_ready_venv(tmp_path)
     models = tmp_path / "models"
     T.save(T.lora_state(tiny_root / "sd2-inpainting", seed=1), models / "loras" / "tiny-lora.safetensors")
     hub, handle = tiny_hub(tiny_root)
@@ -157,27 +175,39 @@ def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, t
     t0 = time.monotonic()
     try:
         results, _, proc = run_gui_scenario(
-            tmp_path / "home", install=import_zip, timeout=600, DD_DRIVER_SETUP="1", DD_DRIVER_TIMEOUT_MS="560000",
-            DD_TEST_VENV=venv, DD_MODELS_DIR=models, HF_HUB_CACHE=tmp_path / "hf", HF_ENDPOINT=handle.url,
-            HF_HUB_OFFLINE="0", NO_PROXY="127.0.0.1,localhost")
+            tmp_path / "home", install=import_zip, timeout=900, DD_DRIVER_SETUP="1", DD_DRIVER_TIMEOUT_MS="860000",
+            DD_TEST_VENV=venv, DD_TEST_WHEELS=wheels, DD_MODELS_DIR=models, HF_HUB_CACHE=tmp_path / "hf",
+            HF_ENDPOINT=handle.url, HF_HUB_OFFLINE="0", **offline)
     finally:
         handle.stop()
     seconds = time.monotonic() - t0
     assert "crash" not in results, results["crash"] + proc.stderr[-3000:]
     assert results["setup_page_shown"] and results["engine_status_code"] == "engine_not_found"
+    assert "from the wheel folder" in results["setup_plan"]["torch"], results["setup_plan"]
     assert results["setup_exit"] == 0, (results.get("setup_errors"), results.get("setup_log"))
-    assert results["setup_steps"] == {"environment": "already done", "torch": "already done",
-                                      "packages": "already done", "models": "done", "plugin": "done",
-                                      "check": "done"}
+    assert results["setup_steps"] == {"environment": "done", "torch": "done", "packages": "done",
+                                      "models": "done", "plugin": "done", "check": "done"}
+    pips = [c for c in results["setup_commands"] if " -m pip install " in c]
+    assert len(pips) == 2 and all(f"--no-index --find-links {wheels}" in c for c in pips), pips
+    # what pip put into the new environment: torch and the repacked requirements, from the folder
+    py = engine_venv.venv_python(venv)
+    where = subprocess.run([str(py), "-c", "import torch, diffusers, transformers, huggingface_hub, peft, qasync, numpy; "
+                            "print('\\n'.join(m.__file__ for m in (torch, diffusers, transformers, huggingface_hub, "
+                            "peft, qasync, numpy)))"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert where.returncode == 0, where.stderr
+    *installed, numpy_file = where.stdout.split()
+    assert all(f.startswith(str(site)) for f in installed) and numpy_file.startswith(str(layer)), where.stdout
     assert results["setup_files"] and all("MB" in t for t in results["setup_files"].values())
     pkg = tmp_path / "home" / ".local" / "share" / "krita" / "pykrita" / "diffusion_dock"
-    assert json.loads((pkg / "engine.json").read_text())["engine_root"] == str(pkg / "_engine")
+    record = json.loads((pkg / "engine.json").read_text())
+    assert record["engine_root"] == str(pkg / "_engine") and record["python"] == str(py)
     assert results["back_to_form"] and "sd2-inpainting" in results["models_offered"]
     assert results["loras_offered"] == ["tiny-lora.safetensors"]
     assert results["job_state"] == "done", (results.get("job_message"), results.get("generate_message"))
     assert results["job_provenance"]["model"] == "sd2-inpainting"
     assert [tuple(x) for x in results["job_provenance"]["loras"]] == [("tiny-lora.safetensors", 0.8)]
     assert results["layers_after_apply"][0].startswith("[Inpaint] red scarf") and len(results["layers_after_apply"]) == 2
-    print(f"\nfirst run from the zip: setup {results['setup_seconds']} s, largest stall during setup "
-          f"{results['setup_stall_ms']} ms; import to first result {seconds:.0f} s "
-          f"(in Krita: {results['driver_seconds_to_result']} s)")
+    print(f"\nfirst run from the zip: wheel folder of {len(names)} wheels built in {build_seconds:.0f} s; setup "
+          f"{results['setup_seconds']} s ({results['setup_step_seconds']}), largest stall during setup "
+          f"{results['setup_stall_ms']} ms (handlers {results['setup_handler_ms']}); import to first result "
+          f"{seconds:.0f} s (in Krita: {results['driver_seconds_to_result']} s)")

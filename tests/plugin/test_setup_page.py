@@ -106,3 +106,21 @@ def test_the_dock_opens_the_setup_page_without_an_engine(qapp, tmp_path, page_kw
     spin_until(lambda: panel.pages.setup_page.plan_run.exit_code is not None, 60, "the plan")
     aio.close()
     assert ROOT.is_dir()
+
+
+def test_the_wheel_folder_field_reaches_the_installer(qapp, tmp_path):
+    """A folder that does not exist: the plan says so, and Install stops before creating anything with the
+    installer's fix line (the field's value went to ``--wheels``)."""
+    from plugin.diffusion_dock.panel.setup_page import SetupPage
+    from plugin.diffusion_dock.session.setup_runner import install_args
+
+    assert install_args(tmp_path / "v", [], tmp_path, tmp_path / "w")[4:6] == ["--wheels", str(tmp_path / "w")]
+    assert "--wheels" not in install_args(tmp_path / "v", [], tmp_path)
+    page = SetupPage(venv=tmp_path / "engine", models=[], python=sys.executable, plugin_dir=tmp_path)
+    page.set_wheels(tmp_path / "no-wheels")
+    spin_until(lambda: page.plan_run.exit_code is not None, 60, "the plan")
+    assert "does not exist" in page.torch.text() or "does not exist" in page.error.text()
+    page.install()
+    spin_until(lambda: page.run.exit_code is not None, 60, "the setup")
+    assert page.run.exit_code == 1 and page.step_bars["environment"].format() == "failed"
+    assert "Wheel folder" in page.error.text() and not (tmp_path / "engine").exists()

@@ -2,9 +2,10 @@
 *Setup and repair…* in the dock's menu opens later.
 
 What was detected (GPU and its memory, or the CPU and bf16), the torch build, where the engine goes
-(changeable), disk needed and free; one Install button; then a bar per step and per model file (MB/s,
-time left), the errors with their fix line, a log to expand, and Cancel.  The installer runs as a child
-process (``session.setup_runner``); nothing here waits on it.
+(changeable), an optional folder of wheel files to install from offline, disk needed and free; one
+Install button; then a bar per step and per model file (MB/s, time left), the errors with their fix line,
+a log to expand, and Cancel.  The installer runs as a child process (``session.setup_runner``); nothing
+here waits on it.
 """
 
 from __future__ import annotations
@@ -63,9 +64,22 @@ class SetupPage(QtWidgets.QWidget):
         loc = QtWidgets.QHBoxLayout()
         loc.addWidget(self.location, 1)
         loc.addWidget(change)
+        self.wheels = QtWidgets.QLineEdit()
+        self.wheels.setObjectName("wheels")
+        self.wheels.setPlaceholderText("empty: download from the package index")
+        self.wheels.setToolTip("A folder of .whl files (PyTorch and the engine's packages) to install from "
+                               "without internet: pip --no-index --find-links FOLDER")
+        self.wheels.editingFinished.connect(self.refresh_plan)
+        pick = QtWidgets.QToolButton()
+        pick.setText("Choose…")
+        pick.clicked.connect(self._choose_wheels)
+        whl = QtWidgets.QHBoxLayout()
+        whl.addWidget(self.wheels, 1)
+        whl.addWidget(pick)
         form.addRow("Detected", self.hardware)
         form.addRow("PyTorch", self.torch)
         form.addRow("Location", loc)
+        form.addRow("Wheel folder", whl)
         form.addRow("Disk", self.disk)
         lay.addLayout(form)
         buttons = QtWidgets.QHBoxLayout()
@@ -132,8 +146,9 @@ class SetupPage(QtWidgets.QWidget):
         run.finished.connect(lambda _code: self._show_plan(run))
         self.plan_run = run
         try:
-            run.start(["--plan", "--venv", str(self.venv), "--models", *self.models], python=self._python,
-                      env=self._env)
+            wheels = self.wheel_folder()
+            run.start(["--plan", "--venv", str(self.venv), *(["--wheels", str(wheels)] if wheels else []),
+                       "--models", *self.models], python=self._python, env=self._env)
         except SetupUnavailable as e:
             self._show_error([(str(e), "")])
 
@@ -143,8 +158,11 @@ class SetupPage(QtWidgets.QWidget):
             self._show_error(run.errors or [("the installer gave no answer", "see the log")])
             self.log_view.setPlainText("\n".join(run.log))
             return
+        self.error.hide()                       # a new plan: the problems shown are its own
         self.hardware.setText(f"{p['hardware']} ({p['system']})")
         self.torch.setText(p["torch"] or p["problem"])
+        if p["torch"] and p["problem"]:         # the torch build is known; something else is wrong (the wheel folder)
+            self._show_error([(p["problem"], "choose the folder holding the .whl files, or leave Wheel folder empty")])
         have = " (an environment is already there: only what is missing is installed)" if p["installed"] else ""
         self.disk.setText(f"needs about {_gb(p['needed'])}, {_gb(p['free'])} free{have}")
         if p["free"] and p["needed"] > p["free"]:
@@ -154,6 +172,20 @@ class SetupPage(QtWidgets.QWidget):
         chosen = QtWidgets.QFileDialog.getExistingDirectory(self, "Where the engine goes", str(self.venv.parent))
         if chosen:
             self.set_location(Path(chosen) / "engine")
+
+    def wheel_folder(self) -> Path | None:
+        """The optional folder of wheel files (None: pip's package index)."""
+        text = self.wheels.text().strip()
+        return Path(text).expanduser() if text else None
+
+    def _choose_wheels(self) -> None:
+        chosen = QtWidgets.QFileDialog.getExistingDirectory(self, "The folder of wheel files", self.wheels.text())
+        if chosen:
+            self.set_wheels(Path(chosen))
+
+    def set_wheels(self, folder: Path | None) -> None:
+        self.wheels.setText(str(folder) if folder else "")
+        self.refresh_plan()
 
     def set_location(self, venv: Path) -> None:
         self.venv = Path(venv)
@@ -176,7 +208,8 @@ class SetupPage(QtWidgets.QWidget):
         run.finished.connect(self._done)
         self.run = run
         try:
-            run.start(R.install_args(self.venv, self.models, self._plugin_dir), python=self._python, env=self._env)
+            run.start(R.install_args(self.venv, self.models, self._plugin_dir, self.wheel_folder()),
+                      python=self._python, env=self._env)
         except SetupUnavailable as e:
             self._show_error([(str(e), "")])
             return

@@ -220,8 +220,10 @@ class SetupRun(QObject):
             self.finished.emit(1)
 
 
-def install_args(venv: Path, models: list[str], plugin_dir: Path = PACKAGE_DIR) -> list[str]:
-    return ["--venv", str(venv), "--plugin-dir", str(plugin_dir), "--models", *models]
+def install_args(venv: Path, models: list[str], plugin_dir: Path = PACKAGE_DIR, wheels: Path | None = None) -> list[str]:
+    """The setup's arguments; ``wheels``: a folder of .whl files pip installs from alone (offline)."""
+    return (["--venv", str(venv), "--plugin-dir", str(plugin_dir)] + (["--wheels", str(wheels)] if wheels else [])
+            + ["--models", *models])
 
 
 __all__ = ["STEPS", "STEP_LABELS", "FileState", "SetupRun", "SetupUnavailable", "base_python", "default_venv",

@@ -503,6 +503,8 @@ def run_setup_flow():
     page = panel.pages.setup_page
     results["setup_page_shown"] = panel.pages.currentIndex() != 0
     results["engine_status_code"] = session.status.code
+    if os.environ.get("DD_TEST_WHEELS"):                  # the Wheel folder field, as an artist fills it
+        page.wheels.setText(os.environ["DD_TEST_WHEELS"])
     page.set_location(os.environ["DD_TEST_VENV"])
     spin(lambda: page.plan_run.exit_code is not None, 60, "the setup plan")
     results["setup_plan"] = {"hardware": page.hardware.text(), "torch": page.torch.text(), "disk": page.disk.text()}
@@ -527,6 +529,20 @@ def run_setup_flow():
 
     for name in ("start", "_read", "_read_err", "_finished"):
         timed(name)
+    step_times = {}        # each step's seconds, from its start event to its end event
+
+    handle = SetupRun.handle
+
+    def timed_steps(self, line, now):
+        if line.startswith('{"ev": "step"'):
+            ev = json.loads(line)
+            if ev.get("state") == "start":
+                step_times[ev["step"]] = -now
+            elif ev["step"] in step_times and step_times[ev["step"]] < 0:
+                step_times[ev["step"]] = round(now + step_times[ev["step"]], 1)
+        return handle(self, line, now)
+    SetupRun.handle = timed_steps
+    results["setup_step_seconds"] = step_times
     results["setup_handler_ms"] = handler_ms
     meter, watch = StallMeter(), Watch()
     meter.watch(watch)
@@ -540,6 +556,7 @@ def run_setup_flow():
     results["setup_errors"] = page.run.errors
     results["setup_steps"] = {s: b.format() for s, b in page.step_bars.items()}
     results["setup_files"] = {n: b.format() for n, b in page._file_bars.items()}
+    results["setup_commands"] = [line for line in page.run.log if line.startswith("$ ")]
     if page.run.exit_code != 0:
         results["setup_log"] = page.run.log[-40:]
         return
