@@ -1,7 +1,6 @@
 """Command line: ``python -m core <job> ...`` and ``python -m core models``.
 
-Conventions for every job: the paths written go to stdout (one per line), progress goes to stderr,
-and bad input exits non-zero with one clear line.
+Every job: the paths written go to stdout (one per line), progress to stderr, bad input exits non-zero with one line.
 """
 
 from __future__ import annotations
@@ -105,7 +104,6 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
             return parse_spec(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
-
     p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
                    help="a control picture (the image's size; repeatable): TYPE scribble, lineart, softedge, canny, "
                         "depth, pose (SD 2.1 ControlNets) or reference (its look through attention, one); strength "
@@ -170,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_region(p)
     _add_sampler(p)
+    _add_controls(p)
 
     p = sub.add_parser("depth", help="estimate the depth of an image (white = near), as a 16-bit grayscale PNG")
     p.add_argument("--image", required=True, help="input image")
@@ -227,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_sampler(p)
     p.add_argument("--no-color-match", action="store_true", help="do not match colours to the surroundings")
+    _add_controls(p)
 
     p = sub.add_parser("models", help="list the models the resolver finds")
     p.add_argument("--models-dir", type=Path, help="app models folder to search (default: platformdirs)")

@@ -210,16 +210,22 @@ class ResidualSpy:
         self.handle.remove()
 
 
-@pytest.mark.parametrize("mode", ["generate", "generate-image", "inpaint"])
+def base_unet(models, kind: str):
+    """The UNet a job of ``kind`` runs (restyle loads its model without the depth estimator)."""
+    return models.get(kind, **({"without_depth_estimator": True} if kind == "restyle" else {})).pipe.unet
+
+
+@pytest.mark.parametrize("mode", ["generate", "generate-image", "inpaint", "restyle"])
 def test_start_and_end_are_the_steps_where_residuals_reach_the_unet(exact_models, cn, mode):
-    kind = "inpaint" if mode == "inpaint" else "generate"
+    kind = mode.split("-")[0]
     image = rgba() if mode != "generate" else None
     mask = full_mask() if mode == "inpaint" else None
     ctl = C.Control("canny", lines(), 1.0, 0.3, 0.7)
     # guidance 1: one UNet call per step; 10 steps at any strength (steps are the steps that run).
-    req = JobRequest(kind, Params(steps=10, guidance=1.0, seed=3, strength=0.6), Options(width=128, height=128),
+    req = JobRequest(kind, Params(steps=10, guidance=1.0, seed=3, strength=0.6),
+                     Options(width=128, height=128) if kind == "generate" else Options(),
                      image=image, mask=mask, controls=(ctl,))
-    unet = exact_models.get(kind).pipe.unet
+    unet = base_unet(exact_models, kind)
     with ResidualSpy(unet) as spy:
         res = run(exact_models, req)
     assert spy.calls == [False] * 3 + [True] * 4 + [False] * 3
@@ -338,3 +344,47 @@ def test_controls_run_with_the_chosen_sampler_and_the_tiny_autoencoder(exact_mod
     tiny = pixels(res)
     full = pixels(run(exact_models, replace(req, options=replace(req.options, vae="full"))))
     assert tiny.shape == full.shape and not np.array_equal(tiny, full)    # another decoder made it
+
+
+def test_controlled_restyle_is_the_depth_restyle_at_strength_zero_and_keeps_outside_pixels(exact_models, cn):
+    """Restyle with controls runs the depth model through the ControlNet image-to-image pipeline
+    (``restyle.DepthUNet`` appends the depth channel): at control strength 0 its pixels are the plain
+    depth restyle's, bit for bit; a control changes them; outside the selection nothing changes."""
+    from core.pipelines.regionjob import composite
+
+    img, mask = rgba(4), full_mask()
+    req = JobRequest("restyle", Params(steps=3, seed=6, strength=0.7), image=img, mask=mask)
+
+    def with_control(strength):
+        return run(exact_models, replace(req, controls=(C.Control("canny", lines(), strength, 0.0, 1.0),)))
+
+    plain, zero, one = pixels(run(exact_models, req)), with_control(0.0), with_control(1.0)
+    assert np.array_equal(plain, pixels(zero))
+    assert not np.array_equal(plain, pixels(one))
+    assert one.timings["controlnets"] == ["controlnet-canny"]
+    out = composite(validate(req), one.patches[0])
+    src = np.frombuffer(img.data, np.uint8).reshape(SIZE, SIZE, 4)
+    outside = np.frombuffer(mask.data, np.uint8).reshape(SIZE, SIZE) == 0
+    assert np.array_equal(out[outside], src[outside])
+
+
+def test_expand_with_a_control_of_the_old_canvas(exact_models, cn):
+    """Each expand pass runs the ControlNet inpaint pipeline with the control cut to its window: the
+    residuals reach the UNet from start to end in every pass; the control has no pixels over the new
+    border (said in the result, never stretched); the old pixels stay as they were (alpha 0 there)."""
+    from core.pipelines.expand import composite
+
+    img = rgba(3)
+    req = JobRequest("expand", Params(steps=4, guidance=1.0, seed=2, strength=0.8),
+                     Options(expand_left=0, expand_top=0, expand_right=64, expand_bottom=0),
+                     image=img, controls=(C.Control("canny", lines(), 1.0, 0.5, 1.0),))
+    with ResidualSpy(exact_models.get("expand").pipe.unet) as spy:
+        res = run(exact_models, req)
+    passes = res.timings["passes"]
+    assert passes >= 1 and spy.calls == [False, False, True, True] * passes     # 4 steps a pass, from the half
+    assert res.timings["controlnets"] == ["controlnet-canny"]
+    assert any("control 1 (canny) has no pixels over part of the new border" in w for w in res.warnings)
+    out = composite(validate(req), res.patches[0])
+    assert np.array_equal(out[:, :SIZE], np.frombuffer(img.data, np.uint8).reshape(SIZE, SIZE, 4))
+    plain = run(exact_models, replace(req, controls=()))
+    assert not np.array_equal(pixels(plain), pixels(res))

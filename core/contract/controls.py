@@ -56,6 +56,23 @@ class Control:
                 "origin": list(self.origin), "model": self.model, "buffer": buffer}
 
 
+RECORD_FIELDS = ("type", "controlnet", "strength", "start", "end")
+
+
+def record(control: Control, controlnet: str) -> dict:
+    """What a result's provenance says of a control it used (``controlnet``: the ControlNet's name as found);
+    the dock adds the control layer's name (``layer``)."""
+    return {"type": control.type, "controlnet": controlnet, "strength": control.strength, "start": control.start,
+            "end": control.end}
+
+
+def records_from(value) -> tuple[dict, ...]:
+    """A result header's ``controls`` (a list of records; anything else counts as none)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple({k: c[k] for k in (*RECORD_FIELDS, "layer") if k in c} for c in value if isinstance(c, dict))
+
+
 def buffer_name(index: int) -> str:
     return f"control{index}"
 

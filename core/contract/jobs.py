@@ -1,9 +1,8 @@
 """Job requests and results: plain data, standard library only.
 
-A request says *what* to do (mode, parameters, options, region of the canvas, pixels); the
-translation (``core.contract.plan``) turns it into a plan, and one pipeline module per mode executes it.
-The same objects travel over the wire protocol, so everything here converts to and from JSON-ready
-dicts; pixel buffers travel beside the JSON as raw bytes.
+A request says *what* to do (mode, parameters, options, region of the canvas, pixels); the translation
+(``core.contract.plan``) turns it into a plan, and one pipeline module per mode executes it.  The same objects
+travel over the wire protocol as JSON-ready dicts; pixel buffers travel beside the JSON as raw bytes.
 """
 
 from __future__ import annotations
@@ -291,11 +290,9 @@ def _frozen(value):
 
 
 def validate(req: JobRequest) -> JobRequest:
-    """Check every parameter the mode uses; return the request with numbers normalised.
-
-    Raises ``ValidationError`` naming the first bad parameter and its allowed range.  What a mode
-    needs (image, selection, strength, size, scale) comes from its ``modes.ModeSpec``.
-    """
+    """Check every parameter the mode uses; return the request with numbers normalised.  Raises
+    ``ValidationError`` naming the first bad parameter and its allowed range.  What a mode needs (image,
+    selection, strength, size, scale) comes from its ``modes.ModeSpec``."""
     P.check_choice("mode", req.mode, MODES)
     mode = MODE_SPECS[req.mode]
     if req.model is not None:
@@ -423,11 +420,9 @@ def _check_growth(req: JobRequest, options: Options) -> None:
 
 @dataclass(frozen=True)
 class Patch:
-    """One result: pixels to stack as a new layer at (x, y) of the canvas.
-
-    For image modes the alpha is 0 wherever the selection is 0, so stacking the patch over the
-    source leaves every pixel outside the selection bit-identical.
-    """
+    """One result: pixels to stack as a new layer at (x, y) of the canvas.  For image modes the alpha is 0
+    wherever the selection is 0, so stacking the patch over the source leaves every pixel outside the
+    selection bit-identical."""
 
     x: int
     y: int
@@ -447,6 +442,7 @@ class JobResult:
     options: Options = field(default_factory=Options)
     warnings: tuple[str, ...] = ()
     timings: dict = field(default_factory=dict)
+    controls: tuple[dict, ...] = ()    # the control layers used (``controls.record``), in the request's order
 
     def provenance(self, index: int) -> dict:
         """What produced patch ``index``: enough to re-run it."""
@@ -456,8 +452,11 @@ class JobResult:
             "model": self.model,
             "seed": patch.seed,
             "params": {**asdict(self.params), "seed": patch.seed, "num_images": 1},
-            "options": asdict(self.options),
+            "options": asdict(self.options), **self._controls(),
         }
+
+    def _controls(self) -> dict:
+        return {"controls": [dict(c) for c in self.controls]} if self.controls else {}
 
     def header(self) -> dict:
         return {
@@ -467,7 +466,7 @@ class JobResult:
             "options": asdict(self.options),
             "warnings": list(self.warnings),
             "timings": dict(self.timings),
-            "patches": [p.header() for p in self.patches],
+            "patches": [p.header() for p in self.patches], **self._controls(),
         }
 
     @classmethod
@@ -479,7 +478,8 @@ class JobResult:
         return cls(mode=h["mode"], patches=patches, model=h.get("model"),
                    params=_dataclass_from(Params, h.get("params") or {}, "params"),
                    options=_dataclass_from(Options, h.get("options") or {}, "options"),
-                   warnings=tuple(h.get("warnings") or ()), timings=dict(h.get("timings") or {}))
+                   warnings=tuple(h.get("warnings") or ()), timings=dict(h.get("timings") or {}),
+                   controls=C.records_from(h.get("controls")))
 
 
 def result_name(mode: str, prompt: str, seed: int | None, model: str | None = None, limit: int = 48) -> str:

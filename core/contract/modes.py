@@ -125,7 +125,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         ModeAction("Restyle layer…", "Ctrl+Alt+Shift+R",
                    "Repaint the layer (or the selection) keeping its depth, on a new layer", layer_menu=True),
         params=_IMAGE_PARAMS, options=(*_REGION_OPTIONS, "depth_source", "sampler"),
-        strength=STRENGTH_ALWAYS, models=("sd2-depth",)),
+        strength=STRENGTH_ALWAYS, models=("sd2-depth",), controls=True),
     ModeSpec(
         "depth", "Depth map", "Depth map", "Make depth map",
         ModeAction("Depth map of layer", "", "Estimate a depth map of the layer, on a new layer"),
@@ -166,7 +166,7 @@ MODE_TABLE: tuple[ModeSpec, ...] = (
         defaults=(("expand_right", 256),),
         selection_hint="the selection is not used: the sizes say how far each side grows",
         strength=STRENGTH_ALWAYS, output=OUTPUT_EXPANDED, grows_canvas=True, models=("sd2-inpainting",),
-        phase_labels=(("encoding", "Pre-filling the border"),)),
+        phase_labels=(("encoding", "Pre-filling the border"),), controls=True),
     ModeSpec(
         "preprocess", "Control layer", "Make control layer", "Make control layer",
         ModeAction("Make control layer…", "Ctrl+Alt+Shift+K",

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from ..contract.controls import record
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest, JobResult, Options, Params, Patch
 from ..contract.params import SEED_MAX
@@ -86,8 +87,10 @@ class PipelineBase:
         if self.single_image:
             params = replace(params, num_images=1)
         timings = {"seconds": round(time.perf_counter() - t0, 3), **out.timings}
+        # A job that ran control layers names their ControlNets in its timings, in the request's order.
+        used = tuple(record(c, name) for c, name in zip(req.controls, out.timings.get("controlnets") or (), strict=False))
         return JobResult(self.mode, tuple(out.patches), out.model, params, out.options or req.options,
-                         tuple(out.warnings), timings)
+                         tuple(out.warnings), timings, used)
 
     def work(self, req: JobRequest, models: Models, control: JobControl, seed: int) -> Output:
         raise NotImplementedError

@@ -58,12 +58,21 @@ class Controls:
 def control_picture(control: C.Control, region: Rect, size: tuple[int, int]) -> np.ndarray:
     """The control's pixels over ``region`` (canvas coordinates) at the model's ``size``: float RGB in
     [0, 1], transparent pixels as black (no signal).  Any layout the editor sends is converted (16-bit,
-    float, linear light); the crop is never stretched beyond the region's own scaling to the model."""
+    float, linear light); the crop is never stretched beyond the region's own scaling to the model.
+    Where the picture has no pixels (Expand's new border beyond a control of the old canvas) it is
+    transparent, so black too."""
     ox, oy = control.origin
-    native = as_array(control.image)[region.y - oy: region.y - oy + region.h, region.x - ox: region.x - ox + region.w]
-    small, _opaque = scaling.premultiplied_at(np.ascontiguousarray(native), control.image.format, control.image.linear,
-                                              size)
+    src = as_array(control.image)
+    have = region.intersect(Rect(ox, oy, control.image.width, control.image.height))
+    native = np.zeros((region.h, region.w, src.shape[2]), src.dtype)
+    if not have.empty:
+        native[have.slices((region.x, region.y))] = src[have.slices((ox, oy))]
+    small, _opaque = scaling.premultiplied_at(native, control.image.format, control.image.linear, size)
     return np.clip(small[..., :3], 0.0, 1.0).astype(np.float32)
+
+
+def covers(control: C.Control, region: Rect) -> bool:
+    return Rect(*control.origin, control.image.width, control.image.height).contains(region)
 
 
 def find(req: JobRequest, models) -> list:
@@ -75,9 +84,10 @@ def find(req: JobRequest, models) -> list:
 
 
 def prepare(req: JobRequest, found: list, region: Rect, size: tuple[int, int], pipe, base_name: str, models,
-            control: JobControl) -> Controls | None:
+            control: JobControl, *, padded: bool = False) -> Controls | None:
     """Load the ControlNets ``found`` for the request's controls (each checked against the base model's
-    UNet first) and cut their pictures; None without ControlNet controls (a reference image is not one)."""
+    UNet first) and cut their pictures; None without ControlNet controls (a reference image is not one).  A
+    control that does not cover ``region`` is refused, or with ``padded`` (Expand) black where it has no pixels."""
     if not any(c.type != C.REFERENCE for c in req.controls):
         return None
     import torch
@@ -87,7 +97,8 @@ def prepare(req: JobRequest, found: list, region: Rect, size: tuple[int, int], p
     for i, (c, resolved) in enumerate(zip(req.controls, found, strict=True)):
         if c.type == C.REFERENCE:
             continue
-        C.check_covers(i, c, region.as_tuple())
+        if not padded:
+            C.check_covers(i, c, region.as_tuple())
         controlnets.check_fits(resolved, pipe.unet.config, base_name, C.field(i, "model"))
         key = ("controlnet", str(resolved.path), policy.device, policy.dtype)
         net = models.get_other(key, lambda r=resolved: controlnets.load(r, policy), control=control)
@@ -101,14 +112,15 @@ def prepare(req: JobRequest, found: list, region: Rect, size: tuple[int, int], p
     return out
 
 
-def pipeline(kind: str, pipe, controls: Controls):
-    """A diffusers ControlNet pipeline (``kind``: text, image or inpaint) over ``pipe``'s modules.
+def pipeline(kind: str, pipe, controls: Controls, unet=None):
+    """A diffusers ControlNet pipeline (``kind``: text, image or inpaint) over ``pipe``'s modules (``unet``:
+    another denoiser in place of ``pipe``'s UNet: restyle's depth-conditioned one).
     Built directly rather than with ``from_pipe``, which would cast the shared modules to one dtype."""
     import diffusers
 
     cls = getattr(diffusers, PIPELINE_CLASSES[kind])
     c = pipe.components
-    cp = cls(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=c["unet"],
+    cp = cls(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"], unet=unet or c["unet"],
              controlnet=controls.controlnet, scheduler=c["scheduler"], safety_checker=None, feature_extractor=None,
              requires_safety_checker=False)
     cp.set_progress_bar_config(disable=True)

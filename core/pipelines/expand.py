@@ -10,6 +10,12 @@ Telea, which carries the edge's colours and lines outward) plus noise of the con
 the denoising starts from that below strength 1; the repaint mask is the fresh pixels and the band of
 earlier results; the output's colours are matched to the window's context (the VAE drifts) and it
 comes back to the window's size.  The old pixels are context only: the patch's alpha is 0 over them.
+
+Control layers: a control is placed on the OLD canvas (the request's coordinates, like the image); each
+pass takes the control's pixels over its window, cut and scaled exactly like the window, and runs the
+ControlNet inpaint pipeline (``inpaint.denoise_controlled``).  A control layer of the old canvas has no
+pixels over the new border: there it is transparent, which a ControlNet sees as black (no lines, or
+for a depth control: far away), never the picture stretched to the grown canvas; the result says so.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..contract.plan import RegionPlan, Schedule, seeds_for
 from ..raster import compositing, masks, scaling
 from ..raster.outpaint import KNOWN, PAINTED, run_passes
 from ..raster.pixels import as_array, from_array, pack, to_working
+from . import controls as controls_job
 from . import regionjob
 from .base import Output, PipelineBase
 
@@ -121,10 +128,11 @@ class ModelPainter:
     """One image's passes on the inpainting model (``raster.outpaint.Painter``)."""
 
     def __init__(self, pipe, native: int, multiple: int, req: JobRequest, seed: int, control: JobControl,
-                 device: str, prefill):
+                 device: str, prefill, controlled=None):
         self.pipe, self.native, self.multiple = pipe, native, multiple
         self.req, self.seed, self.control, self.device = req, seed, control, device
         self.prefill = prefill           # (RGB, hole) -> RGB, or None at strength 1 (nothing starts from it)
+        self.controlled = controlled     # (window, model size) -> Controls, or None without control layers
         self.sched = Schedule.of(req.params.steps, req.params.strength)
         self.warnings: list[str] = []
         self.model_sizes: list[list[int]] = []
@@ -147,8 +155,12 @@ class ModelPainter:
                                     np.ones(mask.shape, np.float32), mask.astype(np.float32))
         start = None
         if self.prefill is not None:
-            start = encode_image(self.pipe, self.prefill(index, small, scaling.selection_at(fresh, size) & mask))
-        images, warnings = denoise(self.pipe, plan, work, params, self.control, self.device, start, announce=False)
+            start = self.prefill(index, small, scaling.selection_at(fresh, size) & mask)
+        if self.controlled is not None:
+            images, warnings = self.controlled(p.window, plan, work, start)
+        else:
+            start = None if start is None else encode_image(self.pipe, start)
+            images, warnings = denoise(self.pipe, plan, work, params, self.control, self.device, start, announce=False)
         self.control.advance_offset(self.sched.steps)
         self.warnings.extend(x for x in warnings if x not in self.warnings)
         out = images[0]
@@ -183,6 +195,7 @@ class Expand(PipelineBase):
         from .common import prompt_kwargs, sampler_of, with_sampler
         from .fill import CancelOnly, choose_backend, fill_array
 
+        found = controls_job.find(req, models)
         loaded = models.get("expand", req.model, control=control)
         sampler = sampler_of(req, loaded)
         pipe, native = with_sampler(loaded.pipe, sampler), loaded.resolved.native   # one sampler for every pass
@@ -201,11 +214,12 @@ class Expand(PipelineBase):
             def fill(rgb, hole):
                 return fill_array(rgb, hole, choice, models, CancelOnly(control))
 
+        controlled = with_controls(req, found, job, loaded, sampler, models, control, notes)
         t_model = time.perf_counter()
         patches, warnings, sizes = [], list(notes), []
         for s in seeds:
             painter = ModelPainter(pipe, native, size_multiple(pipe), req, s, control, models.policy.device,
-                                   None if fill is None else noisy_fill(fill, s))
+                                   None if fill is None else noisy_fill(fill, s), controlled)
             rgb, state = expand_image(job, painter)
             patches.append(patch_of(job, rgb, state, s))
             warnings.extend(w for w in painter.warnings if w not in warnings)
@@ -214,8 +228,35 @@ class Expand(PipelineBase):
         return Output(patches, loaded.resolved.name, tuple(warnings),
                       {"model_seconds": round(time.perf_counter() - t_model, 4), "canvas": list(job.new_size),
                        "region": list(job.area.as_tuple()), "passes": len(job.passes),
-                       "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes},
+                       "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes,
+                       **({"controlnets": [r.name for r in found]} if found else {})},
                       replace(req.options, sampler=sampler))
+
+
+def with_controls(req: JobRequest, found: list, job: ExpandJob, loaded, sampler: str, models, control: JobControl,
+                  notes: list):
+    """A pass runner ``(window, plan, work, start RGB) -> (images, warnings)`` through the ControlNet inpaint
+    pipeline with each control cut to the window (new-canvas coordinates; the controls are on the old
+    canvas); None without controls.  Notes a control that has no pixels over part of the new border."""
+    if not req.controls:
+        return None
+    from .inpaint import denoise_controlled
+
+    dx, dy = job.growth.offset
+    for i, c in enumerate(req.controls):
+        if not all(controls_job.covers(c, p.window.translate(-dx, -dy)) for p in job.passes):
+            notes.append(f"control {i + 1} ({c.type}) has no pixels over part of the new border: the ControlNet "
+                         f"sees black there (no lines; for depth: far away); it is not stretched to the new canvas")
+
+    def run(window: Rect, plan: RegionPlan, work: regionjob.RegionWork, start):
+        controls = controls_job.prepare(req, found, window.translate(-dx, -dy), plan.model_size, loaded.pipe,
+                                        loaded.resolved.name, models, control, padded=True)
+        assert controls is not None
+        start_rgb = work.model_rgb if start is None else start
+        return denoise_controlled(loaded.pipe, plan, work, req.params, control, models.policy.device, controls,
+                                  start_rgb, sampler, announce=False)
+
+    return run
 
 
 PIPELINE = Expand()

@@ -108,13 +108,16 @@ def denoise(pipe, plan, work: regionjob.RegionWork, params, control: JobControl,
 
 
 def denoise_controlled(pipe, plan, work: regionjob.RegionWork, params, control: JobControl, device: str,
-                       controls: controls_job.Controls, start_rgb, sampler: str, tiny=None, reference=None):
+                       controls: controls_job.Controls, start_rgb, sampler: str, tiny=None, reference=None, *,
+                       announce: bool = True):
     """The same job through diffusers' ControlNet inpaint pipeline over ``pipe``'s modules with sampler
     ``sampler``: it takes the start image as pixels (``start_rgb``) and encodes it itself with the full
-    VAE, to the posterior's mean (``mean_encoding``); ``tiny``, the tiny autoencoder, decodes only."""
+    VAE, to the posterior's mean (``mean_encoding``); ``tiny``, the tiny autoencoder, decodes only.
+    ``announce`` as for ``denoise``."""
     import torch
 
-    control.set_phase("encoding", 0, plan.expected_steps)
+    if announce:
+        control.set_phase("encoding", 0, plan.expected_steps)
     repaint = work.model_mask >= 0.5
     # One copy per image: the pipeline encodes each with that image's generator, so image i still
     # depends only on seed + i (one copy would be encoded with the first generator only).

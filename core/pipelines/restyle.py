@@ -3,6 +3,12 @@ depth.  The depth is either estimated (DPT-hybrid, the same as the depth job) or
 
 The pipeline is always loaded without its depth estimator and always gets a depth map: the estimator
 is a separate model part, loaded only when the depth is "auto", so a given depth never loads it.
+
+With control layers the job runs through diffusers' ``StableDiffusionControlNetImg2ImgPipeline`` over the
+depth model's modules; its UNet is ``DepthUNet``, the depth model's 5-channel UNet with the depth map
+appended to each call's latents exactly as the depth2img pipeline appends it (its own
+``prepare_depth_map``), so the ControlNets see the 4 latent channels they were trained on and the depth
+still guides.  At control strength 0 the result is the uncontrolled restyle's, bit for bit (tested).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from ..models.unet_compile import size_multiple
 from ..raster import compositing
 from ..raster.pixels import depth_array
 from . import adapters, regionjob
+from . import controls as controls_job
 from . import depth as depth_job
 from .base import Output, PipelineBase
 from .common import image_kwargs, mean_encoding, run_pipeline, sampler_of, with_sampler
@@ -41,14 +48,45 @@ def check_not_flat(depth: np.ndarray, source: str) -> None:
 
 
 def denoise(pipe, plan, work: regionjob.RegionWork, depth: np.ndarray, params, control: JobControl,
-            device: str):
-    """Run the diffusers depth2img pipeline; returns (float RGB images at model size, warnings)."""
+            device: str, sampler: str, controls: controls_job.Controls | None = None):
+    """Run the diffusers depth2img pipeline (with ``controls``: the ControlNet image-to-image pipeline over
+    the same modules and ``DepthUNet``) with sampler ``sampler``; returns (float RGB images at model size,
+    warnings)."""
     import torch
 
     image = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
+    depth_map = torch.from_numpy(depth)[None]
     with mean_encoding(pipe.vae):
-        return run_pipeline(pipe, plan, params, control, device, image=image,
-                            depth_map=torch.from_numpy(depth)[None], **image_kwargs(plan))
+        if controls is None:
+            return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, image=image,
+                                depth_map=depth_map, **image_kwargs(plan))
+        unet = DepthUNet(pipe.unet, pipe.prepare_depth_map(image, depth_map, 1, False, pipe.unet.dtype,
+                                                           pipe.unet.device))
+        return run_pipeline(with_sampler(controls_job.pipeline("image", pipe, controls, unet), sampler), plan, params,
+                            control, device, image=image, control_image=controls.image_arg(), **controls.kwargs(),
+                            **image_kwargs(plan))
+
+
+def DepthUNet(unet, depth_mask):
+    """``unet`` (the depth model's, 5 input channels) as a 4-channel denoiser: each call's latents get
+    ``depth_mask`` (1×1×h×w, from ``prepare_depth_map``) appended as the fifth channel, for every image
+    of the batch (classifier-free guidance doubles it), as the depth2img pipeline does in its loop."""
+    import torch
+
+    class _DepthUNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = unet
+
+        config = property(lambda self: self.unet.config)
+        dtype = property(lambda self: self.unet.dtype)
+        device = property(lambda self: self.unet.device)
+
+        def forward(self, sample, timestep, *args, **kwargs):
+            depth = depth_mask.to(sample.device, sample.dtype).expand(sample.shape[0], -1, -1, -1)
+            return self.unet(torch.cat([sample, depth], dim=1), timestep, *args, **kwargs)
+
+    return _DepthUNet()
 
 
 class Restyle(PipelineBase):
@@ -56,6 +94,7 @@ class Restyle(PipelineBase):
 
     def work(self, req: JobRequest, models, control: JobControl, seed: int) -> Output:
         given = req.options.depth_source == "given"
+        found = controls_job.find(req, models)
         loaded = models.get("restyle", req.model, control=control, without_depth_estimator=True)
         estimator = None if given else models.get_part("restyle", req.model, control=control)
         plan = plan_region_job(req, regionjob.selection_bbox(req), loaded.resolved.native, seed,
@@ -68,14 +107,17 @@ class Restyle(PipelineBase):
             depth = depth_job.estimate(estimator.pipe, work.model_rgb, plan.model_size)
         check_not_flat(depth, "given" if given else "estimated")
         sampler = sampler_of(req, loaded)
+        controls = controls_job.prepare(req, found, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name,
+                                        models, control)
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
-            images, warnings = denoise(with_sampler(loaded.pipe, sampler), plan, work, depth, req.params, control,
-                                       models.policy.device)
+            images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device,
+                                       sampler, controls)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         return Output(patches, loaded.resolved.name, warnings,
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
-                       "depth_source": req.options.depth_source}, replace(req.options, sampler=sampler))
+                       "depth_source": req.options.depth_source, **({"controlnets": controls.names} if controls else {})},
+                      replace(req.options, sampler=sampler))
 
 
 PIPELINE = Restyle()

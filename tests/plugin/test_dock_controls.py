@@ -40,12 +40,13 @@ def form(qtbot, doc):
 
 
 def test_controls_list_shows_for_modes_with_controls(form):
-    form.set_mode("inpaint")
-    assert form.controls_box.isVisible()
-    form.set_mode("upscale")
-    assert not form.controls_box.isVisible()
-    form.set_mode("generate")
-    assert form.controls_box.isVisible()
+    from core.contract.modes import MODE_TABLE
+
+    with_controls = {m.key for m in MODE_TABLE if m.controls}
+    assert {"generate", "inpaint", "restyle", "expand"} <= with_controls and "upscale" not in with_controls
+    for m in MODE_TABLE:
+        form.set_mode(m.key)
+        assert form.controls_box.isVisible() == m.controls, m.key
 
 
 def test_a_control_row_sends_its_layers_pixels_over_the_jobs_region(qtbot, form, doc):

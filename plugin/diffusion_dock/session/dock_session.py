@@ -22,7 +22,7 @@ from ..runtime import aio, qimages
 from ..runtime.coreapi import events, jobs, load, modes, paths
 from ..runtime.qt import QObject, QtGui, Signal
 from ..runtime.stall import StallMeter
-from .job_builder import JobSpec, PreparedJob, mode_label
+from .job_builder import JobSpec, PreparedJob, mode_label, with_control_layers
 from .results_store import ResultStore, StoredResult, new_id
 from .settings import EngineNotFound, Settings, find_local_engine
 
@@ -377,7 +377,7 @@ class DockSession(QObject):
         records = []
         now = time.time()
         for i, patch in enumerate(result.patches):
-            prov = result.provenance(i)
+            prov = with_control_layers(result.provenance(i), prepared.control_layers)
             name = jobs.result_name(result.mode, result.params.prompt, patch.seed, result.model)
             rec = StoredResult(
                 id=new_id(item.id, i, now), job_id=item.id, index=i, mode=result.mode, name=name,

@@ -62,6 +62,16 @@ class PreparedJob:
     region: Rect                        # the canvas area read (or painted, for text-to-image)
     target: str                         # "layer": a new layer above the source; "document": a new document
     summary: str
+    control_layers: tuple[str, ...] = ()   # the name of each control's layer (the results' provenance says)
+
+
+def with_control_layers(provenance: dict, layers: tuple[str, ...]) -> dict:
+    """A result's provenance with the name of each control's layer (``layer``) in its ``controls``."""
+    used = provenance.get("controls")
+    if not used or not layers:
+        return provenance
+    return {**provenance, "controls": [{**c, "layer": name} if name else dict(c)
+                                       for c, name in zip(used, (*layers, *[""] * len(used)))]}
 
 
 def mode_label(mode: str) -> str:
@@ -176,18 +186,20 @@ def build(doc: H.HostDocument, layer_id: str | None, spec: JobSpec) -> PreparedJ
             o = replace(o, width=None, height=None)
         req = jobs.JobRequest(mode, p, o, model=spec.model, image=image, mask=mask, depth=depth,
                               origin=(region.x, region.y), canvas=canvas)
+    layers: tuple[str, ...] = ()
     if ms.controls and any(c.active for c in spec.controls):
-        req = replace(req, controls=read_controls(doc, source, region, spec.controls))
+        read = read_controls(doc, source, region, spec.controls)
+        req, layers = replace(req, controls=tuple(c for c, _ in read)), tuple(name for _, name in read)
     try:
         req = jobs.validate(req)
     except params.ValidationError as e:
         raise DockError(str(e), e.parameter) from None
-    return PreparedJob(req, doc, source, region, target, describe(mode, p.prompt, source.name))
+    return PreparedJob(req, doc, source, region, target, describe(mode, p.prompt, source.name), layers)
 
 
 def read_controls(doc: H.HostDocument, source: H.LayerInfo, region: Rect, specs) -> tuple:
-    """The active controls' pixels over exactly the region the job reads (or paints), in each control
-    layer's own layout, like the source layer's."""
+    """(control, its layer's name) of each active control: the pixels over exactly the region the job reads
+    (or paints), in each control layer's own layout, like the source layer's."""
     if region.x < 0 or region.y < 0 or region.x + region.w > doc.size[0] or region.y + region.h > doc.size[1]:
         raise DockError("Control layers need the painted area inside the canvas: choose a size no larger than "
                         "the canvas, or select an area.", "controls")
@@ -196,6 +208,6 @@ def read_controls(doc: H.HostDocument, source: H.LayerInfo, region: Rect, specs)
         info = doc.require_supported(c.layer or source.id)
         if info.preview:
             raise DockError("A control cannot be the dock's preview layer: pick another layer.", "controls")
-        out.append(controls.Control(c.type, doc.read_pixels(info.id, region), c.strength, c.start, c.end,
-                                    origin=(region.x, region.y)))
+        out.append((controls.Control(c.type, doc.read_pixels(info.id, region), c.strength, c.start, c.end,
+                                     origin=(region.x, region.y)), info.name))
     return tuple(out)
