@@ -61,8 +61,7 @@ def aspect_ratio(text: str) -> tuple[int, int]:
 
 
 def lora_arg(text: str) -> tuple[str, float]:
-    """``PATH[:WEIGHT]``: the weight is what follows the last colon when it is a number (so ``C:\\x.safetensors``
-    stays a path)."""
+    """``PATH[:WEIGHT]``: the weight follows the last colon when it is a number (``C:\\x.safetensors`` stays a path)."""
     path, sep, weight = text.rpartition(":")
     if sep and path and not weight.lower().endswith(".safetensors"):
         return path, number(weight)
@@ -96,6 +95,7 @@ def _add_common(p: argparse.ArgumentParser, *, prompt: bool = True, images: bool
     p.add_argument("--device", choices=("cuda", "mps", "cpu"), help="override the device choice")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the dtype choice")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="each output as a JSON line (path and provenance) on stdout")
 
 
 def _add_controls(p: argparse.ArgumentParser) -> None:
@@ -327,9 +327,8 @@ def cmd_models(args) -> int:
         try:
             r = resolve(spec.key, models_dir=models_dir)
             print(f"  found    {spec.key:<16} {r.path}  [{r.source}, {r.prediction}, {r.native}px]")
-        except ModelError as e:
+        except ModelError:
             print(f"  missing  {spec.key:<16} {spec.repo_id}  -> {spec.install_hint()}")
-            del e
     from .lama.weights import find_weights, install_hint
 
     try:
@@ -392,8 +391,7 @@ def check_config(args) -> None:
 
 
 def check_outputs(args) -> list[Path]:
-    """Before any work: every output name has an image type, none is one of the inputs, and each can be
-    created.  Returns the output paths."""
+    """Before any work: every output name has an image type, none is an input, each can be created; returns them."""
     from .contract import atomic
     from .raster.files import numbered, output_format
 
@@ -477,7 +475,8 @@ def main(argv=None) -> int:
         check_outputs(args)
         job = request_from_args(args, args.command)
         check_adapters(job)
-        for path in run_files(job, args.out, make_models(args), quiet=args.quiet):
+        written = run_files(job, args.out, make_models(args), quiet=args.quiet, as_json=args.json)
+        for path in [] if args.json else written:
             say_path(path)
         return 0
     except ValidationError as e:

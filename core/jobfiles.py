@@ -9,6 +9,8 @@ with the patch over it (expand).
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -116,9 +118,11 @@ def write_outputs(job: FileRequest, result: JobResult, out: Path) -> list[Path]:
     return written
 
 
-def run_files(job, out: Path, models, *, quiet: bool = False) -> list[Path]:
+def run_files(job, out: Path, models, *, quiet: bool = False, as_json: bool = False) -> list[Path]:
     """Run a job in this process with a progress bar on stderr and write its outputs; returns the
-    paths written (each also reported on stderr with its seed)."""
+    paths written (each also reported on stderr with its seed).  ``as_json``: each output's path and
+    provenance (``JobResult.provenance``: mode, model, seed, params, options, controls) as a JSON line
+    on stdout."""
     from .contract.jobcontrol import JobControl
     from .pipelines import run_job
 
@@ -131,9 +135,11 @@ def run_files(job, out: Path, models, *, quiet: bool = False) -> list[Path]:
         print(f"warning: {w}", file=sys.stderr)
     written = write_outputs(job, result, out)
     sampler = f", {label(result.options.sampler)}" if "sampler" in spec(result.mode).options else ""
-    for patch, path in zip(result.patches, written):
+    for i, (patch, path) in enumerate(zip(result.patches, written)):
         print(f"seed {patch.seed}{sampler}: {path}" if patch.seed is not None else f"{result.model}: {path}",
               file=sys.stderr)
+        if as_json:
+            print(json.dumps({"path": os.fsdecode(path), **result.provenance(i)}), flush=True)
     return written
 
 

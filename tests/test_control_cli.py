@@ -131,3 +131,26 @@ def test_cli_restyle_and_expand_with_controls(tiny_root, controlnets, tmp_path):
         assert a.shape == b.shape and not np.array_equal(a, b), mode
     src = np.asarray(Image.open(inp).convert("RGB"))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "expand-ctl.png").convert("RGB"))[:, :128], src)
+
+
+def test_cli_json_provenance_records_the_controls(tiny_root, controlnets, tmp_path):
+    """--json: one line per output on stdout with its provenance, which names each control used (type, the
+    ControlNet that ran, strength, start, end); without controls there is no controls entry."""
+    import json
+
+    env = {"DD_MODELS_DIR": str(tiny_root)}
+    edges = tmp_path / "edges.png"
+    Image.new("RGB", (128, 128)).save(edges)
+    common = ["generate", "--model", tiny_root / "sd2-1-base", "--width", 128, "--height", 128, "--steps", 2,
+              "--seed", 7, "--quiet", "--json"]
+    r = run_cli(*common, "--num-images", 2, "--control", f"canny:{edges}:1.5:0.2:0.9", "--control", f"canny:{edges}",
+                "--out", tmp_path / "o.png", env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["path"] for d in lines] == [str(tmp_path / "o.png"), str(tmp_path / "o_2.png")]
+    assert [d["seed"] for d in lines] == [7, 8] and lines[0]["mode"] == "generate"
+    assert lines[1]["controls"] == [
+        {"type": "canny", "controlnet": "controlnet-canny", "strength": 1.5, "start": 0.2, "end": 0.9},
+        {"type": "canny", "controlnet": "controlnet-canny", "strength": 1.0, "start": 0.0, "end": 1.0}]
+    r = run_cli(*common, "--out", tmp_path / "p.png", env=env)
+    assert r.returncode == 0 and "controls" not in json.loads(r.stdout)

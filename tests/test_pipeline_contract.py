@@ -151,6 +151,43 @@ class TestInpaintWithControls(PipelineContract):
                                       Control("scribble", buffer(IMG), 0.5, 0.3, 1.0)))
 
 
+class TestRestyleWithControls(PipelineContract):
+    """Restyle through the ControlNet image-to-image pipeline over the depth model keeps the same contract."""
+
+    mode = "restyle"
+
+    @pytest.fixture(autouse=True)
+    def _controlnets(self, tiny_root):
+        from core.devtools.tiny_models import build_controlnet
+
+        build_controlnet(tiny_root / "controlnet-depth")
+
+    def request(self, **kw):
+        from dataclasses import replace
+
+        from core.contract.controls import Control
+
+        req = image_request("restyle", **{"strength": 0.7, **kw})
+        return replace(req, controls=(Control("depth", buffer(IMG), 1.0, 0.2, 0.8),))
+
+
+class TestExpandWithControls(TestExpand):
+    """Expand with a control of the old canvas (black over the new border) keeps the same contract."""
+
+    @pytest.fixture(autouse=True)
+    def _controlnets(self, tiny_root):
+        from core.devtools.tiny_models import build_controlnet
+
+        build_controlnet(tiny_root / "controlnet-canny")
+
+    def request(self, **kw):
+        from dataclasses import replace
+
+        from core.contract.controls import Control
+
+        return replace(super().request(**kw), controls=(Control("canny", buffer(IMG), 0.8, 0.0, 1.0),))
+
+
 class TestLive(PipelineContract):
     """SD-Turbo at 1–4 steps without guidance (the contract's requests ask for 3 steps)."""
 

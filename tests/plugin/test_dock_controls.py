@@ -141,3 +141,32 @@ def test_the_type_list_offers_a_reference_image(form, doc):
     c = job_builder.build(doc, photo.id, form.spec()).request.controls[0]
     assert (c.type, c.strength, c.model) == ("reference", pytest.approx(0.6), None)
     assert c.image.data == np.ascontiguousarray(sketch.pixels).tobytes()
+
+
+def test_results_provenance_names_each_controls_layer(form, doc):
+    """The dock's results record the controls used as the engine reports them (through the wire form of
+    the result) with the name of each control's layer."""
+    from core.contract.controls import record
+    from core.contract.jobs import JobResult, Patch
+    from plugin.diffusion_dock.session.dock_session import with_control_layers
+
+    photo, sketch = doc.stack
+    doc.select(np.full((HGT, W), 255, np.uint8))
+    form.set_mode("restyle")
+    form.controls_box.add_button.click()
+    form.controls_box.add_button.click()
+    row = form.controls_box.rows[0]
+    row.layer.setCurrentIndex(row.layer.findData(sketch.id))
+    row.type.setCurrentIndex(row.type.findData("lineart"))
+    prepared = job_builder.build(doc, photo.id, form.spec())
+    assert prepared.control_layers == ("sketch", "photo")      # the second row: the active layer
+    req = prepared.request
+    used = tuple(record(c, f"controlnet-{c.type}") for c in req.controls)
+    patch = Patch(0, 0, req.image, 5)
+    sent = JobResult("restyle", (patch,), "sd2-depth", req.params, req.options, controls=used)
+    got = JobResult.from_header(sent.header(), [req.image.data])
+    prov = with_control_layers(got.provenance(0), prepared.control_layers)
+    assert [(c["type"], c["controlnet"], c["layer"]) for c in prov["controls"]] == [
+        ("lineart", "controlnet-lineart", "sketch"), ("scribble", "controlnet-scribble", "photo")]
+    assert prov["controls"][0]["strength"] == req.controls[0].strength
+    assert "controls" not in with_control_layers(JobResult("restyle", (patch,)).provenance(0), ())
