@@ -378,3 +378,42 @@ def test_a_selection_over_the_canvas_edge_is_clamped_for_inpaint_and_unused_by_e
     assert req["mask"] is False and req["canvas"] == [w, h] and req["region"] == [0, 0, w, h]
     src = np.frombuffer((work / e["source"]).read_bytes(), np.uint8)
     assert (work / req["image"]).read_bytes() == src.tobytes()
+
+
+def test_a_control_layer_gives_the_same_request_bytes_in_krita_as_in_the_editor(krita_run, qapp):
+    """Issue 19: an inpaint request with a control layer, built by the dock's job builder through the Krita
+    host (real Krita, or the fakes) and through the editor's host from the same pixels and selection: the
+    same JSON form and the same bytes in every buffer (image, mask, control0, control1)."""
+    from plugin.diffusion_dock.editor import pixels
+    from plugin.diffusion_dock.editor.document import EditorDocument
+    from plugin.diffusion_dock.editor.host import EditorHostDocument
+    from plugin.diffusion_dock.runtime.coreapi import jobs
+    from plugin.diffusion_dock.session.job_builder import ControlSpec, JobSpec, build
+
+    work, results, data = krita_run
+    out = results["expand"]
+    assert "crash" not in out, out["crash"]
+    e = data["expand"]
+    w, h = e["w"], e["h"]
+    sx, sy, _, _ = e["selection_rect"]
+    src = (work / e["source"]).read_bytes()
+    doc = EditorDocument.new(w, h, "ddexpand")
+    pixels.write_rect(doc.layers[0].image, 0, 0, w, h, bytes(w * h * 4))
+    source = doc.add_layer("source")
+    pixels.write_rect(source.image, 0, 0, w, h, src)
+    sketch = doc.add_layer("sketch")
+    pixels.write_rect(sketch.image, 0, 0, w, h, src[::-1])
+    mask = pixels.new_mask(w, h)
+    pixels.write_rect(mask, sx, sy, w - sx, h - sy, bytes([255]) * ((w - sx) * (h - sy)))
+    doc.set_selection(mask)
+    hdoc = EditorHostDocument(doc)
+    controls = (ControlSpec(sketch.id, "canny", 1.25, 0.1, 0.8), ControlSpec(None, "depth", 0.5))
+    prepared = build(hdoc, source.id, JobSpec("inpaint", jobs.Params(prompt="more", steps=1, seed=3),
+                                              jobs.default_options("inpaint"), controls=controls))
+    req = prepared.request
+    got = out["control_request"]
+    assert json.dumps(req.to_dict(), sort_keys=True) == json.dumps(got["json"], sort_keys=True)   # the wire's JSON
+    assert list(prepared.control_layers) == got["layers"] == ["sketch", "source"]
+    assert sorted(req.buffers()) == sorted(got["buffers"]) == ["control0", "control1", "image", "mask"]
+    for name, buf in req.buffers().items():
+        assert buf.data == (work / got["buffers"][name]).read_bytes(), name

@@ -365,6 +365,7 @@ def run_expand(k, workdir, spec, out):
     r = inpaint.request
     out["inpaint"] = {"region": list(inpaint.region.as_tuple()), "origin": list(r.origin),
                       "mask": _dump(workdir, "inpaint_mask.raw", r.mask.data), "size": [r.mask.width, r.mask.height]}
+    run_control_request(doc, d, sid, workdir, spec, params, out)
     options = jobs.Options(**dict(zip(expand.FIELDS, spec["growth"])))
     prepared = build(d, sid, JobSpec("expand", params, options))
     r = prepared.request
@@ -390,6 +391,28 @@ def run_expand(k, workdir, spec, out):
     out["selection_after"] = None if d.selection_bounds() is None else list(d.selection_bounds().as_tuple())
     out["provenance"] = d.provenance(info.id)
     doc.close()
+
+
+def run_control_request(doc, d, sid, workdir, spec, params, out):
+    """An inpaint request with a control layer ("sketch": the source's bytes reversed) and the source as a
+    second control, as the dock builds it: its JSON form and each buffer's bytes (the editor must build the
+    same from the same pixels)."""
+    from diffusion_dock.runtime.coreapi import jobs
+    from diffusion_dock.session.job_builder import ControlSpec, JobSpec, build
+
+    w, h = spec["w"], spec["h"]
+    sketch = doc.createNode("sketch", "paintlayer")
+    sketch.setPixelData(QByteArray(_load(workdir, spec["source"])[::-1]), 0, 0, w, h)
+    doc.rootNode().addChildNode(sketch, None)
+    doc.waitForDone()
+    controls = (ControlSpec(sketch.uniqueId().toString(), "canny", 1.25, 0.1, 0.8), ControlSpec(None, "depth", 0.5))
+    prepared = build(d, sid, JobSpec("inpaint", params, jobs.default_options("inpaint"), controls=controls))
+    req = prepared.request
+    out["control_request"] = {"json": req.to_dict(), "layers": list(prepared.control_layers),
+                              "buffers": {k: _dump(workdir, f"control_req_{k}.raw", b.data)
+                                          for k, b in req.buffers().items()}}
+    doc.rootNode().removeChildNode(sketch)
+    doc.waitForDone()
 
 
 def main(args):
