@@ -59,9 +59,9 @@ class Control:
 RECORD_FIELDS = ("type", "controlnet", "strength", "start", "end")
 
 
-def record(control: Control, controlnet: str) -> dict:
-    """What a result's provenance says of a control it used (``controlnet``: the ControlNet's name as found);
-    the dock adds the control layer's name (``layer``)."""
+def record(control: Control, controlnet: str | None) -> dict:
+    """What a result's provenance says of a control it used (``controlnet``: the ControlNet's name as found,
+    None for a reference image); the dock adds the control layer's name (``layer``)."""
     return {"type": control.type, "controlnet": controlnet, "strength": control.strength, "start": control.start,
             "end": control.end}
 

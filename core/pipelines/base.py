@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from ..contract.controls import record
+from ..contract.controls import REFERENCE, record
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest, JobResult, Options, Params, Patch
 from ..contract.params import SEED_MAX
@@ -62,6 +62,16 @@ class Output:
     options: Options | None = None                # the options as run, when the job settled one (Fill's backend)
 
 
+def used_controls(req: JobRequest, controlnets) -> tuple[dict, ...]:
+    """The result's records of the request's controls (``controls.record``): ``controlnets`` are the names of
+    the ControlNets that ran (the job's ``timings["controlnets"]``), in the order of the controls that have one;
+    a reference image has none.  Nothing when the job ran no control."""
+    names = iter(controlnets)
+    if not controlnets and all(c.type != REFERENCE for c in req.controls):
+        return ()
+    return tuple(record(c, None if c.type == REFERENCE else next(names, None)) for c in req.controls)
+
+
 def choose_seed(params: Params) -> int:
     """The request's seed, or a random one (reported back with the result)."""
     return params.seed if params.seed is not None else secrets.randbelow(SEED_MAX + 1)
@@ -87,8 +97,7 @@ class PipelineBase:
         if self.single_image:
             params = replace(params, num_images=1)
         timings = {"seconds": round(time.perf_counter() - t0, 3), **out.timings}
-        # A job that ran control layers names their ControlNets in its timings, in the request's order.
-        used = tuple(record(c, name) for c, name in zip(req.controls, out.timings.get("controlnets") or (), strict=False))
+        used = used_controls(req, out.timings.get("controlnets") or ())
         return JobResult(self.mode, tuple(out.patches), out.model, params, out.options or req.options,
                          tuple(out.warnings), timings, used)
 
