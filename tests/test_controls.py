@@ -388,3 +388,18 @@ def test_expand_with_a_control_of_the_old_canvas(exact_models, cn):
     assert np.array_equal(out[:, :SIZE], np.frombuffer(img.data, np.uint8).reshape(SIZE, SIZE, 4))
     plain = run(exact_models, replace(req, controls=()))
     assert not np.array_equal(pixels(plain), pixels(res))
+
+
+def test_provenance_records_follow_the_controls_with_a_reference_between():
+    """The result's records: one per control in the request's order; the ControlNets' names go to the
+    controls that have one, a reference image's record has none; no controls run, no records."""
+    from core.pipelines.base import used_controls
+
+    req = JobRequest("generate", Params(), Options(width=128, height=128),
+                     controls=(C.Control("canny", lines(), 0.5), C.Control(C.REFERENCE, lines(), 0.7),
+                               C.Control("depth", lines(), 1.0, 0.2, 0.6)))
+    got = used_controls(req, ["cn-canny", "cn-depth"])
+    assert [(r["type"], r["controlnet"], r["strength"]) for r in got] == [
+        ("canny", "cn-canny", 0.5), ("reference", None, 0.7), ("depth", "cn-depth", 1.0)]
+    assert (got[2]["start"], got[2]["end"]) == (0.2, 0.6)
+    assert used_controls(replace(req, controls=()), []) == ()
