@@ -244,9 +244,14 @@ class FinalFrameSpy:
 def test_cancelling_50_queued_jobs_gives_each_exactly_one_final_event(engine, loop):
     async def go():
         blocker = engine.submit(inpaint_request(IMG, MASK, steps=400, strength=1.0, seed=2))
+        blocked = asyncio.ensure_future(collect(blocker))
+        # Queued behind a running job: each is told its exact place when accepted (later moves far back
+        # in the queue are told only when large enough: core.engine.queuenews).
+        while blocker.state != "running":
+            await asyncio.sleep(0.01)
         queued = [engine.submit(inpaint_request(IMG, MASK, steps=2, seed=i)) for i in range(50)]
-        streams = [asyncio.ensure_future(collect(h)) for h in [blocker, *queued]]
-        while blocker.state != "running" or any(h.position is None for h in queued):
+        streams = [blocked, *(asyncio.ensure_future(collect(h)) for h in queued)]
+        while any(h.position is None for h in queued):
             await asyncio.sleep(0.01)
         positions = [h.position for h in queued]
         for h in queued:

@@ -37,8 +37,17 @@ UNCLEAR = re.compile(
 
 def unclear(messages) -> list[str]:
     """The texts among the engine's messages that look like a Python exception's."""
-    texts = [m.get("message") for m in messages if m.type in ("error", "model_status")]
+    texts = [echo_removed(m) for m in messages if m.type in ("error", "model_status")]
     return [t for t in texts if isinstance(t, str) and UNCLEAR.search(t)]
+
+
+def echo_removed(m):
+    """The message's text without what it quotes of the client's own frame: an unknown message type is
+    echoed (a type of "bool" is the client's word, not Python's)."""
+    text = m.get("message")
+    if m.get("code") == "unknown_message" and isinstance(text, str):
+        return re.sub(r"^unknown message type '.*'$", "unknown message type", text, flags=re.S)
+    return text
 
 
 def frames_in(data: bytes) -> int:
