@@ -4,7 +4,9 @@ default), full-size SD2 inpainting with random weights, a 512² inpaint of a few
 1. the first job on a cold inductor cache (runs eagerly; the shape compiles once the engine is idle);
 2. the second job, once the engine said *compiled*;
 3. after a restart of the engine with the same (now warm) inductor cache: the first job, then the time
-   until *compiled* (read from the cache), then the second job.
+   until *compiled* (read from the cache), then the second job;
+4. the baseline: an engine with compilation off, its first and second job (the second job of each
+   engine also finds the model loaded and the same prompt and pixels in the job caches).
 
     .venv/bin/python scripts/bench_first_jobs.py [--models DIR] [--steps 4] [--size 512]
 
@@ -89,11 +91,13 @@ def main(argv=None) -> int:
     cold = asyncio.run(engine_session(env, req, 2, args.wait, log))
     log("restart with the same inductor cache")
     warm = asyncio.run(engine_session(env, req, 2, args.wait, log))
+    log("an engine with compilation off")
+    eager = asyncio.run(engine_session({**env, "DD_COMPILE": "0"}, req, 2, 0, log))
     print(f"\n{args.size}² inpaint, {args.steps} steps, guidance 7.5, the sd2-inpainting of {args.models}; "
           f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n")
-    print("| engine | first job | compiled after (from start) | second job (compiled) |")
+    print("| engine | first job | compiled after (from start) | second job |")
     print("|---|---|---|---|")
-    for name, s in (("cold inductor cache", cold), ("restarted, warm cache", warm)):
+    for name, s in (("cold inductor cache", cold), ("restarted, warm cache", warm), ("compilation off", eager)):
         at = f"{s['compiled_at_s']:.1f} s ({s['compiled_message']})" if s["compiled_at_s"] is not None else "not compiled"
         print(f"| {name} | {s['jobs_s'][0]:.1f} s | {at} | {s['jobs_s'][1]:.1f} s |")
     return 0
