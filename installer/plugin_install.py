@@ -175,11 +175,18 @@ def default_engine_python() -> Path:
     return py if py.exists() else Path(sys.executable)
 
 
-def engine_record(engine_python: Path, engine_root: Path = ROOT) -> bytes:
+def engine_record(engine_python: Path, engine_root: Path = ROOT, *, venv: Path | None = None,
+                  wheels: Path | None = None) -> bytes:
+    """``engine.json``: the engine's Python and root; from the dock's setup also the environment's folder
+    and the wheel folder it installed from, so that Repair in the dock starts from the same choices."""
     from core import __version__
 
     rec = {"python": str(Path(engine_python).absolute()), "engine_root": str(Path(engine_root).absolute()),
            "version": __version__}
+    if venv is not None:
+        rec["venv"] = str(Path(venv).absolute())
+    if wheels is not None:
+        rec["wheels"] = str(Path(wheels).absolute())
     return (json.dumps(rec, indent=2) + "\n").encode()
 
 

@@ -209,7 +209,8 @@ def setup(venv: Path, models: list[str], *, torch: str | None = None, plugin_dir
 
             from .plugin_install import ENGINE_JSON, engine_record
 
-            atomic.write_bytes(plugin_dir / ENGINE_JSON, engine_record(python, engine_venv.ROOT))
+            atomic.write_bytes(plugin_dir / ENGINE_JSON, engine_record(python, engine_venv.ROOT, venv=venv,
+                                                                        wheels=wheels))
         emit("step", step=step, state="done", text=str(plugin_dir or ""))
         step = "check"
         emit("step", step=step, state="start")

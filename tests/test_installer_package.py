@@ -201,6 +201,7 @@ def test_first_run_from_the_zip_setup_then_a_tiny_inpaint_with_a_lora(release, t
     pkg = tmp_path / "home" / ".local" / "share" / "krita" / "pykrita" / "diffusion_dock"
     record = json.loads((pkg / "engine.json").read_text())
     assert record["engine_root"] == str(pkg / "_engine") and record["python"] == str(py)
+    assert record["venv"] == str(venv) and record["wheels"] == str(wheels)     # Repair starts from them
     assert results["back_to_form"] and "sd2-inpainting" in results["models_offered"]
     assert results["loras_offered"] == ["tiny-lora.safetensors"]
     assert results["job_state"] == "done", (results.get("job_message"), results.get("generate_message"))

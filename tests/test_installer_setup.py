@@ -95,6 +95,7 @@ def test_setup_runs_its_steps_as_events_and_resumes_without_downloading_twice(re
         assert evs[-1] == {"ev": "done", "python": str(engine_venv.venv_python(ready_venv))}
         record = json.loads((plugin_dir / "engine.json").read_text())
         assert record["python"] == str(engine_venv.venv_python(ready_venv).absolute())
+        assert record["venv"] == str(ready_venv.absolute()) and "wheels" not in record   # for Repair in the dock
         gets = len(hub.requests_for("/cdn/"))
         assert gets > 0
         again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)

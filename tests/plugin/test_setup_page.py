@@ -124,3 +124,27 @@ def test_the_wheel_folder_field_reaches_the_installer(qapp, tmp_path):
     spin_until(lambda: page.run.exit_code is not None, 60, "the setup")
     assert page.run.exit_code == 1 and page.step_bars["environment"].format() == "failed"
     assert "Wheel folder" in page.error.text() and not (tmp_path / "engine").exists()
+
+
+def test_repair_starts_from_the_last_setups_location_and_wheel_folder(qapp, tmp_path):
+    """The page reached again from the dock menu offers what ``engine.json`` recorded (the setup writes the
+    environment's folder and the wheel folder there), not the defaults; a wheel folder gone since is not
+    offered, and a record that is not an object is ignored."""
+    import json
+
+    from plugin.diffusion_dock.panel.setup_page import SetupPage
+    from plugin.diffusion_dock.session import setup_runner as R
+
+    venv, wheels = tmp_path / "elsewhere" / "engine", tmp_path / "wheels"
+    wheels.mkdir()
+    record = tmp_path / "engine.json"
+    record.write_text(json.dumps({"python": str(venv / "bin" / "python"), "venv": str(venv), "wheels": str(wheels)}))
+    page = SetupPage(models=[], python=sys.executable, plugin_dir=tmp_path)
+    assert page.venv == venv and page.location.text() == str(venv)
+    assert page.wheel_folder() == wheels
+    wheels.rmdir()
+    assert R.recorded(tmp_path) == R.Recorded(venv, None)
+    for text in ("[]", "null", "{", '{"venv": 3}'):
+        record.write_text(text)
+        assert R.recorded(tmp_path) == R.Recorded()
+    assert SetupPage(models=[], python=sys.executable, plugin_dir=tmp_path).venv == R.default_venv()

@@ -29,10 +29,11 @@ class SetupPage(QtWidgets.QWidget):
                  python: str | None = None, env: dict | None = None, plugin_dir: Path | None = None):
         super().__init__(parent)
         self.setObjectName("setup_page")
-        self.venv = Path(venv or R.default_venv())
+        self._plugin_dir = Path(plugin_dir) if plugin_dir else R.PACKAGE_DIR
+        self._recorded = R.recorded(self._plugin_dir)     # Repair starts from the last setup's choices
+        self.venv = Path(venv or self._recorded.venv or R.default_venv())
         self.models = list(models or ["sd2-inpainting"])
         self._python, self._env = python, env
-        self._plugin_dir = Path(plugin_dir) if plugin_dir else R.PACKAGE_DIR
         self.run: SetupRun | None = None
         self.plan_run: SetupRun | None = None
         self._file_bars: dict[str, QtWidgets.QProgressBar] = {}
@@ -67,6 +68,7 @@ class SetupPage(QtWidgets.QWidget):
         self.wheels = QtWidgets.QLineEdit()
         self.wheels.setObjectName("wheels")
         self.wheels.setPlaceholderText("empty: download from the package index")
+        self.wheels.setText(str(self._recorded.wheels or ""))
         self.wheels.setToolTip("A folder of .whl files (PyTorch and the engine's packages) to install from "
                                "without internet: pip --no-index --find-links FOLDER")
         self.wheels.editingFinished.connect(self.refresh_plan)

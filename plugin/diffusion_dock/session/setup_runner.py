@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..runtime.coreapi import paths
 from ..runtime.qt import QObject, QtCore, Signal
-from .settings import PACKAGE_DIR
+from .settings import ENGINE_JSON, PACKAGE_DIR
 
 STEPS = ("environment", "torch", "packages", "models", "plugin", "check")
 STEP_LABELS = {"environment": "Environment", "torch": "PyTorch", "packages": "Packages", "models": "Models",
@@ -36,6 +36,27 @@ class SetupUnavailable(Exception):
 
 def default_venv() -> Path:
     return paths.data_dir() / "engine"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the last setup chose, from ``engine.json``: the environment's folder and the wheel folder."""
+
+    venv: Path | None = None
+    wheels: Path | None = None
+
+
+def recorded(package_dir: Path = PACKAGE_DIR) -> Recorded:
+    """The last setup's choices (empty when there was none, or the record is unreadable: the page then
+    offers the defaults).  A wheel folder that no longer exists is not offered again."""
+    try:
+        rec = json.loads((package_dir / ENGINE_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Recorded()
+    if not isinstance(rec, dict):
+        return Recorded()
+    venv, wheels = (rec.get(k) if isinstance(rec.get(k), str) and rec.get(k) else None for k in ("venv", "wheels"))
+    return Recorded(Path(venv) if venv else None, Path(wheels) if wheels and Path(wheels).is_dir() else None)
 
 
 def engine_root(package_dir: Path = PACKAGE_DIR) -> Path:
