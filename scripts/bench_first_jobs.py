@@ -8,7 +8,7 @@ default), full-size SD2 inpainting with random weights, a 512² inpaint of a few
 4. the baseline: an engine with compilation off, its first and second job (the second job of each
    engine also finds the model loaded and the same prompt and pixels in the job caches).
 
-    .venv/bin/python scripts/bench_first_jobs.py [--models DIR] [--steps 4] [--size 512]
+    .venv/bin/python scripts/bench_first_jobs.py [--models DIR] [--steps 4] [--size 512] [--sessions cold,warm,off]
 
 ``--models``: a models folder holding ``sd2-inpainting`` (``python -m core.bench`` builds one with random
 weights in its cache folder).  Prints a Markdown table; nothing is written.
@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--wait", type=float, default=900, help="seconds to wait for 'compiled' at most")
+    ap.add_argument("--sessions", default="cold,warm,off",
+                    help="which engines to run, in this order: cold, warm (needs cold before it), off")
     args = ap.parse_args(argv)
     if not (args.models / "sd2-inpainting").is_dir():
         raise SystemExit(f"--models: {args.models} holds no sd2-inpainting folder (python -m core.bench builds one)")
@@ -86,18 +88,26 @@ def main(argv=None) -> int:
     env = {**os.environ, "DD_MODELS_DIR": str(args.models), "DD_LOG_DIR": str(work / "logs"),
            "DD_CACHE_DIR": str(work / "cache"), "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "DD_COMPILE": "1"}
     req = inpaint_request(args.size, args.size, ellipse_mask(args.size, args.size), steps=args.steps, seed=4)
+    sessions = [s.strip() for s in args.sessions.split(",") if s.strip()]
+    if not sessions or set(sessions) - {"cold", "warm", "off"} or ("warm" in sessions and "cold" not in sessions):
+        raise SystemExit(f"--sessions: expected some of cold, warm, off (warm after cold), got {args.sessions!r}")
     load = os.getloadavg()
-    log(f"cold inductor cache at {work / 'inductor'}")
-    cold = asyncio.run(engine_session(env, req, 2, args.wait, log))
-    log("restart with the same inductor cache")
-    warm = asyncio.run(engine_session(env, req, 2, args.wait, log))
-    log("an engine with compilation off")
-    eager = asyncio.run(engine_session({**env, "DD_COMPILE": "0"}, req, 2, 0, log))
+    runs = []
+    for name in sessions:
+        if name == "cold":
+            log(f"cold inductor cache at {work / 'inductor'}")
+            runs.append(("cold inductor cache", asyncio.run(engine_session(env, req, 2, args.wait, log))))
+        elif name == "warm":
+            log("restart with the same inductor cache")
+            runs.append(("restarted, warm cache", asyncio.run(engine_session(env, req, 2, args.wait, log))))
+        else:
+            log("an engine with compilation off")
+            runs.append(("compilation off", asyncio.run(engine_session({**env, "DD_COMPILE": "0"}, req, 2, 0, log))))
     print(f"\n{args.size}² inpaint, {args.steps} steps, guidance 7.5, the sd2-inpainting of {args.models}; "
           f"load average {load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n")
     print("| engine | first job | compiled after (from start) | second job |")
     print("|---|---|---|---|")
-    for name, s in (("cold inductor cache", cold), ("restarted, warm cache", warm), ("compilation off", eager)):
+    for name, s in runs:
         at = f"{s['compiled_at_s']:.1f} s ({s['compiled_message']})" if s["compiled_at_s"] is not None else "not compiled"
         print(f"| {name} | {s['jobs_s'][0]:.1f} s | {at} | {s['jobs_s'][1]:.1f} s |")
     return 0

@@ -95,6 +95,11 @@ def test_taesd_downloads_verified_and_the_engine_loads_it(taesd_hub, tmp_path, p
     mm = ModelManager(policy, models_dir=tmp_path / "empty", hub_cache=cache)
     tiny = mm.tiny_vae()
     assert type(tiny).__name__ == "AutoencoderTiny" and mm.tiny_vae() is tiny
+    import torch
+
+    convs = [m.weight for m in tiny.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) == policy.vae_channels_last
+                         for w in convs if w.shape[-1] > 1)
 
 
 def test_models_list_and_doctor_name_sd_turbo_and_taesd(tiny_root, tmp_path):

@@ -121,6 +121,7 @@ def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_e
     if pipe.vae.dtype != torch_dtype(vae_dtype):
         pipe.vae.to(torch_dtype(vae_dtype))
         mixed_precision_vae(pipe.vae)
+    vae_layout(pipe.vae, policy)
     # The pipeline keeps the scheduler the model ships with: each job makes its own sampler from its
     # config (core/models/samplers.py).
     pipe.set_progress_bar_config(disable=True)
@@ -139,7 +140,16 @@ def load_tiny_vae(model: ResolvedModel, policy: DevicePolicy):
     vae = AutoencoderTiny.from_pretrained(str(model.path), local_files_only=True, use_safetensors=True,
                                           dtype=torch_dtype(policy.vae_dtype), **variant)
     vae.to(policy.device).eval().requires_grad_(False)
+    vae_layout(vae, policy)
     return vae
+
+
+def vae_layout(vae, policy: DevicePolicy) -> None:
+    """The autoencoder's weights in channels_last where the policy says it pays (``VAE_CHANNELS_LAST``)."""
+    if policy.vae_channels_last:
+        import torch
+
+        vae.to(memory_format=torch.channels_last)
 
 
 def mixed_precision_vae(vae) -> None:

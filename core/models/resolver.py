@@ -364,11 +364,6 @@ def _search_spec(spec: ModelSpec, models_dir: Path, hub_cache: Path | None) -> R
     return None
 
 
-def _plain(name: str) -> bool:
-    """A bare folder name (an imported model's), never a path."""
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") and name != "configs"
-
-
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or Path(name).suffix != "" or Path(name).exists()
 
