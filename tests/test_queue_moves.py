@@ -257,14 +257,14 @@ def test_runs_never_cover_a_job_that_left_or_jobs_told_the_same_place_that_moved
 ])
 def test_a_queue_message_with_bad_shifts_is_refused_naming_the_field(shifts):
     with pytest.raises(P.MessageError) as e:
-        P.queue_update_of(wire(P.message("queue", positions={}, shifts=shifts)))
+        queuemoves.queue_update_of(wire(P.message("queue", positions={}, shifts=shifts)))
     assert e.value.parameter == "shifts"
 
 
 def test_a_queue_message_with_bad_positions_is_refused_naming_the_field():
     for positions in ([1], {"j": -1}, {"j": "1"}, {"j": 1.0}):
         with pytest.raises(P.MessageError) as e:
-            P.queue_update_of(wire(P.message("queue", positions=positions)))
+            queuemoves.queue_update_of(wire(P.message("queue", positions=positions)))
         assert e.value.parameter == "positions"
 
 
@@ -277,7 +277,7 @@ def test_the_client_moves_its_jobs_by_the_shifts_then_takes_explicit_positions()
             reader.owner.send(P.message("accepted", job_id=j, position=pos))
         reader.read()
         seen = [[(h.job_id, h.position) for h in reader.client.jobs()]]
-        reader.owner.send(P.queue_update({"c": 2}, [[1, 1, 1], [4, 7, 3]]))
+        reader.owner.send(queuemoves.queue_update({"c": 2}, [[1, 1, 1], [4, 7, 3]]))
         reader.read()
         seen.append([(h.job_id, h.position, h.state.value) for h in reader.client.jobs()])
         a = reader.client._jobs.get("a")
@@ -285,7 +285,7 @@ def test_the_client_moves_its_jobs_by_the_shifts_then_takes_explicit_positions()
         while not a._queue.empty():
             events.append(a._queue.get_nowait())
         reader.owner.send(P.message("cancelled", job_id="b"))
-        reader.owner.send(P.queue_update({}, [[2, 2, 1]]))   # b ended: the engine no longer counts it
+        reader.owner.send(queuemoves.queue_update({}, [[2, 2, 1]]))   # b ended: the engine no longer counts it
         reader.read()
         seen.append([(h.job_id, h.position) for h in reader.client.jobs()])
         return seen, events, reader.link.told

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from ..link.protocol import queue_update
-from ..link.queuemoves import changes
+from ..link.queuemoves import changes, queue_update
 
 QUEUE_EVERY = 0.25    # seconds between queue updates (changes only, coalesced)
 EXACT_POSITIONS = 16  # positions up to this are always told exactly; further back, when they moved by 1/8

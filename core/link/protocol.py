@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field
 from ..contract.events import Accepted, Capabilities, Failed, Finished, JobCancelled, Preview, Progress
 from ..contract.jobs import JobRequest, JobResult
 from ..contract.params import ValidationError, shown
-from .queuemoves import check_shifts
 
 PROTOCOL_VERSION = 1
 MAGIC = b"\x89DDP"
@@ -439,30 +438,6 @@ def result_of(msg: Message) -> JobResult:
 
 def preview(job_id: str, width: int, height: int, data) -> Message:
     return message("preview", [data], job_id=job_id, width=int(width), height=int(height), format="RGB_U8")
-
-
-def queue_update(positions: dict[str, int], shifts: list[list[int]] | None = None, **fields) -> Message:
-    """A ``queue`` message: explicit ``positions`` and, for a client that offered ``queue_shifts`` in its
-    hello, run-length ``shifts`` of the positions it was last told (``core.link.queuemoves``)."""
-    if shifts:
-        fields["shifts"] = shifts
-    if positions or not shifts:
-        fields["positions"] = positions
-    return message("queue", **fields)
-
-
-def queue_update_of(msg: Message) -> tuple[dict[str, int], list[list[int]]]:
-    """(positions, shifts) of a ``queue`` message (either may be left out); MessageError names the field
-    that is wrong."""
-    positions = _field(msg, "positions", dict, optional=True) or {}
-    if not all(isinstance(j, str) and type(p) is int and p >= 0 for j, p in positions.items()):
-        raise MessageError("bad_message", "queue: 'positions' must map job ids to whole numbers ≥ 0",
-                           parameter="positions")
-    try:
-        shifts = check_shifts(msg.header.get("shifts", []))
-    except ValueError as e:
-        raise MessageError("bad_message", f"queue: {e}", parameter="shifts") from None
-    return positions, shifts
 
 
 def capabilities(caps: Capabilities) -> Message:

@@ -2,18 +2,21 @@
 client applies it.  Standard library only; the engine (``core.engine.queuenews``) and the client
 (``core.link.client``) share this module, so both read a ``queue`` message the same way.
 
-A ``queue`` message carries ``positions`` ({job id: position}, 0 = running) and ``shifts``, a list of
-``[first, last, by]``: every job whose last-told position p lies in ``[first, last]`` is now at
-``p - by``.  The client applies the shifts to the positions it was last told (all at once, from the old
-values), then the explicit positions.  In a first-in-first-out queue all of a client's jobs move up by
-the number of jobs that left ahead of them, so sorted by their last-told position the shift only grows
-and forms few runs: an update is as long as the departures it reports (plus one), and the traffic of a
-draining queue grows linearly with its length, every position exact after every update.
+A ``queue`` message (``queue_update``, read by ``queue_update_of``) carries ``positions`` ({job id:
+position}, 0 = running) and ``shifts``, a list of ``[first, last, by]``: every job whose last-told
+position p lies in ``[first, last]`` is now at ``p - by``.  The client applies the shifts to the
+positions it was last told (all at once, from the old values), then the explicit positions.  In a
+first-in-first-out queue all of a client's jobs move up by the number of jobs that left ahead of them,
+so sorted by their last-told position the shift only grows and forms few runs: an update is as long as
+the departures it reports (plus one), and the traffic of a draining queue grows linearly with its
+length, every position exact after every update.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+
+from .protocol import Message, MessageError, message
 
 _GONE = object()    # a job the client may still hold but the queue no longer has: no run may cover it
 _MIXED = object()   # jobs told the same position that moved differently: no run may cover them
@@ -77,3 +80,29 @@ def check_shifts(shifts) -> list[list[int]]:
             raise ValueError("'shifts' must be ranges in increasing order that do not overlap")
         end = s[1]
     return shifts
+
+
+def queue_update(positions: dict[str, int], shifts: list[list[int]] | None = None, **fields) -> Message:
+    """A ``queue`` message: explicit ``positions`` and, for a client that offered ``queue_shifts`` in its
+    hello, the ``shifts`` of the positions it was last told.  An empty field is left out."""
+    if shifts:
+        fields["shifts"] = shifts
+    if positions or not shifts:
+        fields["positions"] = positions
+    return message("queue", **fields)
+
+
+def queue_update_of(msg: Message) -> tuple[dict[str, int], list[list[int]]]:
+    """(positions, shifts) of a ``queue`` message (either may be left out); MessageError names the field
+    that is wrong."""
+    positions = msg.header.get("positions")
+    positions = {} if positions is None else positions
+    if not (isinstance(positions, dict)
+            and all(isinstance(j, str) and type(p) is int and p >= 0 for j, p in positions.items())):
+        raise MessageError("bad_message", "queue: 'positions' must map job ids to whole numbers ≥ 0",
+                           parameter="positions")
+    try:
+        shifts = check_shifts(msg.header.get("shifts", []))
+    except ValueError as e:
+        raise MessageError("bad_message", f"queue: {e}", parameter="shifts") from None
+    return positions, shifts

@@ -239,7 +239,7 @@ class EngineClient:
             return
         if kind == "queue":
             self._cluster_view(msg.get("cluster"))
-            self._queue_update(link, *P.queue_update_of(msg))
+            self._queue_update(link, *queuemoves.queue_update_of(msg))
             return
         if kind in ("bye", "hello"):
             return
