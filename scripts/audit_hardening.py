@@ -363,13 +363,15 @@ class Peer:
         self.ours.close()
 
 
-def every_change_sent(n: int) -> int:
+def every_change_sent(n: int, shifts: bool = True) -> int:
     """Bytes of queue messages for n queued jobs draining one by one when every change goes out (jobs
-    slower than the coalescing interval): QueueNews driven directly, one send per change."""
+    slower than the coalescing interval): QueueNews driven directly, one send per change.  ``shifts``:
+    a client that reads moves (core.link.queuemoves), else an older one (positions that moved enough)."""
     from core.engine.queuenews import QueueNews
 
     class Owner:
         sent = 0
+        queue_shifts = shifts
 
         def send(self, msg):
             Owner.sent += sum(len(c) for c in P.encode(msg))
@@ -388,7 +390,7 @@ def every_change_sent(n: int) -> int:
     return Owner.sent
 
 
-def queue_bytes(models_dir: Path, sizes=(250, 500, 1000)) -> list[str]:
+def queue_bytes(models_dir: Path, sizes=(250, 500, 1000, 2000)) -> list[str]:
     from core.engine.service import EngineService
     from core.models.device import current_policy
     from core.models.manager import ModelManager
@@ -400,7 +402,7 @@ def queue_bytes(models_dir: Path, sizes=(250, 500, 1000)) -> list[str]:
     try:
         for n in sizes:
             peer = Peer(service)
-            peer.send(P.hello())
+            peer.send(P.hello(queue_shifts=True))
             peer.send(P.submit("blocker", job("inpaint", steps=512)))
             assert peer.progress.wait(600), "the long job did not start"
             tiny = job("fill")
@@ -413,15 +415,17 @@ def queue_bytes(models_dir: Path, sizes=(250, 500, 1000)) -> list[str]:
             peer.wait(lambda n=n, peer=peer: len(peer.finals) >= n + 1)
             drain = time.perf_counter() - t0
             total = peer.bytes.get("queue", 0)
-            worst = every_change_sent(n)
-            rows.append(f"| {n} | {before.get(n, '–')} MB | {total / 1e6:.3f} MB ({total / n:.0f} B per job; "
+            worst, older = every_change_sent(n), every_change_sent(n, shifts=False)
+            rows.append(f"| {n} | {before.get(n, '–')} MB | {total / 1e3:.1f} kB ({total / n:.1f} B per job; "
                         f"{queueing} B while queueing; drained in {drain:.1f} s) | {worst / 1e6:.3f} MB "
-                        f"({worst / n:.0f} B per job) | {peer.bytes.get('accepted', 0) / 1e6:.3f} MB |")
+                        f"({worst / n:.0f} B per job) | {older / 1e6:.3f} MB ({older / n:.0f} B per job) | "
+                        f"{peer.bytes.get('accepted', 0) / 1e6:.3f} MB |")
             peer.close()
     finally:
         service.close()
     return ["| queued jobs | queue messages before (whole queue each change) | queue messages now (tiny jobs) | "
-            "now, every change sent (jobs slower than 0.25 s) | accepted messages |", "|---|---|---|---|---|", *rows]
+            "now, every change sent (jobs slower than 0.25 s) | an older client, every change sent | "
+            "accepted messages |", "|---|---|---|---|---|---|", *rows]
 
 
 # --- first jobs on fresh engines -------------------------------------------------------------------

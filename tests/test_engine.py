@@ -245,8 +245,8 @@ def test_cancelling_50_queued_jobs_gives_each_exactly_one_final_event(engine, lo
     async def go():
         blocker = engine.submit(inpaint_request(IMG, MASK, steps=400, strength=1.0, seed=2))
         blocked = asyncio.ensure_future(collect(blocker))
-        # Queued behind a running job: each is told its exact place when accepted (later moves far back
-        # in the queue are told only when large enough: core.engine.queuenews).
+        # Queued behind a running job: each is told its exact place when accepted (later moves as runs of
+        # shifts, exact too: core.link.queuemoves).
         while blocker.state != "running":
             await asyncio.sleep(0.01)
         queued = [engine.submit(inpaint_request(IMG, MASK, steps=2, seed=i)) for i in range(50)]
@@ -268,6 +268,37 @@ def test_cancelling_50_queued_jobs_gives_each_exactly_one_final_event(engine, lo
         assert not [e for e in events if isinstance(e, Progress)]  # none of them ever started
     assert isinstance(blocker_events[-1], JobCancelled)
     assert len(spy.counts) == 51 and set(spy.counts.values()) == {1}
+    assert engine.jobs() == []
+
+
+def test_queued_jobs_know_their_exact_place_after_jobs_ahead_leave(engine, loop):
+    """Issue 24.2: queue updates are moves (core.link.queuemoves), so a job far back knows its exact place
+    too (positions that moved enough told a job at 25–40 nothing when 4 jobs ahead left)."""
+    async def go():
+        blocker = engine.submit(inpaint_request(IMG, MASK, steps=400, strength=1.0, seed=3))
+        while blocker.state != "running":
+            await asyncio.sleep(0.01)
+        queued = [engine.submit(inpaint_request(IMG, MASK, steps=2, seed=i)) for i in range(40)]
+        while any(h.position is None for h in queued):
+            await asyncio.sleep(0.01)
+        told = [h.position for h in queued]
+        gone = [queued[0], queued[1], queued[2], queued[20]]
+        for h in gone:
+            h.cancel()
+        await asyncio.gather(*(h.wait() for h in gone))
+        left = [h for h in queued if h not in gone]
+        deadline = time.monotonic() + 10
+        while [h.position for h in left] != list(range(1, 37)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        positions = [h.position for h in left]
+        for h in [*left, blocker]:
+            h.cancel()
+        await asyncio.gather(*(h.wait() for h in [*left, blocker]))
+        return told, positions
+
+    told, positions = loop.run(go())
+    assert told == list(range(1, 41))
+    assert positions == list(range(1, 37))
     assert engine.jobs() == []
 
 

@@ -50,6 +50,7 @@ class PeerBase:
         self.name = name
         self.ready = False                 # hello exchanged (and token checked)
         self.heartbeat_every = service.heartbeat
+        self.queue_shifts = False          # its hello offered queue updates as moves (core.engine.queuenews)
         self.next_heartbeat = 0.0
         self._state = threading.Lock()     # heartbeats versus the last word
         self.closed = threading.Event()

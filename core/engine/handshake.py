@@ -70,6 +70,7 @@ def accept_hello(conn, msg: Message, authenticate: Callable[[object], Who]) -> W
     if busy:
         log.warning("%s: refused: %s", conn.name, busy)
         raise Refused("server_busy", busy)
+    conn.queue_shifts = msg.get("queue_shifts") is True   # it reads queue updates as moves (core.link.queuemoves)
     beat = msg.get("heartbeat")
     if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat == beat:
         conn.heartbeat_every = min(max(float(beat), MIN_HEARTBEAT), MAX_HEARTBEAT)

@@ -1,17 +1,19 @@
-"""Queue positions for the clients: only what changed enough, coalesced.
+"""Queue positions for the clients: moves since the last update, coalesced.
 
 Each client is told its own jobs' positions (0 = running).  A change of the queue only marks the news
-as due; ``send_due`` (the heartbeat thread calls it) sends it at most every ``QUEUE_EVERY`` seconds,
-and only the positions that moved enough since that client was last told (``worth_telling``).  A
-client applies the positions it is given and keeps the others.  An update is then as long as what
-changed, not the whole queue: traffic grows with the queue's length, not with its square.
+as due; ``send_due`` (the heartbeat thread calls it) sends it at most every ``QUEUE_EVERY`` seconds.
+A client that offered ``queue_shifts`` in its hello gets the moves since it was last told
+(``core.link.queuemoves``): run-length shifts of its last-told positions plus the positions of new
+jobs, every position exact after every update, each update as long as the departures it reports, so
+the traffic of a draining queue grows linearly with its length.  An older client gets the positions
+that moved enough (``worth_telling``): exact near the front, O(log n) updates per job further back.
 """
 
 from __future__ import annotations
 
 import threading
 
-from ..link.protocol import message
+from ..link.queuemoves import changes, queue_update
 
 QUEUE_EVERY = 0.25    # seconds between queue updates (changes only, coalesced)
 EXACT_POSITIONS = 16  # positions up to this are always told exactly; further back, when they moved by 1/8
@@ -30,7 +32,7 @@ def worth_telling(told: int | None, position: int) -> bool:
 
 class QueueNews:
     """What each client was last told; ``positions_by_owner``: the queue's snapshot function
-    (``JobQueue.positions_by_owner``)."""
+    (``JobQueue.positions_by_owner``).  An owner's ``queue_shifts`` (set from its hello) chooses moves."""
 
     def __init__(self, positions_by_owner):
         self._snapshot = positions_by_owner
@@ -58,9 +60,14 @@ class QueueNews:
             told, self._told = self._told, {}
             for key, (owner, positions) in snapshot.items():
                 before = told.get(key, {})
-                changed = {j: p for j, p in positions.items() if worth_telling(before.get(j), p)}
-                self._told[key] = {**{j: before[j] for j in positions if j in before}, **changed}
-                if changed:
-                    updates.append((owner, changed))
-        for owner, changed in updates:
-            owner.send(message("queue", positions=changed))
+                if getattr(owner, "queue_shifts", False):
+                    explicit, shifts = changes(before, positions)
+                    self._told[key] = positions
+                else:
+                    explicit = {j: p for j, p in positions.items() if worth_telling(before.get(j), p)}
+                    shifts = []
+                    self._told[key] = {**{j: before[j] for j in positions if j in before}, **explicit}
+                if explicit or shifts:
+                    updates.append((owner, explicit, shifts))
+        for owner, explicit, shifts in updates:
+            owner.send(queue_update(explicit, shifts))

@@ -21,6 +21,7 @@ from ...contract.events import (
 from ...contract.jobs import JobRequest, validate
 from ...contract.params import ValidationError
 from .. import protocol as P
+from .. import queuemoves
 from .handle import JobHandle
 from .jobs import JobTable
 from .link import EngineError, EngineLink, os_reason
@@ -237,13 +238,8 @@ class EngineClient:
             self._call(self.on_model_status, status)
             return
         if kind == "queue":
-            positions = msg.get("positions")
-            if isinstance(positions, dict):
-                for job_id, pos in positions.items():
-                    handle = self._jobs.get(job_id)
-                    if handle is not None and handle.sent_on is link and type(pos) is int:
-                        handle.at_position(pos)
             self._cluster_view(msg.get("cluster"))
+            self._queue_update(link, *queuemoves.queue_update_of(msg))
             return
         if kind in ("bye", "hello"):
             return
@@ -258,11 +254,24 @@ class EngineClient:
         if handle is None or handle.sent_on is not link:
             return  # a job that already ended here (cancelled, stuck) or belongs to an older engine
         if isinstance(event, Accepted):
+            link.told[event.job_id] = event.position
             handle.at_position(event.position)
         elif isinstance(event, (Progress, Preview)):
             handle.report(event)
         else:
             self._jobs.end(handle, event)
+
+    def _queue_update(self, link: EngineLink, positions: dict[str, int], shifts: list[list[int]]) -> None:
+        """Move the positions the engine last told by its shifts, then take its explicit positions
+        (``core.link.queuemoves``); each job of this link whose place changed is told."""
+        told = queuemoves.applied(link.told, positions, shifts) if shifts else {**link.told, **positions}
+        link.told = {}
+        for job_id, pos in told.items():
+            handle = self._jobs.get(job_id)
+            if handle is None or handle.sent_on is not link or handle.done:
+                continue      # ended here (its final event came): the engine no longer counts it
+            link.told[job_id] = pos
+            handle.at_position(pos)
 
     def _cluster_view(self, view) -> None:
         """A gateway's ``cluster`` field (heartbeats and queue messages): kept, and told when it changes."""

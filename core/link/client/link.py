@@ -102,6 +102,7 @@ class EngineLink:
         self.last_seen = time.monotonic()
         self.lost = False
         self.running_ids: set[str] = set()
+        self.told: dict[str, int] = {}   # job id -> the queue position the engine last told (core.link.queuemoves)
         self.stuck: dict[str, float] = {}
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.tasks: list[asyncio.Task] = []

@@ -122,7 +122,7 @@ class Supervisor:
         else:
             link = await EngineLink.spawn(o.python, o.engine_args, cwd=o.cwd, env=o.env)
         self.starting = link
-        hello = {"heartbeat": o.heartbeat_interval, "client": "diffusion-dock"}
+        hello = {"heartbeat": o.heartbeat_interval, "client": "diffusion-dock", "queue_shifts": True}
         if o.token is not None:
             hello["token"] = o.token
         if link.proc is not None and (shared := bulk.directory()):
