@@ -18,7 +18,7 @@ pixels over the new border: there it is transparent, which a ControlNet sees as 
 for a depth control: far away), never the picture stretched to the grown canvas; the result says so.
 
 A reference image (``reference.py``) is not spatially aligned (its tokens join the keys of self-attention),
-so black borders would not mean "no signal": they would be borrowed as black paint.  Each pass takes
+so black borders would not mean "no signal": they would be part of the look it lends.  Each pass takes
 instead the reference's pixels of its window moved inside the old canvas's part the job reads (the
 smallest shift; cut to that part on an axis where the window is larger): every reference pixel under the
 window, plus the reference next to it up to the window's size, and for a pass wholly in the new border
