@@ -188,6 +188,39 @@ class TestExpandWithControls(TestExpand):
         return replace(super().request(**kw), controls=(Control("canny", buffer(IMG), 0.8, 0.0, 1.0),))
 
 
+class TestRestyleWithReference(PipelineContract):
+    """Restyle with a reference image and a ControlNet (the reference pass on the depth UNet behind
+    ``DepthUNet``, with the job's depth channel) keeps the same contract."""
+
+    mode = "restyle"
+
+    @pytest.fixture(autouse=True)
+    def _controlnets(self, tiny_root):
+        from core.devtools.tiny_models import build_controlnet
+
+        build_controlnet(tiny_root / "controlnet-depth")
+
+    def request(self, **kw):
+        from dataclasses import replace
+
+        from core.contract.controls import Control
+
+        req = image_request("restyle", **{"strength": 0.7, **kw})
+        return replace(req, controls=(Control("depth", buffer(IMG), 1.0, 0.2, 0.8),
+                                      Control("reference", buffer(rgba_u8(H, W, seed=3)), 1.0, 0.0, 0.7)))
+
+
+class TestExpandWithReference(TestExpand):
+    """Expand with a reference image of the old canvas (each pass its nearest part) keeps the same contract."""
+
+    def request(self, **kw):
+        from dataclasses import replace
+
+        from core.contract.controls import Control
+
+        return replace(super().request(**kw), controls=(Control("reference", buffer(rgba_u8(H, W, seed=3)), 1.2),))
+
+
 class TestLive(PipelineContract):
     """SD-Turbo at 1–4 steps without guidance (the contract's requests ask for 3 steps)."""
 

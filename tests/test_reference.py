@@ -74,7 +74,9 @@ def test_reference_is_a_control_type_of_the_cli_and_the_dock():
 @pytest.mark.parametrize("controls, mode, field, needle", [
     ((ref(), ref()), "generate", "controls[1].type", "at most one reference"),
     ((replace(ref(), model="/x/cn"),), "generate", "controls[0].model", "takes no model"),
-    ((C.Control("canny", lines()), ref()), "restyle", "controls[1].type", "generate and inpaint only"),
+    # a mode not in REFERENCE_MODES that took control layers (every such mode takes a reference today)
+    ((C.Control("canny", lines()), ref()), "live", "controls[1].type",
+     "works on generate, inpaint, restyle and expand only, not on live"),
 ])
 def test_bad_reference_names_its_field(controls, mode, field, needle):
     with pytest.raises(ValidationError) as e:

@@ -22,7 +22,7 @@ ImageBuffer = Any   # a ``jobs.ImageBuffer`` (jobs imports this module, so not t
 # ``core/pipelines/reference.py``), at most one per job, on the ``REFERENCE_MODES`` only.
 CONTROLNET_TYPES = ("scribble", "lineart", "softedge", "canny", "depth", "pose")
 REFERENCE = "reference"
-REFERENCE_MODES = ("generate", "inpaint")
+REFERENCE_MODES = ("generate", "inpaint", "restyle", "expand")
 CONTROL_TYPES = (*CONTROLNET_TYPES, REFERENCE)
 CONTROL_LABELS = {"scribble": "Scribble", "lineart": "Line art", "softedge": "Soft edge", "canny": "Canny edges",
                   "depth": "Depth", "pose": "Pose", REFERENCE: "Reference image"}
@@ -155,10 +155,14 @@ def validate(controls, formats, mode: str = "", takes: bool = True) -> tuple[Con
     return tuple(out)
 
 
+def _listing(words) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
 def _check_reference(index: int, c: Control, controls, mode: str) -> None:
     if mode and mode not in REFERENCE_MODES:
         raise ValidationError(field(index, "type"), f"{field(index, 'type')}: a reference image works on "
-                                                    f"{' and '.join(REFERENCE_MODES)} only, not on {mode}")
+                                                    f"{_listing(REFERENCE_MODES)} only, not on {mode}")
     if any(o.type == REFERENCE for o in controls[:index]):
         raise ValidationError(field(index, "type"), f"{field(index, 'type')}: at most one reference image per job")
     if c.model is not None:

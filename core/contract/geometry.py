@@ -85,6 +85,14 @@ def _fit_axis(start: int, end: int, limit: int) -> tuple[int, int]:
     return start, end
 
 
+def fit_inside(rect: Rect, bounds: Rect) -> Rect:
+    """``rect`` moved inside ``bounds`` by the smallest shift, keeping its size on each axis where it fits,
+    else cut to ``bounds`` on that axis (the part of ``bounds`` nearest ``rect``, of its size at most)."""
+    x0, x1 = _fit_axis(rect.x - bounds.x, rect.right - bounds.x, bounds.w)
+    y0, y1 = _fit_axis(rect.y - bounds.y, rect.bottom - bounds.y, bounds.h)
+    return Rect.from_edges(bounds.x + x0, bounds.y + y0, bounds.x + x1, bounds.y + y1)
+
+
 def context_margin(bbox: Rect, grow: int = 0) -> int:
     """Pixels added on each side of a selection's bounding box: what the model repaints beyond the
     selection (``grow``) plus surrounding context so that it sees what it is filling."""

@@ -16,6 +16,18 @@ pass takes the control's pixels over its window, cut and scaled exactly like the
 ControlNet inpaint pipeline (``inpaint.denoise_controlled``).  A control layer of the old canvas has no
 pixels over the new border: there it is transparent, which a ControlNet sees as black (no lines, or
 for a depth control: far away), never the picture stretched to the grown canvas; the result says so.
+
+A reference image (``reference.py``) is not spatially aligned (its tokens join the keys of self-attention),
+so black borders would not mean "no signal": they would be part of the look it lends.  Each pass takes
+instead the reference's pixels of its window moved inside the old canvas's part the job reads (the
+smallest shift; cut to that part on an axis where the window is larger): every reference pixel under the
+window, plus the reference next to it up to the window's size, and for a pass wholly in the new border
+(an outer ring) the part of the reference nearest it.  That part is encoded at the pass's own scale (the
+window's canvas px to model px, on multiples of 8), so the reference's textures have the size of the
+pixels painted beside them; it is never stretched to the model's size nor letterboxed.  A reference
+that does not cover the old canvas's part the job reads (``contract.expand.context_rect``: what the dock
+sends) is refused, naming ``controls[i].image``.  The result's timings give ``reference_rects`` (old-canvas
+coordinates) and ``reference_steps``, one per pass.
 """
 
 from __future__ import annotations
@@ -25,8 +37,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..contract import controls as C
 from ..contract.expand import Growth, context_rect, new_area, pass_sizes, patch_rect, plan_passes
-from ..contract.geometry import Rect, model_size
+from ..contract.geometry import MIN_MODEL_SIDE, Rect, fit_inside, model_size, round_to
 from ..contract.jobcontrol import JobControl
 from ..contract.jobs import JobRequest, Patch
 from ..contract.plan import RegionPlan, Schedule, seeds_for
@@ -34,6 +47,7 @@ from ..raster import compositing, masks, scaling
 from ..raster.outpaint import KNOWN, PAINTED, run_passes
 from ..raster.pixels import as_array, from_array, pack, to_working
 from . import controls as controls_job
+from . import reference as reference_job
 from . import regionjob
 from .base import Output, PipelineBase
 
@@ -128,11 +142,13 @@ class ModelPainter:
     """One image's passes on the inpainting model (``raster.outpaint.Painter``)."""
 
     def __init__(self, pipe, native: int, multiple: int, req: JobRequest, seed: int, control: JobControl,
-                 device: str, prefill, controlled=None):
+                 device: str, prefill, controlled=None, referenced=None):
         self.pipe, self.native, self.multiple = pipe, native, multiple
         self.req, self.seed, self.control, self.device = req, seed, control, device
         self.prefill = prefill           # (RGB, hole) -> RGB, or None at strength 1 (nothing starts from it)
-        self.controlled = controlled     # (window, model size) -> Controls, or None without control layers
+        self.controlled = controlled     # (window, plan, work, start, reference) -> (images, warnings), or None
+        self.referenced = referenced     # (index, pass, model size, seed) -> Reference, or None without one
+        self.reference_steps: list[list[int]] = []
         self.sched = Schedule.of(req.params.steps, req.params.strength)
         self.warnings: list[str] = []
         self.model_sizes: list[list[int]] = []
@@ -156,11 +172,15 @@ class ModelPainter:
         start = None
         if self.prefill is not None:
             start = self.prefill(index, small, scaling.selection_at(fresh, size) & mask)
+        ref = None if self.referenced is None else self.referenced(index, p, size, self.seed)
         if self.controlled is not None:
-            images, warnings = self.controlled(p.window, plan, work, start)
+            images, warnings = self.controlled(p.window, plan, work, start, ref)
         else:
             start = None if start is None else encode_image(self.pipe, start)
-            images, warnings = denoise(self.pipe, plan, work, params, self.control, self.device, start, announce=False)
+            images, warnings = denoise(self.pipe, plan, work, params, self.control, self.device, start, announce=False,
+                                       reference=ref)
+        if ref is not None:
+            self.reference_steps.append(list(ref.steps))
         self.control.advance_offset(self.sched.steps)
         self.warnings.extend(x for x in warnings if x not in self.warnings)
         out = images[0]
@@ -215,21 +235,24 @@ class Expand(PipelineBase):
                 return fill_array(rgb, hole, choice, models, CancelOnly(control))
 
         controlled = with_controls(req, found, job, loaded, sampler, models, control, notes)
+        referenced, ref_rects = with_reference(req, job, loaded.pipe)
         t_model = time.perf_counter()
-        patches, warnings, sizes = [], list(notes), []
+        patches, warnings, sizes, ref_steps = [], list(notes), [], []
         for s in seeds:
             painter = ModelPainter(pipe, native, size_multiple(pipe), req, s, control, models.policy.device,
-                                   None if fill is None else noisy_fill(fill, s), controlled)
+                                   None if fill is None else noisy_fill(fill, s), controlled, referenced)
             rgb, state = expand_image(job, painter)
             patches.append(patch_of(job, rgb, state, s))
             warnings.extend(w for w in painter.warnings if w not in warnings)
-            sizes = painter.model_sizes
+            sizes, ref_steps = painter.model_sizes, painter.reference_steps
         control.set_phase("finishing")
         return Output(patches, loaded.resolved.name, tuple(warnings),
                       {"model_seconds": round(time.perf_counter() - t_model, 4), "canvas": list(job.new_size),
                        "region": list(job.area.as_tuple()), "passes": len(job.passes),
                        "windows": [list(p.window.as_tuple()) for p in job.passes], "model_sizes": sizes,
-                       **({"controlnets": [r.name for r in found]} if found else {})},
+                       **({"controlnets": [r.name for r in found if r is not None]} if any(found) else {}),
+                       **({"reference_steps": ref_steps,
+                           "reference_rects": [list(r.as_tuple()) for r in ref_rects]} if referenced else {})},
                       replace(req.options, sampler=sampler))
 
 
@@ -238,25 +261,66 @@ def with_controls(req: JobRequest, found: list, job: ExpandJob, loaded, sampler:
     """A pass runner ``(window, plan, work, start RGB) -> (images, warnings)`` through the ControlNet inpaint
     pipeline with each control cut to the window (new-canvas coordinates; the controls are on the old
     canvas); None without controls.  Notes a control that has no pixels over part of the new border."""
-    if not req.controls:
+    if all(c.type == C.REFERENCE for c in req.controls):
         return None
     from .inpaint import denoise_controlled
 
     dx, dy = job.growth.offset
     for i, c in enumerate(req.controls):
-        if not all(controls_job.covers(c, p.window.translate(-dx, -dy)) for p in job.passes):
+        if c.type != C.REFERENCE and not all(controls_job.covers(c, p.window.translate(-dx, -dy)) for p in job.passes):
             notes.append(f"control {i + 1} ({c.type}) has no pixels over part of the new border: the ControlNet "
                          f"sees black there (no lines; for depth: far away); it is not stretched to the new canvas")
 
-    def run(window: Rect, plan: RegionPlan, work: regionjob.RegionWork, start):
+    def run(window: Rect, plan: RegionPlan, work: regionjob.RegionWork, start, reference=None):
         controls = controls_job.prepare(req, found, window.translate(-dx, -dy), plan.model_size, loaded.pipe,
                                         loaded.resolved.name, models, control, padded=True)
         assert controls is not None
         start_rgb = work.model_rgb if start is None else start
         return denoise_controlled(loaded.pipe, plan, work, req.params, control, models.policy.device, controls,
-                                  start_rgb, sampler, announce=False)
+                                  start_rgb, sampler, reference=reference, announce=False)
 
     return run
+
+
+def reference_rect(window: Rect, known: Rect) -> Rect:
+    """The part of the reference a pass whose ``window`` (old-canvas coordinates) reaches into the new border
+    takes: the window moved inside ``known`` (the old canvas's part the job reads) by the smallest shift,
+    cut to it on an axis where it is larger.  It holds every reference pixel under the window, and for a
+    window wholly in the new border (an outer ring) the reference's part nearest to it."""
+    return fit_inside(window, known)
+
+
+def reference_size(rect: Rect, window: Rect, size: tuple[int, int]) -> tuple[int, int]:
+    """``rect``'s size at the pass's own scale (its ``window`` at the model's ``size``), on multiples of 8, at
+    least ``MIN_MODEL_SIDE``: the reference's textures keep the size they have next to the painted pixels."""
+    return (round_to(rect.w * size[0] / window.w, 8, MIN_MODEL_SIDE),
+            round_to(rect.h * size[1] / window.h, 8, MIN_MODEL_SIDE))
+
+
+def with_reference(req: JobRequest, job: ExpandJob, pipe) -> tuple:
+    """(a pass's reference ``(index, pass, model size, seed) -> Reference``, the rects it takes in old-canvas
+    coordinates, one per pass), or (None, ()) without a reference or at strength 0.  A reference that does
+    not cover the old canvas's part the job reads is refused (``controls.check_covers``), never stretched.
+    Each pass's reference is encoded once and shared by the images of a batch."""
+    found = reference_job.find(req)
+    if found is None:
+        return None, ()
+    i, c = found
+    dx, dy = job.growth.offset
+    known = job.known.translate(-dx, -dy)
+    C.check_covers(i, c, known.as_tuple())
+    if c.strength == 0.0:
+        return None, ()
+    rects = tuple(reference_rect(p.window.translate(-dx, -dy), known) for p in job.passes)
+    encoded: dict[int, reference_job.Reference] = {}
+
+    def referenced(index: int, p, size: tuple[int, int], seed: int) -> reference_job.Reference:
+        if index not in encoded:
+            encoded[index] = reference_job.encode(c, rects[index], reference_size(rects[index], p.window, size),
+                                                  pipe, ())
+        return replace(encoded[index], seeds=(seed,), steps=[])
+
+    return referenced, rects
 
 
 PIPELINE = Expand()

@@ -21,7 +21,11 @@ the reference's content as IP-Adapter's image encoder would: nothing "understand
 - **Cost**: each step inside the window runs the UNet twice, and each ``attn1`` of the job's call attends to
   twice the tokens (plus its plain attention for the rows only partly injected: the unconditional ones).
 - On the 9-channel inpainting UNet the reference pass sees the whole reference as known (mask 0, the
-  masked image = the reference).  Combines with ControlNets: their residuals go to the job's call only.
+  masked image = the reference); on the 5-channel depth UNet (restyle) it gets the job's own depth
+  channel, taken from the job's call (``restyle.py`` says why).  Combines with ControlNets: their
+  residuals go to the job's call only.
+- The reference's latents need not have the job's size (its tokens are concatenated to the job's):
+  Expand gives each pass the reference's part nearest its window, at the pass's scale (``expand.py``).
 - The reference's noise is drawn from its own generators (seed + i + ``NOISE_SEED_OFFSET``), so image i
   still depends only on seed + i and the pipeline's own noise is untouched.
 
@@ -67,9 +71,6 @@ def find(req: JobRequest) -> tuple[int, C.Control] | None:
 def prepare(req: JobRequest, region: Rect, size: tuple[int, int], pipe, seeds) -> Reference | None:
     """The request's reference image cut to the job's ``region`` at the model's ``size`` and encoded by
     ``pipe``'s VAE (the posterior's mean); None without one, or at strength 0 (nothing to do)."""
-    from .common import encode_image
-    from .controls import control_picture
-
     found = find(req)
     if found is None:
         return None
@@ -77,7 +78,17 @@ def prepare(req: JobRequest, region: Rect, size: tuple[int, int], pipe, seeds) -
     C.check_covers(i, c, region.as_tuple())     # of another size: refused, never stretched
     if c.strength == 0.0:
         return None
-    rgb = control_picture(c, region, size)
+    return encode(c, region, size, pipe, seeds)
+
+
+def encode(c: C.Control, rect: Rect, size: tuple[int, int], pipe, seeds) -> Reference:
+    """The reference control ``c``'s pixels over ``rect`` (canvas coordinates, covered by ``c``) at ``size``,
+    encoded by ``pipe``'s VAE.  ``size`` need not be the job's model size: the reference's tokens are
+    concatenated to the job's, so their number may differ (Expand's passes)."""
+    from .common import encode_image
+    from .controls import control_picture
+
+    rgb = control_picture(c, rect, size)
     return Reference(encode_image(pipe, np.ascontiguousarray(rgb)), c.strength, c.start, c.end, tuple(seeds))
 
 
@@ -130,7 +141,9 @@ class ReferenceAttnProcessor:
 def _reference_sample(ref: Reference, state_gens: list, scheduler, sample, t):
     """The reference pass's UNet input for the job's ``sample`` at timestep ``t``: the reference's latents
     noised to ``t`` by the job's scheduler (one draw per image from its own generator), scaled as the
-    scheduler scales the job's input; for the 9-channel inpainting UNet the whole reference as known."""
+    scheduler scales the job's input; for the 9-channel inpainting UNet the whole reference as known; for
+    the 5-channel depth UNet the job's own depth channel, as the job's call has it (the job's conditions:
+    its depth like its prompt)."""
     import torch
 
     lat = ref.latents.to(device=sample.device, dtype=sample.dtype)
@@ -147,6 +160,10 @@ def _reference_sample(ref: Reference, state_gens: list, scheduler, sample, t):
     if channels == 2 * lat.shape[1] + 1:   # inpainting: latents, mask, masked image
         known = lat.expand(noisy.shape[0], -1, -1, -1)
         return torch.cat([noisy, torch.zeros_like(noisy[:, :1]), known], dim=1)
+    if channels == lat.shape[1] + 1:       # depth: latents, depth
+        if sample.shape[-2:] != noisy.shape[-2:]:
+            raise ValueError("a reference on the depth model must have the job's size")
+        return torch.cat([noisy, sample[:, lat.shape[1]:]], dim=1)
     raise ValueError(f"a reference image does not work with a {channels}-channel UNet")
 
 
@@ -157,10 +174,11 @@ def attn1_modules(unet) -> list:
 
 
 @contextlib.contextmanager
-def applied(pipe, ref: Reference | None) -> Iterator[None]:
+def applied(pipe, ref: Reference | None, unet=None) -> Iterator[None]:
     """Within the block, the calls of ``pipe`` (the job's view: its scheduler, its step count and whether
-    it guides are read at each UNet call) inject ``ref``; nothing without one.  The UNet's processors and
-    hooks are restored on exit, whatever happened."""
+    it guides are read at each UNet call) inject ``ref``; nothing without one.  ``unet``: the UNet to hook
+    when ``pipe.unet`` wraps it (restyle's ``DepthUNet``).  The UNet's processors and hooks are restored
+    on exit, whatever happened."""
     if ref is None:
         yield
         return
@@ -168,7 +186,7 @@ def applied(pipe, ref: Reference | None) -> Iterator[None]:
 
     from ..models.unet_compile import eager
 
-    unet = pipe.unet
+    unet = pipe.unet if unet is None else unet
     state = _State(ref, guided=False)
     gens = [torch.Generator("cpu").manual_seed((int(s) + NOISE_SEED_OFFSET) % 2**32) for s in ref.seeds]
     calls = [0]

@@ -9,6 +9,16 @@ depth model's modules; its UNet is ``DepthUNet``, the depth model's 5-channel UN
 appended to each call's latents exactly as the depth2img pipeline appends it (its own
 ``prepare_depth_map``), so the ControlNets see the 4 latent channels they were trained on and the depth
 still guides.  At control strength 0 the result is the uncontrolled restyle's, bit for bit (tested).
+
+A reference image (``reference.py``) is cut to the job's region like a ControlNet's picture.  Its
+reference pass runs the same 5-channel UNet with the job's own depth channel appended to the reference's
+latents (the depth map the job is conditioned on, as the pipeline prepared it), not a depth of the
+reference: the reference pass runs under the job's conditions, its prompt and its depth, and differs
+from the job's call only by the picture, so what the self-attention borrows is the reference's
+appearance over the job's geometry, never the reference's own geometry; and nothing more is estimated
+or loaded (a given depth still never loads the estimator).  The inpainting UNet's extra channels are
+another matter: they say what is known of the picture being denoised, which in its reference pass is the
+whole reference; the depth channel is a condition, like the prompt, so it stays the job's.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from ..raster.pixels import depth_array
 from . import adapters, regionjob
 from . import controls as controls_job
 from . import depth as depth_job
+from . import reference as reference_job
 from .base import Output, PipelineBase
 from .common import image_kwargs, mean_encoding, run_pipeline, sampler_of, with_sampler
 
@@ -48,23 +59,28 @@ def check_not_flat(depth: np.ndarray, source: str) -> None:
 
 
 def denoise(pipe, plan, work: regionjob.RegionWork, depth: np.ndarray, params, control: JobControl,
-            device: str, sampler: str, controls: controls_job.Controls | None = None):
+            device: str, sampler: str, controls: controls_job.Controls | None = None,
+            reference: reference_job.Reference | None = None):
     """Run the diffusers depth2img pipeline (with ``controls``: the ControlNet image-to-image pipeline over
-    the same modules and ``DepthUNet``) with sampler ``sampler``; returns (float RGB images at model size,
-    warnings)."""
+    the same modules and ``DepthUNet``) with sampler ``sampler``, injecting ``reference`` (its reference
+    pass gets the job's depth channel: ``reference._reference_sample``); returns (float RGB images at model
+    size, warnings)."""
     import torch
 
     image = torch.from_numpy(np.ascontiguousarray(work.model_rgb.transpose(2, 0, 1)))[None]
     depth_map = torch.from_numpy(depth)[None]
     with mean_encoding(pipe.vae):
         if controls is None:
-            return run_pipeline(with_sampler(pipe, sampler), plan, params, control, device, image=image,
-                                depth_map=depth_map, **image_kwargs(plan))
+            job = with_sampler(pipe, sampler)
+            with reference_job.applied(job, reference):
+                return run_pipeline(job, plan, params, control, device, image=image, depth_map=depth_map,
+                                    **image_kwargs(plan))
         unet = DepthUNet(pipe.unet, pipe.prepare_depth_map(image, depth_map, 1, False, pipe.unet.dtype,
                                                            pipe.unet.device))
-        return run_pipeline(with_sampler(controls_job.pipeline("image", pipe, controls, unet), sampler), plan, params,
-                            control, device, image=image, control_image=controls.image_arg(), **controls.kwargs(),
-                            **image_kwargs(plan))
+        job = with_sampler(controls_job.pipeline("image", pipe, controls, unet), sampler)
+        with reference_job.applied(job, reference, unet=pipe.unet):   # the 5-channel UNet behind DepthUNet
+            return run_pipeline(job, plan, params, control, device, image=image, control_image=controls.image_arg(),
+                                **controls.kwargs(), **image_kwargs(plan))
 
 
 def DepthUNet(unet, depth_mask):
@@ -109,14 +125,16 @@ class Restyle(PipelineBase):
         sampler = sampler_of(req, loaded)
         controls = controls_job.prepare(req, found, plan.region, plan.model_size, loaded.pipe, loaded.resolved.name,
                                         models, control)
+        reference = reference_job.prepare(req, plan.region, plan.model_size, loaded.pipe, plan.seeds)
         with adapters.applied(loaded.pipe, req.params, models.models_dir):
             images, warnings = denoise(loaded.pipe, plan, work, depth, req.params, control, models.policy.device,
-                                       sampler, controls)
+                                       sampler, controls, reference)
         control.set_phase("finishing")
         patches = regionjob.finish(req, work, images, plan.seeds, keep_layer_alpha=True)
         return Output(patches, loaded.resolved.name, warnings,
                       {"region": list(plan.region.as_tuple()), "model_size": list(plan.model_size),
-                       "depth_source": req.options.depth_source, **({"controlnets": controls.names} if controls else {})},
+                       "depth_source": req.options.depth_source, **({"controlnets": controls.names} if controls else {}),
+                       **({"reference_steps": reference.steps} if reference else {})},
                       replace(req.options, sampler=sampler))
 
 

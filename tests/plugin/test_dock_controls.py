@@ -170,3 +170,31 @@ def test_results_provenance_names_each_controls_layer(form, doc):
         ("lineart", "controlnet-lineart", "sketch"), ("scribble", "controlnet-scribble", "photo")]
     assert prov["controls"][0]["strength"] == req.controls[0].strength
     assert "controls" not in with_control_layers(JobResult("restyle", (patch,)).provenance(0), ())
+
+
+@pytest.mark.parametrize("mode", ["restyle", "expand"])
+def test_a_reference_image_on_restyle_and_expand_sends_the_region_read(form, doc, mode):
+    """The reference row on restyle (a selection) and expand (the strip beside the grown side): the request
+    validates, and the reference is the layer's own pixels over exactly the region the job reads."""
+    photo, sketch = doc.stack
+    form.set_mode(mode)
+    if mode == "restyle":
+        mask = np.zeros((HGT, W), np.uint8)
+        mask[10:40, 20:60] = 255
+        doc.select(mask)
+    else:
+        for name, value in (("expand_left", 0), ("expand_top", 0), ("expand_right", 40), ("expand_bottom", 0)):
+            form.expand_boxes[name].setValue(value)
+    form.controls_box.add_button.click()
+    row = form.controls_box.rows[0]
+    row.type.setCurrentIndex(row.type.findData("reference"))
+    row.layer.setCurrentIndex(row.layer.findData(sketch.id))
+    prepared = job_builder.build(doc, photo.id, form.spec())
+    (c,) = prepared.request.controls
+    r = prepared.region
+    assert (c.type, c.origin, c.image.width, c.image.height) == ("reference", (r.x, r.y), r.w, r.h)
+    assert c.image.data == np.ascontiguousarray(sketch.pixels[r.y:r.y + r.h, r.x:r.x + r.w]).tobytes()
+    if mode == "expand":
+        from core.contract.expand import Growth, context_rect
+
+        assert (r.x, r.y, r.w, r.h) == context_rect((W, HGT), Growth(0, 0, 40, 0)).as_tuple()

@@ -72,7 +72,7 @@ class ControlRow(QtWidgets.QWidget):
         for key in controls.CONTROL_TYPES:
             self.type.addItem(controls.CONTROL_LABELS[key], key)
         self.type.setToolTip("Reference image: the picture borrows the layer's colours and textures through "
-                             "attention (not its subject); at most one, on generate and inpaint")
+                             "attention (not its subject); at most one per job")
         self.strength, self.start, self.end = _spin("strength", 0.1), _spin("start", 0.05), _spin("end", 0.05)
         remove = QtWidgets.QToolButton()
         remove.setObjectName("control_remove")
