@@ -105,8 +105,8 @@ def _add_controls(p: argparse.ArgumentParser) -> None:
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     p.add_argument("--control", action="append", type=control_spec, default=[], metavar="TYPE:IMAGE[:S[:START:END]]",
-                   help="a control picture (the image's size; repeatable): TYPE scribble, lineart, softedge, canny, "
-                        "depth, pose (SD 2.1 ControlNets) or reference (its look through attention, one); strength "
+                   help="a control picture (the image's size, for expand also the grown canvas's; repeatable): TYPE "
+                        "scribble, lineart, softedge, canny, depth, pose (SD 2.1 ControlNets) or reference (its look through attention, one); strength "
                         "S 0–2 (default 1); START:END the fraction of the steps it acts on (default 0:1)")
 
 
@@ -276,30 +276,9 @@ def request_from_args(args, mode: str):
         opt.update({f"expand_{side}": getattr(args, side) or 0 for side in ("left", "top", "right", "bottom")})
     job = request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
                              mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
-                             model=getattr(args, "model", None), controls=getattr(args, "control", ()))
-    if mode == "expand":
-        job = expand_to_aspect(args, job)
+                             model=getattr(args, "model", None), controls=getattr(args, "control", ()),
+                             to_aspect=getattr(args, "to_aspect", None))
     return job
-
-
-def expand_to_aspect(args, job):
-    """``--to-aspect W:H``: the growth that brings the image to that aspect (instead of the sizes)."""
-    from dataclasses import replace
-
-    from .contract.expand import FIELDS, to_aspect
-
-    if args.to_aspect is None:
-        return job
-    if any(getattr(args, side) is not None for side in ("left", "top", "right", "bottom")):
-        raise CliError("--to-aspect and --left/--right/--top/--bottom exclude each other: give one or the other")
-    req = job.request
-    growth = to_aspect((req.image.width, req.image.height), args.to_aspect)
-    if growth.empty:
-        w, h = args.to_aspect
-        raise CliError(f"--to-aspect {w}:{h}: the image ({req.image.width}x{req.image.height}) already has "
-                       f"that aspect ratio; nothing to expand")
-    options = replace(req.options, **dict(zip(FIELDS, growth.as_tuple())))
-    return replace(job, request=replace(req, options=options))
 
 
 def make_models(args):

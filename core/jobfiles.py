@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .contract import atomic
+from .contract.expand import FIELDS as EXPAND_FIELDS
+from .contract.expand import Growth, to_aspect
 from .contract.jobs import ImageBuffer, JobRequest, JobResult, Options, Params
 from .contract.modes import IMAGE_OPTIONAL, OUTPUT_EXPANDED, OUTPUT_GRAY16, OUTPUT_SCALED, spec
 from .contract.params import ValidationError
@@ -36,8 +38,9 @@ class FileRequest:
 
 def request_from_files(mode: str, params: Params, options: Options, *, image: str | Path | None = None,
                        mask: str | Path | None = None, depth: str | Path | None = None,
-                       model: str | None = None, controls=()) -> FileRequest:
-    """Read the files a job needs and build its request.  Raises ValidationError naming the file."""
+                       model: str | None = None, controls=(), to_aspect: tuple[int, int] | None = None) -> FileRequest:
+    """Read the files a job needs and build its request.  Raises ValidationError naming the file.
+    ``to_aspect`` (expand): grow the image to that aspect ratio instead of the options' sizes per side."""
     ms = spec(mode)
     buf = mask_buf = depth_buf = None
     keep_alpha = ms.image != IMAGE_OPTIONAL   # text-to-image paints opaque pictures
@@ -59,22 +62,48 @@ def request_from_files(mode: str, params: Params, options: Options, *, image: st
     if depth is not None:
         depth_buf = read_depth(depth, size)
         options = replace(options, depth_source="given")
+    grown = None
+    if mode == "expand" and size is not None:
+        options = expanded_options(options, size, to_aspect)
+        grown = Growth.of(options)
     req = JobRequest(mode, params, options, model=model, image=buf, mask=mask_buf, depth=depth_buf,
-                     controls=read_controls(controls, size or (options.width, options.height)))
+                     controls=read_controls(controls, size or (options.width, options.height), grown))
     return FileRequest(req, keep_alpha)
 
 
-def read_controls(specs, size) -> tuple:
+def expanded_options(options: Options, size: tuple[int, int], aspect: tuple[int, int] | None) -> Options:
+    """Expand's options with the growth ``--to-aspect`` asks for (it excludes the sizes per side)."""
+    if aspect is None:
+        return options
+    if any(getattr(options, f) for f in EXPAND_FIELDS):
+        raise ValidationError("to_aspect", "--to-aspect and --left/--right/--top/--bottom exclude each other: give "
+                                           "one or the other")
+    growth = to_aspect(size, aspect)
+    if growth.empty:
+        raise ValidationError("to_aspect", f"--to-aspect {aspect[0]}:{aspect[1]}: the image ({size[0]}x{size[1]}) "
+                                           f"already has that aspect ratio; nothing to expand")
+    return replace(options, **dict(zip(EXPAND_FIELDS, growth.as_tuple())))
+
+
+def read_controls(specs, size, grown: Growth | None = None) -> tuple:
     """Controls from ``(type, path, strength, start, end)`` (``controls.parse_spec``): each picture must be
-    ``size`` (the image's, or width × height without one); one of another size is refused, never stretched."""
+    ``size`` (the image's, or width × height without one); one of another size is refused, never stretched.
+    For expand (``grown``: its growth) a picture may also be the grown canvas's size: it then covers the new
+    border too (its origin is the grown canvas's top-left corner on the old canvas)."""
     from .contract.controls import Control, field
 
     out = []
+    canvas = grown.canvas(size) if grown is not None else None
     for i, (kind, path, strength, start, end) in enumerate(specs):
         buf, _alpha = read_image(path, field(i, "image"))
-        if size[0] is not None and (buf.width, buf.height) != tuple(size):
+        own = (buf.width, buf.height)
+        if grown is not None and own == canvas:
+            out.append(Control(kind, buf, strength, start, end, origin=(-grown.left, -grown.top)))
+            continue
+        if size[0] is not None and own != tuple(size):
+            also = f" or the grown canvas's {canvas[0]}x{canvas[1]}" if canvas else ""
             raise ValidationError(field(i, "image"), f"control {path} is {buf.width}x{buf.height}, the image is "
-                                                     f"{size[0]}x{size[1]}: a control must be the image's size "
+                                                     f"{size[0]}x{size[1]}: a control must be the image's size{also} "
                                                      f"(it is never stretched)")
         out.append(Control(kind, buf, strength, start, end))
     return tuple(out)

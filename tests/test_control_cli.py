@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from core.contract.params import ValidationError
 from core.raster import preprocess
 
 from .conftest import ROOT
@@ -154,3 +155,56 @@ def test_cli_json_provenance_records_the_controls(tiny_root, controlnets, tmp_pa
         {"type": "canny", "controlnet": "controlnet-canny", "strength": 1.0, "start": 0.0, "end": 1.0}]
     r = run_cli(*common, "--out", tmp_path / "p.png", env=env)
     assert r.returncode == 0 and "controls" not in json.loads(r.stdout)
+
+
+def test_request_from_files_places_a_grown_canvas_control_for_expand(tmp_path):
+    """For expand a control may be the grown canvas's size (it then covers the new border: its origin is the
+    grown canvas's corner on the old canvas); the image's size keeps origin (0, 0); any other size is refused
+    naming the field; ``to_aspect`` is the growth the sizes are checked against."""
+    from core.contract.jobs import Options, Params, default_options
+    from core.jobfiles import request_from_files
+
+    rng = np.random.default_rng(5)
+    for name, (w, h) in (("in", (40, 30)), ("old", (40, 30)), ("grown", (40 + 8 + 12, 30)), ("odd", (44, 30)),
+                         ("wide", (54, 30))):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    opts = Options(**{**default_options("expand").__dict__, "expand_left": 8, "expand_top": 0, "expand_right": 12,
+                      "expand_bottom": 0})
+    spec = [("canny", tmp_path / "grown.png", 1.0, 0.0, 1.0), ("canny", tmp_path / "old.png", 1.0, 0.0, 1.0)]
+    req = request_from_files("expand", Params(prompt="x"), opts, image=tmp_path / "in.png", controls=spec).request
+    assert [c.origin for c in req.controls] == [(-8, 0), (0, 0)]
+    with pytest.raises(ValidationError) as e:
+        request_from_files("expand", Params(prompt="x"), opts, image=tmp_path / "in.png",
+                           controls=[("canny", tmp_path / "odd.png", 1.0, 0.0, 1.0)])
+    assert e.value.parameter == "controls[0].image" and "60x30" in str(e.value)
+    # 40x30 to 16:9: 54 px wide, 14 more: 7 left and 7 right
+    plain = Options(**{**default_options("expand").__dict__, "expand_left": 0, "expand_top": 0, "expand_right": 0,
+                       "expand_bottom": 0})
+    req = request_from_files("expand", Params(prompt="x"), plain, image=tmp_path / "in.png", to_aspect=(16, 9),
+                             controls=[("canny", tmp_path / "wide.png", 1.0, 0.0, 1.0)]).request
+    assert (req.options.expand_left, req.options.expand_right) == (7, 7) and req.controls[0].origin == (-7, 0)
+    with pytest.raises(ValidationError, match="exclude each other"):
+        request_from_files("expand", Params(prompt="x"), opts, image=tmp_path / "in.png", to_aspect=(16, 9))
+
+
+def test_cli_expand_with_a_control_of_the_grown_canvas(tiny_root, controlnets, tmp_path):
+    """A control the grown canvas's size steers the new border too: no "no pixels over the new border"
+    warning (there is one for the image-sized control), a different border, the original pixels kept."""
+    env = {"DD_MODELS_DIR": str(tiny_root)}
+    rng = np.random.default_rng(3)
+    inp, old, grown = tmp_path / "in.png", tmp_path / "old.png", tmp_path / "grown.png"
+    Image.fromarray((rng.random((128, 128, 3)) * 255).astype(np.uint8)).save(inp)
+    lines = (preprocess.canny(rng.random((128, 160, 3), dtype=np.float32)) * 255).astype(np.uint8)
+    Image.fromarray(lines[:, :128]).save(old)
+    Image.fromarray(lines).save(grown)
+    common = ["expand", "--model", tiny_root / "sd2-inpainting", "--right", 32, "--image", inp, "--prompt", "x",
+              "--steps", 2, "--seed", 1]
+    a = run_cli(*common, "--control", f"canny:{old}:1.5", "--out", tmp_path / "a.png", env=env)
+    b = run_cli(*common, "--control", f"canny:{grown}:1.5", "--out", tmp_path / "b.png", env=env)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    assert "new border" in a.stderr and "new border" not in b.stderr
+    pa, pb = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("a.png", "b.png"))
+    src = np.asarray(Image.open(inp).convert("RGB"))
+    assert pa.shape == pb.shape == (128, 160, 3)
+    assert np.array_equal(pa[:, :128], src) and np.array_equal(pb[:, :128], src)
+    assert not np.array_equal(pa[:, 128:], pb[:, 128:])
