@@ -273,7 +273,10 @@ def request_from_args(args, mode: str):
     if getattr(args, "no_color_match", False):
         opt["color_match"] = False
     if mode == "expand":
-        opt.update({f"expand_{side}": getattr(args, side) or 0 for side in ("left", "top", "right", "bottom")})
+        sides = ("left", "top", "right", "bottom")
+        if args.to_aspect is not None and any(getattr(args, side) is not None for side in sides):   # even 0
+            raise CliError("--to-aspect and --left/--right/--top/--bottom exclude each other: give one or the other")
+        opt.update({f"expand_{side}": getattr(args, side) or 0 for side in sides})
     job = request_from_files(mode, params, Options(**opt), image=getattr(args, "image", None),
                              mask=getattr(args, "mask", None), depth=getattr(args, "depth", None),
                              model=getattr(args, "model", None), controls=getattr(args, "control", ()),

@@ -98,6 +98,7 @@ def test_expand_writes_the_grown_canvas_with_the_input_at_its_new_place(tiny_roo
     (["expand", "--image", "{d}/in.png", "--to-aspect", "0:1"], "expected W:H with two whole numbers"),
     (["expand", "--image", "{d}/in.png", "--to-aspect", "61:45"], "already has that aspect ratio"),
     (["expand", "--image", "{d}/in.png", "--to-aspect", "2:1", "--left", "4"], "exclude each other"),
+    (["expand", "--image", "{d}/in.png", "--to-aspect", "2:1", "--left", "0"], "exclude each other"),
     (["upscale", "--noise-level", "351"], "noise_level must be in 0–350"),
     (["upscale", "--noise-level", "-1"], "noise_level must be in 0–350"),
     (["upscale", "--tile", "32"], "tile must be in 64–512"),
