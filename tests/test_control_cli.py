@@ -116,22 +116,28 @@ def test_cli_restyle_and_expand_with_controls(tiny_root, controlnets, tmp_path):
     """--control on restyle (the depth model through the ControlNet image-to-image pipeline) and on expand
     (the control of the image's size, cut to each pass's window): the control changes the result, and
     expand keeps the original pixels bit for bit."""
-    env = {"DD_MODELS_DIR": str(tiny_root)}
     rng = np.random.default_rng(2)
     edges, inp = tmp_path / "edges.png", tmp_path / "in.png"
     Image.fromarray((preprocess.canny(rng.random((128, 128, 3), dtype=np.float32)) * 255).astype(np.uint8)).save(edges)
     Image.fromarray((rng.random((128, 128, 3)) * 255).astype(np.uint8)).save(inp)
+    control_changes_restyle_and_expand(tiny_root, tmp_path, inp, f"canny:{edges}:1.5")
+
+
+def control_changes_restyle_and_expand(tiny_root, tmp_path, inp, control: str, *extra_args) -> None:
+    """``--control control`` on restyle and on expand (32 px to the right) changes the result; expand keeps
+    ``inp``'s pixels bit for bit."""
+    env = {"DD_MODELS_DIR": str(tiny_root)}
     for mode, extra in (("restyle", ["--model", tiny_root / "sd2-depth"]),
                         ("expand", ["--model", tiny_root / "sd2-inpainting", "--right", 32])):
-        common = [mode, *extra, "--image", inp, "--prompt", "x", "--steps", 2, "--seed", 1]
+        common = [mode, *extra, "--image", inp, "--prompt", "x", "--steps", 2, "--seed", 1, *extra_args]
         plain, ctl = tmp_path / f"{mode}.png", tmp_path / f"{mode}-ctl.png"
         assert run_cli(*common, "--out", plain, env=env).returncode == 0
-        r = run_cli(*common, "--control", f"canny:{edges}:1.5", "--out", ctl, env=env)
+        r = run_cli(*common, "--control", control, "--out", ctl, env=env)
         assert r.returncode == 0, r.stderr
         a, b = np.asarray(Image.open(plain)), np.asarray(Image.open(ctl))
         assert a.shape == b.shape and not np.array_equal(a, b), mode
     src = np.asarray(Image.open(inp).convert("RGB"))
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "expand-ctl.png").convert("RGB"))[:, :128], src)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "expand-ctl.png").convert("RGB"))[:, :src.shape[1]], src)
 
 
 def test_cli_json_provenance_records_the_controls(tiny_root, controlnets, tmp_path):

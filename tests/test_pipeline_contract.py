@@ -188,26 +188,17 @@ class TestExpandWithControls(TestExpand):
         return replace(super().request(**kw), controls=(Control("canny", buffer(IMG), 0.8, 0.0, 1.0),))
 
 
-class TestRestyleWithReference(PipelineContract):
+class TestRestyleWithReference(TestRestyleWithControls):
     """Restyle with a reference image and a ControlNet (the reference pass on the depth UNet behind
     ``DepthUNet``, with the job's depth channel) keeps the same contract."""
-
-    mode = "restyle"
-
-    @pytest.fixture(autouse=True)
-    def _controlnets(self, tiny_root):
-        from core.devtools.tiny_models import build_controlnet
-
-        build_controlnet(tiny_root / "controlnet-depth")
 
     def request(self, **kw):
         from dataclasses import replace
 
         from core.contract.controls import Control
 
-        req = image_request("restyle", **{"strength": 0.7, **kw})
-        return replace(req, controls=(Control("depth", buffer(IMG), 1.0, 0.2, 0.8),
-                                      Control("reference", buffer(rgba_u8(H, W, seed=3)), 1.0, 0.0, 0.7)))
+        req = super().request(**kw)
+        return replace(req, controls=(*req.controls, Control("reference", buffer(rgba_u8(H, W, seed=3)), 1.0, 0.0, 0.7)))
 
 
 class TestExpandWithReference(TestExpand):

@@ -255,22 +255,13 @@ def test_cli_reference_on_restyle_and_expand(tiny_root, tmp_path):
     from PIL import Image
 
     from .test_cli import run_cli
+    from .test_control_cli import control_changes_restyle_and_expand
 
     env = {"DD_MODELS_DIR": str(tiny_root)}
     style, inp = tmp_path / "style.png", tmp_path / "in.png"
     Image.frombytes("RGBA", (SIZE, SIZE), picture().data).save(style)
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(inp)
-    for mode, extra in (("restyle", ["--model", tiny_root / "sd2-depth"]),
-                        ("expand", ["--model", tiny_root / "sd2-inpainting", "--right", 32])):
-        common = [mode, *extra, "--image", inp, "--prompt", "x", "--steps", 2, "--seed", 1, "--quiet"]
-        plain, refd = tmp_path / f"{mode}.png", tmp_path / f"{mode}-ref.png"
-        assert run_cli(*common, "--out", plain, env=env).returncode == 0
-        r = run_cli(*common, "--control", f"reference:{style}:1.5", "--out", refd, env=env)
-        assert r.returncode == 0, r.stderr
-        a, b = np.asarray(Image.open(plain)), np.asarray(Image.open(refd))
-        assert a.shape == b.shape and not np.array_equal(a, b), mode
-    src = np.asarray(Image.open(inp).convert("RGB"))
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "expand-ref.png").convert("RGB"))[:, :SIZE], src)
+    control_changes_restyle_and_expand(tiny_root, tmp_path, inp, f"reference:{style}:1.5", "--quiet")
     small = tmp_path / "small.png"
     Image.new("RGB", (96, 96)).save(small)
     r = run_cli("expand", "--model", tiny_root / "sd2-inpainting", "--right", 32, "--image", inp, "--prompt", "x",

@@ -328,13 +328,18 @@ def test_sip_data_matches_the_real_krita_module(real_run):
             assert doc_arities(doc) == {(o[0], o[1]) for o in sip[meth]}, (cls, meth, doc, sip[meth])
 
 
-def test_expand_grows_the_canvas_moving_every_pixel_and_the_selection(krita_run):
-    """The tiny model's expand result through the Krita host: ``resizeImage`` grows the canvas and moves
-    the layer and the selection by the left and top growth, bit for bit; the result is a new layer."""
+def expand_outputs(krita_run):
+    """(the work folder, the expand scenario's outputs, its inputs) of the host run; fails on its crash."""
     work, results, data = krita_run
     out = results["expand"]
     assert "crash" not in out, out["crash"]
-    e = data["expand"]
+    return work, out, data["expand"]
+
+
+def test_expand_grows_the_canvas_moving_every_pixel_and_the_selection(krita_run):
+    """The tiny model's expand result through the Krita host: ``resizeImage`` grows the canvas and moves
+    the layer and the selection by the left and top growth, bit for bit; the result is a new layer."""
+    work, out, e = expand_outputs(krita_run)
     w, h = e["w"], e["h"]
     left, top, right, bottom = e["growth"]
     nw, nh = w + left + right, h + top + bottom
@@ -359,10 +364,7 @@ def test_expand_grows_the_canvas_moving_every_pixel_and_the_selection(krita_run)
 
 
 def test_a_selection_over_the_canvas_edge_is_clamped_for_inpaint_and_unused_by_expand(krita_run):
-    work, results, data = krita_run
-    out = results["expand"]
-    assert "crash" not in out, out["crash"]
-    e = data["expand"]
+    work, out, e = expand_outputs(krita_run)
     w, h = e["w"], e["h"]
     sx, sy, sw, sh = e["selection_rect"]
     rx, ry, rw, rh = out["raw_selection"]
@@ -390,10 +392,7 @@ def test_a_control_layer_gives_the_same_request_bytes_in_krita_as_in_the_editor(
     from plugin.diffusion_dock.runtime.coreapi import jobs
     from plugin.diffusion_dock.session.job_builder import ControlSpec, JobSpec, build
 
-    work, results, data = krita_run
-    out = results["expand"]
-    assert "crash" not in out, out["crash"]
-    e = data["expand"]
+    work, out, e = expand_outputs(krita_run)
     w, h = e["w"], e["h"]
     sx, sy, _, _ = e["selection_rect"]
     src = (work / e["source"]).read_bytes()

@@ -21,6 +21,17 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
+def _folder_row(field, button_text: str, choose) -> QtWidgets.QHBoxLayout:
+    """A folder's text field with the button that opens a folder dialog (``choose``) beside it."""
+    button = QtWidgets.QToolButton()
+    button.setText(button_text)
+    button.clicked.connect(choose)
+    row = QtWidgets.QHBoxLayout()
+    row.addWidget(field, 1)
+    row.addWidget(button)
+    return row
+
+
 class SetupPage(QtWidgets.QWidget):
     installed = Signal(str)      # the engine's Python, after a run that ended ready
     closed = Signal()
@@ -59,12 +70,7 @@ class SetupPage(QtWidgets.QWidget):
             w.setWordWrap(True)
         self.location = QtWidgets.QLineEdit(str(self.venv))
         self.location.setObjectName("location")
-        change = QtWidgets.QToolButton()
-        change.setText("Change…")
-        change.clicked.connect(self._choose_location)
-        loc = QtWidgets.QHBoxLayout()
-        loc.addWidget(self.location, 1)
-        loc.addWidget(change)
+        loc = _folder_row(self.location, "Change…", self._choose_location)
         self.wheels = QtWidgets.QLineEdit()
         self.wheels.setObjectName("wheels")
         self.wheels.setPlaceholderText("empty: download from the package index")
@@ -72,12 +78,7 @@ class SetupPage(QtWidgets.QWidget):
         self.wheels.setToolTip("A folder of .whl files (PyTorch and the engine's packages) to install from "
                                "without internet: pip --no-index --find-links FOLDER")
         self.wheels.editingFinished.connect(self.refresh_plan)
-        pick = QtWidgets.QToolButton()
-        pick.setText("Choose…")
-        pick.clicked.connect(self._choose_wheels)
-        whl = QtWidgets.QHBoxLayout()
-        whl.addWidget(self.wheels, 1)
-        whl.addWidget(pick)
+        whl = _folder_row(self.wheels, "Choose…", self._choose_wheels)
         form.addRow("Detected", self.hardware)
         form.addRow("PyTorch", self.torch)
         form.addRow("Location", loc)
