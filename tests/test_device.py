@@ -112,3 +112,15 @@ def test_the_autoencoders_run_channels_last_on_the_cpu_only():
     assert choose_policy(HardwareFacts(cuda=True), device="cpu").vae_channels_last
     assert not choose_policy(HardwareFacts(cuda=True)).vae_channels_last
     assert not choose_policy(HardwareFacts(mps=True)).vae_channels_last
+
+
+def test_attention_is_blocked_for_bf16_on_the_cpu_only():
+    """Measured faster in bf16 on a CPU without AMX (1.3-1.7x); torch's kernel stays for fp32, with AMX
+    (it runs on AMX tiles there) and on GPUs."""
+    assert choose_policy(HardwareFacts(cpu_flags=AVX512BF16)).blocked_attention
+    assert not choose_policy(HardwareFacts(cpu_flags=PLAIN)).blocked_attention
+    assert not choose_policy(HardwareFacts(cpu_flags=AVX512BF16), dtype="float32").blocked_attention
+    assert choose_policy(HardwareFacts(cpu_flags=PLAIN), dtype="bfloat16").blocked_attention
+    assert not choose_policy(HardwareFacts(cuda=True)).blocked_attention
+    assert not choose_policy(HardwareFacts(mps=True)).blocked_attention
+    assert not choose_policy(HardwareFacts(cpu_flags=AVX512BF16 | {"amx_tile", "amx_bf16"})).blocked_attention

@@ -129,7 +129,7 @@ def load(resolved: ResolvedModel, policy):
     from diffusers import ControlNetModel
 
     from .device import torch_dtype
-    from .loader import quiet_libraries
+    from .loader import attention_kernel, quiet_libraries
 
     quiet_libraries()
     dtype = torch_dtype(policy.dtype)
@@ -143,5 +143,6 @@ def load(resolved: ResolvedModel, policy):
             (Path(tmp) / "config.json").write_text(json.dumps(SD21_CONFIG))
             net = ControlNetModel.from_single_file(str(path), config=tmp, local_files_only=True, torch_dtype=dtype)
     net.to(policy.device).eval().requires_grad_(False)
+    attention_kernel(policy, net)
     assert isinstance(net, torch.nn.Module)
     return net

@@ -40,6 +40,7 @@ class DevicePolicy:
     compile: bool = False         # compile the UNet with torch.compile (core/models/unet_compile.py)
     compile_reason: str = ""
     vae_channels_last: bool = False   # the autoencoders' weights in channels_last (``VAE_CHANNELS_LAST``)
+    blocked_attention: bool = False   # attention by core/models/blocked_attention.py (``BLOCKED_ATTENTION``)
 
     @property
     def half(self) -> bool:
@@ -51,6 +52,14 @@ class DevicePolicy:
 # decodes 1.4-1.5x faster, SD2's VAE 1.15-1.2x.  Not on CUDA or MPS: unmeasured there.  The UNet stays
 # contiguous: channels_last measured within the noise for it (README, row 1).
 VAE_CHANNELS_LAST = ("cpu",)
+# (device, dtype) pairs whose attention layers compute attention block by block
+# (core/models/blocked_attention.py) instead of torch's scaled_dot_product_attention, on CPUs without
+# AMX.  Measured on a 2-core EPYC (avx512_bf16, no AMX) in bf16: attention 1.4-2x faster
+# (scripts/bench_attention.py), the 512² UNet step 6.19 -> 4.64 s eager and 5.21 -> 4.12 s compiled (row 1).  Not in fp32 (torch's kernel measured 1.2-3x faster there), not
+# with AMX (torch's kernel then runs on AMX tiles: attention measured 16% of the step on an AMX Xeon,
+# against 36% here), not on CUDA or MPS (their fused kernels are the fast path).
+BLOCKED_ATTENTION = (("cpu", "bfloat16"),)
+BLOCKED_ATTENTION_NOT_WITH = "amx_bf16"
 
 
 def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | None = None,
@@ -89,7 +98,13 @@ def choose_policy(facts: HardwareFacts, device: str | None = None, dtype: str | 
         auto = dtype
         vae = "float32" if (device == "cuda" or dtype == "float32") else dtype
     on, compile_why = compile_decision(facts, device, compile)
-    return DevicePolicy(device, auto, vae, "float32", why, on, compile_why, vae_channels_last=device in VAE_CHANNELS_LAST)
+    return DevicePolicy(device, auto, vae, "float32", why, on, compile_why, vae_channels_last=device in VAE_CHANNELS_LAST,
+                        blocked_attention=blocked_attention(facts, device, auto))
+
+
+def blocked_attention(facts: HardwareFacts, device: str, dtype: str) -> bool:
+    """Whether attention is computed block by block (``BLOCKED_ATTENTION``)."""
+    return (device, dtype) in BLOCKED_ATTENTION and BLOCKED_ATTENTION_NOT_WITH not in facts.cpu_flags
 
 
 def compile_decision(facts: HardwareFacts, device: str, wanted: bool) -> tuple[bool, str]:

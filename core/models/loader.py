@@ -122,6 +122,7 @@ def load_pipeline(model: ResolvedModel, policy: DevicePolicy, *, without_depth_e
         pipe.vae.to(torch_dtype(vae_dtype))
         mixed_precision_vae(pipe.vae)
     vae_layout(pipe.vae, policy)
+    attention_kernel(policy, pipe.unet, pipe.vae)
     # The pipeline keeps the scheduler the model ships with: each job makes its own sampler from its
     # config (core/models/samplers.py).
     pipe.set_progress_bar_config(disable=True)
@@ -150,6 +151,15 @@ def vae_layout(vae, policy: DevicePolicy) -> None:
         import torch
 
         vae.to(memory_format=torch.channels_last)
+
+
+def attention_kernel(policy: DevicePolicy, *models) -> None:
+    """The attention layers of ``models`` compute attention block by block where the policy says it
+    pays (``BLOCKED_ATTENTION``; core/models/blocked_attention.py)."""
+    if policy.blocked_attention:
+        from .blocked_attention import use_blocked_attention
+
+        use_blocked_attention(*models)
 
 
 def mixed_precision_vae(vae) -> None:

@@ -107,18 +107,26 @@ def time_compiled(unet, batch: int, size: int, repeats: int) -> dict:
 
 OP_KINDS = (   # torch op name fragments → the kind of work, first match wins
     ("convolution", ("convolution",)),
-    ("attention (SDPA)", ("scaled_dot_product", "flash_attention")),
-    ("linear and matmul", ("addmm", "aten::mm", "bmm", "baddbmm", "matmul")),
+    ("attention", ("scaled_dot_product", "flash_attention", "blocked_attention")),
+    ("linear and matmul", ("addmm", "aten::mm", "bmm", "baddbmm", "matmul", "linear")),
     ("normalisation", ("group_norm", "layer_norm")),
     ("copies and layout", ("copy_", "clone", "contiguous", "cat", "to_dense", "reorder")),
 )
 
 
+def kind_of(name: str) -> str:
+    return next((k for k, parts in OP_KINDS if any(p in name for p in parts)), "elementwise and other")
+
+
 def seconds_by_kind(prof) -> dict[str, float]:
-    """A torch profile's CPU self time in seconds by kind of work (``OP_KINDS``), largest first."""
+    """A torch profile's CPU self time in seconds by kind of work (``OP_KINDS``), largest first.  An op
+    run inside an attention op (the blocked kernel's matmuls and softmax) counts as attention."""
     spent: dict[str, float] = {}
-    for ev in prof.key_averages():
-        kind = next((k for k, parts in OP_KINDS if any(p in ev.key for p in parts)), "elementwise and other")
+    for ev in prof.events():
+        kind, parent = kind_of(ev.name), ev.cpu_parent
+        while parent is not None and kind != "attention":
+            kind = "attention" if kind_of(parent.name) == "attention" else kind
+            parent = parent.cpu_parent
         spent[kind] = spent.get(kind, 0.0) + ev.self_cpu_time_total / 1e6
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
