@@ -317,5 +317,10 @@ def test_a_dtype_cast_at_load_keeps_no_copy_of_the_files_tensors(tmp_path):
     assert {t.dtype for t in model_tensors(pipe) if t.is_floating_point()} == {torch.bfloat16}
     folder = str(tmp_path / "m" / "sd2-inpainting")
     assert not [f for f in mapped_files() if f.startswith(folder)]
-    fp16 = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.dtype == torch.float16]
+    # fake tensors hold no memory: inductor keeps some (fp16 examples of its attention patterns) once
+    # anything was compiled in this process
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    fp16 = [o for o in gc.get_objects()
+            if isinstance(o, torch.Tensor) and not isinstance(o, FakeTensor) and o.dtype == torch.float16]
     assert not fp16, [tuple(t.shape) for t in fp16[:5]]
