@@ -124,23 +124,12 @@ def test_a_masked_call_goes_to_torchs_kernel(monkeypatch):
     assert torch.equal(got, expected)
 
 
-def tiny_unet():
-    from diffusers import UNet2DConditionModel
+def step(unet):
+    """One guided step of ``unet`` (bf16) on ``test_unet_compile``'s inputs."""
+    from .test_unet_compile import call, inputs
 
-    torch.manual_seed(0)
-    return UNet2DConditionModel(
-        block_out_channels=(32,), layers_per_block=1, sample_size=8, in_channels=9, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
-        cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True, norm_num_groups=8,
-    ).to(torch.bfloat16).eval().requires_grad_(False)
-
-
-def step(unet, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 9, 8, 8, generator=g).to(torch.bfloat16)
-    ctx = torch.randn(2, 77, 32, generator=g).to(torch.bfloat16)
-    with torch.no_grad():
-        return unet(x, torch.tensor(500), encoder_hidden_states=ctx, return_dict=False)[0]
+    x, t, ctx = inputs()
+    return call(unet, x.to(torch.bfloat16), t, ctx.to(torch.bfloat16))
 
 
 def test_a_compiled_unet_calls_the_blocked_kernel_as_one_step(monkeypatch):
@@ -151,7 +140,9 @@ def test_a_compiled_unet_calls_the_blocked_kernel_as_one_step(monkeypatch):
 
     from core.models import unet_compile
 
-    unet = tiny_unet()
+    from .test_unet_compile import small_unet
+
+    unet = small_unet().to(torch.bfloat16)
     layers = sum(isinstance(m, Attention) for m in unet.modules())
     assert ba.use_blocked_attention(unet) == layers == 8    # attn1 and attn2 of 4 transformer blocks
     expected = step(unet)

@@ -17,8 +17,7 @@ from core.models import env, unet_compile
 WAIT = 600
 
 
-@pytest.fixture(scope="module")
-def unet():
+def small_unet():
     """A real UNet2DConditionModel with every kind of SD2 block, as small as inductor compiles fast
     (about a minute on 2 cores, against two for the tiny test pipelines' UNet)."""
     from diffusers import UNet2DConditionModel
@@ -29,6 +28,11 @@ def unet():
         down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
         cross_attention_dim=32, attention_head_dim=8, use_linear_projection=True, norm_num_groups=8,
     ).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return small_unet()
 
 
 def inputs(batch=2, side=8, seed=0):

@@ -55,9 +55,10 @@ VAE_CHANNELS_LAST = ("cpu",)
 # (device, dtype) pairs whose attention layers compute attention block by block
 # (core/models/blocked_attention.py) instead of torch's scaled_dot_product_attention, on CPUs without
 # AMX.  Measured on a 2-core EPYC (avx512_bf16, no AMX) in bf16: attention 1.4-2x faster
-# (scripts/bench_attention.py), the 512² UNet step 6.19 -> 4.64 s eager and 5.21 -> 4.12 s compiled (row 1).  Not in fp32 (torch's kernel measured 1.1-1.5x faster there), not
-# with AMX (torch's kernel then runs on AMX tiles: attention measured 16% of the step on an AMX Xeon,
-# against 36% here), not on CUDA or MPS (their fused kernels are the fast path).
+# (scripts/bench_attention.py), the 512² UNet step 6.19 -> 4.64 s eager and 5.21 -> 4.12 s compiled
+# (row 1).  Not in fp32 (torch's kernel measured 1.1-1.5x faster there), not with AMX (torch's kernel
+# then runs on AMX tiles: attention measured 16% of the step on an AMX Xeon, against 36% here), not on
+# CUDA or MPS (their fused kernels are the fast path).
 BLOCKED_ATTENTION = (("cpu", "bfloat16"),)
 BLOCKED_ATTENTION_NOT_WITH = "amx_bf16"
 
